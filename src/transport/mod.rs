@@ -1,0 +1,212 @@
+//! The frame transport: a shared-memory segment in /dev/shm through which one writer process
+//! hands video frames to any number of reader processes. Nothing here knows GStreamer; the
+//! elements are thin layers over [`Writer`] and [`Subscriber`] / [`Reader`].
+//!
+//! * [`Writer::create`] makes a segment (exclusive per name; a dead writer's segment is
+//!   reclaimed, a live one is refused naming its pid, a foreign file is left untouched).
+//! * [`Reader::open`] attaches to an existing segment, validating every header field first.
+//! * [`Subscriber`] is a reader that waits for a writer, follows writer restarts and reports
+//!   what happened; it is what `shmframesrc` uses.
+//!
+//! Synchronisation: frames are published through a per-slot seqlock and a ring index; waiting
+//! is a futex on a word in the shared control region, so a reader that is already awake costs
+//! the writer no system call. Liveness of writer and readers is an OFD byte lock that the kernel
+//! drops when the holder dies.
+
+mod layout;
+mod name;
+mod reader;
+mod segment;
+mod subscriber;
+pub mod sys;
+mod writer;
+
+pub use layout::{
+    Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
+};
+pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
+pub use reader::{FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
+pub use segment::{SegmentInfo, inspect};
+pub use subscriber::{Subscriber, SubscriberEvent};
+pub use writer::{FrameMeta, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig};
+
+use std::fmt;
+use std::time::Duration;
+
+/// Default time a reader may block a `block` writer without advancing before it is evicted.
+pub const DEFAULT_READER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How frames are kept in the segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Two slots, latest-frame semantics: readers always take the newest complete frame and
+    /// the writer never waits.
+    Double,
+    /// `depth` numbered slots read in order by every reader from its own cursor.
+    Ring,
+}
+
+/// What the writer does when the slowest live reader is `depth` frames behind (`ring` only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backpressure {
+    /// Wait for space: nothing is lost. A dead or stalled reader is evicted after a timeout.
+    Block,
+    /// Overwrite the oldest frame; lagging readers jump ahead and count what they missed.
+    DropOldest,
+    /// Drop the incoming frame and count it.
+    DropNewest,
+}
+
+impl Backpressure {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Backpressure::Block => 0,
+            Backpressure::DropOldest => 1,
+            Backpressure::DropNewest => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u32) -> Backpressure {
+        match code {
+            0 => Backpressure::Block,
+            2 => Backpressure::DropNewest,
+            _ => Backpressure::DropOldest,
+        }
+    }
+}
+
+/// Where a new reader starts in the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum StartPosition {
+    /// The newest complete frame (or the next one if none was written yet).
+    #[default]
+    Newest,
+    /// The oldest frame still held.
+    Oldest,
+}
+
+/// Stream state as the writer announces it in the header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamState {
+    Starting,
+    Running,
+    Eos,
+    Closed,
+}
+
+impl StreamState {
+    pub(crate) fn from_code(code: u32) -> StreamState {
+        match code {
+            layout::stream_state::STARTING => StreamState::Starting,
+            layout::stream_state::RUNNING => StreamState::Running,
+            layout::stream_state::EOS => StreamState::Eos,
+            _ => StreamState::Closed,
+        }
+    }
+}
+
+/// Everything that can go wrong, each with enough context to act on.
+#[derive(Debug)]
+pub enum Error {
+    InvalidName { name: String, why: String },
+    InvalidConfig(String),
+    /// No segment exists under that name (yet).
+    NotFound { name: String },
+    /// A live writer holds the name.
+    WriterExists { name: String, pid: u32 },
+    /// A file exists at the path but is not a shmframe segment; it was left untouched.
+    Foreign,
+    ForeignFile { path: String },
+    VersionMismatch { expected: u32, found: u32 },
+    Truncated { what: String, expected: u64, found: u64 },
+    Corrupt { field: String, expected: String, found: u64 },
+    PermissionDenied { path: String, detail: String },
+    TooManyReaders { name: String, max: u32 },
+    FrameTooLarge { size: u64, capacity: u64 },
+    CapsTooLong { len: usize, max: usize },
+    /// The wait was interrupted from another thread (element unlock/flush).
+    Interrupted,
+    Io { context: String, source: std::io::Error },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName { name, why } => write!(f, "invalid shm-name {name:?}: {why}"),
+            Error::InvalidConfig(why) => write!(f, "invalid configuration: {why}"),
+            Error::NotFound { name } => write!(
+                f,
+                "no shmframe segment named {name:?} exists (is its writer running?)"
+            ),
+            Error::WriterExists { name, pid } => write!(
+                f,
+                "shm-name {name:?} is already used by a live writer (pid {pid}); stop it or \
+                 choose another shm-name"
+            ),
+            Error::Foreign => write!(f, "not a shmframe segment (bad magic)"),
+            Error::ForeignFile { path } => write!(
+                f,
+                "{path} exists and is not a shmframe segment; it was left untouched: remove it \
+                 or choose another shm-name"
+            ),
+            Error::VersionMismatch { expected, found } => write!(
+                f,
+                "segment layout version {found} is not supported by this build (expects \
+                 version {expected}); use the same shmframe version for writer and readers"
+            ),
+            Error::Truncated {
+                what,
+                expected,
+                found,
+            } => write!(
+                f,
+                "truncated segment: {what} needs {expected} bytes, the file has {found}"
+            ),
+            Error::Corrupt {
+                field,
+                expected,
+                found,
+            } => write!(
+                f,
+                "corrupt segment header: field {field} expected {expected}, found {found}"
+            ),
+            Error::PermissionDenied { path, detail } => write!(
+                f,
+                "permission denied on {path}: {detail}; the writer's perms property (default \
+                 0600) decides who may attach"
+            ),
+            Error::TooManyReaders { name, max } => write!(
+                f,
+                "segment {name:?} already has the maximum of {max} readers attached"
+            ),
+            Error::FrameTooLarge { size, capacity } => write!(
+                f,
+                "frame of {size} bytes does not fit a slot of {capacity} bytes"
+            ),
+            Error::CapsTooLong { len, max } => write!(
+                f,
+                "caps string of {len} bytes exceeds the header's {max}-byte caps area"
+            ),
+            Error::Interrupted => write!(f, "wait interrupted"),
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,626 @@
+//! The reading side: any number per segment, each with its own cursor.
+
+use super::layout::*;
+use super::segment::{self, Mapping, SegmentInfo, WaitWord};
+use super::{Error, Layout, StartPosition, StreamState, sys};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
+/// least this often, and the heartbeat refreshed.
+const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Lets another thread interrupt a wait (GStreamer's unlock): the waiter returns
+/// `Error::Interrupted` promptly until [`Interrupt::clear`] is called.
+#[derive(Clone)]
+pub struct Interrupt {
+    inner: Arc<InterruptInner>,
+}
+
+struct InterruptInner {
+    flag: AtomicBool,
+    target: Mutex<Option<(Arc<Mapping>, WaitWord)>>,
+    sleep_lock: Mutex<()>,
+    sleep_cv: Condvar,
+}
+
+impl Default for Interrupt {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Interrupt {
+    pub fn new() -> Interrupt {
+        Interrupt {
+            inner: Arc::new(InterruptInner {
+                flag: AtomicBool::new(false),
+                target: Mutex::new(None),
+                sleep_lock: Mutex::new(()),
+                sleep_cv: Condvar::new(),
+            }),
+        }
+    }
+
+    /// Interrupts the current wait and every later one until `clear`.
+    pub fn interrupt(&self) {
+        self.inner.flag.store(true, Ordering::SeqCst);
+        // Bumping the shared word makes a futex wait that is about to start return at once, and
+        // wakes one already sleeping; other waiters on the word just re-check and sleep again.
+        if let Some((map, word)) = self.inner.target.lock().unwrap().as_ref() {
+            map.kick(*word);
+        }
+        let _guard = self.inner.sleep_lock.lock().unwrap();
+        self.inner.sleep_cv.notify_all();
+    }
+
+    pub fn clear(&self) {
+        self.inner.flag.store(false, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.inner.flag.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_target(&self, target: Option<(Arc<Mapping>, WaitWord)>) {
+        *self.inner.target.lock().unwrap() = target;
+    }
+
+    /// Sleeps up to `d` unless interrupted; returns false if interrupted. Used only where
+    /// there is no shared word to wait on (no segment exists yet).
+    pub fn sleep(&self, d: Duration) -> bool {
+        let guard = self.inner.sleep_lock.lock().unwrap();
+        if self.is_set() {
+            return false;
+        }
+        let _ = self.inner.sleep_cv.wait_timeout(guard, d).unwrap();
+        !self.is_set()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReaderOptions {
+    pub start: StartPosition,
+}
+
+/// Metadata of a frame read from the segment. Times in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub number: u64,
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    pub duration: Option<u64>,
+    pub flags: u32,
+    pub size: u64,
+    pub caps_gen: u64,
+    /// The writer's CLOCK_MONOTONIC time when it published the frame.
+    pub write_time_ns: u64,
+    /// Frames this reader missed between the previous frame it read and this one.
+    pub missed_before: u64,
+}
+
+/// The bytes of a slot as they were while being copied. Only a copy validated by the seqlock
+/// (the read returning `Frame`) may be trusted; the view itself offers no borrowing access.
+pub struct SlotView {
+    ptr: *const u8,
+    len: usize,
+}
+
+impl SlotView {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the slot into `dst` (which must be `len()` bytes).
+    pub fn copy_to(&self, dst: &mut [u8]) {
+        assert_eq!(dst.len(), self.len, "destination size");
+        // SAFETY: ptr..ptr+len lies inside a mapped slot (len <= slot_capacity was checked).
+        // The writer may be overwriting it concurrently: in that case the bytes are garbage and
+        // the caller's read is discarded by the seqlock check, never returned.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
+    }
+}
+
+/// The result of waiting for the next frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadResult {
+    Frame(FrameInfo),
+    /// The writer ended the stream and every frame was read.
+    Eos,
+    /// The writer closed the segment or died; open the name again to follow a new writer.
+    WriterGone { clean: bool },
+    Timeout,
+}
+
+enum TryRead {
+    Got(FrameInfo),
+    /// The frame is no longer in its slot (overwritten, or being overwritten).
+    Gone,
+}
+
+pub struct Reader {
+    map: Arc<Mapping>,
+    index: u32,
+    session: u64,
+    cursor: u64,
+    frames_read: u64,
+    frames_missed: u64,
+    missed_since_last: u64,
+    interrupt: Interrupt,
+    pins: Arc<PinCounts>,
+    last_liveness_check: Instant,
+}
+
+impl Reader {
+    /// Attaches to the segment named `name`.
+    pub fn open(name: &str, opts: &ReaderOptions) -> Result<Reader, Error> {
+        Self::open_with_interrupt(name, opts, Interrupt::new())
+    }
+
+    pub fn open_with_interrupt(
+        name: &str,
+        opts: &ReaderOptions,
+        interrupt: Interrupt,
+    ) -> Result<Reader, Error> {
+        let map = Arc::new(segment::open(name)?);
+        let session = sys::random_u64();
+        let pid = std::process::id();
+        let index = claim_entry(&map, pid).ok_or_else(|| Error::TooManyReaders {
+            name: name.to_string(),
+            max: map.geo.max_readers,
+        })?;
+        let h = map.header();
+        let head = h.head.load(Ordering::Acquire);
+        let tail = oldest_held(&map, head);
+        let cursor = match opts.start {
+            StartPosition::Oldest => tail,
+            StartPosition::Newest => head.saturating_sub(1).max(tail),
+        };
+        let e = map.reader_entry(index);
+        let now = sys::monotonic_ns();
+        e.session.store(session, Ordering::Relaxed);
+        e.heartbeat_ns.store(now, Ordering::Relaxed);
+        e.attached_ns.store(now, Ordering::Relaxed);
+        e.cursor.store(cursor, Ordering::Relaxed);
+        e.frames_read.store(0, Ordering::Relaxed);
+        e.frames_missed.store(0, Ordering::Relaxed);
+        e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
+        interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
+        Ok(Reader {
+            pins: Arc::new(PinCounts::new(map.geo.slot_count)),
+            map,
+            index,
+            session,
+            cursor,
+            frames_read: 0,
+            frames_missed: 0,
+            missed_since_last: 0,
+            interrupt,
+            last_liveness_check: Instant::now(),
+        })
+    }
+
+    pub fn interrupt_handle(&self) -> Interrupt {
+        self.interrupt.clone()
+    }
+
+    /// This reader's random session id (distinguishes it from an earlier reader in the same
+    /// table entry).
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    pub fn frames_missed(&self) -> u64 {
+        self.frames_missed
+    }
+
+    /// How many times the writer evicted this reader for stalling it.
+    pub fn evictions(&self) -> u64 {
+        self.map
+            .reader_entry(self.index)
+            .evictions
+            .load(Ordering::Relaxed)
+    }
+
+    pub fn writer_pid(&self) -> u32 {
+        self.map.header().writer_pid
+    }
+
+    pub fn writer_session(&self) -> u64 {
+        self.map.header().writer_session
+    }
+
+    pub fn writer_alive(&self) -> bool {
+        self.map.writer_alive()
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.map.geo.layout
+    }
+
+    pub fn geometry(&self) -> &super::Geometry {
+        &self.map.geo
+    }
+
+    pub fn stream_state(&self) -> StreamState {
+        self.map.stream_state()
+    }
+
+    pub(crate) fn file_id(&self) -> (u64, u64) {
+        self.map.file_id
+    }
+
+    /// The writer's current caps generation (0: no caps announced yet).
+    pub fn current_caps_gen(&self) -> u64 {
+        self.map.header().caps_gen.load(Ordering::Acquire)
+    }
+
+    /// The caps string of generation `gen`, if still held in the header's caps history.
+    pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
+        segment::read_caps(&self.map, gen_)
+    }
+
+    pub fn info(&self) -> SegmentInfo {
+        self.map.info()
+    }
+
+    fn entry(&self) -> &ReaderEntry {
+        self.map.reader_entry(self.index)
+    }
+
+    fn skip_to(&mut self, target: u64) {
+        if target > self.cursor {
+            let n = target - self.cursor;
+            self.frames_missed += n;
+            self.missed_since_last += n;
+            self.cursor = target;
+        }
+    }
+
+    fn publish_progress(&self) {
+        let e = self.entry();
+        e.frames_read.store(self.frames_read, Ordering::Relaxed);
+        e.frames_missed.store(self.frames_missed, Ordering::Relaxed);
+        e.heartbeat_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
+        // SeqCst pairs with the writer's SeqCst store of writer_waiting and cursor loads.
+        e.cursor.store(self.cursor, Ordering::SeqCst);
+        if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+            self.map.kick(WaitWord::Space);
+        }
+    }
+
+    /// An evicted reader rejoins at the oldest frame still held, counting what it lost.
+    fn rejoin_if_evicted(&mut self) {
+        let map = self.map.clone();
+        let e = map.reader_entry(self.index);
+        if e.state.load(Ordering::Acquire) == reader_state::EVICTED {
+            let head = map.header().head.load(Ordering::Acquire);
+            self.skip_to(oldest_held(&map, head));
+            e.cursor.store(self.cursor, Ordering::SeqCst);
+            let _ = e.state.compare_exchange(
+                reader_state::EVICTED,
+                reader_state::ACTIVE,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Waits up to `timeout` for the next frame and copies it out through `copy`, which is
+    /// called with the frame's metadata and a view of its slot; `copy` may be called more than
+    /// once if the writer overwrote the frame meanwhile (the stale copy is discarded).
+    pub fn read_next(
+        &mut self,
+        timeout: Duration,
+        mut copy: impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<ReadResult, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.interrupt.is_set() {
+                return Err(Error::Interrupted);
+            }
+            self.rejoin_if_evicted();
+            let h = self.map.header();
+            let head = h.head.load(Ordering::Acquire);
+            let mut tail = oldest_held(&self.map, head);
+            if self.map.geo.layout == Layout::Double && head > 0 {
+                // Latest-frame semantics: always the newest complete frame.
+                tail = tail.max(head - 1);
+            }
+            self.skip_to(tail);
+            if self.cursor < head {
+                match self.try_read(self.cursor, &mut copy)? {
+                    TryRead::Got(mut info) => {
+                        info.missed_before = self.missed_since_last;
+                        self.missed_since_last = 0;
+                        self.frames_read += 1;
+                        self.cursor += 1;
+                        self.publish_progress();
+                        return Ok(ReadResult::Frame(info));
+                    }
+                    TryRead::Gone => {
+                        self.skip_to(self.cursor + 1);
+                        continue;
+                    }
+                }
+            }
+            // Everything written so far has been read.
+            self.publish_progress();
+            match self.map.stream_state() {
+                StreamState::Eos => return Ok(ReadResult::Eos),
+                StreamState::Closed => return Ok(ReadResult::WriterGone { clean: true }),
+                _ => {}
+            }
+            if self.last_liveness_check.elapsed() >= FRAME_WAIT_SLICE {
+                self.last_liveness_check = Instant::now();
+                if !self.map.writer_alive() {
+                    return Ok(ReadResult::WriterGone { clean: false });
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(ReadResult::Timeout);
+            }
+            self.wait_for_frame(head, (deadline - now).min(FRAME_WAIT_SLICE));
+        }
+    }
+
+    fn wait_for_frame(&self, seen_head: u64, max: Duration) {
+        let ctrl = self.map.control();
+        let h = self.map.header();
+        let seq = ctrl.frame_seq.load(Ordering::SeqCst);
+        ctrl.frame_waiters.fetch_add(1, Ordering::SeqCst);
+        // Re-check after announcing ourselves: the writer's SeqCst head store and its load of
+        // frame_waiters order against this, so a frame published now is never slept through.
+        let state = h.stream_state.load(Ordering::SeqCst);
+        let live = matches!(state, stream_state::STARTING | stream_state::RUNNING);
+        if live && h.head.load(Ordering::SeqCst) == seen_head && !self.interrupt.is_set() {
+            sys::futex_wait(&ctrl.frame_seq, seq, max);
+        }
+        ctrl.frame_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Copies frame `n` if the segment still holds it; the cursor does not move.
+    pub fn read_frame(
+        &mut self,
+        n: u64,
+        mut copy: impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<Option<FrameInfo>, Error> {
+        let head = self.map.header().head.load(Ordering::Acquire);
+        if n >= head || n < oldest_held(&self.map, head) {
+            return Ok(None);
+        }
+        Ok(match self.try_read(n, &mut copy)? {
+            TryRead::Got(info) => Some(info),
+            TryRead::Gone => None,
+        })
+    }
+
+    /// Locates frame `n`: its slot and a consistent snapshot of the descriptor, with the seq
+    /// word observed. Gone if the index or the slot no longer holds `n`.
+    fn locate(&self, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
+        let entry = self.map.index(n).load(Ordering::Acquire);
+        let Some((frame, slot)) = split_index_entry(entry) else {
+            return Ok(None);
+        };
+        if frame != n {
+            return Ok(None);
+        }
+        let slot = self.map.geo.check_slot(slot)?;
+        let d = self.map.desc(slot);
+        let s1 = d.seq.load(Ordering::Acquire);
+        if s1 % 2 == 1 {
+            return Ok(None);
+        }
+        let time = |v: u64| (v != NO_TIME).then_some(v);
+        let info = FrameInfo {
+            number: d.frame.load(Ordering::Relaxed),
+            pts: time(d.pts.load(Ordering::Relaxed)),
+            dts: time(d.dts.load(Ordering::Relaxed)),
+            duration: time(d.duration.load(Ordering::Relaxed)),
+            flags: d.flags.load(Ordering::Relaxed) as u32,
+            size: d.size.load(Ordering::Relaxed),
+            caps_gen: d.caps_gen.load(Ordering::Relaxed),
+            write_time_ns: d.write_time_ns.load(Ordering::Relaxed),
+            missed_before: 0,
+        };
+        if info.number != n {
+            return Ok(None);
+        }
+        if info.size > self.map.geo.slot_capacity {
+            fence(Ordering::Acquire);
+            if d.seq.load(Ordering::Relaxed) == s1 {
+                return Err(Error::Corrupt {
+                    field: "slot size".into(),
+                    expected: format!("0..={}", self.map.geo.slot_capacity),
+                    found: info.size,
+                });
+            }
+            return Ok(None);
+        }
+        Ok(Some((slot, s1, info)))
+    }
+
+    fn try_read(
+        &self,
+        n: u64,
+        copy: &mut impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<TryRead, Error> {
+        let Some((slot, s1, info)) = self.locate(n)? else {
+            return Ok(TryRead::Gone);
+        };
+        let view = SlotView {
+            ptr: self.map.slot_ptr(slot),
+            len: info.size as usize,
+        };
+        copy(&info, &view);
+        // Seqlock validation: if the writer touched the slot while we copied, the copy is
+        // discarded. The fence keeps the copy's loads before the re-check.
+        fence(Ordering::Acquire);
+        if self.map.desc(slot).seq.load(Ordering::Relaxed) != s1 {
+            return Ok(TryRead::Gone);
+        }
+        Ok(TryRead::Got(info))
+    }
+
+    /// Pins frame `n` in place (zero-copy): the writer will not reuse its slot until the
+    /// returned [`PinnedFrame`] is dropped. `Ok(None)` if the frame is no longer held.
+    pub fn pin(&self, n: u64) -> Result<Option<PinnedFrame>, Error> {
+        let Some((slot, s1, info)) = self.locate(n)? else {
+            return Ok(None);
+        };
+        self.pins.add(&self.map, self.index, slot);
+        // SeqCst load after our SeqCst pin: pairs with the writer marking the slot (SeqCst)
+        // before checking pins.
+        if self.map.desc(slot).seq.load(Ordering::SeqCst) != s1 {
+            self.pins.remove(&self.map, self.index, slot);
+            return Ok(None);
+        }
+        Ok(Some(PinnedFrame {
+            map: self.map.clone(),
+            pins: self.pins.clone(),
+            reader: self.index,
+            slot,
+            info,
+        }))
+    }
+
+    /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
+    pub fn advance_past(&mut self, n: u64) {
+        if n >= self.cursor {
+            self.skip_to(n);
+            self.cursor = n + 1;
+            self.frames_read += 1;
+            self.missed_since_last = 0;
+            self.publish_progress();
+        }
+    }
+
+    fn detach(&mut self) {
+        let e = self.entry();
+        for w in 0..self.map.geo.pin_words {
+            self.map
+                .pin_word(self.index, w)
+                .store(0, Ordering::Relaxed);
+        }
+        e.state.store(reader_state::CLAIMING, Ordering::Release);
+        e.session.store(0, Ordering::Release);
+        e.pid.store(0, Ordering::Release);
+        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
+        self.map.kick(WaitWord::Space);
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.interrupt.set_target(None);
+        self.detach();
+    }
+}
+
+/// Frame numbers below this are gone from the ring (or cleared).
+fn oldest_held(map: &Mapping, head: u64) -> u64 {
+    let floor = map.header().clear_floor.load(Ordering::Acquire);
+    head.saturating_sub(map.geo.depth as u64)
+        .max(floor)
+        .min(head)
+}
+
+/// Claims a free reader entry: lock its byte first, then compare-and-swap the pid in, so an
+/// entry with a pid always has a lock while its process lives.
+fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
+    for i in 0..map.geo.max_readers {
+        let e = map.reader_entry(i);
+        if e.pid.load(Ordering::Acquire) != 0 {
+            continue;
+        }
+        let lock = READER_LOCK_BASE + i as u64;
+        if !sys::try_lock_byte(&map.file, lock, false).unwrap_or(false) {
+            continue;
+        }
+        e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
+        if e.pid
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            map.control()
+                .readers_hwm
+                .fetch_max(i + 1, Ordering::AcqRel);
+            return Some(i);
+        }
+        sys::unlock_byte(&map.file, lock);
+    }
+    None
+}
+
+/// Per-slot pin counts of one reader; the shared bit is set while the count is non-zero.
+struct PinCounts {
+    counts: Vec<AtomicU32>,
+}
+
+impl PinCounts {
+    fn new(slots: u32) -> PinCounts {
+        PinCounts {
+            counts: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+        }
+    }
+
+    fn add(&self, map: &Mapping, reader: u32, slot: u32) {
+        if self.counts[slot as usize].fetch_add(1, Ordering::SeqCst) == 0 {
+            map.pin_word(reader, slot / 64)
+                .fetch_or(1 << (slot % 64), Ordering::SeqCst);
+        }
+    }
+
+    fn remove(&self, map: &Mapping, reader: u32, slot: u32) {
+        if self.counts[slot as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
+            map.pin_word(reader, slot / 64)
+                .fetch_and(!(1 << (slot % 64)), Ordering::SeqCst);
+            if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+                map.kick(WaitWord::Space);
+            }
+        }
+    }
+}
+
+/// A frame held in place in shared memory; the writer leaves its slot alone until this is
+/// dropped. Can be sent to and dropped on any thread.
+pub struct PinnedFrame {
+    map: Arc<Mapping>,
+    pins: Arc<PinCounts>,
+    reader: u32,
+    slot: u32,
+    info: FrameInfo,
+}
+
+impl PinnedFrame {
+    pub fn info(&self) -> &FrameInfo {
+        &self.info
+    }
+
+    /// The frame's bytes, read-only (mapped read-only in this process).
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: the slot is pinned, so a well-behaved writer does not write it while this
+        // borrow lives; size <= slot_capacity was checked when the frame was located.
+        unsafe { std::slice::from_raw_parts(self.map.slot_ptr(self.slot), self.info.size as usize) }
+    }
+}
+
+impl Drop for PinnedFrame {
+    fn drop(&mut self) {
+        self.pins.remove(&self.map, self.reader, self.slot);
+    }
+}

@@ -1,0 +1,142 @@
+//! A reader that outlives writers: it waits for a segment to appear, attaches, and when the
+//! writer closes or dies it waits for the next one. This is `shmframesrc`'s view of the world.
+
+use super::reader::{FrameInfo, Interrupt, ReadResult, Reader, ReaderOptions, SlotView};
+use super::{Error, name::segment_path};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+/// How often the name is re-checked while no live writer is there. This polls the file
+/// system, not the data path: frames are always waited for with a futex.
+const WRITER_POLL: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubscriberEvent {
+    Frame(FrameInfo),
+    /// Attached to a writer's segment (the first, or a new one after a restart).
+    WriterAttached { pid: u32, session: u64 },
+    /// The writer closed its segment (`clean`) or died; the subscriber waits for the next.
+    WriterLost { pid: u32, clean: bool },
+    Eos,
+    Timeout,
+}
+
+pub struct Subscriber {
+    name: String,
+    opts: ReaderOptions,
+    reader: Option<Reader>,
+    interrupt: Interrupt,
+    /// The file of a writer that died: ignored until the name points elsewhere.
+    dead_file: Option<(u64, u64)>,
+    frames_read: u64,
+    frames_missed: u64,
+}
+
+impl Subscriber {
+    pub fn new(name: &str, opts: ReaderOptions) -> Result<Subscriber, Error> {
+        segment_path(name)?;
+        Ok(Subscriber {
+            name: name.to_string(),
+            opts,
+            reader: None,
+            interrupt: Interrupt::new(),
+            dead_file: None,
+            frames_read: 0,
+            frames_missed: 0,
+        })
+    }
+
+    pub fn interrupt_handle(&self) -> Interrupt {
+        self.interrupt.clone()
+    }
+
+    pub fn reader(&self) -> Option<&Reader> {
+        self.reader.as_ref()
+    }
+
+    pub fn reader_mut(&mut self) -> Option<&mut Reader> {
+        self.reader.as_mut()
+    }
+
+    /// Frames read / missed over every writer this subscriber followed.
+    pub fn totals(&self) -> (u64, u64) {
+        let (r, m) = self
+            .reader
+            .as_ref()
+            .map_or((0, 0), |r| (r.frames_read(), r.frames_missed()));
+        (self.frames_read + r, self.frames_missed + m)
+    }
+
+    fn drop_reader(&mut self) {
+        if let Some(r) = self.reader.take() {
+            self.frames_read += r.frames_read();
+            self.frames_missed += r.frames_missed();
+        }
+    }
+
+    /// Waits up to `timeout` for the next thing worth telling the caller.
+    pub fn next(
+        &mut self,
+        timeout: Duration,
+        mut copy: impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<SubscriberEvent, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.interrupt.is_set() {
+                return Err(Error::Interrupted);
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if let Some(reader) = self.reader.as_mut() {
+                return match reader.read_next(remaining, &mut copy)? {
+                    ReadResult::Frame(info) => Ok(SubscriberEvent::Frame(info)),
+                    ReadResult::Eos => Ok(SubscriberEvent::Eos),
+                    ReadResult::Timeout => Ok(SubscriberEvent::Timeout),
+                    ReadResult::WriterGone { clean } => {
+                        let pid = reader.writer_pid();
+                        if !clean {
+                            self.dead_file = Some(reader.file_id());
+                        }
+                        self.drop_reader();
+                        Ok(SubscriberEvent::WriterLost { pid, clean })
+                    }
+                };
+            }
+            if let Some(event) = self.try_attach()? {
+                return Ok(event);
+            }
+            if remaining.is_zero() {
+                return Ok(SubscriberEvent::Timeout);
+            }
+            if !self.interrupt.sleep(remaining.min(WRITER_POLL)) {
+                return Err(Error::Interrupted);
+            }
+        }
+    }
+
+    fn try_attach(&mut self) -> Result<Option<SubscriberEvent>, Error> {
+        let path = segment_path(&self.name)?;
+        let Ok(meta) = std::fs::metadata(&path) else {
+            return Ok(None);
+        };
+        if self.dead_file == Some((meta.dev(), meta.ino())) {
+            return Ok(None);
+        }
+        let reader =
+            match Reader::open_with_interrupt(&self.name, &self.opts, self.interrupt.clone()) {
+                Ok(r) => r,
+                Err(Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+        if !reader.writer_alive() {
+            // A segment left by a writer that died: wait for a new writer to replace it.
+            self.dead_file = Some(reader.file_id());
+            return Ok(None);
+        }
+        let event = SubscriberEvent::WriterAttached {
+            pid: reader.writer_pid(),
+            session: reader.writer_session(),
+        };
+        self.reader = Some(reader);
+        Ok(Some(event))
+    }
+}

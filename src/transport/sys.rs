@@ -1,0 +1,165 @@
+//! Thin wrappers over the Linux primitives the transport needs: futex wait/wake on a shared
+//! word, open-file-description (OFD) byte locks for liveness, CLOCK_MONOTONIC, randomness.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock shared by every process on the machine, used for
+/// frame write times, heartbeats and latency.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// A non-zero random 64-bit value (session ids).
+pub fn random_u64() -> u64 {
+    loop {
+        let mut v = 0u64;
+        // SAFETY: the buffer is the 8 bytes of `v`, valid for writes.
+        let n = unsafe { libc::getrandom(&mut v as *mut u64 as *mut libc::c_void, 8, 0) };
+        if n == 8 && v != 0 {
+            return v;
+        }
+    }
+}
+
+/// Start time of this process in clock ticks since boot (field 22 of /proc/self/stat): with the
+/// pid it identifies a process even when pids are reused.
+pub fn process_start_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may contain spaces and parentheses: fields resume after the
+    // last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19))
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Blocks while `*word == expected`, for at most `timeout`. Returns on a wake, a value change,
+/// a signal or the timeout; callers re-check their condition in every case.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `word` points into a live shared mapping (or process memory) for the duration of
+    // the call; FUTEX_WAIT (without FUTEX_PRIVATE_FLAG, since other processes wake it) only reads
+    // the word. A relative timeout is what FUTEX_WAIT takes.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes every process/thread waiting on `word`.
+pub fn futex_wake_all(word: &AtomicU32) {
+    // SAFETY: as for `futex_wait`; FUTEX_WAKE does not access the word's value.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+fn flock_struct(kind: libc::c_int, offset: u64) -> libc::flock {
+    // SAFETY: flock is a plain C struct for which all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    fl
+}
+
+/// Takes an OFD lock on one byte without blocking. OFD locks belong to the open file
+/// description, so the kernel drops them when the holding process dies, however it dies: that
+/// is how writers and readers learn that a peer is gone.
+pub fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Result<bool> {
+    let kind = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
+    let mut fl = flock_struct(kind, offset);
+    // SAFETY: `fl` is a valid flock; the fd is open for the lifetime of `file`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+pub fn unlock_byte(file: &File, offset: u64) {
+    let mut fl = flock_struct(libc::F_UNLCK, offset);
+    // SAFETY: as for `try_lock_byte`.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+}
+
+/// Whether another open file description holds a lock on `offset` that would conflict with
+/// `exclusive` (true: any lock; false: only a write lock). Does not take the lock.
+pub fn byte_is_locked(file: &File, offset: u64, exclusive: bool) -> bool {
+    let kind = if exclusive {
+        libc::F_WRLCK
+    } else {
+        libc::F_RDLCK
+    };
+    let mut fl = flock_struct(kind, offset);
+    // SAFETY: as for `try_lock_byte`; F_OFD_GETLK only writes into `fl`.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) };
+    // If the query itself fails, report "locked": treating a peer as alive is the safe error.
+    r != 0 || fl.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// Atomically renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
+pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
+    let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated paths; AT_FDCWD with absolute paths.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

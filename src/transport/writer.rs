@@ -1,0 +1,725 @@
+//! The writing side: one per segment.
+
+use super::layout::*;
+use super::reader::Interrupt;
+use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
+use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+use std::time::{Duration, Instant};
+
+/// How often the writer checks reader liveness when it is not blocked.
+const HOUSEKEEPING_INTERVAL_NS: u64 = 100_000_000;
+/// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
+const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    pub name: String,
+    pub layout: Layout,
+    /// Ring slots (ignored by `double`, which always has 2).
+    pub depth: u32,
+    /// Slots beyond `depth` for leases (zero-copy pools and reader pins).
+    pub spare_slots: u32,
+    pub backpressure: Backpressure,
+    /// Largest frame in bytes a slot must hold.
+    pub slot_size: u64,
+    /// File mode of the segment (default 0o600: only the same user may attach).
+    pub perms: u32,
+    pub reader_timeout: Duration,
+}
+
+impl WriterConfig {
+    pub fn new(name: &str, slot_size: u64) -> WriterConfig {
+        WriterConfig {
+            name: name.to_string(),
+            layout: Layout::Ring,
+            depth: 4,
+            spare_slots: 0,
+            backpressure: Backpressure::DropOldest,
+            slot_size,
+            perms: 0o600,
+            reader_timeout: DEFAULT_READER_TIMEOUT,
+        }
+    }
+}
+
+/// Timing and flags of one frame. Times are nanoseconds; `None` is "unknown".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub pts: Option<u64>,
+    pub dts: Option<u64>,
+    pub duration: Option<u64>,
+    pub flags: u32,
+}
+
+/// What happened to a frame handed to the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Published as frame `frame`; the ring had room.
+    Written { frame: u64 },
+    /// The ring was full under `block`: the writer waited (evicting stalled or dead readers
+    /// if needed), then published.
+    WrittenAfterWait { frame: u64, waited: Duration },
+    /// The ring was full under `drop-oldest`: published, overwriting a frame some reader had
+    /// not read yet (that reader counts it as missed).
+    OverwroteOldest { frame: u64 },
+    /// The ring was full under `drop-newest`, or every slot was pinned: the frame was dropped
+    /// and counted in `frames_dropped`.
+    Dropped,
+}
+
+impl WriteOutcome {
+    pub fn frame(&self) -> Option<u64> {
+        match *self {
+            WriteOutcome::Written { frame }
+            | WriteOutcome::WrittenAfterWait { frame, .. }
+            | WriteOutcome::OverwroteOldest { frame } => Some(frame),
+            WriteOutcome::Dropped => None,
+        }
+    }
+
+    /// Whether the ring was full when this frame arrived.
+    pub fn was_full(&self) -> bool {
+        !matches!(self, WriteOutcome::Written { .. })
+    }
+}
+
+/// Changes in the reader table, reported by [`Writer::take_reader_events`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReaderEvent {
+    Attached { pid: u32, index: u32 },
+    /// The reader detached cleanly, or its process died (`died`).
+    Detached { pid: u32, index: u32, died: bool },
+    /// The reader blocked a `block` writer without advancing for longer than the reader
+    /// timeout; it no longer counts for backpressure until it catches up.
+    Evicted { pid: u32, index: u32 },
+}
+
+/// A slot held by the writer while it is being filled. Publish or release it.
+#[derive(Debug)]
+#[must_use = "a lease holds a slot until it is published or released"]
+pub struct SlotLease {
+    slot: u32,
+    session: u64,
+}
+
+impl SlotLease {
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct ReaderWatch {
+    /// (pid, session) last seen in this entry.
+    known: Option<(u32, u64)>,
+    cursor: u64,
+    /// Monotonic time the cursor last moved (or the current wait began).
+    progress_ns: u64,
+}
+
+pub struct Writer {
+    map: Arc<Mapping>,
+    name: String,
+    session: u64,
+    backpressure: Backpressure,
+    reader_timeout_ns: u64,
+    /// Which frame each slot holds, as this writer published it.
+    slot_frame: Vec<Option<u64>>,
+    leased: Vec<bool>,
+    watch: Vec<ReaderWatch>,
+    events: Vec<ReaderEvent>,
+    last_housekeeping_ns: u64,
+    interrupt: Interrupt,
+    /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
+    acquire_wait: Option<Duration>,
+    unlinked: bool,
+}
+
+impl Writer {
+    /// Creates the segment. Fails if the name is invalid, if a live writer holds it (naming
+    /// its pid), or if a foreign file is in the way (left untouched).
+    pub fn create(cfg: &WriterConfig) -> Result<Writer, Error> {
+        if cfg.perms & !0o777 != 0 || cfg.perms & 0o600 != 0o600 {
+            return Err(Error::InvalidConfig(format!(
+                "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (the \
+                 writer and its readers need read and write access)",
+                cfg.perms
+            )));
+        }
+        let backpressure = match cfg.layout {
+            Layout::Double => Backpressure::DropOldest,
+            Layout::Ring => cfg.backpressure,
+        };
+        let geo = super::Geometry::compute(
+            cfg.layout,
+            cfg.depth,
+            cfg.spare_slots,
+            backpressure.code(),
+            cfg.slot_size,
+        )?;
+        let session = sys::random_u64();
+        let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
+        let map = Arc::new(segment::create(&NewSegment {
+            name: &cfg.name,
+            geo: geo.clone(),
+            perms: cfg.perms,
+            session,
+            reader_timeout_ns,
+        })?);
+        let interrupt = Interrupt::new();
+        interrupt.set_target(Some((map.clone(), WaitWord::Space)));
+        Ok(Writer {
+            name: cfg.name.clone(),
+            session,
+            backpressure,
+            reader_timeout_ns,
+            slot_frame: vec![None; geo.slot_count as usize],
+            leased: vec![false; geo.slot_count as usize],
+            watch: vec![ReaderWatch::default(); geo.max_readers as usize],
+            events: Vec::new(),
+            last_housekeeping_ns: 0,
+            interrupt,
+            acquire_wait: None,
+            unlinked: false,
+            map,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    pub fn slot_capacity(&self) -> u64 {
+        self.map.geo.slot_capacity
+    }
+
+    pub fn geometry(&self) -> &super::Geometry {
+        &self.map.geo
+    }
+
+    /// A handle another thread can use to interrupt a blocked write (element unlock).
+    pub fn interrupt_handle(&self) -> Interrupt {
+        self.interrupt.clone()
+    }
+
+    /// Announces the stream's caps; frames written from now on carry the new generation.
+    pub fn set_caps(&mut self, caps: &str) -> Result<u64, Error> {
+        if caps.len() > CAPS_CAPACITY {
+            return Err(Error::CapsTooLong {
+                len: caps.len(),
+                max: CAPS_CAPACITY,
+            });
+        }
+        let gen_ = self.map.header().caps_gen.load(Ordering::Relaxed) + 1;
+        segment::write_caps(&self.map, gen_, caps);
+        Ok(gen_)
+    }
+
+    pub fn caps_gen(&self) -> u64 {
+        self.map.header().caps_gen.load(Ordering::Relaxed)
+    }
+
+    /// Copies one frame in and publishes it.
+    pub fn write(&mut self, meta: &FrameMeta, data: &[u8]) -> Result<WriteOutcome, Error> {
+        self.write_with(meta, data.len() as u64, |slot| {
+            slot[..data.len()].copy_from_slice(data)
+        })
+    }
+
+    /// Publishes a frame of `size` bytes that `fill` writes into the slot.
+    pub fn write_with(
+        &mut self,
+        meta: &FrameMeta,
+        size: u64,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<WriteOutcome, Error> {
+        if size > self.map.geo.slot_capacity {
+            return Err(Error::FrameTooLarge {
+                size,
+                capacity: self.map.geo.slot_capacity,
+            });
+        }
+        let Some(lease) = self.acquire()? else {
+            return Ok(WriteOutcome::Dropped);
+        };
+        fill(&mut self.slot_mut(&lease)[..size as usize]);
+        self.publish(lease, meta, size)
+    }
+
+    /// The memory of a leased slot.
+    pub fn slot_mut(&mut self, lease: &SlotLease) -> &mut [u8] {
+        assert_eq!(lease.session, self.session, "lease from another writer");
+        // SAFETY: the slot is leased to this writer (no reader reads it: its seq word is odd and
+        // no index entry refers to it), the mapping is writable, and the returned borrow is tied
+        // to `&mut self`, so no second view of the slot exists in this process.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.map.slot_ptr(lease.slot),
+                self.map.geo.slot_capacity as usize,
+            )
+        }
+    }
+
+    fn head(&self) -> u64 {
+        self.map.header().head.load(Ordering::Relaxed)
+    }
+
+    /// The smallest cursor among readers that count for backpressure, if any.
+    fn slowest_cursor(&self) -> Option<u64> {
+        if self.map.geo.layout == Layout::Double {
+            return None;
+        }
+        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
+        let hwm = self.readers_hwm();
+        (0..hwm)
+            .filter_map(|i| {
+                let e = self.map.reader_entry(i);
+                // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
+                (e.pid.load(Ordering::SeqCst) != 0
+                    && e.state.load(Ordering::SeqCst) == reader_state::ACTIVE)
+                    .then(|| e.cursor.load(Ordering::SeqCst).max(floor))
+            })
+            .min()
+    }
+
+    fn readers_hwm(&self) -> u32 {
+        self.map
+            .control()
+            .readers_hwm
+            .load(Ordering::Acquire)
+            .min(self.map.geo.max_readers)
+    }
+
+    /// Whether publishing frame `n` would overwrite a frame a counted reader has not read.
+    fn ring_full_for(&self, n: u64) -> bool {
+        let depth = self.map.geo.depth as u64;
+        n >= depth && self.slowest_cursor().is_some_and(|c| c <= n - depth)
+    }
+
+    /// True when the slowest live reader is `depth` frames behind.
+    pub fn is_full(&self) -> bool {
+        self.ring_full_for(self.head())
+    }
+
+    fn slot_pinned(&self, slot: u32) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        (0..self.readers_hwm()).any(|r| {
+            let e = self.map.reader_entry(r);
+            e.pid.load(Ordering::SeqCst) != 0
+                && self.map.pin_word(r, word).load(Ordering::SeqCst) & bit != 0
+        })
+    }
+
+    /// A slot that may be overwritten for frame `n`: not leased, not pinned, and not holding a
+    /// frame that stays in the ring after `n` is published. Under `block`, also not holding a
+    /// frame some counted reader still has to read.
+    fn free_slot(&self, n: u64) -> Option<u32> {
+        let depth = self.map.geo.depth as u64;
+        let keep_from = (n + 1).saturating_sub(depth);
+        let slowest = match self.backpressure {
+            Backpressure::Block => self.slowest_cursor(),
+            _ => None,
+        };
+        let candidate = |slot: usize| {
+            !self.leased[slot]
+                && match self.slot_frame[slot] {
+                    None => true,
+                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
+                }
+        };
+        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
+        (0..self.slot_frame.len())
+            .filter(|&s| candidate(s))
+            .min_by_key(|&s| self.slot_frame[s].map_or(0, |f| f + 1))
+            .filter(|&s| !self.slot_pinned(s as u32))
+            .or_else(|| {
+                (0..self.slot_frame.len()).find(|&s| candidate(s) && !self.slot_pinned(s as u32))
+            })
+            .map(|s| s as u32)
+    }
+
+    /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
+    /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
+    pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
+        self.housekeeping_if_due();
+        let n = self.head();
+        let full = self.ring_full_for(n);
+        if full && self.backpressure == Backpressure::DropNewest {
+            self.count_full();
+            self.count_drop();
+            return Ok(None);
+        }
+        let mut waited_for_full = false;
+        let wait_started = Instant::now();
+        loop {
+            let slot = if full && self.backpressure == Backpressure::Block {
+                if !waited_for_full {
+                    self.count_full();
+                    waited_for_full = true;
+                }
+                self.wait_until(|w| {
+                    let n = w.head();
+                    if w.ring_full_for(n) {
+                        None
+                    } else {
+                        w.free_slot(n)
+                    }
+                })?
+            } else if let Some(s) = self.free_slot(n) {
+                s
+            } else if self.backpressure == Backpressure::Block {
+                // Every slot is leased or pinned: wait for a release.
+                self.wait_until(|w| w.free_slot(w.head()))?
+            } else {
+                self.count_drop();
+                return Ok(None);
+            };
+            // Mark the slot as being written before touching it, then re-check pins: a reader
+            // pins by setting its bit and then checking this word, so with SeqCst on both sides
+            // at least one of us sees the other.
+            let desc = self.map.desc(slot);
+            let seq = desc.seq.load(Ordering::Relaxed);
+            desc.seq.store(seq | 1, Ordering::SeqCst);
+            if self.slot_pinned(slot) {
+                desc.seq.fetch_add(1, Ordering::SeqCst);
+                continue;
+            }
+            self.leased[slot as usize] = true;
+            self.slot_frame[slot as usize] = None;
+            if waited_for_full {
+                self.acquire_wait = Some(wait_started.elapsed());
+            }
+            return Ok(Some(SlotLease {
+                slot,
+                session: self.session,
+            }));
+        }
+    }
+
+    /// Gives a lease back without publishing (the frame is not counted as written).
+    pub fn release(&mut self, lease: SlotLease) {
+        assert_eq!(lease.session, self.session, "lease from another writer");
+        let desc = self.map.desc(lease.slot);
+        desc.frame.store(u64::MAX, Ordering::Relaxed);
+        desc.seq.fetch_add(1, Ordering::Release);
+        self.leased[lease.slot as usize] = false;
+    }
+
+    /// Publishes a leased slot holding `size` bytes as the next frame.
+    pub fn publish(
+        &mut self,
+        lease: SlotLease,
+        meta: &FrameMeta,
+        size: u64,
+    ) -> Result<WriteOutcome, Error> {
+        assert_eq!(lease.session, self.session, "lease from another writer");
+        if size > self.map.geo.slot_capacity {
+            let capacity = self.map.geo.slot_capacity;
+            self.release(lease);
+            return Err(Error::FrameTooLarge { size, capacity });
+        }
+        let started = Instant::now();
+        let mut n = self.head();
+        let outcome_full = self.ring_full_for(n);
+        if outcome_full {
+            match self.backpressure {
+                Backpressure::Block => {
+                    if let Err(e) = self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))
+                    {
+                        self.release(lease);
+                        return Err(e);
+                    }
+                    n = self.head();
+                }
+                Backpressure::DropNewest => {
+                    self.release(lease);
+                    self.count_full();
+                    self.count_drop();
+                    return Ok(WriteOutcome::Dropped);
+                }
+                Backpressure::DropOldest => {}
+            }
+        }
+        let slot = lease.slot;
+        let desc = self.map.desc(slot);
+        let opt = |v: Option<u64>| v.unwrap_or(NO_TIME);
+        desc.frame.store(n, Ordering::Relaxed);
+        desc.pts.store(opt(meta.pts), Ordering::Relaxed);
+        desc.dts.store(opt(meta.dts), Ordering::Relaxed);
+        desc.duration.store(opt(meta.duration), Ordering::Relaxed);
+        desc.size.store(size, Ordering::Relaxed);
+        desc.flags.store(meta.flags as u64, Ordering::Relaxed);
+        desc.caps_gen.store(self.caps_gen(), Ordering::Relaxed);
+        let now = sys::monotonic_ns();
+        desc.write_time_ns.store(now, Ordering::Relaxed);
+        let seq = desc.seq.load(Ordering::Relaxed);
+        // Even again: the slot's contents and fields above are complete (Release publishes them
+        // to any reader that Acquire-loads this word).
+        desc.seq.store((seq | 1) + 1, Ordering::Release);
+        fence(Ordering::Release);
+        self.map
+            .index(n)
+            .store(index_entry(n, slot), Ordering::Release);
+        self.leased[slot as usize] = false;
+        self.slot_frame[slot as usize] = Some(n);
+        let h = self.map.header();
+        h.heartbeat_ns.store(now, Ordering::Relaxed);
+        h.frames_written.fetch_add(1, Ordering::Relaxed);
+        if h.stream_state.load(Ordering::Relaxed) != stream_state::RUNNING {
+            h.stream_state
+                .store(stream_state::RUNNING, Ordering::Release);
+        }
+        // SeqCst store pairs with the reader's SeqCst increment of frame_waiters: either the
+        // reader sees the new head before sleeping, or we see it waiting and wake it.
+        h.head.store(n + 1, Ordering::SeqCst);
+        if self.map.control().frame_waiters.load(Ordering::SeqCst) != 0 {
+            self.map.kick(WaitWord::Frame);
+        }
+        if outcome_full {
+            self.count_full();
+        }
+        h.full.store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
+        let waited_in_acquire = self.acquire_wait.take();
+        Ok(match self.backpressure {
+            Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
+                WriteOutcome::WrittenAfterWait {
+                    frame: n,
+                    waited: started.elapsed() + waited_in_acquire.unwrap_or_default(),
+                }
+            }
+            Backpressure::DropOldest if outcome_full => WriteOutcome::OverwroteOldest { frame: n },
+            _ => WriteOutcome::Written { frame: n },
+        })
+    }
+
+    fn count_full(&self) {
+        let h = self.map.header();
+        h.full_events.fetch_add(1, Ordering::Relaxed);
+        h.full.store(1, Ordering::Relaxed);
+    }
+
+    fn count_drop(&self) {
+        self.map
+            .header()
+            .frames_dropped
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Blocks until `ready` gives a value, re-checking reader liveness and stalls every slice.
+    fn wait_until<T>(&mut self, mut ready: impl FnMut(&Self) -> Option<T>) -> Result<T, Error> {
+        let map = self.map.clone();
+        let ctrl = map.control();
+        let wait_start = sys::monotonic_ns();
+        for w in &mut self.watch {
+            w.progress_ns = w.progress_ns.max(wait_start);
+        }
+        let result = loop {
+            let seq = ctrl.space_seq.load(Ordering::SeqCst);
+            ctrl.writer_waiting.store(1, Ordering::SeqCst);
+            if let Some(v) = ready(self) {
+                break Ok(v);
+            }
+            if self.interrupt.is_set() {
+                break Err(Error::Interrupted);
+            }
+            self.check_readers(true);
+            if let Some(v) = ready(self) {
+                break Ok(v);
+            }
+            sys::futex_wait(&ctrl.space_seq, seq, BLOCKED_WAIT_SLICE);
+        };
+        ctrl.writer_waiting.store(0, Ordering::SeqCst);
+        result
+    }
+
+    fn housekeeping_if_due(&mut self) {
+        let now = sys::monotonic_ns();
+        if now.saturating_sub(self.last_housekeeping_ns) >= HOUSEKEEPING_INTERVAL_NS {
+            self.check_readers(false);
+        }
+    }
+
+    /// Checks reader liveness now and records attach/detach events.
+    pub fn poll_readers(&mut self) {
+        self.check_readers(false);
+    }
+
+    /// Reader table changes since the last call.
+    pub fn take_reader_events(&mut self) -> Vec<ReaderEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Frees entries of dead readers; when `blocked`, evicts readers that hold the writer up
+    /// without advancing for longer than the reader timeout.
+    fn check_readers(&mut self, blocked: bool) {
+        let now = sys::monotonic_ns();
+        self.last_housekeeping_ns = now;
+        let head = self.head();
+        let depth = self.map.geo.depth as u64;
+        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
+        for i in 0..self.readers_hwm() {
+            let e = self.map.reader_entry(i);
+            let pid = e.pid.load(Ordering::Acquire);
+            let state = e.state.load(Ordering::Acquire);
+            let watch = &mut self.watch[i as usize];
+            if pid == 0 || state == reader_state::CLAIMING {
+                if let Some((old_pid, _)) = watch.known.take() {
+                    self.events.push(ReaderEvent::Detached {
+                        pid: old_pid,
+                        index: i,
+                        died: false,
+                    });
+                }
+                if pid == 0 {
+                    continue;
+                }
+            }
+            let alive = sys::byte_is_locked(&self.map.file, READER_LOCK_BASE + i as u64, true);
+            if !alive {
+                // The reader's process is gone: its lock went with it. Free the entry (and its
+                // pins) so it stops counting at once.
+                for w in 0..self.map.geo.pin_words {
+                    self.map.pin_word(i, w).store(0, Ordering::Relaxed);
+                }
+                e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
+                if e
+                    .pid
+                    .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if let Some((old_pid, _)) = watch.known.take() {
+                        self.events.push(ReaderEvent::Detached {
+                            pid: old_pid,
+                            index: i,
+                            died: true,
+                        });
+                    }
+                    self.map.kick(WaitWord::Space);
+                }
+                continue;
+            }
+            if state == reader_state::CLAIMING {
+                continue;
+            }
+            let session = e.session.load(Ordering::Acquire);
+            if watch.known != Some((pid, session)) {
+                if let Some((old_pid, _)) = watch.known {
+                    self.events.push(ReaderEvent::Detached {
+                        pid: old_pid,
+                        index: i,
+                        died: false,
+                    });
+                }
+                watch.known = Some((pid, session));
+                watch.cursor = e.cursor.load(Ordering::Acquire);
+                watch.progress_ns = now;
+                self.events.push(ReaderEvent::Attached { pid, index: i });
+            }
+            let cursor = e.cursor.load(Ordering::Acquire);
+            if cursor != watch.cursor {
+                watch.cursor = cursor;
+                watch.progress_ns = now;
+            }
+            let holding_us_up = blocked
+                && state == reader_state::ACTIVE
+                && head >= depth
+                && cursor.max(floor) <= head - depth;
+            if holding_us_up && now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns {
+                if e
+                    .state
+                    .compare_exchange(
+                        reader_state::ACTIVE,
+                        reader_state::EVICTED,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    e.evictions.fetch_add(1, Ordering::Relaxed);
+                    self.map
+                        .header()
+                        .readers_evicted
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.events.push(ReaderEvent::Evicted { pid, index: i });
+                }
+            }
+        }
+    }
+
+    /// Empties the depot: every reader skips to the next frame written (counting the skipped
+    /// frames as missed).
+    pub fn clear(&mut self) {
+        let h = self.map.header();
+        h.clear_floor
+            .store(h.head.load(Ordering::Relaxed), Ordering::SeqCst);
+        h.full.store(0, Ordering::Relaxed);
+        self.map.kick(WaitWord::Frame);
+    }
+
+    /// Marks the end of the stream: readers get EOS once they have read every frame.
+    pub fn end_of_stream(&mut self) {
+        self.set_state(stream_state::EOS);
+    }
+
+    fn set_state(&self, state: u32) {
+        self.map
+            .header()
+            .stream_state
+            .store(state, Ordering::SeqCst);
+        self.map.kick(WaitWord::Frame);
+    }
+
+    /// Frames published, dropped, full events, evictions.
+    pub fn info(&self) -> SegmentInfo {
+        self.map.info()
+    }
+
+    pub fn frames_written(&self) -> u64 {
+        self.map.header().frames_written.load(Ordering::Relaxed)
+    }
+
+    pub fn frames_dropped(&self) -> u64 {
+        self.map.header().frames_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Readers currently attached (including evicted ones, which still read).
+    pub fn reader_count(&self) -> usize {
+        (0..self.readers_hwm())
+            .filter(|&i| {
+                let e = self.map.reader_entry(i);
+                e.pid.load(Ordering::Acquire) != 0
+                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
+            })
+            .count()
+    }
+
+    /// Marks the stream closed and removes the name (if it still names our segment). Dropping
+    /// the writer does the same.
+    pub fn close(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.unlinked {
+            return;
+        }
+        self.unlinked = true;
+        self.set_state(stream_state::CLOSED);
+        self.map.kick(WaitWord::Space);
+        if self.map.path_still_ours() {
+            let _ = std::fs::remove_file(&self.map.path);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
