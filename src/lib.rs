@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+mod shape;
 mod shmframesink;
 mod shmframesrc;
 pub mod transport;

@@ -387,7 +387,11 @@ impl Geometry {
                 offset_of!(Header, slot_stride),
                 expected.slot_stride,
             ),
-            ("total_len", offset_of!(Header, total_len), expected.total_len),
+            (
+                "total_len",
+                offset_of!(Header, total_len),
+                expected.total_len,
+            ),
         ] {
             let found = f64_(off);
             if found != want {

@@ -25,8 +25,10 @@ pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
 };
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
-pub use reader::{FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
-pub use segment::{SegmentInfo, inspect};
+pub use reader::{
+    FrameInfo, Interrupt, Observer, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
+};
+pub use segment::{ReaderInfo, SegmentInfo, inspect};
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use writer::{FrameMeta, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig};
 
@@ -108,25 +110,61 @@ impl StreamState {
 /// Everything that can go wrong, each with enough context to act on.
 #[derive(Debug)]
 pub enum Error {
-    InvalidName { name: String, why: String },
+    InvalidName {
+        name: String,
+        why: String,
+    },
     InvalidConfig(String),
     /// No segment exists under that name (yet).
-    NotFound { name: String },
+    NotFound {
+        name: String,
+    },
     /// A live writer holds the name.
-    WriterExists { name: String, pid: u32 },
+    WriterExists {
+        name: String,
+        pid: u32,
+    },
     /// A file exists at the path but is not a shmframe segment; it was left untouched.
     Foreign,
-    ForeignFile { path: String },
-    VersionMismatch { expected: u32, found: u32 },
-    Truncated { what: String, expected: u64, found: u64 },
-    Corrupt { field: String, expected: String, found: u64 },
-    PermissionDenied { path: String, detail: String },
-    TooManyReaders { name: String, max: u32 },
-    FrameTooLarge { size: u64, capacity: u64 },
-    CapsTooLong { len: usize, max: usize },
+    ForeignFile {
+        path: String,
+    },
+    VersionMismatch {
+        expected: u32,
+        found: u32,
+    },
+    Truncated {
+        what: String,
+        expected: u64,
+        found: u64,
+    },
+    Corrupt {
+        field: String,
+        expected: String,
+        found: u64,
+    },
+    PermissionDenied {
+        path: String,
+        detail: String,
+    },
+    TooManyReaders {
+        name: String,
+        max: u32,
+    },
+    FrameTooLarge {
+        size: u64,
+        capacity: u64,
+    },
+    CapsTooLong {
+        len: usize,
+        max: usize,
+    },
     /// The wait was interrupted from another thread (element unlock/flush).
     Interrupted,
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for Error {

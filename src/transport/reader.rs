@@ -133,7 +133,9 @@ pub enum ReadResult {
     /// The writer ended the stream and every frame was read.
     Eos,
     /// The writer closed the segment or died; open the name again to follow a new writer.
-    WriterGone { clean: bool },
+    WriterGone {
+        clean: bool,
+    },
     Timeout,
 }
 
@@ -409,49 +411,8 @@ impl Reader {
         })
     }
 
-    /// Locates frame `n`: its slot and a consistent snapshot of the descriptor, with the seq
-    /// word observed. Gone if the index or the slot no longer holds `n`.
     fn locate(&self, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
-        let entry = self.map.index(n).load(Ordering::Acquire);
-        let Some((frame, slot)) = split_index_entry(entry) else {
-            return Ok(None);
-        };
-        if frame != n {
-            return Ok(None);
-        }
-        let slot = self.map.geo.check_slot(slot)?;
-        let d = self.map.desc(slot);
-        let s1 = d.seq.load(Ordering::Acquire);
-        if s1 % 2 == 1 {
-            return Ok(None);
-        }
-        let time = |v: u64| (v != NO_TIME).then_some(v);
-        let info = FrameInfo {
-            number: d.frame.load(Ordering::Relaxed),
-            pts: time(d.pts.load(Ordering::Relaxed)),
-            dts: time(d.dts.load(Ordering::Relaxed)),
-            duration: time(d.duration.load(Ordering::Relaxed)),
-            flags: d.flags.load(Ordering::Relaxed) as u32,
-            size: d.size.load(Ordering::Relaxed),
-            caps_gen: d.caps_gen.load(Ordering::Relaxed),
-            write_time_ns: d.write_time_ns.load(Ordering::Relaxed),
-            missed_before: 0,
-        };
-        if info.number != n {
-            return Ok(None);
-        }
-        if info.size > self.map.geo.slot_capacity {
-            fence(Ordering::Acquire);
-            if d.seq.load(Ordering::Relaxed) == s1 {
-                return Err(Error::Corrupt {
-                    field: "slot size".into(),
-                    expected: format!("0..={}", self.map.geo.slot_capacity),
-                    found: info.size,
-                });
-            }
-            return Ok(None);
-        }
-        Ok(Some((slot, s1, info)))
+        locate(&self.map, n)
     }
 
     fn try_read(
@@ -459,21 +420,7 @@ impl Reader {
         n: u64,
         copy: &mut impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<TryRead, Error> {
-        let Some((slot, s1, info)) = self.locate(n)? else {
-            return Ok(TryRead::Gone);
-        };
-        let view = SlotView {
-            ptr: self.map.slot_ptr(slot),
-            len: info.size as usize,
-        };
-        copy(&info, &view);
-        // Seqlock validation: if the writer touched the slot while we copied, the copy is
-        // discarded. The fence keeps the copy's loads before the re-check.
-        fence(Ordering::Acquire);
-        if self.map.desc(slot).seq.load(Ordering::Relaxed) != s1 {
-            return Ok(TryRead::Gone);
-        }
-        Ok(TryRead::Got(info))
+        try_read(&self.map, n, copy)
     }
 
     /// Pins frame `n` in place (zero-copy): the writer will not reuse its slot until the
@@ -512,9 +459,7 @@ impl Reader {
     fn detach(&mut self) {
         let e = self.entry();
         for w in 0..self.map.geo.pin_words {
-            self.map
-                .pin_word(self.index, w)
-                .store(0, Ordering::Relaxed);
+            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
         }
         e.state.store(reader_state::CLAIMING, Ordering::Release);
         e.session.store(0, Ordering::Release);
@@ -556,9 +501,7 @@ fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
             .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            map.control()
-                .readers_hwm
-                .fetch_max(i + 1, Ordering::AcqRel);
+            map.control().readers_hwm.fetch_max(i + 1, Ordering::AcqRel);
             return Some(i);
         }
         sys::unlock_byte(&map.file, lock);
@@ -622,5 +565,124 @@ impl PinnedFrame {
 impl Drop for PinnedFrame {
     fn drop(&mut self) {
         self.pins.remove(&self.map, self.reader, self.slot);
+    }
+}
+
+/// Locates frame `n`: its slot and a consistent snapshot of the descriptor, with the seq
+/// word observed. Gone if the index or the slot no longer holds `n`.
+fn locate(map: &Mapping, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
+    let entry = map.index(n).load(Ordering::Acquire);
+    let Some((frame, slot)) = split_index_entry(entry) else {
+        return Ok(None);
+    };
+    if frame != n {
+        return Ok(None);
+    }
+    let slot = map.geo.check_slot(slot)?;
+    let d = map.desc(slot);
+    let s1 = d.seq.load(Ordering::Acquire);
+    if s1 % 2 == 1 {
+        return Ok(None);
+    }
+    let time = |v: u64| (v != NO_TIME).then_some(v);
+    let info = FrameInfo {
+        number: d.frame.load(Ordering::Relaxed),
+        pts: time(d.pts.load(Ordering::Relaxed)),
+        dts: time(d.dts.load(Ordering::Relaxed)),
+        duration: time(d.duration.load(Ordering::Relaxed)),
+        flags: d.flags.load(Ordering::Relaxed) as u32,
+        size: d.size.load(Ordering::Relaxed),
+        caps_gen: d.caps_gen.load(Ordering::Relaxed),
+        write_time_ns: d.write_time_ns.load(Ordering::Relaxed),
+        missed_before: 0,
+    };
+    if info.number != n {
+        return Ok(None);
+    }
+    if info.size > map.geo.slot_capacity {
+        fence(Ordering::Acquire);
+        if d.seq.load(Ordering::Relaxed) == s1 {
+            return Err(Error::Corrupt {
+                field: "slot size".into(),
+                expected: format!("0..={}", map.geo.slot_capacity),
+                found: info.size,
+            });
+        }
+        return Ok(None);
+    }
+    Ok(Some((slot, s1, info)))
+}
+
+fn try_read(
+    map: &Mapping,
+    n: u64,
+    copy: &mut impl FnMut(&FrameInfo, &SlotView),
+) -> Result<TryRead, Error> {
+    let Some((slot, s1, info)) = locate(map, n)? else {
+        return Ok(TryRead::Gone);
+    };
+    let view = SlotView {
+        ptr: map.slot_ptr(slot),
+        len: info.size as usize,
+    };
+    copy(&info, &view);
+    // Seqlock validation: if the writer touched the slot while we copied, the copy is
+    // discarded. The fence keeps the copy's loads before the re-check.
+    fence(Ordering::Acquire);
+    if map.desc(slot).seq.load(Ordering::Relaxed) != s1 {
+        return Ok(TryRead::Gone);
+    }
+    Ok(TryRead::Got(info))
+}
+
+/// A read-only look at a segment that claims no reader entry and never waits: statistics,
+/// inspection and random access to frames still held (`get-frame`). It does not count for
+/// backpressure.
+#[derive(Clone)]
+pub struct Observer {
+    map: Arc<Mapping>,
+}
+
+impl Observer {
+    pub fn open(name: &str) -> Result<Observer, Error> {
+        Ok(Observer {
+            map: Arc::new(segment::open_read_only(name)?),
+        })
+    }
+
+    pub(crate) fn from_mapping(map: Arc<Mapping>) -> Observer {
+        Observer { map }
+    }
+
+    pub fn info(&self) -> SegmentInfo {
+        self.map.info()
+    }
+
+    pub fn writer_session(&self) -> u64 {
+        self.map.header().writer_session
+    }
+
+    pub fn current_caps_gen(&self) -> u64 {
+        self.map.header().caps_gen.load(Ordering::Acquire)
+    }
+
+    pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
+        segment::read_caps(&self.map, gen_)
+    }
+
+    /// Copies frame `n` if the segment still holds it.
+    pub fn read_frame(
+        &self,
+        n: u64,
+        mut copy: impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<Option<FrameInfo>, Error> {
+        let head = self.map.header().head.load(Ordering::Acquire);
+        if n >= head || n < oldest_held(&self.map, head) {
+            return Ok(None);
+        }
+        Ok(match try_read(&self.map, n, &mut copy)? {
+            TryRead::Got(info) => Some(info),
+            TryRead::Gone => None,
+        })
     }
 }

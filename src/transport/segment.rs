@@ -58,9 +58,7 @@ impl Mapping {
 
     /// Control region through its writable mapping (readers write their entries here).
     fn ctrl_at<T>(&self, offset_in_control: u64) -> &T {
-        debug_assert!(
-            offset_in_control + std::mem::size_of::<T>() as u64 <= self.geo.control_len
-        );
+        debug_assert!(offset_in_control + std::mem::size_of::<T>() as u64 <= self.geo.control_len);
         // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write.
         unsafe { &*(self.ctrl.add(offset_in_control as usize) as *const T) }
     }
@@ -469,7 +467,9 @@ impl Mapping {
             writer_session: h.writer_session,
             writer_alive: self.writer_alive(),
             state: self.stream_state(),
-            caps: read_caps(self, h.caps_gen.load(Ordering::Acquire)).ok().flatten(),
+            caps: read_caps(self, h.caps_gen.load(Ordering::Acquire))
+                .ok()
+                .flatten(),
             head,
             frames_written: h.frames_written.load(Ordering::Relaxed),
             frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
@@ -519,11 +519,13 @@ pub(crate) fn read_caps(m: &Mapping, gen_: u64) -> Result<Option<String>, Error>
         if stored_gen != gen_ {
             return Ok(None);
         }
-        return String::from_utf8(buf).map(Some).map_err(|_| Error::Corrupt {
-            field: "caps string".into(),
-            expected: "UTF-8 text".into(),
-            found: len,
-        });
+        return String::from_utf8(buf)
+            .map(Some)
+            .map_err(|_| Error::Corrupt {
+                field: "caps string".into(),
+                expected: "UTF-8 text".into(),
+                found: len,
+            });
     }
     Ok(None)
 }
@@ -545,8 +547,9 @@ pub(crate) fn write_caps(m: &Mapping, gen_: u64, caps: &str) {
     m.header().caps_gen.store(gen_, Ordering::Release);
 }
 
-/// A read-only look at a segment: no reader entry is claimed, nothing is written.
-pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
+/// Maps a segment read-only (header, control region and data): for observers, which claim no
+/// reader entry and write nothing.
+pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
     let path = segment_path(name)?;
     let file = File::open(&path).map_err(|e| open_error(&path, e, name))?;
     let (bytes, len) = read_header_bytes(&file, &path)?;
@@ -556,8 +559,6 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
         },
         e => e,
     })?;
-    // A read-only file cannot be mapped read-write; map the control region read-only too by
-    // mapping the whole file read-only and pointing `ctrl` into it.
     // SAFETY: read-only mapping of a validated file of at least total_len bytes.
     let m = unsafe {
         MmapOptions::new()
@@ -569,19 +570,23 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
         .metadata()
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
     let base = m.as_ptr() as *mut u8;
-    let mapping = Mapping {
+    Ok(Mapping {
         file_id: (meta.dev(), meta.ino()),
         file,
         path,
-        // SAFETY: control_offset < total_len.
+        // SAFETY: control_offset < total_len. Observers only load through it.
         ctrl: unsafe { base.add(geo.control_offset as usize) },
         geo,
         base,
         writable: false,
         _whole: WholeMap::ReadOnly(m),
         _ctrl: None,
-    };
-    Ok(mapping.info())
+    })
+}
+
+/// A snapshot of the segment named `name`, taken without attaching.
+pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
+    Ok(open_read_only(name)?.info())
 }
 
 /// Shared words of the control region a thread can futex-wait on.

@@ -14,9 +14,15 @@ const WRITER_POLL: Duration = Duration::from_millis(20);
 pub enum SubscriberEvent {
     Frame(FrameInfo),
     /// Attached to a writer's segment (the first, or a new one after a restart).
-    WriterAttached { pid: u32, session: u64 },
+    WriterAttached {
+        pid: u32,
+        session: u64,
+    },
     /// The writer closed its segment (`clean`) or died; the subscriber waits for the next.
-    WriterLost { pid: u32, clean: bool },
+    WriterLost {
+        pid: u32,
+        clean: bool,
+    },
     Eos,
     Timeout,
 }

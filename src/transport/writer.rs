@@ -88,12 +88,22 @@ impl WriteOutcome {
 /// Changes in the reader table, reported by [`Writer::take_reader_events`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReaderEvent {
-    Attached { pid: u32, index: u32 },
+    Attached {
+        pid: u32,
+        index: u32,
+    },
     /// The reader detached cleanly, or its process died (`died`).
-    Detached { pid: u32, index: u32, died: bool },
+    Detached {
+        pid: u32,
+        index: u32,
+        died: bool,
+    },
     /// The reader blocked a `block` writer without advancing for longer than the reader
     /// timeout; it no longer counts for backpressure until it catches up.
-    Evicted { pid: u32, index: u32 },
+    Evicted {
+        pid: u32,
+        index: u32,
+    },
 }
 
 /// A slot held by the writer while it is being filled. Publish or release it.
@@ -484,7 +494,8 @@ impl Writer {
         if outcome_full {
             self.count_full();
         }
-        h.full.store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
+        h.full
+            .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
         let waited_in_acquire = self.acquire_wait.take();
         Ok(match self.backpressure {
             Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
@@ -588,8 +599,7 @@ impl Writer {
                     self.map.pin_word(i, w).store(0, Ordering::Relaxed);
                 }
                 e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
-                if e
-                    .pid
+                if e.pid
                     .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
@@ -631,8 +641,7 @@ impl Writer {
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
             if holding_us_up && now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns {
-                if e
-                    .state
+                if e.state
                     .compare_exchange(
                         reader_state::ACTIVE,
                         reader_state::EVICTED,
@@ -673,6 +682,11 @@ impl Writer {
             .stream_state
             .store(state, Ordering::SeqCst);
         self.map.kick(WaitWord::Frame);
+    }
+
+    /// A read-only view sharing this writer's mapping (statistics while a write blocks).
+    pub fn observer(&self) -> super::Observer {
+        super::Observer::from_mapping(self.map.clone())
     }
 
     /// Frames published, dropped, full events, evictions.

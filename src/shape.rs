@@ -1,0 +1,193 @@
+//! The `shape` property: `WIDTHxHEIGHT` or `WIDTHxHEIGHT:FORMAT` (a GstVideoFormat name).
+
+use gst_video::VideoFormat;
+use std::fmt;
+use std::str::FromStr;
+
+/// Raw formats the elements accept (and that a shape without a format is sized for).
+pub const SUPPORTED_FORMATS: &[VideoFormat] = &[
+    VideoFormat::Rgb,
+    VideoFormat::Bgr,
+    VideoFormat::Rgba,
+    VideoFormat::Bgra,
+    VideoFormat::Argb,
+    VideoFormat::Abgr,
+    VideoFormat::Rgbx,
+    VideoFormat::Bgrx,
+    VideoFormat::Xrgb,
+    VideoFormat::Xbgr,
+    VideoFormat::Gray8,
+    VideoFormat::Gray16Le,
+    VideoFormat::Gray16Be,
+    VideoFormat::I420,
+    VideoFormat::Yv12,
+    VideoFormat::Nv12,
+    VideoFormat::Nv21,
+    VideoFormat::Yuy2,
+    VideoFormat::Uyvy,
+    VideoFormat::Y42b,
+    VideoFormat::Y444,
+    VideoFormat::Rgb16,
+    VideoFormat::Bgr16,
+    VideoFormat::Argb64,
+    VideoFormat::Ayuv64,
+    VideoFormat::P01010le,
+    VideoFormat::I42010le,
+];
+
+pub const MAX_DIMENSION: u32 = 32768;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub width: u32,
+    pub height: u32,
+    pub format: Option<VideoFormat>,
+}
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)?;
+        if let Some(format) = self.format {
+            write!(f, ":{}", format.to_str())?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Shape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shape, String> {
+        let usage = "expected WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT, e.g. 1920x1080 or 640x480:RGBA";
+        let (dims, format) = match s.split_once(':') {
+            Some((d, f)) => (d, Some(f)),
+            None => (s, None),
+        };
+        let (w, h) = dims
+            .split_once(['x', 'X'])
+            .ok_or_else(|| format!("invalid shape {s:?}: {usage}"))?;
+        let dim = |v: &str, what: &str| -> Result<u32, String> {
+            match v.trim().parse::<u32>() {
+                Ok(n) if (1..=MAX_DIMENSION).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "invalid shape {s:?}: {what} {v:?} is not a number in 1..={MAX_DIMENSION}; \
+                     {usage}"
+                )),
+            }
+        };
+        let width = dim(w, "width")?;
+        let height = dim(h, "height")?;
+        let format = match format {
+            None => None,
+            Some(f) => {
+                let vf = VideoFormat::from_string(f.trim());
+                if vf == VideoFormat::Unknown || vf == VideoFormat::Encoded {
+                    return Err(format!(
+                        "invalid shape {s:?}: {f:?} is not a GstVideoFormat name (e.g. RGBA, \
+                         I420, NV12, GRAY8)"
+                    ));
+                }
+                Some(vf)
+            }
+        };
+        Ok(Shape {
+            width,
+            height,
+            format,
+        })
+    }
+}
+
+impl Shape {
+    /// Whether a stream of this width, height and format fits the shape.
+    pub fn matches(&self, info: &gst_video::VideoInfo) -> bool {
+        info.width() == self.width
+            && info.height() == self.height
+            && self.format.is_none_or(|f| f == info.format())
+    }
+
+    /// The shape a stream has, for messages naming both sides of a mismatch.
+    pub fn of(info: &gst_video::VideoInfo) -> Shape {
+        Shape {
+            width: info.width(),
+            height: info.height(),
+            format: Some(info.format()),
+        }
+    }
+
+    /// Bytes of one frame in the largest format the shape allows.
+    pub fn max_frame_size(&self) -> u64 {
+        let formats: Vec<VideoFormat> = match self.format {
+            Some(f) => vec![f],
+            None => SUPPORTED_FORMATS.to_vec(),
+        };
+        formats
+            .into_iter()
+            .filter_map(|f| {
+                gst_video::VideoInfo::builder(f, self.width, self.height)
+                    .build()
+                    .ok()
+                    .map(|i| i.size() as u64)
+            })
+            .max()
+            .unwrap_or(self.width as u64 * self.height as u64 * 8)
+    }
+
+    /// Caps restricting a raw video pad to this shape.
+    pub fn caps(&self) -> gst::Caps {
+        let formats: Vec<&str> = match self.format {
+            Some(f) => vec![f.to_str().as_str()],
+            None => SUPPORTED_FORMATS.iter().map(|f| f.to_str().as_str()).collect(),
+        };
+        gst::Caps::builder("video/x-raw")
+            .field("format", gst::List::new(formats))
+            .field("width", self.width as i32)
+            .field("height", self.height as i32)
+            .field(
+                "framerate",
+                gst::FractionRange::new(gst::Fraction::new(0, 1), gst::Fraction::new(i32::MAX, 1)),
+            )
+            .build()
+    }
+}
+
+/// Raw video caps with any of the supported formats and any size.
+pub fn raw_video_caps() -> gst::Caps {
+    gst_video::VideoCapsBuilder::new()
+        .format_list(SUPPORTED_FORMATS.iter().copied())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        gst::init().unwrap();
+        let s: Shape = "640x480".parse().unwrap();
+        assert_eq!((s.width, s.height, s.format), (640, 480, None));
+        let s: Shape = "1920x1080:RGBA".parse().unwrap();
+        assert_eq!(s.format, Some(VideoFormat::Rgba));
+        assert_eq!(s.to_string(), "1920x1080:RGBA");
+        assert_eq!(s.max_frame_size(), 1920 * 1080 * 4);
+        let any: Shape = "16x16".parse().unwrap();
+        assert_eq!(any.max_frame_size(), 16 * 16 * 8);
+    }
+
+    #[test]
+    fn refuses_bad_shapes_with_a_reason() {
+        gst::init().unwrap();
+        for (s, fragment) in [
+            ("", "expected WIDTHxHEIGHT"),
+            ("640", "expected WIDTHxHEIGHT"),
+            ("0x480", "width \"0\""),
+            ("640x-1", "height \"-1\""),
+            ("99999x1", "width \"99999\""),
+            ("640x480:NOPE", "\"NOPE\" is not a GstVideoFormat name"),
+        ] {
+            let err = s.parse::<Shape>().unwrap_err();
+            assert!(err.contains(fragment), "{s:?}: {err}");
+        }
+    }
+}
