@@ -1,0 +1,176 @@
+//! Test support shared by the integration tests: unique segment names that clean up after
+//! themselves, bounded child processes, and frame patterns that make torn or misplaced frames
+//! detectable.
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A segment name unique to this test, process and call; removes `/dev/shm/<name>` (and any
+/// temporary file of ours for it) when dropped, also when the test panics.
+pub struct ShmName(pub String);
+
+impl ShmName {
+    pub fn new(test: &str) -> ShmName {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        ShmName(format!("shmframe-test-{test}-{}-{n}", std::process::id()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        gstshmframe::transport::shm_dir().join(&self.0)
+    }
+}
+
+impl Drop for ShmName {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.path());
+        if let Ok(dir) = std::fs::read_dir(gstshmframe::transport::shm_dir()) {
+            let prefix = format!(".shmframe-new-{}-", self.0);
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for ShmName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A child process that is killed (SIGKILL) and reaped when dropped.
+pub struct ChildGuard {
+    pub child: Child,
+    pub label: String,
+}
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own unreaped child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `limit` for the child to exit; panics (after killing it) if it does not.
+    pub fn wait_ok(&mut self, limit: Duration) -> String {
+        let status = self.wait_timeout(limit).unwrap_or_else(|| {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+            panic!("{} did not finish within {limit:?}", self.label)
+        });
+        let mut out = String::new();
+        if let Some(mut so) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = so.read_to_string(&mut out);
+        }
+        assert!(
+            status.success(),
+            "{} failed ({status}); output:\n{out}",
+            self.label
+        );
+        out
+    }
+
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGCONT);
+            self.signal(libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Re-runs the current test binary as a child in role `role` (see `peer_main`-style entry
+/// points in each test file): it runs only the test named `entry`, with `SHMFRAME_ROLE` set.
+pub fn spawn_role(entry: &str, role: &str, args: &[&str]) -> ChildGuard {
+    let exe = std::env::current_exe().expect("test binary path");
+    let child = Command::new(exe)
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMFRAME_ROLE", role)
+        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn child");
+    ChildGuard {
+        child,
+        label: format!("child {role} {args:?}"),
+    }
+}
+
+/// The role and arguments of this process, if it was started by `spawn_role`.
+pub fn role() -> Option<(String, Vec<String>)> {
+    let role = std::env::var("SHMFRAME_ROLE").ok()?;
+    let args = std::env::var("SHMFRAME_ARGS").unwrap_or_default();
+    let args = if args.is_empty() {
+        vec![]
+    } else {
+        args.split('\u{1f}').map(str::to_string).collect()
+    };
+    Some((role, args))
+}
+
+/// Frame content: every 8-byte word holds `frame_number * 0x1_0000_0001 + word_index`, so any
+/// byte from another frame, or a half-written frame, fails `check_frame`.
+pub fn fill_frame(frame: u64, buf: &mut [u8]) {
+    for (i, chunk) in buf.chunks_mut(8).enumerate() {
+        let v = frame.wrapping_mul(0x1_0000_0001).wrapping_add(i as u64);
+        let bytes = v.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+pub fn check_frame(frame: u64, buf: &[u8]) -> Result<(), String> {
+    for (i, chunk) in buf.chunks(8).enumerate() {
+        let v = frame.wrapping_mul(0x1_0000_0001).wrapping_add(i as u64);
+        if chunk != &v.to_le_bytes()[..chunk.len()] {
+            return Err(format!(
+                "frame {frame}: word {i} holds {chunk:?}, expected {:?}",
+                &v.to_le_bytes()[..chunk.len()]
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Polls `cond` every 5 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}

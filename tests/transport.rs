@@ -1,0 +1,577 @@
+//! The transport on its own, writer and readers in one process (they still talk only through
+//! the shared segment, exactly as across processes).
+
+mod common;
+
+use common::{ShmName, check_frame, fill_frame};
+use gstshmframe::transport::*;
+use std::time::Duration;
+
+const FRAME: usize = 4096 + 100;
+
+fn config(name: &str, layout: Layout, depth: u32, bp: Backpressure) -> WriterConfig {
+    let mut c = WriterConfig::new(name, FRAME as u64);
+    c.layout = layout;
+    c.depth = depth;
+    c.backpressure = bp;
+    c
+}
+
+fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
+    w.write_with(
+        &FrameMeta {
+            pts: Some(n * 1000),
+            ..Default::default()
+        },
+        FRAME as u64,
+        |slot| fill_frame(n, slot),
+    )
+    .unwrap()
+}
+
+fn oldest() -> ReaderOptions {
+    ReaderOptions {
+        start: StartPosition::Oldest,
+    }
+}
+
+/// Reads one frame (waiting up to 1 s) and checks its content against its number.
+fn read_one(r: &mut Reader) -> ReadResult {
+    let mut buf = Vec::new();
+    let res = r
+        .read_next(Duration::from_secs(1), |info, view| {
+            buf.resize(info.size as usize, 0);
+            view.copy_to(&mut buf);
+        })
+        .unwrap();
+    if let ReadResult::Frame(info) = res {
+        check_frame(info.number, &buf).unwrap();
+        assert_eq!(info.pts, Some(info.number * 1000));
+    }
+    res
+}
+
+fn frame_number(res: ReadResult) -> u64 {
+    match res {
+        ReadResult::Frame(info) => info.number,
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn ring_delivers_every_frame_in_order_with_its_content() {
+    let name = ShmName::new("ring-order");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    for n in 0..100 {
+        assert_eq!(write_frame(&mut w, n), WriteOutcome::Written { frame: n });
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    assert_eq!((r.frames_read(), r.frames_missed()), (100, 0));
+    assert_eq!(w.frames_written(), 100);
+}
+
+#[test]
+fn double_layout_gives_the_newest_frame_and_counts_skips() {
+    let name = ShmName::new("double");
+    let mut w = Writer::create(&config(&name, Layout::Double, 9, Backpressure::Block)).unwrap();
+    assert_eq!(w.geometry().depth, 2, "double always has two slots");
+    let mut r = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    for n in 0..10 {
+        // The writer never blocks, whatever the reader does.
+        assert_eq!(write_frame(&mut w, n), WriteOutcome::Written { frame: n });
+    }
+    let ReadResult::Frame(info) = read_one(&mut r) else {
+        panic!()
+    };
+    assert_eq!(info.number, 9, "latest frame");
+    assert_eq!(info.missed_before, 9);
+    write_frame(&mut w, 10);
+    assert_eq!(frame_number(read_one(&mut r)), 10);
+    assert_eq!(r.frames_read() + r.frames_missed(), w.frames_written());
+}
+
+#[test]
+fn drop_oldest_accounting_is_exact_for_a_slow_reader() {
+    let name = ShmName::new("drop-oldest");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::DropOldest)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let mut read = Vec::new();
+    let mut overwrote = 0;
+    for n in 0..200 {
+        let outcome = write_frame(&mut w, n);
+        assert_eq!(outcome.frame(), Some(n), "drop-oldest always publishes");
+        if matches!(outcome, WriteOutcome::OverwroteOldest { .. }) {
+            overwrote += 1;
+        }
+        if n % 7 == 0 {
+            read.push(frame_number(read_one(&mut r)));
+        }
+    }
+    while let ReadResult::Frame(info) = r.read_next(Duration::ZERO, |_, _| {}).unwrap() {
+        read.push(info.number);
+    }
+    assert!(read.windows(2).all(|p| p[0] < p[1]), "in order: {read:?}");
+    assert_eq!(*read.last().unwrap(), 199);
+    assert_eq!(r.frames_read(), read.len() as u64);
+    assert_eq!(r.frames_read() + r.frames_missed(), 200);
+    assert!(overwrote > 0);
+    assert_eq!(w.frames_dropped(), 0);
+}
+
+#[test]
+fn drop_newest_drops_incoming_frames_and_counts_them() {
+    let name = ShmName::new("drop-newest");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::DropNewest)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let outcomes: Vec<_> = (0..10).map(|n| write_frame(&mut w, n)).collect();
+    assert!(outcomes[..4].iter().all(|o| !o.was_full()));
+    assert!(outcomes[4..].iter().all(|o| *o == WriteOutcome::Dropped));
+    assert!(w.is_full());
+    assert_eq!(w.frames_dropped(), 6);
+    assert_eq!(w.frames_written(), 4);
+    // The reader gets the four oldest frames: nothing it was promised is lost.
+    let got: Vec<u64> = (0..4).map(|_| frame_number(read_one(&mut r))).collect();
+    assert_eq!(got, vec![0, 1, 2, 3]);
+    assert!(!w.is_full());
+    // Numbers stay contiguous: a dropped frame never got a number.
+    assert_eq!(write_frame(&mut w, 4), WriteOutcome::Written { frame: 4 });
+    assert_eq!(frame_number(read_one(&mut r)), 4);
+    assert_eq!(r.frames_missed(), 0);
+    let info = w.info();
+    assert_eq!((info.frames_dropped, info.full_events), (6, 6));
+}
+
+#[test]
+fn block_waits_for_the_slowest_reader_and_loses_nothing() {
+    let name = ShmName::new("block");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 2, Backpressure::Block)).unwrap();
+    let reader_name = name.to_string();
+    let mut r = Reader::open(&reader_name, &oldest()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < 50 {
+            std::thread::sleep(Duration::from_millis(1));
+            got.push(frame_number(read_one(&mut r)));
+        }
+        (got, r.frames_missed())
+    });
+    let mut waited = 0;
+    for n in 0..50 {
+        if let WriteOutcome::WrittenAfterWait { .. } = write_frame(&mut w, n) {
+            waited += 1;
+        }
+    }
+    let (got, missed) = reader.join().unwrap();
+    assert_eq!(got, (0..50).collect::<Vec<_>>());
+    assert_eq!(missed, 0);
+    assert!(waited > 0, "a slow reader must have made the writer wait");
+}
+
+#[test]
+fn a_blocked_write_is_interrupted_from_another_thread() {
+    let name = ShmName::new("interrupt-writer");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 1, Backpressure::Block)).unwrap();
+    let _r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    let handle = w.interrupt_handle();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        handle.interrupt();
+    });
+    let started = std::time::Instant::now();
+    let res = w.write(&FrameMeta::default(), &[0u8; 16]);
+    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "not the eviction timeout"
+    );
+    t.join().unwrap();
+    w.interrupt_handle().clear();
+}
+
+#[test]
+fn a_reader_wait_is_interrupted_from_another_thread() {
+    let name = ShmName::new("interrupt-reader");
+    let _w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let handle = r.interrupt_handle();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        handle.interrupt();
+    });
+    let started = std::time::Instant::now();
+    let res = r.read_next(Duration::from_secs(10), |_, _| {});
+    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    t.join().unwrap();
+}
+
+#[test]
+fn frames_are_retrievable_by_number_while_held() {
+    let name = ShmName::new("by-number");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::DropOldest)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    for n in 0..10 {
+        write_frame(&mut w, n);
+    }
+    let mut buf = vec![0u8; FRAME];
+    for n in 6..10 {
+        let info = r
+            .read_frame(n, |_, v| v.copy_to(&mut buf))
+            .unwrap()
+            .expect("held");
+        assert_eq!(info.number, n);
+        check_frame(n, &buf).unwrap();
+    }
+    for n in [0, 5, 10, 1000] {
+        assert!(r.read_frame(n, |_, _| {}).unwrap().is_none(), "frame {n}");
+    }
+    assert_eq!(r.cursor(), 0, "random access does not move the cursor");
+    let obs = Observer::open(&name).unwrap();
+    assert!(
+        obs.read_frame(9, |_, v| v.copy_to(&mut buf))
+            .unwrap()
+            .is_some()
+    );
+    check_frame(9, &buf).unwrap();
+}
+
+#[test]
+fn clear_makes_readers_skip_to_the_next_frame_and_counts_it() {
+    let name = ShmName::new("clear");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 8, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    for n in 0..5 {
+        write_frame(&mut w, n);
+    }
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    w.clear();
+    assert_eq!(
+        r.read_next(Duration::ZERO, |_, _| {}).unwrap(),
+        ReadResult::Timeout,
+        "the depot is empty"
+    );
+    write_frame(&mut w, 5);
+    let ReadResult::Frame(info) = read_one(&mut r) else {
+        panic!()
+    };
+    assert_eq!((info.number, info.missed_before), (5, 4));
+    assert_eq!(r.frames_read() + r.frames_missed(), 6);
+}
+
+#[test]
+fn eos_reaches_readers_after_the_last_frame() {
+    let name = ShmName::new("eos");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    write_frame(&mut w, 1);
+    w.end_of_stream();
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    assert_eq!(frame_number(read_one(&mut r)), 1);
+    assert_eq!(read_one(&mut r), ReadResult::Eos);
+    assert_eq!(r.stream_state(), StreamState::Eos);
+    drop(w);
+    assert_eq!(read_one(&mut r), ReadResult::WriterGone { clean: true });
+    assert!(!name.path().exists(), "closing unlinks the segment");
+}
+
+#[test]
+fn a_second_writer_is_refused_with_the_holders_pid() {
+    let name = ShmName::new("exclusive");
+    let mut first = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let err = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block))
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::WriterExists { pid, .. } if pid == std::process::id()));
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    // The first writer is unharmed.
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut first, 0);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_untouched() {
+    let name = ShmName::new("foreign");
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+    std::fs::write(name.path(), &content).unwrap();
+    let err = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block))
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::ForeignFile { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is not a shmframe segment; it was left untouched")
+    );
+    let err = Reader::open(&name, &oldest()).err().unwrap();
+    assert!(matches!(err, Error::ForeignFile { .. }), "{err}");
+    assert_eq!(std::fs::read(name.path()).unwrap(), content);
+    // An empty file is foreign too, not a half-made segment to reclaim.
+    std::fs::write(name.path(), b"").unwrap();
+    assert!(matches!(
+        Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)),
+        Err(Error::ForeignFile { .. })
+    ));
+    assert_eq!(std::fs::read(name.path()).unwrap(), b"");
+}
+
+#[test]
+fn invalid_names_never_reach_the_file_system() {
+    for bad in ["", "a/b", "../x", ".x", "with space", "é"] {
+        let e = Writer::create(&WriterConfig::new(bad, 16)).err().unwrap();
+        assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e}");
+        let e = Reader::open(bad, &oldest()).err().unwrap();
+        assert!(matches!(e, Error::InvalidName { .. }), "{bad:?}: {e}");
+    }
+}
+
+#[test]
+fn impossible_configurations_are_refused() {
+    let name = ShmName::new("config");
+    for (depth, spare, size, perms, fragment) in [
+        (
+            0,
+            0,
+            16,
+            0o600,
+            "depth 0 is out of range: expected 1..=1024",
+        ),
+        (1025, 0, 16, 0o600, "depth 1025 is out of range"),
+        (4, 65, 16, 0o600, "spare slots 65 is out of range"),
+        (4, 0, 0, 0o600, "slot size 0 bytes is out of range"),
+        (4, 0, 16, 0o400, "perms 400 must be"),
+        (4, 0, 16, 0o1777, "perms 1777 must be"),
+    ] {
+        let mut c = WriterConfig::new(&name, size);
+        c.depth = depth;
+        c.spare_slots = spare;
+        c.perms = perms;
+        let e = Writer::create(&c).err().unwrap().to_string();
+        assert!(e.contains(fragment), "{e}");
+        assert!(!name.path().exists());
+    }
+}
+
+#[test]
+fn a_frame_larger_than_the_slot_is_an_error() {
+    let name = ShmName::new("too-large");
+    let mut w = Writer::create(&WriterConfig::new(&name, 100)).unwrap();
+    let e = w.write(&FrameMeta::default(), &[0u8; 101]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "frame of 101 bytes does not fit a slot of 100 bytes"
+    );
+    assert_eq!(w.frames_written(), 0);
+}
+
+#[test]
+fn segment_mode_follows_perms() {
+    use std::os::unix::fs::PermissionsExt;
+    let name = ShmName::new("perms");
+    let w = Writer::create(&WriterConfig::new(&name, 16)).unwrap();
+    let mode = std::fs::metadata(name.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    drop(w);
+    let mut c = WriterConfig::new(&name, 16);
+    c.perms = 0o666;
+    let _w = Writer::create(&c).unwrap();
+    let mode = std::fs::metadata(name.path()).unwrap().permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o666,
+        "perms widen the mode deliberately, despite the umask"
+    );
+}
+
+#[test]
+fn caps_generations_are_kept_and_read_back() {
+    let name = ShmName::new("caps");
+    let mut w = Writer::create(&WriterConfig::new(&name, 64)).unwrap();
+    let r = Reader::open(&name, &oldest()).unwrap();
+    assert_eq!(r.current_caps_gen(), 0);
+    assert_eq!(r.caps(0).unwrap(), None);
+    let g1 = w.set_caps("video/x-raw, width=(int)1").unwrap();
+    let g2 = w.set_caps("video/x-raw, width=(int)2").unwrap();
+    assert_eq!((g1, g2), (1, 2));
+    assert_eq!(r.current_caps_gen(), 2);
+    assert_eq!(r.caps(1).unwrap().unwrap(), "video/x-raw, width=(int)1");
+    assert_eq!(r.caps(2).unwrap().unwrap(), "video/x-raw, width=(int)2");
+    for i in 3..=6 {
+        w.set_caps(&format!("caps {i}")).unwrap();
+    }
+    assert_eq!(r.caps(1).unwrap(), None, "only a short history is kept");
+    assert_eq!(r.caps(6).unwrap().unwrap(), "caps 6");
+    let long = "x".repeat(5000);
+    assert!(matches!(w.set_caps(&long), Err(Error::CapsTooLong { .. })));
+    // Frames carry the generation current when written.
+    w.write(&FrameMeta::default(), &[1, 2, 3]).unwrap();
+    let mut r = r;
+    let res = r.read_next(Duration::ZERO, |_, _| {}).unwrap();
+    let ReadResult::Frame(info) = res else {
+        panic!()
+    };
+    assert_eq!((info.caps_gen, info.size), (6, 3));
+}
+
+#[test]
+fn the_reader_table_holds_64_readers_and_reports_changes() {
+    let name = ShmName::new("registry");
+    let mut w = Writer::create(&WriterConfig::new(&name, 16)).unwrap();
+    let mut readers: Vec<Reader> = (0..MAX_READERS)
+        .map(|_| Reader::open(&name, &oldest()).unwrap())
+        .collect();
+    let e = Reader::open(&name, &oldest()).err().unwrap();
+    assert!(matches!(e, Error::TooManyReaders { max: 64, .. }), "{e}");
+    w.poll_readers();
+    let events = w.take_reader_events();
+    assert_eq!(events.len(), 64);
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, ReaderEvent::Attached { pid, .. } if *pid == std::process::id()))
+    );
+    assert_eq!(w.reader_count(), 64);
+    readers.truncate(60);
+    w.poll_readers();
+    let events = w.take_reader_events();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ReaderEvent::Detached { died: false, .. }))
+            .count(),
+        4
+    );
+    // Freed entries are reused.
+    readers.push(Reader::open(&name, &oldest()).unwrap());
+    assert_eq!(w.reader_count(), 61);
+    assert_eq!(w.info().readers.len(), 61);
+}
+
+#[test]
+fn a_stalled_reader_is_evicted_and_rejoins_counting_its_misses() {
+    let name = ShmName::new("evict");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::Block);
+    c.reader_timeout = Duration::from_millis(200);
+    let mut w = Writer::create(&c).unwrap();
+    let mut stalled = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    write_frame(&mut w, 1);
+    let started = std::time::Instant::now();
+    let outcome = write_frame(&mut w, 2);
+    let waited = started.elapsed();
+    assert!(matches!(
+        outcome,
+        WriteOutcome::WrittenAfterWait { frame: 2, .. }
+    ));
+    assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    w.poll_readers();
+    assert!(
+        w.take_reader_events()
+            .iter()
+            .any(|e| matches!(e, ReaderEvent::Evicted { .. }))
+    );
+    // While evicted it does not hold the writer up.
+    for n in 3..10 {
+        assert_eq!(write_frame(&mut w, n), WriteOutcome::Written { frame: n });
+    }
+    assert_eq!(stalled.evictions(), 1);
+    // It rejoins at the oldest frame held and counts everything it lost.
+    let first = frame_number(read_one(&mut stalled));
+    assert_eq!(first, 8);
+    assert_eq!(stalled.frames_missed(), 8);
+    assert_eq!(w.info().readers_evicted, 1);
+}
+
+#[test]
+fn pinned_slots_are_never_overwritten() {
+    let name = ShmName::new("pins");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    let pinned = r.pin(0).unwrap().expect("frame 0 is held");
+    for n in 1..20 {
+        // Frame 0 leaves the ring, but its slot stays pinned: the writer uses the others.
+        assert!(write_frame(&mut w, n).frame().is_some());
+    }
+    check_frame(0, pinned.data()).unwrap();
+    assert_eq!(pinned.info().number, 0);
+    let second = r.pin(19).unwrap().expect("frame 19 is held");
+    let third = r.pin(18).unwrap().expect("frame 18 is held");
+    // Every slot is now pinned: drop-oldest must drop rather than overwrite.
+    assert_eq!(write_frame(&mut w, 20), WriteOutcome::Dropped);
+    check_frame(19, second.data()).unwrap();
+    check_frame(18, third.data()).unwrap();
+    drop(pinned);
+    assert!(write_frame(&mut w, 20).frame().is_some());
+    assert!(r.pin(5).unwrap().is_none(), "frame 5 is long gone");
+}
+
+#[test]
+fn a_subscriber_waits_for_its_writer_and_follows_a_restart() {
+    let name = ShmName::new("subscriber");
+    let mut sub = Subscriber::new(&name, oldest()).unwrap();
+    assert_eq!(
+        sub.next(Duration::from_millis(50), |_, _| {}).unwrap(),
+        SubscriberEvent::Timeout
+    );
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let first_session = w.session();
+    let ev = sub.next(Duration::from_secs(1), |_, _| {}).unwrap();
+    assert_eq!(
+        ev,
+        SubscriberEvent::WriterAttached {
+            pid: std::process::id(),
+            session: first_session
+        }
+    );
+    write_frame(&mut w, 0);
+    assert!(matches!(
+        sub.next(Duration::from_secs(1), |_, _| {}).unwrap(),
+        SubscriberEvent::Frame(FrameInfo { number: 0, .. })
+    ));
+    drop(w);
+    assert_eq!(
+        sub.next(Duration::from_secs(1), |_, _| {}).unwrap(),
+        SubscriberEvent::WriterLost {
+            pid: std::process::id(),
+            clean: true
+        }
+    );
+    let mut w2 = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    let ev = sub.next(Duration::from_secs(1), |_, _| {}).unwrap();
+    assert!(
+        matches!(ev, SubscriberEvent::WriterAttached { session, .. } if session == w2.session())
+    );
+    write_frame(&mut w2, 0);
+    let mut buf = vec![0u8; FRAME];
+    let ev = sub
+        .next(Duration::from_secs(1), |_, v| v.copy_to(&mut buf))
+        .unwrap();
+    assert!(matches!(
+        ev,
+        SubscriberEvent::Frame(FrameInfo { number: 0, .. })
+    ));
+    check_frame(0, &buf).unwrap();
+    assert_eq!(sub.totals(), (2, 0));
+}
+
+#[test]
+fn segment_size_is_header_plus_depth_slots() {
+    let name = ShmName::new("size");
+    let frame = 1920 * 1080 * 4;
+    let mut c = WriterConfig::new(&name, frame);
+    c.depth = 4;
+    let _w = Writer::create(&c).unwrap();
+    let len = std::fs::metadata(name.path()).unwrap().len();
+    let slots = 4 * frame.div_ceil(4096) * 4096;
+    assert!(len >= slots && len - slots <= 8 * 4096, "{len} vs {slots}");
+}

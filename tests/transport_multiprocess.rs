@@ -1,0 +1,361 @@
+//! The transport across real processes: this test binary re-runs itself as writer and reader
+//! children (see `child_entry`), and the tests kill, stop and restart them.
+
+mod common;
+
+use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use gstshmframe::transport::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Entry point of child processes: does nothing unless this process was spawned in a role.
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    let code = match role.as_str() {
+        "writer" => run_writer(&args),
+        "reader" => run_reader(&args),
+        "scribbler" => run_scribbler(&args),
+        other => panic!("unknown role {other}"),
+    };
+    std::process::exit(code);
+}
+
+fn policy(s: &str) -> Backpressure {
+    match s {
+        "block" => Backpressure::Block,
+        "drop-oldest" => Backpressure::DropOldest,
+        "drop-newest" => Backpressure::DropNewest,
+        _ => panic!("policy {s}"),
+    }
+}
+
+/// writer NAME FRAMES FRAME_SIZE POLICY READERS_TO_WAIT_FOR
+/// FRAMES = 0 writes until killed.
+fn run_writer(args: &[String]) -> i32 {
+    let name = &args[0];
+    let frames: u64 = args[1].parse().unwrap();
+    let size: u64 = args[2].parse().unwrap();
+    let mut c = WriterConfig::new(name, size);
+    c.depth = 4;
+    c.backpressure = policy(&args[3]);
+    let wait_readers: usize = args[4].parse().unwrap();
+    let mut w = Writer::create(&c).unwrap();
+    w.set_caps("test/x-frames").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || w.reader_count() >= wait_readers),
+        "readers did not attach"
+    );
+    let mut n = 0;
+    while frames == 0 || n < frames {
+        let outcome = w
+            .write_with(&FrameMeta::default(), size, |slot| fill_frame(n, slot))
+            .unwrap();
+        if outcome.frame().is_some() {
+            n += 1;
+        }
+    }
+    w.end_of_stream();
+    println!(
+        "SUMMARY written={} dropped={}",
+        w.frames_written(),
+        w.frames_dropped()
+    );
+    // Stay until the readers have drained and detached, so EOS is seen before CLOSED.
+    wait_for(Duration::from_secs(20), || w.reader_count() == 0);
+    0
+}
+
+/// reader NAME DELAY_US_EVERY_16_FRAMES
+/// Follows writers until EOS; checks every frame's content and order; prints a summary.
+fn run_reader(args: &[String]) -> i32 {
+    let name = &args[0];
+    let delay = Duration::from_micros(args[1].parse().unwrap());
+    let mut sub = Subscriber::new(
+        name,
+        ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let (mut attached, mut lost, mut read) = (0, 0, 0u64);
+    let mut last: Option<u64> = None;
+    let mut buf = Vec::new();
+    let started = Instant::now();
+    loop {
+        assert!(started.elapsed() < CHILD_LIMIT, "reader ran too long");
+        let ev = sub
+            .next(Duration::from_millis(200), |info, view| {
+                buf.resize(info.size as usize, 0);
+                view.copy_to(&mut buf);
+            })
+            .unwrap();
+        match ev {
+            SubscriberEvent::Frame(info) => {
+                if let Err(e) = check_frame(info.number, &buf) {
+                    println!("TORN {e}");
+                    return 3;
+                }
+                if let Some(l) = last {
+                    assert!(info.number > l, "out of order: {} after {l}", info.number);
+                }
+                last = Some(info.number);
+                read += 1;
+                if !delay.is_zero() && read % 16 == 0 {
+                    std::thread::sleep(delay);
+                }
+            }
+            SubscriberEvent::WriterAttached { .. } => {
+                attached += 1;
+                last = None;
+            }
+            SubscriberEvent::WriterLost { clean, .. } => {
+                if !clean {
+                    lost += 1;
+                }
+            }
+            SubscriberEvent::Eos => break,
+            SubscriberEvent::Timeout => {}
+        }
+    }
+    let (total_read, missed) = sub.totals();
+    assert_eq!(total_read, read);
+    let evictions = sub.reader().map_or(0, |r| r.evictions());
+    println!(
+        "SUMMARY read={read} missed={missed} attached={attached} lost={lost} last={} \
+         evictions={evictions}",
+        last.unwrap_or(0)
+    );
+    0
+}
+
+/// scribbler NAME: attaches as a reader and tries to write into frame data. Must fault.
+fn run_scribbler(args: &[String]) -> i32 {
+    let r = Reader::open(
+        &args[0],
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let pinned = r.pin(0).unwrap().expect("frame 0 held");
+    let p = pinned.data().as_ptr() as *mut u8;
+    // SAFETY: deliberately invalid: the page is mapped read-only, so this must raise SIGSEGV.
+    // That fault is what the test checks.
+    unsafe { p.write_volatile(0xAA) };
+    println!("SUMMARY wrote-to-read-only-memory");
+    0
+}
+
+fn summary(out: &str) -> HashMap<String, String> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("SUMMARY "))
+        .unwrap_or_else(|| panic!("no summary in child output:\n{out}"));
+    line["SUMMARY ".len()..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m[k].parse().unwrap()
+}
+
+fn entry() -> &'static str {
+    "child_entry"
+}
+
+#[test]
+fn one_writer_four_readers_ten_thousand_frames_checked() {
+    let name = ShmName::new("mp-fanout");
+    let frames = 10_000;
+    let mut readers: Vec<ChildGuard> = (0..4)
+        .map(|_| spawn_role(entry(), "reader", &[&name, "0"]))
+        .collect();
+    let mut writer = spawn_role(
+        entry(),
+        "writer",
+        &[&name, &frames.to_string(), "65536", "block", "4"],
+    );
+    let w = summary(&writer.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&w, "written"), frames);
+    for r in &mut readers {
+        let s = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&s, "read"), frames, "{s:?}");
+        assert_eq!(num(&s, "missed"), 0);
+        assert_eq!(num(&s, "last"), frames - 1);
+    }
+    assert!(!name.path().exists(), "the writer unlinked its segment");
+}
+
+#[test]
+fn drop_oldest_across_processes_accounts_for_every_frame() {
+    let name = ShmName::new("mp-drop-oldest");
+    let frames = 3000;
+    let mut fast = spawn_role(entry(), "reader", &[&name, "0"]);
+    let mut slow = spawn_role(entry(), "reader", &[&name, "2000"]);
+    let mut writer = spawn_role(
+        entry(),
+        "writer",
+        &[&name, &frames.to_string(), "16384", "drop-oldest", "2"],
+    );
+    let w = summary(&writer.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&w, "written"), frames);
+    for r in [&mut fast, &mut slow] {
+        let s = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&s, "read") + num(&s, "missed"), frames, "{s:?}");
+        assert_eq!(num(&s, "last"), frames - 1);
+    }
+}
+
+#[test]
+fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
+    let name = ShmName::new("mp-kill-reader");
+    let mut c = WriterConfig::new(&name, 4096);
+    c.depth = 2;
+    c.backpressure = Backpressure::Block;
+    c.reader_timeout = Duration::from_secs(30); // only death, not the stall timeout, may free us
+    let mut w = Writer::create(&c).unwrap();
+    // A reader that reads nothing (a huge delay after its first 16 frames).
+    let mut victim = spawn_role(entry(), "reader", &[&name, "60000000"]);
+    assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
+    let victim_pid = victim.pid();
+    let write = |w: &mut Writer, n: u64| {
+        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+            .unwrap()
+    };
+    for n in 0..18 {
+        write(&mut w, n);
+    }
+    // The victim now sleeps holding the ring full.
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(w.is_full());
+    victim.signal(libc::SIGKILL);
+    let killed_at = Instant::now();
+    let outcome = write(&mut w, 18);
+    let released_after = killed_at.elapsed();
+    assert!(outcome.frame().is_some());
+    assert!(
+        released_after < Duration::from_secs(1),
+        "writer stayed blocked {released_after:?} after its reader died"
+    );
+    w.poll_readers();
+    let events = w.take_reader_events();
+    assert!(
+        events.iter().any(
+            |e| matches!(e, ReaderEvent::Detached { pid, died: true, .. } if *pid == victim_pid)
+        ),
+        "{events:?}"
+    );
+    assert_eq!(w.reader_count(), 0);
+    let _ = victim.wait_timeout(Duration::from_secs(5));
+}
+
+#[test]
+fn a_stopped_reader_is_evicted_after_the_timeout() {
+    let name = ShmName::new("mp-stop-reader");
+    let mut c = WriterConfig::new(&name, 4096);
+    c.depth = 4;
+    c.backpressure = Backpressure::Block;
+    c.reader_timeout = Duration::from_millis(300);
+    let mut w = Writer::create(&c).unwrap();
+    let mut reader = spawn_role(entry(), "reader", &[&name, "0"]);
+    assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
+    let pid = reader.pid();
+    let write = |w: &mut Writer, n: u64| {
+        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+            .unwrap()
+    };
+    for n in 0..100 {
+        write(&mut w, n);
+    }
+    reader.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(50));
+    let stopped_at = Instant::now();
+    let mut n = 100;
+    // Fill the ring; then a write must wait for the timeout and evict the stopped reader.
+    let mut evicting_write = None;
+    while stopped_at.elapsed() < Duration::from_secs(5) {
+        let o = write(&mut w, n);
+        n += 1;
+        if let WriteOutcome::WrittenAfterWait { waited, .. } = o {
+            evicting_write = Some(waited);
+            break;
+        }
+    }
+    let waited = evicting_write.expect("the writer never had to wait");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    w.poll_readers();
+    assert!(
+        w.take_reader_events()
+            .iter()
+            .any(|e| matches!(e, ReaderEvent::Evicted { pid: p, .. } if *p == pid))
+    );
+    // Evicted, it no longer holds the writer up.
+    for _ in 0..20 {
+        assert!(matches!(write(&mut w, n), WriteOutcome::Written { .. }));
+        n += 1;
+    }
+    reader.signal(libc::SIGCONT);
+    w.end_of_stream();
+    let s = summary(&reader.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&s, "read") + num(&s, "missed"), n, "{s:?}");
+    assert!(num(&s, "missed") > 0);
+    assert_eq!(num(&s, "evictions"), 1);
+}
+
+#[test]
+fn a_writer_killed_mid_frame_tears_nothing_and_readers_follow_its_successor() {
+    let name = ShmName::new("mp-kill-writer");
+    // Large frames so the kill very likely lands while a slot is being filled.
+    let size = "1048576";
+    let mut readers: Vec<ChildGuard> = (0..2)
+        .map(|_| spawn_role(entry(), "reader", &[&name, "0"]))
+        .collect();
+    let mut first = spawn_role(entry(), "writer", &[&name, "0", size, "drop-oldest", "2"]);
+    let stale = name.path();
+    assert!(wait_for(Duration::from_secs(10), || stale.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    first.signal(libc::SIGKILL);
+    let _ = first.wait_timeout(Duration::from_secs(5));
+    assert!(stale.exists(), "a killed writer leaves its segment behind");
+    // A new writer reclaims the dead writer's name; the readers follow it to the end.
+    let mut second = spawn_role(entry(), "writer", &[&name, "200", size, "block", "2"]);
+    let w = summary(&second.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&w, "written"), 200);
+    for r in &mut readers {
+        let s = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&s, "attached"), 2, "{s:?}");
+        assert_eq!(num(&s, "lost"), 1, "{s:?}");
+        assert_eq!(num(&s, "last"), 199, "{s:?}");
+        assert!(num(&s, "read") >= 200, "{s:?}");
+    }
+}
+
+#[test]
+fn readers_cannot_modify_frame_data() {
+    use std::os::unix::process::ExitStatusExt;
+    let name = ShmName::new("mp-read-only");
+    let mut w = Writer::create(&WriterConfig::new(&name, 4096)).unwrap();
+    w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(0, s))
+        .unwrap();
+    let mut child = spawn_role(entry(), "scribbler", &[&name]);
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .expect("scribbler finished");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGSEGV),
+        "writing through a reader's mapping must fault ({status})"
+    );
+    let obs = Observer::open(&name).unwrap();
+    let mut buf = vec![0u8; 4096];
+    obs.read_frame(0, |_, v| v.copy_to(&mut buf))
+        .unwrap()
+        .unwrap();
+    check_frame(0, &buf).unwrap();
+}
