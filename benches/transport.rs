@@ -98,19 +98,14 @@ fn reader(name: &str) {
     .expect("open");
     let mut buf = Vec::new();
     let mut latencies = Vec::new();
-    loop {
-        match r
-            .read_next(Duration::from_secs(5), |info, view| {
-                buf.resize(info.size as usize, 0);
-                view.copy_to(&mut buf);
-            })
-            .expect("read")
-        {
-            ReadResult::Frame(info) => {
-                latencies.push(sys::monotonic_ns().saturating_sub(info.write_time_ns))
-            }
-            _ => break,
-        }
+    while let ReadResult::Frame(info) = r
+        .read_next(Duration::from_secs(5), |info, view| {
+            buf.resize(info.size as usize, 0);
+            view.copy_to(&mut buf);
+        })
+        .expect("read")
+    {
+        latencies.push(sys::monotonic_ns().saturating_sub(info.write_time_ns));
     }
     // Sample at most 100k latencies to keep the line short.
     let step = (latencies.len() / 100_000).max(1);

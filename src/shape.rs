@@ -137,7 +137,10 @@ impl Shape {
     pub fn caps(&self) -> gst::Caps {
         let formats: Vec<&str> = match self.format {
             Some(f) => vec![f.to_str().as_str()],
-            None => SUPPORTED_FORMATS.iter().map(|f| f.to_str().as_str()).collect(),
+            None => SUPPORTED_FORMATS
+                .iter()
+                .map(|f| f.to_str().as_str())
+                .collect(),
         };
         gst::Caps::builder("video/x-raw")
             .field("format", gst::List::new(formats))

@@ -154,7 +154,7 @@ const _: () = {
     assert!(size_of::<ControlHeader>() as u64 <= CONTROL_HEADER_SIZE);
     assert!(size_of::<ReaderEntry>() as u64 <= READER_ENTRY_SIZE);
     assert!(size_of::<SlotDesc>() as u64 <= SLOT_DESC_SIZE);
-    assert!(HEADER_REGION % PAGE == 0);
+    assert!(HEADER_REGION.is_multiple_of(PAGE));
 };
 
 pub fn index_entry(frame: u64, slot: u32) -> u64 {

@@ -640,8 +640,10 @@ impl Writer {
                 && state == reader_state::ACTIVE
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
-            if holding_us_up && now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns {
-                if e.state
+            let stalled = now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns;
+            if holding_us_up
+                && stalled
+                && e.state
                     .compare_exchange(
                         reader_state::ACTIVE,
                         reader_state::EVICTED,
@@ -649,14 +651,13 @@ impl Writer {
                         Ordering::Relaxed,
                     )
                     .is_ok()
-                {
-                    e.evictions.fetch_add(1, Ordering::Relaxed);
-                    self.map
-                        .header()
-                        .readers_evicted
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.events.push(ReaderEvent::Evicted { pid, index: i });
-                }
+            {
+                e.evictions.fetch_add(1, Ordering::Relaxed);
+                self.map
+                    .header()
+                    .readers_evicted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.events.push(ReaderEvent::Evicted { pid, index: i });
             }
         }
     }
@@ -724,7 +725,11 @@ impl Writer {
             return;
         }
         self.unlinked = true;
-        self.set_state(stream_state::CLOSED);
+        // After EOS the state stays EOS: a reader still draining the ring must end with EOS,
+        // not mistake the shutdown for a writer that went away mid-stream.
+        if self.map.header().stream_state.load(Ordering::Relaxed) != stream_state::EOS {
+            self.set_state(stream_state::CLOSED);
+        }
         self.map.kick(WaitWord::Space);
         if self.map.path_still_ours() {
             let _ = std::fs::remove_file(&self.map.path);
