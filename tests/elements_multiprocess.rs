@@ -1,0 +1,445 @@
+//! shmframesink and shmframesrc across real processes. Each child is this test binary re-run
+//! in a role (see `child_entry`); it registers the plugin statically, so the children always
+//! run the code under test. One test drives `gst-launch-1.0` with the built cdylib.
+
+mod common;
+
+use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use gst::prelude::*;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().unwrap();
+    });
+}
+
+/// `key=value` arguments of a child role.
+fn kv(args: &[String]) -> HashMap<String, String> {
+    args.iter()
+        .filter_map(|a| a.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    init();
+    let args = kv(&args);
+    let code = match role.as_str() {
+        "writer" => run_writer(&args),
+        "reader" => run_reader(&args),
+        other => panic!("unknown role {other}"),
+    };
+    std::process::exit(code);
+}
+
+fn caps_for(width: u32, height: u32) -> gst::Caps {
+    gst_video::VideoCapsBuilder::new()
+        .format(gst_video::VideoFormat::Rgba)
+        .width(width as i32)
+        .height(height as i32)
+        .framerate(gst::Fraction::new(30, 1))
+        .build()
+}
+
+/// writer name= frames= size=WxH props="…sink properties…" readers=N [change_at=K size2=WxH]
+/// [pace_ms=M]. Pushes RGBA frames whose bytes encode their index (see `fill_frame`).
+fn run_writer(a: &HashMap<String, String>) -> i32 {
+    let name = &a["name"];
+    let frames: u64 = a["frames"].parse().unwrap();
+    let parse_size = |s: &str| {
+        let (w, h) = s.split_once('x').unwrap();
+        (w.parse::<u32>().unwrap(), h.parse::<u32>().unwrap())
+    };
+    let (w, h) = parse_size(&a["size"]);
+    let readers: u32 = a.get("readers").map_or(0, |v| v.parse().unwrap());
+    let change_at: Option<u64> = a.get("change_at").map(|v| v.parse().unwrap());
+    let size2 = a.get("size2").map(|s| parse_size(s));
+    let pace = Duration::from_millis(a.get("pace_ms").map_or(0, |v| v.parse().unwrap()));
+    let props = a.get("props").cloned().unwrap_or_default();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time block=true max-buffers=2 ! \
+         shmframesink name=sink shm-name={name} {props}"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    src.set_caps(Some(&caps_for(w, h)));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let frame_duration = gst::ClockTime::from_mseconds(33);
+    let mut dims = (w, h);
+    for i in 0..frames {
+        if Some(i) == change_at {
+            let (w2, h2) = size2.unwrap();
+            dims = (w2, h2);
+            src.set_caps(Some(&caps_for(w2, h2)));
+        }
+        let mut buf = gst::Buffer::with_size((dims.0 * dims.1 * 4) as usize).unwrap();
+        {
+            let b = buf.get_mut().unwrap();
+            b.set_pts(frame_duration * i);
+            b.set_duration(frame_duration);
+            fill_frame(i, &mut b.map_writable().unwrap());
+        }
+        src.push_buffer(buf).unwrap();
+        if i == 0 && readers > 0 {
+            // The segment exists now: let the readers attach before the rest is written.
+            let ok = wait_for(Duration::from_secs(20), || {
+                let stats = sink.property::<gst::Structure>("stats");
+                stats.get::<u32>("readers").unwrap() >= readers
+            });
+            assert!(ok, "readers did not attach");
+        }
+        if !pace.is_zero() {
+            std::thread::sleep(pace);
+        }
+    }
+    src.end_of_stream().unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("writer pipeline finished");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("writer error: {} ({:?})", e.error(), e.debug());
+    }
+    let stats = sink.property::<gst::Structure>("stats");
+    println!(
+        "SUMMARY written={} dropped={}",
+        stats.get::<u64>("frames-written").unwrap(),
+        stats.get::<u64>("frames-dropped").unwrap()
+    );
+    pipeline.set_state(gst::State::Null).unwrap();
+    0
+}
+
+/// reader name= props="…src properties…" [sleep_ms=M]. Checks every frame's bytes against
+/// its index, order, and prints caps seen, stats and the writer messages it got.
+fn run_reader(a: &HashMap<String, String>) -> i32 {
+    let name = &a["name"];
+    let props = a.get("props").cloned().unwrap_or_default();
+    let sleep = Duration::from_millis(a.get("sleep_ms").map_or(0, |v| v.parse().unwrap()));
+    let pipeline = gst::parse::launch(&format!(
+        "shmframesrc name=src shm-name={name} {props} ! \
+         appsink name=out sync=false max-buffers=1 drop=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    let src = pipeline.by_name("src").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let started = Instant::now();
+    let mut indices: Vec<u64> = Vec::new();
+    let mut sizes: Vec<String> = Vec::new();
+    let mut torn = 0;
+    loop {
+        assert!(started.elapsed() < CHILD_LIMIT, "reader ran too long");
+        let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
+            if out.is_eos() {
+                break;
+            }
+            continue;
+        };
+        let caps = sample.caps().unwrap();
+        let s = caps.structure(0).unwrap();
+        let dims = format!(
+            "{}x{}",
+            s.get::<i32>("width").unwrap(),
+            s.get::<i32>("height").unwrap()
+        );
+        if sizes.last() != Some(&dims) {
+            sizes.push(dims);
+        }
+        let buffer = sample.buffer().unwrap();
+        let map = buffer.map_readable().unwrap();
+        let index = u64::from_le_bytes(map[..8].try_into().unwrap()) / 0x1_0000_0001;
+        if check_frame(index, &map).is_err() {
+            torn += 1;
+        }
+        indices.push(index);
+        if !sleep.is_zero() {
+            std::thread::sleep(sleep);
+        }
+    }
+    let ordered = indices.windows(2).all(|p| p[0] < p[1]);
+    let stats = src.property::<gst::Structure>("stats");
+    let bus = pipeline.bus().unwrap();
+    let mut attached = 0;
+    let mut lost = 0;
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Element(e) = msg.view() {
+            match e.structure().map(|s| s.name().as_str()) {
+                Some("shmframe-writer-attached") => attached += 1,
+                Some("shmframe-writer-lost") => lost += 1,
+                _ => {}
+            }
+        }
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("reader error: {} ({:?})", e.error(), e.debug());
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    println!(
+        "SUMMARY frames={} first={} last={} ordered={ordered} torn={torn} sizes={} \
+         read={} missed={} attached={attached} lost={lost}",
+        indices.len(),
+        indices.first().copied().unwrap_or(u64::MAX),
+        indices.last().copied().unwrap_or(u64::MAX),
+        sizes.join(","),
+        stats.get::<u64>("frames-read").unwrap(),
+        stats.get::<u64>("frames-missed").unwrap(),
+    );
+    0
+}
+
+fn summary(out: &str) -> HashMap<String, String> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("SUMMARY "))
+        .unwrap_or_else(|| panic!("no summary in child output:\n{out}"));
+    line["SUMMARY ".len()..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn num(m: &HashMap<String, String>, k: &str) -> u64 {
+    m[k].parse()
+        .unwrap_or_else(|_| panic!("{k} in {m:?} is not a number"))
+}
+
+const ENTRY: &str = "child_entry";
+
+fn reader(name: &str, props: &str, extra: &[&str]) -> ChildGuard {
+    let mut args = vec![format!("name={name}"), format!("props={props}")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_role(ENTRY, "reader", &args)
+}
+
+fn writer(name: &str, frames: u64, props: &str, extra: &[&str]) -> ChildGuard {
+    let mut args = vec![
+        format!("name={name}"),
+        format!("frames={frames}"),
+        format!("props={props}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_role(ENTRY, "writer", &args)
+}
+
+#[test]
+fn a_reader_started_first_gets_every_frame_without_a_capsfilter() {
+    let name = ShmName::new("el-reader-first");
+    let mut r = reader(&name, "start=oldest", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut w = writer(
+        &name,
+        120,
+        "backpressure=block",
+        &["size=64x48", "readers=1"],
+    );
+    let ws = summary(&w.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&ws, "written"), 120);
+    let rs = summary(&r.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&rs, "frames"), 120, "{rs:?}");
+    assert_eq!((num(&rs, "first"), num(&rs, "last")), (0, 119));
+    assert_eq!(rs["ordered"], "true");
+    assert_eq!(num(&rs, "torn"), 0);
+    assert_eq!(rs["sizes"], "64x48", "caps came from the writer");
+    assert_eq!((num(&rs, "read"), num(&rs, "missed")), (120, 0));
+    assert!(!name.path().exists(), "the writer removed its segment");
+}
+
+#[test]
+fn three_readers_under_block_each_receive_every_frame_in_order() {
+    let name = ShmName::new("el-block-3");
+    let mut readers: Vec<ChildGuard> = (0..3)
+        .map(|i| {
+            let sleep = if i == 2 { "sleep_ms=2" } else { "sleep_ms=0" };
+            reader(&name, "start=oldest", &[sleep])
+        })
+        .collect();
+    let mut w = writer(
+        &name,
+        300,
+        "backpressure=block depth=4",
+        &["size=32x32", "readers=3"],
+    );
+    let ws = summary(&w.wait_ok(CHILD_LIMIT));
+    assert_eq!((num(&ws, "written"), num(&ws, "dropped")), (300, 0));
+    for r in &mut readers {
+        let rs = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&rs, "frames"), 300, "{rs:?}");
+        assert_eq!(rs["ordered"], "true");
+        assert_eq!(num(&rs, "torn"), 0);
+        assert_eq!(num(&rs, "missed"), 0);
+    }
+}
+
+fn slow_reader_case(test: &str, sink_props: &str) {
+    let name = ShmName::new(test);
+    let mut slow = reader(&name, "start=oldest", &["sleep_ms=10"]);
+    let mut w = writer(&name, 200, sink_props, &["size=32x32", "readers=1"]);
+    let ws = summary(&w.wait_ok(CHILD_LIMIT));
+    let written = num(&ws, "written");
+    assert_eq!(written, 200, "the writer is never held up: {ws:?}");
+    assert_eq!(num(&ws, "dropped"), 0);
+    let rs = summary(&slow.wait_ok(CHILD_LIMIT));
+    assert_eq!(rs["ordered"], "true", "{rs:?}");
+    assert_eq!(num(&rs, "torn"), 0);
+    assert!(num(&rs, "frames") < written, "a 10 ms reader cannot keep up: {rs:?}");
+    assert_eq!(num(&rs, "read"), num(&rs, "frames"));
+    assert_eq!(num(&rs, "read") + num(&rs, "missed"), written, "{rs:?}");
+    assert_eq!(num(&rs, "last"), written - 1, "the newest frame always arrives");
+}
+
+#[test]
+fn drop_oldest_with_a_slow_reader_keeps_an_ordered_counted_subset() {
+    slow_reader_case("el-drop-oldest", "backpressure=drop-oldest depth=4");
+}
+
+#[test]
+fn double_with_a_slow_reader_keeps_an_ordered_counted_subset() {
+    slow_reader_case("el-double", "layout=double");
+}
+
+fn caps_change_case(test: &str, from: &str, to: &str) {
+    let name = ShmName::new(test);
+    let mut r = reader(&name, "start=oldest", &[]);
+    let mut w = writer(
+        &name,
+        60,
+        "backpressure=block",
+        &[
+            &format!("size={from}"),
+            "readers=1",
+            "change_at=30",
+            &format!("size2={to}"),
+        ],
+    );
+    let ws = summary(&w.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&ws, "written"), 60, "{ws:?}");
+    let rs = summary(&r.wait_ok(CHILD_LIMIT));
+    assert_eq!(rs["sizes"], format!("{from},{to}"), "{rs:?}");
+    assert_eq!(num(&rs, "torn"), 0);
+    assert_eq!(rs["ordered"], "true");
+    assert_eq!((num(&rs, "first"), num(&rs, "last")), (0, 59));
+    assert_eq!(num(&rs, "frames"), 60, "nothing lost under block: {rs:?}");
+}
+
+#[test]
+fn a_caps_change_to_smaller_frames_renegotiates_readers_in_place() {
+    caps_change_case("el-caps-shrink", "96x64", "32x32");
+}
+
+#[test]
+fn a_caps_change_to_larger_frames_recreates_the_segment_and_readers_follow() {
+    caps_change_case("el-caps-grow", "32x32", "96x64");
+}
+
+#[test]
+fn a_killed_writer_is_followed_to_its_successor() {
+    let name = ShmName::new("el-writer-kill");
+    let mut r = reader(&name, "start=oldest", &[]);
+    // A writer that would run for a long time, paced, killed halfway.
+    let mut first = writer(
+        &name,
+        100_000,
+        "backpressure=block",
+        &["size=32x32", "readers=1", "pace_ms=5"],
+    );
+    assert!(wait_for(Duration::from_secs(20), || name.path().exists()));
+    std::thread::sleep(Duration::from_millis(500));
+    first.signal(libc::SIGKILL);
+    let _ = first.wait_timeout(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = writer(
+        &name,
+        50,
+        "backpressure=block",
+        &["size=32x32", "readers=1"],
+    );
+    let ws = summary(&second.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&ws, "written"), 50);
+    let rs = summary(&r.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&rs, "torn"), 0, "{rs:?}");
+    assert_eq!(num(&rs, "attached"), 2, "{rs:?}");
+    assert_eq!(num(&rs, "lost"), 1, "{rs:?}");
+    assert_eq!(num(&rs, "last"), 49, "ended with the successor's EOS");
+}
+
+/// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory.
+fn built_plugin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let so = dir.join("libgstshmframe.so");
+    let so_time = std::fs::metadata(&so).and_then(|m| m.modified());
+    let exe_time = std::fs::metadata(&exe).and_then(|m| m.modified()).unwrap();
+    match so_time {
+        Ok(t) if t + Duration::from_secs(120) >= exe_time => so,
+        _ => panic!(
+            "{} is missing or older than this test binary: `cargo test` does not rebuild the \
+             cdylib; run `cargo build` first (scripts/test.sh does)",
+            so.display()
+        ),
+    }
+}
+
+#[test]
+fn gst_launch_with_the_built_plugin_moves_frames_between_processes() {
+    let name = ShmName::new("el-gst-launch");
+    let so = built_plugin();
+    let registry = std::env::temp_dir().join(format!("{}.registry", name.as_str()));
+    let launch = |args: &str| {
+        let child = std::process::Command::new("gst-launch-1.0")
+            .args(args.split_whitespace())
+            .env("GST_PLUGIN_PATH", so.parent().unwrap())
+            .env("GST_REGISTRY", &registry)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("gst-launch-1.0 (gstreamer1.0-tools) is installed");
+        ChildGuard {
+            child,
+            label: format!("gst-launch-1.0 {args}"),
+        }
+    };
+    let mut r = launch(&format!(
+        "-q shmframesrc shm-name={} start=oldest ! fakesink silent=false -v",
+        name.as_str()
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut w = launch(&format!(
+        "-q videotestsrc num-buffers=30 ! video/x-raw,width=64,height=48,format=RGBA ! \
+         shmframesink shm-name={} shape=64x48:RGBA backpressure=block",
+        name.as_str()
+    ));
+    w.wait_ok(CHILD_LIMIT);
+    let out = r.wait_ok(CHILD_LIMIT);
+    let chains = out.lines().filter(|l| l.contains("chain")).count();
+    assert!(chains >= 1, "the reader received frames:\n{out}");
+    let _ = std::fs::remove_file(registry);
+}
