@@ -493,6 +493,73 @@ mod tests {
         assert!(Geometry::compute(Layout::Ring, 4, 0, 0, MAX_SLOT_CAPACITY + 1).is_err());
     }
 
+    /// docs/LAYOUT.md documents these offsets for non-Rust readers: keep both in step.
+    #[test]
+    fn offsets_match_the_documented_layout() {
+        let header = [
+            (offset_of!(Header, magic), 0),
+            (offset_of!(Header, version), 8),
+            (offset_of!(Header, layout), 12),
+            (offset_of!(Header, depth), 16),
+            (offset_of!(Header, slot_count), 20),
+            (offset_of!(Header, backpressure), 24),
+            (offset_of!(Header, max_readers), 28),
+            (offset_of!(Header, pin_words), 32),
+            (offset_of!(Header, writer_pid), 36),
+            (offset_of!(Header, control_offset), 40),
+            (offset_of!(Header, control_len), 48),
+            (offset_of!(Header, index_offset), 56),
+            (offset_of!(Header, desc_offset), 64),
+            (offset_of!(Header, data_offset), 72),
+            (offset_of!(Header, slot_stride), 80),
+            (offset_of!(Header, slot_capacity), 88),
+            (offset_of!(Header, total_len), 96),
+            (offset_of!(Header, writer_start_ticks), 104),
+            (offset_of!(Header, writer_session), 112),
+            (offset_of!(Header, created_realtime_ns), 120),
+            (offset_of!(Header, reader_timeout_ns), 128),
+            (offset_of!(Header, stream_state), 136),
+            (offset_of!(Header, full), 140),
+            (offset_of!(Header, heartbeat_ns), 144),
+            (offset_of!(Header, head), 152),
+            (offset_of!(Header, clear_floor), 160),
+            (offset_of!(Header, caps_gen), 168),
+            (offset_of!(Header, frames_written), 176),
+            (offset_of!(Header, frames_dropped), 184),
+            (offset_of!(Header, full_events), 192),
+            (offset_of!(Header, readers_evicted), 200),
+        ];
+        for (i, (actual, documented)) in header.iter().enumerate() {
+            assert_eq!(actual, documented, "header field #{i}");
+        }
+        assert_eq!(size_of::<Header>(), 208);
+        assert_eq!(size_of::<CapsEntryHead>(), 24);
+        assert_eq!(CAPS_CAPACITY, 1768);
+        assert_eq!(offset_of!(ControlHeader, readers_hwm), 16);
+        for (actual, documented) in [
+            (offset_of!(ReaderEntry, pid), 0),
+            (offset_of!(ReaderEntry, state), 4),
+            (offset_of!(ReaderEntry, session), 8),
+            (offset_of!(ReaderEntry, heartbeat_ns), 16),
+            (offset_of!(ReaderEntry, cursor), 24),
+            (offset_of!(ReaderEntry, frames_read), 32),
+            (offset_of!(ReaderEntry, frames_missed), 40),
+            (offset_of!(ReaderEntry, attached_ns), 48),
+            (offset_of!(ReaderEntry, evictions), 56),
+            (offset_of!(SlotDesc, seq), 0),
+            (offset_of!(SlotDesc, frame), 8),
+            (offset_of!(SlotDesc, pts), 16),
+            (offset_of!(SlotDesc, dts), 24),
+            (offset_of!(SlotDesc, duration), 32),
+            (offset_of!(SlotDesc, size), 40),
+            (offset_of!(SlotDesc, write_time_ns), 48),
+            (offset_of!(SlotDesc, caps_gen), 56),
+            (offset_of!(SlotDesc, flags), 64),
+        ] {
+            assert_eq!(actual, documented);
+        }
+    }
+
     #[test]
     fn index_entries_round_trip() {
         assert_eq!(split_index_entry(INDEX_EMPTY), None);
