@@ -309,10 +309,17 @@ fn slow_reader_case(test: &str, sink_props: &str) {
     let rs = summary(&slow.wait_ok(CHILD_LIMIT));
     assert_eq!(rs["ordered"], "true", "{rs:?}");
     assert_eq!(num(&rs, "torn"), 0);
-    assert!(num(&rs, "frames") < written, "a 10 ms reader cannot keep up: {rs:?}");
+    assert!(
+        num(&rs, "frames") < written,
+        "a 10 ms reader cannot keep up: {rs:?}"
+    );
     assert_eq!(num(&rs, "read"), num(&rs, "frames"));
     assert_eq!(num(&rs, "read") + num(&rs, "missed"), written, "{rs:?}");
-    assert_eq!(num(&rs, "last"), written - 1, "the newest frame always arrives");
+    assert_eq!(
+        num(&rs, "last"),
+        written - 1,
+        "the newest frame always arrives"
+    );
 }
 
 #[test]

@@ -273,7 +273,11 @@ fn eos_reaches_readers_after_the_last_frame() {
     assert_eq!(read_one(&mut r), ReadResult::Eos);
     assert_eq!(r.stream_state(), StreamState::Eos);
     drop(w);
-    assert_eq!(read_one(&mut r), ReadResult::Eos, "EOS survives the writer's shutdown");
+    assert_eq!(
+        read_one(&mut r),
+        ReadResult::Eos,
+        "EOS survives the writer's shutdown"
+    );
     assert!(!name.path().exists(), "closing unlinks the segment");
 }
 
@@ -284,7 +288,11 @@ fn a_writer_closing_without_eos_is_reported_as_gone() {
     let mut r = Reader::open(&name, &oldest()).unwrap();
     write_frame(&mut w, 0);
     w.close();
-    assert_eq!(frame_number(read_one(&mut r)), 0, "frames already written are still read");
+    assert_eq!(
+        frame_number(read_one(&mut r)),
+        0,
+        "frames already written are still read"
+    );
     assert_eq!(read_one(&mut r), ReadResult::WriterGone { clean: true });
 }
 
