@@ -163,7 +163,10 @@ pub fn index_entry(frame: u64, slot: u32) -> u64 {
 
 /// (frame, slot) of a non-empty index entry.
 pub fn split_index_entry(v: u64) -> Option<(u64, u32)> {
-    (v != INDEX_EMPTY).then(|| ((v >> 16) - 1, (v & 0xffff) as u32))
+    // `v >> 16 == 0` with low bits set is never written by a writer: treat it as empty.
+    (v >> 16)
+        .checked_sub(1)
+        .map(|frame| (frame, (v & 0xffff) as u32))
 }
 
 pub fn page_round(n: u64) -> Option<u64> {
@@ -563,6 +566,7 @@ mod tests {
     #[test]
     fn index_entries_round_trip() {
         assert_eq!(split_index_entry(INDEX_EMPTY), None);
+        assert_eq!(split_index_entry(5), None, "slot bits without a frame");
         for (f, s) in [(0, 0), (1, 5), ((1 << 47) - 2, 1087)] {
             assert_eq!(split_index_entry(index_entry(f, s)), Some((f, s)));
         }

@@ -285,9 +285,10 @@ impl Reader {
 
     fn skip_to(&mut self, target: u64) {
         if target > self.cursor {
+            // Saturating: `target` derives from shared memory a hostile writer controls.
             let n = target - self.cursor;
-            self.frames_missed += n;
-            self.missed_since_last += n;
+            self.frames_missed = self.frames_missed.saturating_add(n);
+            self.missed_since_last = self.missed_since_last.saturating_add(n);
             self.cursor = target;
         }
     }
@@ -449,7 +450,7 @@ impl Reader {
     pub fn advance_past(&mut self, n: u64) {
         if n >= self.cursor {
             self.skip_to(n);
-            self.cursor = n + 1;
+            self.cursor = n.saturating_add(1);
             self.frames_read += 1;
             self.missed_since_last = 0;
             self.publish_progress();
