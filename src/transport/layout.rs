@@ -163,7 +163,10 @@ pub fn index_entry(frame: u64, slot: u32) -> u64 {
 
 /// (frame, slot) of a non-empty index entry.
 pub fn split_index_entry(v: u64) -> Option<(u64, u32)> {
-    // `v >> 16 == 0` with low bits set is never written by a writer: treat it as empty.
+    if v == INDEX_EMPTY {
+        return None;
+    }
+    // `v >> 16 == 0` with low bits set is never written by a writer: treat it as empty too.
     (v >> 16)
         .checked_sub(1)
         .map(|frame| (frame, (v & 0xffff) as u32))
