@@ -2,7 +2,7 @@
 //! writer closes or dies it waits for the next one. This is `shmframesrc`'s view of the world.
 
 use super::reader::{FrameInfo, Interrupt, ReadResult, Reader, ReaderOptions, SlotView};
-use super::{Error, name::segment_path};
+use super::{Error, StreamState, name::segment_path};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -133,8 +133,9 @@ impl Subscriber {
                 Err(Error::NotFound { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             };
-        if !reader.writer_alive() {
-            // A segment left by a writer that died: wait for a new writer to replace it.
+        if !reader.writer_alive() || reader.stream_state() == StreamState::Closed {
+            // A segment left by a writer that died, or one being closed: wait for a new writer
+            // to replace it.
             self.dead_file = Some(reader.file_id());
             return Ok(None);
         }

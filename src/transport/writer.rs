@@ -725,15 +725,16 @@ impl Writer {
             return;
         }
         self.unlinked = true;
+        // Remove the name first, so no reader attaches to a segment that is closing.
+        if self.map.path_still_ours() {
+            let _ = std::fs::remove_file(&self.map.path);
+        }
         // After EOS the state stays EOS: a reader still draining the ring must end with EOS,
         // not mistake the shutdown for a writer that went away mid-stream.
         if self.map.header().stream_state.load(Ordering::Relaxed) != stream_state::EOS {
             self.set_state(stream_state::CLOSED);
         }
         self.map.kick(WaitWord::Space);
-        if self.map.path_still_ours() {
-            let _ = std::fs::remove_file(&self.map.path);
-        }
     }
 }
 
