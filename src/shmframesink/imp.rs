@@ -1,0 +1,1178 @@
+//! `shmframesink` implementation: a `GstBaseSink` over [`transport::Writer`].
+//!
+//! Locking (order: `output` before `state`; `settings` and `interrupt` are leaves):
+//! * `settings`: property values, copied out by `start()`.
+//! * `state`: what `stats`, `set_caps()` and `stop()` need to know about the running stream
+//!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
+//!   Held for a few instructions only, never across a wait.
+//! * `output`: the [`Writer`] itself, in a mutex of its own that is held for the whole write,
+//!   including a wait for room under `backpressure=block`. We keep the writer in place rather
+//!   than taking it out of a lock for the duration of the write because `stop()` and the
+//!   `clear` action must always find it: `stop()` must close (unlink) it even if a write were
+//!   still running, and `clear` is exactly what frees a writer blocked on a full depot. Nothing
+//!   waits for this lock while a write blocks without first ending the wait: `stop()` and
+//!   `clear` interrupt the write through `interrupt` (held outside every other lock) before
+//!   locking, `stats` only `try_lock`s it (its numbers come from the Observer), and
+//!   `unlock()` never touches it. Signals and bus messages are emitted after it is released,
+//!   so handlers may call `clear` or read `stats`.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+use crate::shape::{self, Shape};
+use crate::transport::{
+    self, FrameMeta, Interrupt, Observer, ReaderEvent, SegmentInfo, WriteOutcome, Writer,
+    WriterConfig,
+};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "shmframesink",
+        gst::DebugColorFlags::empty(),
+        Some("Shared-memory frame sink"),
+    )
+});
+
+const DEFAULT_LAYOUT: ShmFrameLayout = ShmFrameLayout::Ring;
+const DEFAULT_DEPTH: u32 = 4;
+const DEFAULT_BACKPRESSURE: ShmFrameBackpressure = ShmFrameBackpressure::DropOldest;
+const DEFAULT_PERMS: u32 = 0o600;
+const DEFAULT_READER_TIMEOUT_MS: u64 = 1000;
+/// Longest reader timeout accepted (about 49 days): beyond that "never" is meant anyway.
+const MAX_READER_TIMEOUT_MS: u64 = u32::MAX as u64;
+
+/// How frames are kept in the segment (the `layout` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstShmFrameLayout")]
+pub enum ShmFrameLayout {
+    #[enum_value(
+        name = "Double: two slots, readers always take the newest frame, the writer never waits",
+        nick = "double"
+    )]
+    Double = 0,
+    #[enum_value(
+        name = "Ring: a depot of `depth` numbered frames that every reader reads in order",
+        nick = "ring"
+    )]
+    Ring = 1,
+}
+
+impl From<ShmFrameLayout> for transport::Layout {
+    fn from(layout: ShmFrameLayout) -> transport::Layout {
+        match layout {
+            ShmFrameLayout::Double => transport::Layout::Double,
+            ShmFrameLayout::Ring => transport::Layout::Ring,
+        }
+    }
+}
+
+/// What happens when the slowest reader is `depth` frames behind (the `backpressure`
+/// property; `ring` only).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstShmFrameBackpressure")]
+pub enum ShmFrameBackpressure {
+    #[enum_value(
+        name = "Block: wait for the slowest reader (nothing is lost; a stalled reader is \
+                evicted after reader-timeout)",
+        nick = "block"
+    )]
+    Block = 0,
+    #[enum_value(
+        name = "Drop oldest: overwrite the oldest frame; lagging readers skip ahead and count \
+                what they missed",
+        nick = "drop-oldest"
+    )]
+    DropOldest = 1,
+    #[enum_value(
+        name = "Drop newest: drop the incoming frame and count it",
+        nick = "drop-newest"
+    )]
+    DropNewest = 2,
+}
+
+impl From<ShmFrameBackpressure> for transport::Backpressure {
+    fn from(policy: ShmFrameBackpressure) -> transport::Backpressure {
+        match policy {
+            ShmFrameBackpressure::Block => transport::Backpressure::Block,
+            ShmFrameBackpressure::DropOldest => transport::Backpressure::DropOldest,
+            ShmFrameBackpressure::DropNewest => transport::Backpressure::DropNewest,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    shm_name: Option<String>,
+    layout: ShmFrameLayout,
+    depth: u32,
+    backpressure: ShmFrameBackpressure,
+    shape: Option<Shape>,
+    /// Why the last value given to `shape` was refused (the property kept its previous value);
+    /// `start()` fails with this so that a typo never goes unnoticed. Cleared by a valid value.
+    refused_shape: Option<String>,
+    perms: u32,
+    reader_timeout_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            shm_name: None,
+            layout: DEFAULT_LAYOUT,
+            depth: DEFAULT_DEPTH,
+            backpressure: DEFAULT_BACKPRESSURE,
+            shape: None,
+            refused_shape: None,
+            perms: DEFAULT_PERMS,
+            reader_timeout_ms: DEFAULT_READER_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Counters of a segment, summed over the segments a caps change replaced.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counters {
+    frames_written: u64,
+    frames_dropped: u64,
+    full_events: u64,
+    readers_evicted: u64,
+}
+
+impl Counters {
+    fn of(info: &SegmentInfo) -> Counters {
+        Counters {
+            frames_written: info.frames_written,
+            frames_dropped: info.frames_dropped,
+            full_events: info.full_events,
+            readers_evicted: info.readers_evicted,
+        }
+    }
+
+    fn plus(self, other: Counters) -> Counters {
+        Counters {
+            frames_written: self.frames_written + other.frames_written,
+            frames_dropped: self.frames_dropped + other.frames_dropped,
+            full_events: self.full_events + other.full_events,
+            readers_evicted: self.readers_evicted + other.readers_evicted,
+        }
+    }
+}
+
+fn stats_structure(
+    counters: Counters,
+    readers: u32,
+    caps: Option<&gst::Caps>,
+    slot_size: u64,
+) -> gst::Structure {
+    gst::Structure::builder("shmframesink-stats")
+        .field("frames-written", counters.frames_written)
+        .field("frames-dropped", counters.frames_dropped)
+        .field("readers", readers)
+        .field("full-events", counters.full_events)
+        .field("readers-evicted", counters.readers_evicted)
+        .field("caps", caps.map(|c| c.to_string()))
+        .field("slot-size", slot_size)
+        .build()
+}
+
+/// The running stream, as everything but the writer itself needs to know it.
+struct Started {
+    /// The writer configuration from the properties; `slot_size` is set per segment.
+    config: WriterConfig,
+    shape: Option<Shape>,
+    /// Read-only view of the current segment (statistics without the writer's lock).
+    observer: Option<Observer>,
+    slot_size: u64,
+    caps: Option<gst::Caps>,
+    /// Counters of segments already replaced by a caps change.
+    before: Counters,
+}
+
+impl Started {
+    fn stats(&self) -> gst::Structure {
+        let (counters, readers) = match &self.observer {
+            Some(observer) => {
+                let info = observer.info();
+                (
+                    self.before.plus(Counters::of(&info)),
+                    info.readers.len() as u32,
+                )
+            }
+            None => (self.before, 0),
+        };
+        stats_structure(counters, readers, self.caps.as_ref(), self.slot_size)
+    }
+}
+
+enum State {
+    /// `last_stats`: the statistics of the previous run, still readable after stop.
+    Stopped {
+        last_stats: Option<gst::Structure>,
+    },
+    Started(Box<Started>),
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Stopped { last_stats: None }
+    }
+}
+
+/// The writer and what `render()` needs with it.
+struct Output {
+    writer: Writer,
+    /// The current caps (`None` until the first caps when the segment was made from `shape`).
+    video_info: Option<gst_video::VideoInfo>,
+}
+
+/// The input frame, ready to be copied into a slot.
+// Lives on render()'s stack for one frame; boxing the mapped frame would only add an
+// allocation per frame.
+#[allow(clippy::large_enum_variant)]
+enum FrameSource<'a> {
+    /// Already in the default layout of the caps: one copy.
+    Packed(gst::BufferMap<'a, gst::buffer::Readable>),
+    /// Planes at their own offsets and strides (GstVideoMeta): repacked line by line.
+    Strided(gst_video::VideoFrameRef<&'a gst::BufferRef>),
+}
+
+impl<'a> FrameSource<'a> {
+    fn new(buffer: &'a gst::BufferRef, info: &gst_video::VideoInfo) -> Result<Self, String> {
+        let default_layout = buffer
+            .meta::<gst_video::VideoMeta>()
+            .is_none_or(|meta| meta.offset() == info.offset() && meta.stride() == info.stride());
+        if default_layout {
+            if buffer.size() < info.size() {
+                return Err(format!(
+                    "the buffer holds {} bytes, a frame of these caps needs {} bytes",
+                    buffer.size(),
+                    info.size()
+                ));
+            }
+            let map = buffer
+                .map_readable()
+                .map_err(|err| format!("could not map the buffer readable: {err}"))?;
+            return Ok(FrameSource::Packed(map));
+        }
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
+            .map_err(|err| format!("could not map the frame with its GstVideoMeta: {err}"))?;
+        if let Some(stride) = frame.plane_stride().iter().find(|&&s| s <= 0) {
+            return Err(format!(
+                "plane stride {stride} is not supported (only positive strides are)"
+            ));
+        }
+        Ok(FrameSource::Strided(frame))
+    }
+
+    /// Fills `slot` (exactly `info.size()` bytes) with the frame in the default layout.
+    fn copy_into(&self, slot: &mut [u8], info: &gst_video::VideoInfo) {
+        match self {
+            FrameSource::Packed(map) => slot.copy_from_slice(&map[..slot.len()]),
+            FrameSource::Strided(frame) => {
+                for plane in 0..frame.n_planes() {
+                    let p = plane as usize;
+                    let Ok(src) = frame.plane_data(plane) else {
+                        continue;
+                    };
+                    let src_stride = frame.plane_stride()[p] as usize;
+                    let dst_stride = info.stride()[p] as usize;
+                    let rows = frame.plane_height(plane) as usize;
+                    let Some(dst) = slot.get_mut(info.offset()[p]..) else {
+                        continue;
+                    };
+                    if src_stride == dst_stride {
+                        let n = (rows * dst_stride).min(src.len()).min(dst.len());
+                        dst[..n].copy_from_slice(&src[..n]);
+                        continue;
+                    }
+                    // A row of the default layout is its stride (the visible bytes plus
+                    // alignment padding); the input's stride is at least the visible bytes.
+                    let row_bytes = src_stride.min(dst_stride);
+                    for (src_row, dst_row) in src
+                        .chunks(src_stride)
+                        .zip(dst.chunks_mut(dst_stride))
+                        .take(rows)
+                    {
+                        let n = row_bytes.min(src_row.len()).min(dst_row.len());
+                        dst_row[..n].copy_from_slice(&src_row[..n]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The name `backpressure` reports for what the policy did with a frame that met a full ring.
+fn outcome_name(outcome: &WriteOutcome) -> &'static str {
+    match outcome {
+        WriteOutcome::Written { .. } => "written",
+        WriteOutcome::WrittenAfterWait { .. } => "waited",
+        WriteOutcome::OverwroteOldest { .. } => "overwrote-oldest",
+        WriteOutcome::Dropped => "dropped-newest",
+    }
+}
+
+#[derive(Default)]
+pub struct ShmFrameSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    /// See the module documentation for why the writer has its own lock.
+    output: Mutex<Option<Output>>,
+    /// The current writer's interrupt handle, outside `output` so that `unlock()`, `stop()`
+    /// and `clear` can end a blocked write.
+    interrupt: Mutex<Option<Interrupt>>,
+    /// Set by `unlock()` (and `stop()`) until `unlock_stop()`: an interrupted write then
+    /// returns `Flushing` instead of being retried.
+    flushing: AtomicBool,
+    /// `clear` was requested; whoever holds the writer next performs it.
+    clear_pending: AtomicBool,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for ShmFrameSink {
+    const NAME: &'static str = "GstShmFrameSink";
+    type Type = super::ShmFrameSink;
+    type ParentType = gst_base::BaseSink;
+}
+
+impl ObjectImpl for ShmFrameSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("shm-name")
+                    .nick("Shared-memory name")
+                    .blurb(
+                        "Name of the segment to create in /dev/shm (required; 1 to 200 \
+                         letters, digits, '.', '_' or '-', not starting with '.'). Readers use \
+                         the same name",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("layout", DEFAULT_LAYOUT)
+                    .nick("Layout")
+                    .blurb("How frames are kept in the segment")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("depth")
+                    .nick("Depth")
+                    .blurb("Frames the ring holds (layout=ring; double always has 2 slots)")
+                    .minimum(1)
+                    .maximum(transport::MAX_DEPTH)
+                    .default_value(DEFAULT_DEPTH)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("backpressure", DEFAULT_BACKPRESSURE)
+                    .nick("Backpressure")
+                    .blurb(
+                        "What to do when the slowest reader is depth frames behind \
+                         (layout=ring; double never waits and always keeps the newest frame)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("shape")
+                    .nick("Shape")
+                    .blurb(
+                        "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. 640x480 or 640x480:RGBA): \
+                         accept only this geometry and create the segment at start, before \
+                         caps arrive; empty = any size, segment created with the first caps",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("perms")
+                    .nick("Permissions")
+                    .blurb(
+                        "File mode of the segment, octal 0600..0777: 0600 = only this user \
+                         (default), 0660 = also the group, 0666 = everyone (shown in decimal \
+                         here: 384 = 0600; on a gst-launch command line a leading 0 means \
+                         octal, e.g. perms=0660)",
+                    )
+                    .minimum(0o600)
+                    .maximum(0o777)
+                    .default_value(DEFAULT_PERMS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("reader-timeout")
+                    .nick("Reader timeout")
+                    .blurb(
+                        "Milliseconds a reader may hold up a blocked writer \
+                         (backpressure=block) without reading before it is evicted (it no \
+                         longer counts until it catches up)",
+                    )
+                    .minimum(1)
+                    .maximum(MAX_READER_TIMEOUT_MS)
+                    .default_value(DEFAULT_READER_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "shmframesink-stats: frames-written, frames-dropped, readers, \
+                         full-events, readers-evicted (counted since start, over every segment \
+                         a caps change created), caps, slot-size; after stop, the last run's",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                // A reader attached to the segment; argument: its process id.
+                glib::subclass::Signal::builder("reader-attached")
+                    .param_types([u32::static_type()])
+                    .build(),
+                // A reader detached (or its process died); argument: its process id.
+                glib::subclass::Signal::builder("reader-detached")
+                    .param_types([u32::static_type()])
+                    .build(),
+                // A frame met a full ring. Arguments: what the policy did ("waited",
+                // "overwrote-oldest" or "dropped-newest") and the number of frames this sink
+                // dropped since start (drop-newest drops; overwritten frames are counted by
+                // the readers that missed them).
+                glib::subclass::Signal::builder("backpressure")
+                    .param_types([String::static_type(), u64::static_type()])
+                    .build(),
+                // Empties the depot: readers skip to the next frame written, counting the
+                // skipped ones as missed. A write blocked on a full ring proceeds.
+                glib::subclass::Signal::builder("clear")
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0]
+                            .get::<super::ShmFrameSink>()
+                            .expect("clear: instance argument");
+                        element.imp().clear_depot();
+                        None
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "shm-name" => {
+                let name = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty());
+                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
+                    gst::error!(CAT, imp = self, "{err}; starting will fail");
+                }
+                settings.shm_name = name;
+            }
+            "layout" => settings.layout = value.get().expect("type checked upstream"),
+            "depth" => settings.depth = value.get().expect("type checked upstream"),
+            "backpressure" => settings.backpressure = value.get().expect("type checked upstream"),
+            "shape" => {
+                let text = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.trim().is_empty());
+                match text.as_deref().map(Shape::from_str) {
+                    None => {
+                        settings.shape = None;
+                        settings.refused_shape = None;
+                    }
+                    Some(Ok(shape)) => {
+                        settings.shape = Some(shape);
+                        settings.refused_shape = None;
+                    }
+                    Some(Err(err)) => {
+                        let kept = settings
+                            .shape
+                            .map_or_else(|| "no shape".to_string(), |s| s.to_string());
+                        gst::error!(
+                            CAT,
+                            imp = self,
+                            "{err}; keeping {kept}, and starting will fail until a valid shape \
+                             (or none) is set"
+                        );
+                        settings.refused_shape = Some(err);
+                    }
+                }
+            }
+            "perms" => settings.perms = value.get().expect("type checked upstream"),
+            "reader-timeout" => {
+                settings.reader_timeout_ms = value.get().expect("type checked upstream")
+            }
+            other => unimplemented!("property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "stats" => self.stats().to_value(),
+            name => {
+                let settings = self.settings.lock().unwrap();
+                match name {
+                    "shm-name" => settings.shm_name.to_value(),
+                    "layout" => settings.layout.to_value(),
+                    "depth" => settings.depth.to_value(),
+                    "backpressure" => settings.backpressure.to_value(),
+                    "shape" => settings.shape.map(|s| s.to_string()).to_value(),
+                    "perms" => settings.perms.to_value(),
+                    "reader-timeout" => settings.reader_timeout_ms.to_value(),
+                    other => unimplemented!("property {other}"),
+                }
+            }
+        }
+    }
+}
+
+impl GstObjectImpl for ShmFrameSink {}
+
+impl ElementImpl for ShmFrameSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Shared-memory frame sink",
+                "Sink/Video",
+                "Publishes raw video frames, with their caps and timestamps, in a \
+                 shared-memory segment that shmframesrc elements in other processes read; \
+                 a depot or double buffer with a backpressure policy",
+                "shmframe developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![
+                gst::PadTemplate::new(
+                    "sink",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Always,
+                    &shape::raw_video_caps(),
+                )
+                .expect("sink pad template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSinkImpl for ShmFrameSink {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(shm_name) = settings.shm_name.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("No shm-name set: shmframesink needs the name of the segment to create in \
+                     /dev/shm (letters, digits, '.', '_' and '-', not starting with '.'), e.g. \
+                     shmframesink shm-name=cam0")
+            ));
+        };
+        transport::validate_name(&shm_name)
+            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
+        if let Some(refused) = &settings.refused_shape {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("The shape property was refused: {refused}")
+            ));
+        }
+        check_name_is_free(&shm_name)?;
+
+        let config = WriterConfig {
+            name: shm_name.clone(),
+            layout: settings.layout.into(),
+            depth: settings.depth,
+            spare_slots: 0,
+            backpressure: settings.backpressure.into(),
+            slot_size: 0,
+            perms: settings.perms,
+            reader_timeout: Duration::from_millis(settings.reader_timeout_ms),
+        };
+        self.flushing.store(false, Ordering::SeqCst);
+        self.clear_pending.store(false, Ordering::SeqCst);
+
+        let mut started = Started {
+            config: config.clone(),
+            shape: settings.shape,
+            observer: None,
+            slot_size: 0,
+            caps: None,
+            before: Counters::default(),
+        };
+        let mut output = None;
+        if let Some(shape) = settings.shape {
+            // The segment exists from now on, sized for the largest frame the shape allows,
+            // so readers can attach before the first caps.
+            let slot_size = shape.max_frame_size();
+            let writer = Writer::create(&WriterConfig {
+                slot_size,
+                ..config
+            })
+            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
+            started.observer = Some(writer.observer());
+            started.slot_size = writer.slot_capacity();
+            self.install_interrupt(&writer);
+            output = Some(Output {
+                writer,
+                video_info: None,
+            });
+            gst::info!(
+                CAT,
+                imp = self,
+                "Created segment {shm_name:?} for shape {shape} (slots of {} bytes)",
+                started.slot_size
+            );
+        } else {
+            gst::info!(
+                CAT,
+                imp = self,
+                "Started; segment {shm_name:?} is created with the first caps"
+            );
+        }
+        *self.output.lock().unwrap() = output;
+        *self.state.lock().unwrap() = State::Started(Box::new(started));
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // End any write still waiting for room before taking the writer's lock.
+        self.flushing.store(true, Ordering::SeqCst);
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            interrupt.interrupt();
+        }
+        let output = self.output.lock().unwrap().take();
+        *self.interrupt.lock().unwrap() = None;
+        let mut state = self.state.lock().unwrap();
+        let last_stats = match &*state {
+            State::Started(started) => Some(started.stats()),
+            State::Stopped { last_stats } => last_stats.clone(),
+        };
+        *state = State::Stopped { last_stats };
+        drop(state);
+        if let Some(output) = output {
+            gst::info!(
+                CAT,
+                imp = self,
+                "Closing segment {:?} after {} frames",
+                output.writer.name(),
+                output.writer.frames_written()
+            );
+            // Marks the stream closed (unless it ended with EOS) and unlinks the name.
+            output.writer.close();
+        }
+        Ok(())
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let shape = self.settings.lock().unwrap().shape;
+        let template = self.obj().sink_pad().pad_template_caps();
+        let caps = match shape {
+            Some(shape) => template.intersect(&shape.caps()),
+            None => template,
+        };
+        Some(match filter {
+            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn set_caps(&self, caps: &gst::Caps) -> Result<(), gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
+            gst::loggable_error!(CAT, "Caps {caps} do not describe raw video GstVideo knows")
+        })?;
+        let (config, shape, current_caps) = match &*self.state.lock().unwrap() {
+            State::Started(started) => {
+                (started.config.clone(), started.shape, started.caps.clone())
+            }
+            State::Stopped { .. } => {
+                return Err(gst::loggable_error!(CAT, "Caps {caps} set while stopped"));
+            }
+        };
+        if let Some(shape) = shape
+            && !shape.matches(&info)
+        {
+            let message = format!(
+                "The stream's shape {} does not fit the shape property {shape}: set shape to \
+                 {} or leave it empty, or convert the stream (caps {caps})",
+                Shape::of(&info),
+                Shape::of(&info),
+            );
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{message}"));
+            return Err(gst::loggable_error!(CAT, "{message}"));
+        }
+        if current_caps.as_ref() == Some(caps) {
+            gst::debug!(CAT, imp = self, "Caps unchanged: {caps}");
+            return Ok(());
+        }
+
+        let caps_text = caps.to_string();
+        let frame_size = info.size() as u64;
+        let mut reader_events = Vec::new();
+        // (slot size of the replaced segment, if any) when a new segment was created.
+        let mut created: Option<Option<u64>> = None;
+        let mut replaced_counters = None;
+
+        let mut output_guard = self.output.lock().unwrap();
+        let fits = output_guard
+            .as_ref()
+            .is_some_and(|output| frame_size <= output.writer.slot_capacity());
+        if !fits {
+            let mut old_slot = None;
+            if let Some(mut old) = output_guard.take() {
+                // Readers see the old segment close and follow the name to the new one.
+                reader_events.extend(old.writer.take_reader_events());
+                replaced_counters = Some(Counters::of(&old.writer.info()));
+                old_slot = Some(old.writer.slot_capacity());
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Frames of {frame_size} bytes do not fit the slots of {} bytes: recreating \
+                     the segment",
+                    old.writer.slot_capacity()
+                );
+                old.writer.close();
+            }
+            let writer = match Writer::create(&WriterConfig {
+                slot_size: frame_size,
+                ..config
+            }) {
+                Ok(writer) => writer,
+                Err(err) => {
+                    drop(output_guard);
+                    if let State::Started(started) = &mut *self.state.lock().unwrap() {
+                        started.observer = None;
+                        if let Some(counters) = replaced_counters {
+                            started.before = started.before.plus(counters);
+                        }
+                    }
+                    self.announce_reader_events(reader_events);
+                    gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"));
+                    return Err(gst::loggable_error!(CAT, "{err}"));
+                }
+            };
+            self.install_interrupt(&writer);
+            *output_guard = Some(Output {
+                writer,
+                video_info: None,
+            });
+            created = Some(old_slot);
+        }
+        let Some(output) = output_guard.as_mut() else {
+            unreachable!("a writer was installed above");
+        };
+        if let Err(err) = output.writer.set_caps(&caps_text) {
+            drop(output_guard);
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{err}"));
+            return Err(gst::loggable_error!(CAT, "{err}"));
+        }
+        output.video_info = Some(info);
+        let slot_size = output.writer.slot_capacity();
+        let observer = created.is_some().then(|| output.writer.observer());
+        if let State::Started(started) = &mut *self.state.lock().unwrap() {
+            started.caps = Some(caps.clone());
+            if let Some(observer) = observer {
+                started.observer = Some(observer);
+                started.slot_size = slot_size;
+            }
+            if let Some(counters) = replaced_counters {
+                started.before = started.before.plus(counters);
+            }
+        }
+        drop(output_guard);
+
+        gst::info!(
+            CAT,
+            imp = self,
+            "Caps {caps_text} (frames of {frame_size} bytes)"
+        );
+        self.announce_reader_events(reader_events);
+        if let Some(Some(old_slot_size)) = created {
+            self.post_element_message(
+                gst::Structure::builder("shmframe-segment-recreated")
+                    .field("old-slot-size", old_slot_size)
+                    .field("slot-size", slot_size)
+                    .field("caps", &caps_text)
+                    .build(),
+            );
+        }
+        Ok(())
+    }
+
+    fn render(&self, buffer: &gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if buffer.size() == 0 && buffer.flags().contains(gst::BufferFlags::GAP) {
+            // A gap announces that there is no frame for a while: nothing to publish.
+            gst::trace!(CAT, imp = self, "Skipping an empty GAP buffer");
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let meta = self.frame_meta(buffer);
+        let (outcome, reader_events, dropped_in_segment) = self.write_frame(buffer, &meta)?;
+        gst::trace!(CAT, imp = self, "Frame {outcome:?}");
+        if outcome.was_full() {
+            let dropped = self.dropped_before() + dropped_in_segment;
+            self.announce_backpressure(&outcome, dropped);
+        }
+        self.announce_reader_events(reader_events);
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    fn event(&self, event: gst::Event) -> bool {
+        if let gst::EventView::Eos(_) = event.view()
+            && let Some(output) = self.output.lock().unwrap().as_mut()
+        {
+            gst::info!(
+                CAT,
+                imp = self,
+                "End of stream after {} frames: readers get EOS once they read them",
+                output.writer.frames_written()
+            );
+            output.writer.end_of_stream();
+        }
+        self.parent_event(event)
+    }
+
+    fn propose_allocation(
+        &self,
+        query: &mut gst::query::Allocation,
+    ) -> Result<(), gst::LoggableError> {
+        // Any strides are fine: render() repacks them.
+        query.add_allocation_meta::<gst_video::VideoMeta>(None);
+        self.parent_propose_allocation(query)
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(true, Ordering::SeqCst);
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            gst::debug!(CAT, imp = self, "Interrupting a write waiting for room");
+            interrupt.interrupt();
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        self.flushing.store(false, Ordering::SeqCst);
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            interrupt.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Refuses, before anything is created, a name held by a live writer (naming its pid) or
+/// taken by a file that is not a segment. A segment left by a dead writer is fine: creating
+/// reclaims it.
+fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
+    let refuse = |err: transport::Error| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}"));
+    match Observer::open(shm_name) {
+        Ok(observer) => {
+            let info = observer.info();
+            if info.writer_alive {
+                return Err(refuse(transport::Error::WriterExists {
+                    name: shm_name.to_string(),
+                    pid: info.writer_pid,
+                }));
+            }
+            Ok(())
+        }
+        Err(err @ transport::Error::ForeignFile { .. })
+        | Err(err @ transport::Error::PermissionDenied { .. }) => Err(refuse(err)),
+        // Nothing there, or something Writer::create knows how to deal with (or to explain).
+        Err(_) => Ok(()),
+    }
+}
+
+impl ShmFrameSink {
+    /// The frame's descriptor: times as absolute CLOCK_MONOTONIC nanoseconds (see the wire
+    /// conventions): `running_time + base_time + (monotonic_now - clock_now)`, or the write
+    /// time when there is no clock or base time yet.
+    fn frame_meta(&self, buffer: &gst::BufferRef) -> FrameMeta {
+        let obj = self.obj();
+        let monotonic_now = transport::sys::monotonic_ns();
+        let segment = obj.segment();
+        let mapping = match (obj.clock(), obj.base_time()) {
+            (Some(clock), Some(base_time)) => Some((
+                segment.downcast_ref::<gst::ClockTime>().cloned(),
+                base_time.nseconds() as i128 + monotonic_now as i128
+                    - clock.time().nseconds() as i128,
+            )),
+            _ => None,
+        };
+        let to_monotonic = |t: Option<gst::ClockTime>| -> Option<u64> {
+            let t = t?;
+            match &mapping {
+                None => Some(monotonic_now),
+                Some((segment, offset)) => {
+                    let running = segment.as_ref()?.to_running_time(t)?;
+                    // u64::MAX is the transport's "no time".
+                    Some(
+                        (running.nseconds() as i128 + offset).clamp(0, u64::MAX as i128 - 1) as u64,
+                    )
+                }
+            }
+        };
+        FrameMeta {
+            pts: to_monotonic(buffer.pts()),
+            dts: to_monotonic(buffer.dts()),
+            duration: buffer.duration().map(|d| d.nseconds()),
+            flags: buffer.flags().bits(),
+        }
+    }
+
+    /// Copies the frame into the next slot. Runs with `output` locked (the write may wait for
+    /// room); returns what happened, the reader table changes seen, and the frames this
+    /// segment dropped so far.
+    fn write_frame(
+        &self,
+        buffer: &gst::Buffer,
+        meta: &FrameMeta,
+    ) -> Result<(WriteOutcome, Vec<ReaderEvent>, u64), gst::FlowError> {
+        let mut guard = self.output.lock().unwrap();
+        let Some(Output {
+            writer,
+            video_info: Some(info),
+        }) = guard.as_mut()
+        else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Received a frame before caps"),
+                ["Upstream must send a caps event before the first buffer"]
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let frame_size = info.size() as u64;
+        let slot_size = writer.slot_capacity();
+        if frame_size > slot_size {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("frame of {frame_size} bytes does not fit slot of {slot_size} bytes"),
+                ["caps {:?}", info]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let source = FrameSource::new(buffer, info).map_err(|why| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("Cannot read the input frame: {why}")
+            );
+            gst::FlowError::Error
+        })?;
+        let started = Instant::now();
+        let mut wait_interrupted = false;
+        loop {
+            if self.clear_pending.swap(false, Ordering::SeqCst) {
+                gst::info!(CAT, imp = self, "Clearing the depot");
+                writer.clear();
+            }
+            match writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info)) {
+                Ok(outcome) => {
+                    let outcome = match outcome {
+                        // The first attempt waited for room until `clear` made some: for the
+                        // application this frame met a full depot and waited.
+                        WriteOutcome::Written { frame } if wait_interrupted => {
+                            WriteOutcome::WrittenAfterWait {
+                                frame,
+                                waited: started.elapsed(),
+                            }
+                        }
+                        outcome => outcome,
+                    };
+                    let events = writer.take_reader_events();
+                    return Ok((outcome, events, writer.frames_dropped()));
+                }
+                Err(transport::Error::Interrupted) => {
+                    // Either unlock() (flushing) or `clear` (which wants the depot emptied
+                    // and the frame written) ended the wait.
+                    if !self.clear_interrupt_unless_flushing() {
+                        gst::debug!(CAT, imp = self, "Write interrupted: flushing");
+                        return Err(gst::FlowError::Flushing);
+                    }
+                    wait_interrupted = true;
+                }
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Write,
+                        ("Writing to shm-name {:?} failed: {err}", writer.name())
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+    }
+
+    /// Clears the writer's interrupt unless a flush (or stop) is going on. Returns whether
+    /// writing may go on (false: flushing; the interrupt stays set).
+    fn clear_interrupt_unless_flushing(&self) -> bool {
+        let guard = self.interrupt.lock().unwrap();
+        if self.flushing.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(interrupt) = guard.as_ref() {
+            interrupt.clear();
+            // unlock() sets `flushing` before taking this lock, so a flush that started
+            // meanwhile is seen here; keep its interrupt.
+            if self.flushing.load(Ordering::SeqCst) {
+                interrupt.interrupt();
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Makes `writer`'s handle the one unlock()/stop()/clear use; a flush already going on
+    /// applies to it at once.
+    fn install_interrupt(&self, writer: &Writer) {
+        let handle = writer.interrupt_handle();
+        let mut guard = self.interrupt.lock().unwrap();
+        // Checked under the lock unlock() takes after setting `flushing`: either it sees the
+        // new handle or we see its flag.
+        if self.flushing.load(Ordering::SeqCst) {
+            handle.interrupt();
+        }
+        *guard = Some(handle);
+    }
+
+    /// The `clear` action.
+    fn clear_depot(&self) {
+        self.clear_pending.store(true, Ordering::SeqCst);
+        // A write waiting for room holds `output`: interrupting it makes render() perform the
+        // clear itself and then write the frame into the room the clear made.
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            interrupt.interrupt();
+        }
+        let mut guard = self.output.lock().unwrap();
+        match guard.as_mut() {
+            Some(output) => {
+                if self.clear_pending.swap(false, Ordering::SeqCst) {
+                    gst::info!(CAT, imp = self, "Clearing the depot");
+                    output.writer.clear();
+                }
+            }
+            None => {
+                gst::debug!(CAT, imp = self, "clear: no segment yet, nothing to clear");
+                self.clear_pending.store(false, Ordering::SeqCst);
+            }
+        }
+        // The interrupt above may have found no write waiting; don't let it hit the next one.
+        self.clear_interrupt_unless_flushing();
+    }
+
+    fn dropped_before(&self) -> u64 {
+        match &*self.state.lock().unwrap() {
+            State::Started(started) => started.before.frames_dropped,
+            State::Stopped { .. } => 0,
+        }
+    }
+
+    fn stats(&self) -> gst::Structure {
+        self.poll_reader_events();
+        match &*self.state.lock().unwrap() {
+            State::Started(started) => started.stats(),
+            State::Stopped {
+                last_stats: Some(last),
+            } => last.clone(),
+            State::Stopped { last_stats: None } => stats_structure(Counters::default(), 0, None, 0),
+        }
+    }
+
+    /// Checks the reader table now (for `stats`) unless a write holds the writer, which
+    /// reports changes itself when it finishes.
+    fn poll_reader_events(&self) {
+        let events = match self.output.try_lock() {
+            Ok(mut guard) => match guard.as_mut() {
+                Some(output) => {
+                    output.writer.poll_readers();
+                    output.writer.take_reader_events()
+                }
+                None => return,
+            },
+            Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => return,
+        };
+        self.announce_reader_events(events);
+    }
+
+    fn announce_reader_events(&self, events: Vec<ReaderEvent>) {
+        for event in events {
+            match event {
+                ReaderEvent::Attached { pid, index } => {
+                    gst::info!(CAT, imp = self, "Reader pid {pid} attached (entry {index})");
+                    self.post_element_message(
+                        gst::Structure::builder("shmframe-reader-attached")
+                            .field("pid", pid)
+                            .build(),
+                    );
+                    self.obj().emit_by_name::<()>("reader-attached", &[&pid]);
+                }
+                ReaderEvent::Detached { pid, index, died } => {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "Reader pid {pid} {} (entry {index})",
+                        if died { "died" } else { "detached" }
+                    );
+                    self.post_element_message(
+                        gst::Structure::builder("shmframe-reader-detached")
+                            .field("pid", pid)
+                            .field("died", died)
+                            .build(),
+                    );
+                    self.obj().emit_by_name::<()>("reader-detached", &[&pid]);
+                }
+                ReaderEvent::Evicted { pid, index } => {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "Reader pid {pid} (entry {index}) held up the writer for longer than \
+                         reader-timeout: evicted until it catches up"
+                    );
+                    self.post_element_message(
+                        gst::Structure::builder("shmframe-reader-evicted")
+                            .field("pid", pid)
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+
+    fn announce_backpressure(&self, outcome: &WriteOutcome, frames_dropped: u64) {
+        let name = outcome_name(outcome);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Ring full: {name} ({frames_dropped} frames dropped so far)"
+        );
+        let mut structure = gst::Structure::builder("shmframe-backpressure")
+            .field("outcome", name)
+            .field("frames-dropped", frames_dropped)
+            .build();
+        if let Some(frame) = outcome.frame() {
+            structure.set("frame", frame);
+        }
+        if let WriteOutcome::WrittenAfterWait { waited, .. } = outcome {
+            structure.set("waited", waited.as_nanos().min(u64::MAX as u128) as u64);
+        }
+        self.post_element_message(structure);
+        self.obj()
+            .emit_by_name::<()>("backpressure", &[&name, &frames_dropped]);
+    }
+
+    fn post_element_message(&self, structure: gst::Structure) {
+        let obj = self.obj();
+        // Without a bus (an element outside any pipeline) there is nobody to tell.
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+    }
+}

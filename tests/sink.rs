@@ -1,0 +1,1012 @@
+//! `shmframesink` in a harness, with the transport's `Reader` / `Subscriber` / `Observer` as the
+//! other side of the segment (in this process): properties and their ranges, frame content,
+//! numbering and caps, strided input, EOS, start errors, caps changes that recreate the
+//! segment, `clear`, backpressure, reader signals, flushing a blocked write, timestamps and
+//! statistics.
+
+mod common;
+
+use common::{ShmName, check_frame, fill_frame, wait_for};
+use gst::glib;
+use gst::prelude::*;
+use gst_check::Harness;
+use gstshmframe::transport::{
+    FrameInfo, Observer, ReadResult, Reader, ReaderOptions, StartPosition, Subscriber,
+    SubscriberEvent, sys::monotonic_ns,
+};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+/// Upper bound for anything the tests wait for (generous: CI machines are slow).
+const LIMIT: Duration = Duration::from_secs(20);
+const FRAME_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+
+const RGBA_64X48: &str = "video/x-raw,format=RGBA,width=64,height=48,framerate=25/1";
+const RGBA_64X48_SIZE: usize = 64 * 48 * 4;
+const RGBA_32X24: &str = "video/x-raw,format=RGBA,width=32,height=24,framerate=25/1";
+const RGBA_32X24_SIZE: usize = 32 * 24 * 4;
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().expect("register the shmframe plugin");
+    });
+}
+
+/// A sink on `name` with `props` (name, value as gst-launch would take it), on its own bus.
+fn new_sink(name: &str, props: &[(&str, &str)]) -> gst::Element {
+    let mut builder = gst::ElementFactory::make("shmframesink").property("shm-name", name);
+    for (prop, value) in props {
+        builder = builder.property_from_str(prop, value);
+    }
+    let sink = builder.build().expect("shmframesink");
+    sink.set_bus(Some(&gst::Bus::new()));
+    sink
+}
+
+/// A harness driving `sink` (the harness sets it to PLAYING, with sync and async off).
+fn harness(sink: &gst::Element) -> Harness {
+    Harness::with_element(sink, Some("sink"), None)
+}
+
+fn rgba_frame(n: u64, size: usize) -> gst::Buffer {
+    let mut data = vec![0u8; size];
+    fill_frame(n, &mut data);
+    let mut buffer = gst::Buffer::from_mut_slice(data);
+    {
+        let buffer = buffer.get_mut().unwrap();
+        buffer.set_pts(FRAME_DURATION * n);
+        buffer.set_duration(FRAME_DURATION);
+        if n % 2 == 1 {
+            buffer.set_flags(gst::BufferFlags::DELTA_UNIT);
+        }
+    }
+    buffer
+}
+
+fn open_reader(name: &str, start: StartPosition) -> Reader {
+    Reader::open(name, &ReaderOptions { start }).expect("attach a reader")
+}
+
+fn read_frame(reader: &mut Reader) -> (FrameInfo, Vec<u8>) {
+    let mut data = Vec::new();
+    let result = reader
+        .read_next(LIMIT, |_, view| {
+            data.resize(view.len(), 0);
+            view.copy_to(&mut data);
+        })
+        .expect("read");
+    match result {
+        ReadResult::Frame(info) => (info, data),
+        other => panic!("expected a frame, got {other:?}"),
+    }
+}
+
+fn caps_of(reader: &Reader, info: &FrameInfo) -> gst::Caps {
+    let text = reader
+        .caps(info.caps_gen)
+        .expect("caps table")
+        .expect("caps of the frame's generation");
+    gst::Caps::from_str(&text).expect("caps string parses")
+}
+
+fn stats(sink: &gst::Element) -> gst::Structure {
+    sink.property::<gst::Structure>("stats")
+}
+
+/// Text of the first error message on the sink's bus.
+fn error_text(sink: &gst::Element) -> String {
+    let bus = sink.bus().unwrap();
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("an error message on the bus");
+    match msg.view() {
+        gst::MessageView::Error(err) => format!("{} ({:?})", err.error(), err.debug()),
+        _ => unreachable!(),
+    }
+}
+
+/// Element messages named `name` on the sink's bus, in order.
+fn element_messages(sink: &gst::Element, name: &str) -> Vec<gst::Structure> {
+    let bus = sink.bus().unwrap();
+    let mut found = Vec::new();
+    while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Element]) {
+        if let Some(s) = msg.structure()
+            && s.name() == name
+        {
+            found.push(s.to_owned());
+        }
+    }
+    found
+}
+
+fn enum_nick(sink: &gst::Element, prop: &str) -> String {
+    let value = sink.property_value(prop);
+    let (_, enum_value) = glib::EnumValue::from_value(&value).expect("an enum property");
+    enum_value.nick().to_string()
+}
+
+#[test]
+fn properties_have_documented_defaults() {
+    init();
+    let sink = gst::ElementFactory::make("shmframesink").build().unwrap();
+    assert_eq!(sink.property::<Option<String>>("shm-name"), None);
+    assert_eq!(enum_nick(&sink, "layout"), "ring");
+    assert_eq!(sink.property::<u32>("depth"), 4);
+    assert_eq!(enum_nick(&sink, "backpressure"), "drop-oldest");
+    assert_eq!(sink.property::<Option<String>>("shape"), None);
+    assert_eq!(sink.property::<u32>("perms"), 0o600);
+    assert_eq!(sink.property::<u64>("reader-timeout"), 1000);
+    assert!(sink.property::<bool>("sync"), "GstBaseSink's default");
+
+    let factory = sink.factory().unwrap();
+    assert_eq!(
+        factory.metadata(gst::ELEMENT_METADATA_LONGNAME),
+        Some("Shared-memory frame sink")
+    );
+    assert_eq!(
+        factory.metadata(gst::ELEMENT_METADATA_KLASS),
+        Some("Sink/Video")
+    );
+    assert_eq!(
+        factory.metadata(gst::ELEMENT_METADATA_AUTHOR),
+        Some("shmframe developers")
+    );
+
+    sink.set_property_from_str("layout", "double");
+    sink.set_property_from_str("backpressure", "block");
+    sink.set_property("shape", "640x480:NV12");
+    assert_eq!(enum_nick(&sink, "layout"), "double");
+    assert_eq!(enum_nick(&sink, "backpressure"), "block");
+    assert_eq!(
+        sink.property::<Option<String>>("shape").as_deref(),
+        Some("640x480:NV12")
+    );
+    sink.set_property("shape", "");
+    assert_eq!(sink.property::<Option<String>>("shape"), None);
+}
+
+#[test]
+fn impossible_property_values_are_refused_by_the_param_specs() {
+    init();
+    let sink = gst::ElementFactory::make("shmframesink").build().unwrap();
+    let refused = |prop: &str, value: glib::Value| {
+        let sink = sink.clone();
+        let prop = prop.to_string();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            sink.set_property_from_value(&prop, &value)
+        }))
+        .is_err()
+    };
+    assert!(refused("depth", 0u32.to_value()), "depth 0");
+    assert!(refused("depth", 1025u32.to_value()), "depth 1025");
+    assert!(refused("perms", 0o400u32.to_value()), "perms 0400");
+    assert!(refused("perms", 0o1777u32.to_value()), "perms 01777");
+    assert!(
+        refused("reader-timeout", 0u64.to_value()),
+        "reader-timeout 0"
+    );
+    assert_eq!(sink.property::<u32>("depth"), 4);
+    assert_eq!(sink.property::<u32>("perms"), 0o600);
+    assert_eq!(sink.property::<u64>("reader-timeout"), 1000);
+
+    for (prop, min, max) in [("depth", 1, 1024), ("perms", 0o600, 0o777)] {
+        let pspec = sink
+            .find_property(prop)
+            .unwrap()
+            .downcast::<glib::ParamSpecUInt>()
+            .unwrap();
+        assert_eq!((pspec.minimum(), pspec.maximum()), (min, max), "{prop}");
+    }
+    // The edges are accepted.
+    sink.set_property("depth", 1024u32);
+    sink.set_property("perms", 0o666u32);
+    assert_eq!(sink.property::<u32>("depth"), 1024);
+    assert_eq!(sink.property::<u32>("perms"), 0o666);
+}
+
+#[test]
+fn a_refused_shape_keeps_the_previous_value_and_fails_the_start() {
+    init();
+    let name = ShmName::new("badshape");
+    let sink = new_sink(&name, &[("shape", "320x240")]);
+    sink.set_property("shape", "320x-1");
+    assert_eq!(
+        sink.property::<Option<String>>("shape").as_deref(),
+        Some("320x240"),
+        "the previous shape is kept"
+    );
+    assert!(sink.set_state(gst::State::Playing).is_err());
+    let text = error_text(&sink);
+    assert!(text.contains("shape"), "{text}");
+    assert!(text.contains("320x-1"), "{text}");
+    assert!(text.contains("WIDTHxHEIGHT"), "{text}");
+    sink.set_state(gst::State::Null).unwrap();
+    assert!(!name.path().exists());
+
+    // A valid value clears the refusal.
+    sink.set_property("shape", "320x240:GRAY8");
+    sink.set_state(gst::State::Paused).unwrap();
+    assert!(name.path().exists());
+    sink.set_state(gst::State::Null).unwrap();
+    assert!(!name.path().exists());
+}
+
+#[test]
+fn stats_are_a_structure_with_every_counter() {
+    init();
+    let sink = gst::ElementFactory::make("shmframesink").build().unwrap();
+    let s = stats(&sink);
+    assert_eq!(s.name(), "shmframesink-stats");
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 0);
+    assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 0);
+    assert_eq!(s.get::<u32>("readers").unwrap(), 0);
+    assert_eq!(s.get::<u64>("full-events").unwrap(), 0);
+    assert_eq!(s.get::<u64>("readers-evicted").unwrap(), 0);
+    assert_eq!(s.get::<Option<String>>("caps").unwrap(), None);
+    assert_eq!(s.get::<u64>("slot-size").unwrap(), 0);
+}
+
+#[test]
+fn every_frame_reaches_a_reader_with_its_number_content_and_caps() {
+    init();
+    let name = ShmName::new("frames");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "16")]);
+    let mut h = harness(&sink);
+    // With a shape the segment exists from start, before any caps.
+    assert!(name.path().exists());
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..10 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let expected_caps = gst::Caps::from_str(RGBA_64X48).unwrap();
+    for n in 0..10 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        assert_eq!(info.size, RGBA_64X48_SIZE as u64);
+        assert_eq!(info.missed_before, 0);
+        assert_eq!(info.duration, Some(FRAME_DURATION.nseconds()));
+        assert_eq!(
+            info.flags & gst::BufferFlags::DELTA_UNIT.bits() != 0,
+            n % 2 == 1,
+            "frame {n} flags {:#x}",
+            info.flags
+        );
+        assert!(info.pts.is_some());
+        assert_eq!(info.dts, None);
+        check_frame(n, &data).unwrap();
+        assert_eq!(caps_of(&reader, &info), expected_caps);
+    }
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 10);
+    assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 0);
+    assert_eq!(s.get::<u32>("readers").unwrap(), 1);
+    assert!(s.get::<u64>("slot-size").unwrap() >= RGBA_64X48_SIZE as u64);
+    let caps = gst::Caps::from_str(&s.get::<String>("caps").unwrap()).unwrap();
+    assert_eq!(caps, expected_caps);
+}
+
+#[test]
+fn an_empty_gap_buffer_publishes_nothing() {
+    init();
+    let name = ShmName::new("gap");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    let mut gap = gst::Buffer::new();
+    gap.get_mut().unwrap().set_flags(gst::BufferFlags::GAP);
+    h.push(gap).unwrap();
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 0, "the gap took no frame number");
+    check_frame(1, &data).unwrap();
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 1);
+}
+
+#[test]
+fn the_segment_is_created_with_the_first_caps_without_a_shape() {
+    init();
+    let name = ShmName::new("firstcaps");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    assert!(!name.path().exists(), "no segment before caps");
+    h.set_src_caps_str(RGBA_32X24);
+    let observer = Observer::open(&name).expect("segment after caps");
+    let info = observer.info();
+    assert!(info.slot_capacity >= RGBA_32X24_SIZE as u64);
+    assert_eq!(info.depth, 4);
+    assert_eq!(info.writer_pid, std::process::id());
+    assert_eq!(
+        gst::Caps::from_str(info.caps.as_deref().unwrap()).unwrap(),
+        gst::Caps::from_str(RGBA_32X24).unwrap()
+    );
+}
+
+#[test]
+fn strided_rgba_input_arrives_packed() {
+    init();
+    let name = ShmName::new("stridedrgba");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str("video/x-raw,format=RGBA,width=10,height=6,framerate=25/1");
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+
+    const ROW: usize = 10 * 4;
+    const STRIDE: usize = 64;
+    let mut packed = vec![0u8; ROW * 6];
+    fill_frame(7, &mut packed);
+    let mut padded = vec![0xEEu8; STRIDE * 6];
+    for (row, src) in packed.chunks(ROW).enumerate() {
+        padded[row * STRIDE..row * STRIDE + ROW].copy_from_slice(src);
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(padded);
+    gst_video::VideoMeta::add_full(
+        buffer.get_mut().unwrap(),
+        gst_video::VideoFrameFlags::empty(),
+        gst_video::VideoFormat::Rgba,
+        10,
+        6,
+        &[0],
+        &[STRIDE as i32],
+    )
+    .unwrap();
+    h.push(buffer).unwrap();
+
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.size, (ROW * 6) as u64);
+    assert_eq!(data, packed);
+}
+
+#[test]
+fn strided_i420_planes_arrive_packed() {
+    init();
+    let name = ShmName::new("stridedi420");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    let caps = "video/x-raw,format=I420,width=16,height=8,framerate=25/1";
+    h.set_src_caps_str(caps);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+
+    // Default layout: Y 16x8 (stride 16) at 0, U 8x4 (stride 8) at 128, V at 160; 192 bytes.
+    let default = gst_video::VideoInfo::from_caps(&gst::Caps::from_str(caps).unwrap()).unwrap();
+    assert_eq!(default.size(), 192);
+    let mut packed = vec![0u8; 192];
+    fill_frame(3, &mut packed);
+    // Input: every plane with a wider stride, planes apart from each other.
+    let planes = [
+        (0usize, 16usize, 8usize, 32usize),
+        (128, 8, 4, 24),
+        (160, 8, 4, 24),
+    ];
+    let offsets = [0usize, 272, 376];
+    let mut input = vec![0xABu8; 472];
+    for ((packed_offset, row, rows, stride), offset) in planes.iter().zip(offsets) {
+        for r in 0..*rows {
+            let src = &packed[packed_offset + r * row..packed_offset + (r + 1) * row];
+            input[offset + r * stride..offset + r * stride + row].copy_from_slice(src);
+        }
+    }
+    let mut buffer = gst::Buffer::from_mut_slice(input);
+    gst_video::VideoMeta::add_full(
+        buffer.get_mut().unwrap(),
+        gst_video::VideoFrameFlags::empty(),
+        gst_video::VideoFormat::I420,
+        16,
+        8,
+        &offsets,
+        &[32, 24, 24],
+    )
+    .unwrap();
+    h.push(buffer).unwrap();
+
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.size, 192);
+    assert_eq!(data, packed);
+}
+
+#[test]
+fn eos_reaches_the_reader_after_the_frames() {
+    init();
+    let name = ShmName::new("eos");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..3 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    for n in 0..3 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(reader.read_next(LIMIT, |_, _| {}).unwrap(), ReadResult::Eos);
+    // Still EOS (not "writer gone") once the sink has stopped and unlinked the segment.
+    drop(h);
+    assert!(!name.path().exists());
+    assert_eq!(reader.read_next(LIMIT, |_, _| {}).unwrap(), ReadResult::Eos);
+}
+
+#[test]
+fn missing_shm_name_fails_to_start_with_the_reason() {
+    init();
+    let sink = gst::ElementFactory::make("shmframesink").build().unwrap();
+    sink.set_bus(Some(&gst::Bus::new()));
+    assert!(sink.set_state(gst::State::Playing).is_err());
+    let text = error_text(&sink);
+    assert!(text.contains("No shm-name set"), "{text}");
+    assert!(text.contains("shm-name=cam0"), "{text}");
+    sink.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn invalid_shm_name_fails_to_start_naming_the_rule() {
+    init();
+    for (bad, rule) in [
+        ("cam/0", "only letters, digits"),
+        ("../etc/passwd", "starts with '.'"),
+        (".hidden", "starts with '.'"),
+    ] {
+        let sink = new_sink(bad, &[]);
+        assert!(sink.set_state(gst::State::Playing).is_err(), "{bad}");
+        let text = error_text(&sink);
+        assert!(text.contains("invalid shm-name"), "{text}");
+        assert!(text.contains(rule), "{text}");
+        sink.set_state(gst::State::Null).unwrap();
+    }
+}
+
+#[test]
+fn a_second_sink_on_the_same_name_fails_naming_the_pid() {
+    init();
+    let name = ShmName::new("second");
+    let first = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let mut h = harness(&first);
+    h.set_src_caps_str(RGBA_64X48);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+
+    for props in [&[("shape", "64x48:RGBA")][..], &[][..]] {
+        let second = new_sink(&name, props);
+        assert!(second.set_state(gst::State::Playing).is_err());
+        let text = error_text(&second);
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{props:?}: {text}"
+        );
+        assert!(text.contains("already used by a live writer"), "{text}");
+        second.set_state(gst::State::Null).unwrap();
+    }
+    // The first sink's segment was left alone.
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 0);
+    check_frame(0, &data).unwrap();
+    assert_eq!(stats(&first).get::<u64>("frames-written").unwrap(), 1);
+}
+
+#[test]
+fn a_foreign_file_is_refused_and_left_untouched() {
+    init();
+    let name = ShmName::new("foreign");
+    std::fs::write(name.path(), b"not a segment, but somebody's data").unwrap();
+    let sink = new_sink(&name, &[("shape", "8x8:GRAY8")]);
+    assert!(sink.set_state(gst::State::Playing).is_err());
+    let text = error_text(&sink);
+    assert!(text.contains("not a shmframe segment"), "{text}");
+    sink.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        std::fs::read(name.path()).unwrap(),
+        b"not a segment, but somebody's data"
+    );
+}
+
+#[test]
+fn a_caps_change_to_larger_frames_recreates_the_segment_and_a_subscriber_follows() {
+    init();
+    let name = ShmName::new("recreate");
+    let sink = new_sink(&name, &[("depth", "8")]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_32X24);
+    let mut subscriber = Subscriber::new(
+        &name,
+        ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let mut data = Vec::new();
+    let next = |subscriber: &mut Subscriber, data: &mut Vec<u8>| {
+        subscriber
+            .next(LIMIT, |_, view| {
+                data.resize(view.len(), 0);
+                view.copy_to(data);
+            })
+            .unwrap()
+    };
+    let pid = std::process::id();
+    assert!(matches!(
+        next(&mut subscriber, &mut data),
+        SubscriberEvent::WriterAttached { pid: p, .. } if p == pid
+    ));
+    h.push(rgba_frame(0, RGBA_32X24_SIZE)).unwrap();
+    let SubscriberEvent::Frame(info) = next(&mut subscriber, &mut data) else {
+        panic!("expected frame 0");
+    };
+    assert_eq!((info.number, info.size), (0, RGBA_32X24_SIZE as u64));
+    check_frame(0, &data).unwrap();
+    let old_slot = stats(&sink).get::<u64>("slot-size").unwrap();
+    assert!(old_slot < RGBA_64X48_SIZE as u64);
+
+    h.set_src_caps_str(RGBA_64X48);
+    assert_eq!(
+        next(&mut subscriber, &mut data),
+        SubscriberEvent::WriterLost { pid, clean: true }
+    );
+    assert!(matches!(
+        next(&mut subscriber, &mut data),
+        SubscriberEvent::WriterAttached { pid: p, .. } if p == pid
+    ));
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    let SubscriberEvent::Frame(info) = next(&mut subscriber, &mut data) else {
+        panic!("expected the first frame of the new segment");
+    };
+    assert_eq!((info.number, info.size), (0, RGBA_64X48_SIZE as u64));
+    check_frame(1, &data).unwrap();
+    let reader = subscriber.reader().unwrap();
+    assert_eq!(
+        caps_of(reader, &info),
+        gst::Caps::from_str(RGBA_64X48).unwrap()
+    );
+
+    let recreated = element_messages(&sink, "shmframe-segment-recreated");
+    assert_eq!(recreated.len(), 1, "{recreated:?}");
+    assert_eq!(recreated[0].get::<u64>("old-slot-size").unwrap(), old_slot);
+    let new_slot = recreated[0].get::<u64>("slot-size").unwrap();
+    assert!(new_slot >= RGBA_64X48_SIZE as u64);
+    let s = stats(&sink);
+    assert_eq!(
+        s.get::<u64>("frames-written").unwrap(),
+        2,
+        "over both segments"
+    );
+    assert_eq!(s.get::<u64>("slot-size").unwrap(), new_slot);
+}
+
+#[test]
+fn a_caps_change_that_fits_keeps_the_segment() {
+    init();
+    let name = ShmName::new("capsfit");
+    let sink = new_sink(&name, &[("depth", "8")]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+    h.set_src_caps_str(RGBA_32X24);
+    h.push(rgba_frame(1, RGBA_32X24_SIZE)).unwrap();
+
+    let (first, data) = read_frame(&mut reader);
+    check_frame(0, &data).unwrap();
+    let (second, data) = read_frame(&mut reader);
+    assert_eq!(second.number, 1);
+    assert_eq!(second.size, RGBA_32X24_SIZE as u64);
+    check_frame(1, &data).unwrap();
+    assert_eq!(second.caps_gen, first.caps_gen + 1);
+    assert_eq!(
+        caps_of(&reader, &first),
+        gst::Caps::from_str(RGBA_64X48).unwrap()
+    );
+    assert_eq!(
+        caps_of(&reader, &second),
+        gst::Caps::from_str(RGBA_32X24).unwrap()
+    );
+    assert!(element_messages(&sink, "shmframe-segment-recreated").is_empty());
+}
+
+#[test]
+fn the_shape_constrains_the_caps() {
+    init();
+    let name = ShmName::new("shapecaps");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let h = harness(&sink);
+    let caps = sink.static_pad("sink").unwrap().query_caps(None);
+    assert_eq!(caps.size(), 1);
+    let s = caps.structure(0).unwrap();
+    assert_eq!(s.get::<i32>("width").unwrap(), 64);
+    assert_eq!(s.get::<i32>("height").unwrap(), 48);
+    assert!(caps.can_intersect(&gst::Caps::from_str(RGBA_64X48).unwrap()));
+    assert!(!caps.can_intersect(&gst::Caps::from_str(RGBA_32X24).unwrap()));
+    assert!(!caps.can_intersect(
+        &gst::Caps::from_str("video/x-raw,format=GRAY8,width=64,height=48").unwrap()
+    ));
+    // Caps of another shape are refused.
+    let other = gst::event::Caps::new(&gst::Caps::from_str(RGBA_32X24).unwrap());
+    assert!(!sink.static_pad("sink").unwrap().send_event(other));
+    drop(h);
+}
+
+#[test]
+fn clear_empties_the_depot() {
+    init();
+    let name = ShmName::new("clear");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "8")]);
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..5 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let observer = Observer::open(&name).unwrap();
+    assert!(observer.read_frame(2, |_, _| {}).unwrap().is_some());
+    sink.emit_by_name::<()>("clear", &[]);
+    assert!(
+        observer.read_frame(2, |_, _| {}).unwrap().is_none(),
+        "frame 2 is gone from the depot"
+    );
+    for n in 5..7 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!((info.number, info.missed_before), (5, 5));
+    check_frame(5, &data).unwrap();
+    let (info, _) = read_frame(&mut reader);
+    assert_eq!(info.number, 6);
+    assert_eq!(reader.frames_missed(), 5);
+}
+
+#[test]
+fn clear_frees_a_write_blocked_on_a_full_depot() {
+    init();
+    let name = ShmName::new("clearblocked");
+    let sink = new_sink(
+        &name,
+        &[
+            ("shape", "64x48:RGBA"),
+            ("depth", "2"),
+            ("backpressure", "block"),
+            // Never evict the idle reader during this test.
+            ("reader-timeout", "600000"),
+        ],
+    );
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    sink.connect("backpressure", false, move |args| {
+        let outcome = args[1].get::<String>().unwrap();
+        let dropped = args[2].get::<u64>().unwrap();
+        seen.lock().unwrap().push((outcome, dropped));
+        None
+    });
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..2 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let srcpad = h.srcpad().unwrap();
+    let pusher = std::thread::spawn(move || srcpad.push(rgba_frame(2, RGBA_64X48_SIZE)));
+    // The write found the depot full (counted before it waits).
+    assert!(wait_for(LIMIT, || {
+        stats(&sink).get::<u64>("full-events").unwrap() == 1
+    }));
+    sink.emit_by_name::<()>("clear", &[]);
+    assert_eq!(pusher.join().unwrap(), Ok(gst::FlowSuccess::Ok));
+
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!((info.number, info.missed_before), (2, 2));
+    check_frame(2, &data).unwrap();
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 3);
+    assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 0);
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![("waited".to_string(), 0u64)]
+    );
+}
+
+#[test]
+fn a_flush_interrupts_a_write_blocked_on_a_full_depot() {
+    init();
+    let name = ShmName::new("flushblocked");
+    let sink = new_sink(
+        &name,
+        &[
+            ("shape", "64x48:RGBA"),
+            ("depth", "1"),
+            ("backpressure", "block"),
+            ("reader-timeout", "600000"),
+        ],
+    );
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+    let srcpad = h.srcpad().unwrap();
+    let pusher = std::thread::spawn(move || srcpad.push(rgba_frame(1, RGBA_64X48_SIZE)));
+    assert!(wait_for(LIMIT, || {
+        stats(&sink).get::<u64>("full-events").unwrap() == 1
+    }));
+    let sinkpad = sink.static_pad("sink").unwrap();
+    assert!(sinkpad.send_event(gst::event::FlushStart::new()));
+    assert_eq!(pusher.join().unwrap(), Err(gst::FlowError::Flushing));
+    assert!(sinkpad.send_event(gst::event::FlushStop::new(false)));
+
+    let (info, _) = read_frame(&mut reader);
+    assert_eq!(info.number, 0);
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 1);
+    // After the flush, writing goes on once the reader has made room.
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 1);
+    check_frame(1, &data).unwrap();
+}
+
+#[test]
+fn stopping_ends_a_blocked_write_and_removes_the_segment() {
+    init();
+    let name = ShmName::new("stopblocked");
+    let sink = new_sink(
+        &name,
+        &[
+            ("shape", "64x48:RGBA"),
+            ("depth", "1"),
+            ("backpressure", "block"),
+            ("reader-timeout", "600000"),
+        ],
+    );
+    let mut h = harness(&sink);
+    let _reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+    let srcpad = h.srcpad().unwrap();
+    let pusher = std::thread::spawn(move || srcpad.push(rgba_frame(1, RGBA_64X48_SIZE)));
+    assert!(wait_for(LIMIT, || {
+        stats(&sink).get::<u64>("full-events").unwrap() == 1
+    }));
+    sink.set_state(gst::State::Null).unwrap();
+    assert_eq!(pusher.join().unwrap(), Err(gst::FlowError::Flushing));
+    assert!(!name.path().exists());
+    // The last run's statistics stay readable.
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 1);
+    drop(h);
+}
+
+#[test]
+fn drop_newest_reports_every_dropped_frame() {
+    init();
+    let name = ShmName::new("dropnewest");
+    let sink = new_sink(
+        &name,
+        &[
+            ("shape", "64x48:RGBA"),
+            ("depth", "2"),
+            ("backpressure", "drop-newest"),
+        ],
+    );
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    sink.connect("backpressure", false, move |args| {
+        seen.lock().unwrap().push((
+            args[1].get::<String>().unwrap(),
+            args[2].get::<u64>().unwrap(),
+        ));
+        None
+    });
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..4 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![
+            ("dropped-newest".to_string(), 1u64),
+            ("dropped-newest".to_string(), 2u64)
+        ]
+    );
+    let messages = element_messages(&sink, "shmframe-backpressure");
+    assert_eq!(messages.len(), 2);
+    assert_eq!(
+        messages[1].get::<&str>("outcome").unwrap(),
+        "dropped-newest"
+    );
+    assert_eq!(messages[1].get::<u64>("frames-dropped").unwrap(), 2);
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 2);
+    assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 2);
+    assert_eq!(s.get::<u64>("full-events").unwrap(), 2);
+    for n in 0..2 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        check_frame(n, &data).unwrap();
+    }
+}
+
+#[test]
+fn drop_oldest_overwrites_and_the_reader_counts_what_it_missed() {
+    init();
+    let name = ShmName::new("dropoldest");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "2")]);
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    sink.connect("backpressure", false, move |args| {
+        seen.lock().unwrap().push((
+            args[1].get::<String>().unwrap(),
+            args[2].get::<u64>().unwrap(),
+        ));
+        None
+    });
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..4 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![
+            ("overwrote-oldest".to_string(), 0u64),
+            ("overwrote-oldest".to_string(), 0u64)
+        ]
+    );
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!((info.number, info.missed_before), (2, 2));
+    check_frame(2, &data).unwrap();
+    let (info, _) = read_frame(&mut reader);
+    assert_eq!(info.number, 3);
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 4);
+}
+
+#[test]
+fn double_layout_gives_the_newest_frame() {
+    init();
+    let name = ShmName::new("double");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("layout", "double")]);
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Newest);
+    h.set_src_caps_str(RGBA_64X48);
+    for n in 0..3 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 2);
+    check_frame(2, &data).unwrap();
+    assert_eq!(
+        Observer::open(&name).unwrap().info().layout,
+        gstshmframe::transport::Layout::Double
+    );
+}
+
+#[test]
+fn reader_attach_and_detach_are_signalled_with_the_pid() {
+    init();
+    let name = ShmName::new("readersignals");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let attached = Arc::new(Mutex::new(Vec::new()));
+    let detached = Arc::new(Mutex::new(Vec::new()));
+    let (a, d) = (attached.clone(), detached.clone());
+    sink.connect("reader-attached", false, move |args| {
+        a.lock().unwrap().push(args[1].get::<u32>().unwrap());
+        None
+    });
+    sink.connect("reader-detached", false, move |args| {
+        d.lock().unwrap().push(args[1].get::<u32>().unwrap());
+        None
+    });
+    let _h = harness(&sink);
+    let pid = std::process::id();
+
+    let reader = open_reader(&name, StartPosition::Newest);
+    // Reading stats checks the reader table.
+    assert_eq!(stats(&sink).get::<u32>("readers").unwrap(), 1);
+    assert_eq!(*attached.lock().unwrap(), vec![pid]);
+    let messages = element_messages(&sink, "shmframe-reader-attached");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].get::<u32>("pid").unwrap(), pid);
+
+    drop(reader);
+    assert_eq!(stats(&sink).get::<u32>("readers").unwrap(), 0);
+    assert_eq!(*detached.lock().unwrap(), vec![pid]);
+    let messages = element_messages(&sink, "shmframe-reader-detached");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].get::<u32>("pid").unwrap(), pid);
+    assert!(!messages[0].get::<bool>("died").unwrap());
+}
+
+#[test]
+fn reader_events_are_also_reported_while_frames_flow() {
+    init();
+    let name = ShmName::new("readerrender");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
+    let attached = Arc::new(Mutex::new(Vec::new()));
+    let a = attached.clone();
+    sink.connect("reader-attached", false, move |args| {
+        a.lock().unwrap().push(args[1].get::<u32>().unwrap());
+        None
+    });
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_64X48);
+    let _reader = open_reader(&name, StartPosition::Newest);
+    // The writer looks at its reader table at least every 100 ms while writing.
+    let mut n = 0;
+    assert!(wait_for(LIMIT, || {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+        n += 1;
+        !attached.lock().unwrap().is_empty()
+    }));
+    assert_eq!(*attached.lock().unwrap(), vec![std::process::id()]);
+}
+
+#[test]
+fn timestamps_are_monotonic_times_of_the_running_time() {
+    init();
+    let name = ShmName::new("timestamps");
+    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "8")]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+
+    // The system clock is CLOCK_MONOTONIC: pts_mono = running time + base time exactly, but
+    // for the two clock reads the mapping makes (both between `before` and `after`).
+    h.use_systemclock();
+    let clock = sink.clock().expect("system clock");
+    let base_time = clock.time() - gst::ClockTime::from_seconds(1);
+    sink.set_base_time(base_time);
+    let mut buffer = rgba_frame(0, RGBA_64X48_SIZE);
+    buffer
+        .get_mut()
+        .unwrap()
+        .set_dts(gst::ClockTime::from_mseconds(500));
+    let before = monotonic_ns();
+    h.push(buffer).unwrap();
+    let after = monotonic_ns();
+    let (info, _) = read_frame(&mut reader);
+    let expected_pts = base_time.nseconds(); // running time 0 (pts 0 in a segment from 0)
+    let expected_dts = expected_pts + 500_000_000;
+    let jitter = after - before;
+    assert!(
+        info.pts.unwrap().abs_diff(expected_pts) <= jitter,
+        "pts {:?}, expected {expected_pts} ± {jitter}",
+        info.pts
+    );
+    assert!(info.dts.unwrap().abs_diff(expected_dts) <= jitter);
+    assert!(info.write_time_ns >= before && info.write_time_ns <= after);
+
+    // Without a clock (no running time to map), the write time stands in.
+    sink.set_clock(None::<&gst::Clock>).unwrap();
+    let before = monotonic_ns();
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    let (info, _) = read_frame(&mut reader);
+    let pts = info.pts.unwrap();
+    assert!(pts >= before && pts <= info.write_time_ns, "pts {pts}");
+    assert_eq!(info.duration, Some(FRAME_DURATION.nseconds()));
+}
+
+#[test]
+fn stop_removes_the_segment_and_keeps_the_last_statistics() {
+    init();
+    let name = ShmName::new("stop");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_32X24);
+    for n in 0..3 {
+        h.push(rgba_frame(n, RGBA_32X24_SIZE)).unwrap();
+    }
+    assert!(name.path().exists());
+    drop(h);
+    assert_eq!(sink.current_state(), gst::State::Null);
+    assert!(!name.path().exists());
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 3);
+    assert_eq!(
+        gst::Caps::from_str(&s.get::<String>("caps").unwrap()).unwrap(),
+        gst::Caps::from_str(RGBA_32X24).unwrap()
+    );
+    // And it starts again on the same name.
+    sink.set_state(gst::State::Paused).unwrap();
+    sink.set_state(gst::State::Null).unwrap();
+}
