@@ -1,0 +1,1087 @@
+//! `shmframesrc` implementation: a live `GstPushSrc` over [`transport::Subscriber`].
+//!
+//! Locking: `settings`, `state`, `stats`, `interrupt` and `observer` are only ever held for a
+//! few instructions. `stream` (the subscriber and the streaming thread's bookkeeping) is held
+//! by `create()` for the whole call, blocking wait included; see [`ShmFrameSrc::create`] for
+//! why that is safe.
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use gst_base::prelude::*;
+use gst_base::subclass::base_src::CreateSuccess;
+use gst_base::subclass::prelude::*;
+
+use std::str::FromStr;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::shape::{self, Shape};
+use crate::transport::{
+    self, FrameInfo, Interrupt, Observer, ReaderOptions, SlotView, Subscriber, SubscriberEvent,
+};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "shmframesrc",
+        gst::DebugColorFlags::empty(),
+        Some("Shared-memory frame source"),
+    )
+});
+
+const DEFAULT_START: StartPosition = StartPosition::Newest;
+const DEFAULT_TIMEOUT_MS: u64 = 5000;
+const DEFAULT_TIMESTAMP_MODE: TimestampMode = TimestampMode::Writer;
+
+/// Longest single wait in the transport. Short, so that the `timeout` warning is posted on
+/// time; an interrupt (unlock) ends the wait at once regardless.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// Where a new reader begins in the writer's depot (the `start` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstShmFrameSrcStart")]
+pub enum StartPosition {
+    #[enum_value(
+        name = "Newest: begin with the newest frame the writer holds",
+        nick = "newest"
+    )]
+    Newest = 0,
+    #[enum_value(
+        name = "Oldest: begin with the oldest frame still held in the depot",
+        nick = "oldest"
+    )]
+    Oldest = 1,
+}
+
+impl From<StartPosition> for transport::StartPosition {
+    fn from(start: StartPosition) -> transport::StartPosition {
+        match start {
+            StartPosition::Newest => transport::StartPosition::Newest,
+            StartPosition::Oldest => transport::StartPosition::Oldest,
+        }
+    }
+}
+
+/// How output buffers are timestamped (the `timestamp-mode` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstShmFrameSrcTimestampMode")]
+pub enum TimestampMode {
+    #[enum_value(
+        name = "Writer: the writer's timestamps, mapped into this pipeline's running time \
+                through the shared monotonic clock",
+        nick = "writer"
+    )]
+    Writer = 0,
+    #[enum_value(
+        name = "Arrival: the running time at which this source pushes the frame",
+        nick = "arrival"
+    )]
+    Arrival = 1,
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    shm_name: Option<String>,
+    /// Kept as typed so that `start()` can refuse it with the parser's explanation.
+    shape: Option<String>,
+    start: StartPosition,
+    timeout_ms: u64,
+    timestamp_mode: TimestampMode,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            shm_name: None,
+            shape: None,
+            start: DEFAULT_START,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            timestamp_mode: DEFAULT_TIMESTAMP_MODE,
+        }
+    }
+}
+
+/// What queries and `get-frame` need to know about the stream. Written by the streaming
+/// thread, read from any thread; never held across a wait.
+#[derive(Default)]
+enum State {
+    #[default]
+    Stopped,
+    Started {
+        /// The attached writer's current caps (`None`: no writer, or it announced none yet).
+        writer_caps: Option<gst::Caps>,
+        /// The caps last set on the source pad.
+        negotiated: Option<gst::Caps>,
+        /// One frame at the negotiated frame rate (the minimum latency).
+        frame_duration: Option<gst::ClockTime>,
+        /// Session id of the attached writer.
+        writer_session: Option<u64>,
+    },
+}
+
+/// The streaming thread's own state: the subscriber and what `create()` remembers between
+/// frames. Created by `start()`, dropped by `stop()`.
+struct Stream {
+    subscriber: Subscriber,
+    shm_name: String,
+    shape: Option<Shape>,
+    /// `None`: never warn about waiting.
+    timeout: Option<Duration>,
+    timestamp_mode: TimestampMode,
+    /// Writers attached since `start()`; every one after the first is a restart.
+    writers_attached: u32,
+    /// The latest writer's pid, kept after it is lost so a restart warning can name both.
+    last_writer_pid: Option<u32>,
+    /// Caps generation of the last frame pushed, and its video info. Generations are per
+    /// writer, so both are forgotten when a writer attaches.
+    caps_gen: Option<u64>,
+    video_info: Option<gst_video::VideoInfo>,
+    /// A generation missing from the header that was already reported on the bus.
+    warned_missing_caps_gen: Option<u64>,
+    /// The next buffer starts a new run of frames (first frame of a writer).
+    discont_pending: bool,
+    /// Evictions counted against writers already gone.
+    evictions_before: u64,
+}
+
+#[derive(Default)]
+struct Stats {
+    frames_read: u64,
+    frames_missed: u64,
+    latency_sum_ns: u128,
+    latency_max_ns: u64,
+    writer_pid: u32,
+    writer_restarts: u32,
+    evictions: u64,
+}
+
+impl Stats {
+    fn to_structure(&self) -> gst::Structure {
+        let latency_mean_ns = if self.frames_read == 0 {
+            0
+        } else {
+            (self.latency_sum_ns / self.frames_read as u128) as u64
+        };
+        gst::Structure::builder("shmframesrc-stats")
+            .field("frames-read", self.frames_read)
+            .field("frames-missed", self.frames_missed)
+            .field("latency-mean", latency_mean_ns)
+            .field("latency-max", self.latency_max_ns)
+            .field("writer-pid", self.writer_pid)
+            .field("writer-restarts", self.writer_restarts)
+            .field("evictions", self.evictions)
+            .build()
+    }
+}
+
+/// Where the transport's copy closure puts a frame: one buffer per frame size, overwritten if
+/// the closure runs again (the transport retries when the writer overwrote the slot mid-copy).
+#[derive(Default)]
+struct FrameCopy {
+    buffer: Option<gst::Buffer>,
+    failure: Option<String>,
+}
+
+impl FrameCopy {
+    fn copy(&mut self, view: &SlotView) {
+        let size = view.len();
+        if self.buffer.as_ref().is_none_or(|b| b.size() != size) {
+            self.buffer = match gst::Buffer::with_size(size) {
+                Ok(buffer) => Some(buffer),
+                Err(err) => {
+                    self.failure = Some(format!("could not allocate {size} bytes: {err}"));
+                    None
+                }
+            };
+        }
+        let Some(buffer) = self.buffer.as_mut() else {
+            return;
+        };
+        if size == 0 {
+            return;
+        }
+        // The buffer was allocated here and never shared, so this does not copy.
+        let buffer = buffer.make_mut();
+        match buffer.map_writable() {
+            Ok(mut map) => view.copy_to(map.as_mut_slice()),
+            Err(err) => self.failure = Some(format!("could not map a buffer writable: {err}")),
+        }
+    }
+
+    fn finish(self) -> Result<gst::Buffer, String> {
+        match (self.buffer, self.failure) {
+            (_, Some(failure)) => Err(failure),
+            (Some(buffer), None) => Ok(buffer),
+            (None, None) => Err("the transport returned a frame without copying it".into()),
+        }
+    }
+}
+
+/// Running-time timestamps for a frame: `writer` maps the writer's CLOCK_MONOTONIC times
+/// through this element's clock (`pts_mono + (clock_now - monotonic_now) - base_time`, clamped
+/// at 0); `arrival` is the running time now. Without a clock there is no running time: none.
+fn frame_timestamps(
+    element: &gst::Element,
+    mode: TimestampMode,
+    info: &FrameInfo,
+) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
+    let (Some(clock), Some(base_time)) = (element.clock(), element.base_time()) else {
+        return (None, None);
+    };
+    let clock_now = clock.time();
+    match mode {
+        TimestampMode::Arrival => (Some(clock_now.saturating_sub(base_time)), None),
+        TimestampMode::Writer => {
+            let monotonic_now = transport::sys::monotonic_ns();
+            let offset =
+                clock_now.nseconds() as i128 - monotonic_now as i128 - base_time.nseconds() as i128;
+            let map = |t: Option<u64>| {
+                t.map(|t| {
+                    let running =
+                        (t as i128 + offset).clamp(0, gst::ClockTime::MAX.nseconds() as i128);
+                    gst::ClockTime::from_nseconds(running as u64)
+                })
+            };
+            (map(info.pts), map(info.dts))
+        }
+    }
+}
+
+/// Puts a frame's descriptor on its buffer: timestamps, duration, frame number as offset, and
+/// the writer's buffer flags (plus DISCONT when asked).
+fn decorate_buffer(
+    buffer: &mut gst::BufferRef,
+    info: &FrameInfo,
+    timestamps: (Option<gst::ClockTime>, Option<gst::ClockTime>),
+    fallback_duration: Option<gst::ClockTime>,
+    discont: bool,
+) {
+    buffer.set_pts(timestamps.0);
+    buffer.set_dts(timestamps.1);
+    buffer.set_duration(
+        info.duration
+            .map(gst::ClockTime::from_nseconds)
+            .or(fallback_duration),
+    );
+    buffer.set_offset(info.number);
+    buffer.set_offset_end(info.number + 1);
+    // TAG_MEMORY describes the writer's memory, not this copy.
+    let mut flags = gst::BufferFlags::from_bits_truncate(info.flags) - gst::BufferFlags::TAG_MEMORY;
+    if discont {
+        flags |= gst::BufferFlags::DISCONT;
+    }
+    buffer.set_flags(flags);
+}
+
+fn frame_duration_of(video_info: &gst_video::VideoInfo) -> Option<gst::ClockTime> {
+    let fps = video_info.fps();
+    (fps.numer() > 0 && fps.denom() > 0).then(|| {
+        gst::ClockTime::SECOND
+            .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
+            .unwrap_or(gst::ClockTime::ZERO)
+    })
+}
+
+#[derive(Default)]
+pub struct ShmFrameSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    stream: Mutex<Option<Stream>>,
+    /// The subscriber's interrupt handle, outside `stream` so `unlock()` can reach it while
+    /// `create()` waits.
+    interrupt: Mutex<Option<Interrupt>>,
+    stats: Mutex<Stats>,
+    /// Read-only view for `get-frame` (name it was opened for, observer). Never waits.
+    observer: Mutex<Option<(String, Observer)>>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for ShmFrameSrc {
+    const NAME: &'static str = "GstShmFrameSrc";
+    type Type = super::ShmFrameSrc;
+    type ParentType = gst_base::PushSrc;
+}
+
+impl ObjectImpl for ShmFrameSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("shm-name")
+                    .nick("Shared-memory name")
+                    .blurb(
+                        "Name of the segment in /dev/shm to read, as given to the writer \
+                         (letters, digits, '.', '_', '-'; required)",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("shape")
+                    .nick("Expected shape")
+                    .blurb(
+                        "Optional expectation WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. \
+                         640x480:RGBA); a writer stream of another shape is an error",
+                    )
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("start", DEFAULT_START)
+                    .nick("Start position")
+                    .blurb("Where a new reader begins in the writer's depot")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("timeout")
+                    .nick("Wait warning timeout (ms)")
+                    .blurb(
+                        "Milliseconds to wait for a writer or a frame before posting a warning \
+                         on the bus (waiting then goes on; 0 = never warn)",
+                    )
+                    .minimum(0)
+                    .maximum(u64::MAX)
+                    .default_value(DEFAULT_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("timestamp-mode", DEFAULT_TIMESTAMP_MODE)
+                    .nick("Timestamp mode")
+                    .blurb("How output buffers are timestamped")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
+                    .nick("Statistics")
+                    .blurb(
+                        "frames-read, frames-missed, latency-mean and latency-max (ns from \
+                         the writer's write to this source's push), writer-pid, \
+                         writer-restarts, evictions",
+                    )
+                    .read_only()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn signals() -> &'static [glib::subclass::Signal] {
+        static SIGNALS: LazyLock<Vec<glib::subclass::Signal>> = LazyLock::new(|| {
+            vec![
+                glib::subclass::Signal::builder("get-frame")
+                    .param_types([u64::static_type()])
+                    .return_type::<Option<gst::Sample>>()
+                    .action()
+                    .class_handler(|args| {
+                        let element = args[0]
+                            .get::<super::ShmFrameSrc>()
+                            .expect("get-frame: instance argument");
+                        let number = args[1].get::<u64>().expect("get-frame: frame number");
+                        Some(element.imp().get_frame(number).to_value())
+                    })
+                    .build(),
+            ]
+        });
+        SIGNALS.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut settings = self.settings.lock().unwrap();
+        match pspec.name() {
+            "shm-name" => {
+                let name = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty());
+                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
+                    gst::warning!(CAT, imp = self, "{err}; starting will fail");
+                }
+                settings.shm_name = name;
+            }
+            "shape" => {
+                let shape = value
+                    .get::<Option<String>>()
+                    .expect("type checked upstream")
+                    .filter(|s| !s.is_empty());
+                if let Some(Err(err)) = shape.as_deref().map(Shape::from_str) {
+                    gst::warning!(CAT, imp = self, "{err}; starting will fail");
+                }
+                settings.shape = shape;
+            }
+            "start" => settings.start = value.get().expect("type checked upstream"),
+            "timeout" => settings.timeout_ms = value.get().expect("type checked upstream"),
+            "timestamp-mode" => {
+                settings.timestamp_mode = value.get().expect("type checked upstream")
+            }
+            other => unimplemented!("property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "stats" => self.stats.lock().unwrap().to_structure().to_value(),
+            name => {
+                let settings = self.settings.lock().unwrap();
+                match name {
+                    "shm-name" => settings.shm_name.to_value(),
+                    "shape" => settings.shape.to_value(),
+                    "start" => settings.start.to_value(),
+                    "timeout" => settings.timeout_ms.to_value(),
+                    "timestamp-mode" => settings.timestamp_mode.to_value(),
+                    other => unimplemented!("property {other}"),
+                }
+            }
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.set_live(true);
+        obj.set_format(gst::Format::Time);
+    }
+}
+
+impl GstObjectImpl for ShmFrameSrc {}
+
+impl ElementImpl for ShmFrameSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Shared-memory frame source",
+                "Source/Video",
+                "Reads raw video frames, with their caps and timestamps, from a shared-memory \
+                 segment written by shmframesink in another process; waits for the writer and \
+                 follows its restarts",
+                "shmframe developers",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            vec![
+                gst::PadTemplate::new(
+                    "src",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Always,
+                    &shape::raw_video_caps(),
+                )
+                .expect("src pad template"),
+            ]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+}
+
+impl BaseSrcImpl for ShmFrameSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(shm_name) = settings.shm_name else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("No shm-name set: set it to the name the writer uses, e.g. \
+                     shmframesrc shm-name=cam0")
+            ));
+        };
+        let shape = match settings.shape.as_deref().map(Shape::from_str) {
+            None => None,
+            Some(Ok(shape)) => Some(shape),
+            Some(Err(err)) => {
+                return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
+            }
+        };
+        let subscriber = Subscriber::new(
+            &shm_name,
+            ReaderOptions {
+                start: settings.start.into(),
+            },
+        )
+        .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
+
+        *self.interrupt.lock().unwrap() = Some(subscriber.interrupt_handle());
+        *self.stream.lock().unwrap() = Some(Stream {
+            subscriber,
+            shm_name: shm_name.clone(),
+            shape,
+            timeout: (settings.timeout_ms > 0).then(|| Duration::from_millis(settings.timeout_ms)),
+            timestamp_mode: settings.timestamp_mode,
+            writers_attached: 0,
+            last_writer_pid: None,
+            caps_gen: None,
+            video_info: None,
+            warned_missing_caps_gen: None,
+            discont_pending: true,
+            evictions_before: 0,
+        });
+        *self.state.lock().unwrap() = State::Started {
+            writer_caps: None,
+            negotiated: None,
+            frame_duration: None,
+            writer_session: None,
+        };
+        *self.stats.lock().unwrap() = Stats::default();
+        gst::info!(CAT, imp = self, "Started, reading shm-name {shm_name:?}");
+        Ok(())
+    }
+
+    fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        // GstBaseSrc calls stop() after unlock() ended any wait in create(); dropping the
+        // subscriber detaches from the writer's reader table.
+        *self.state.lock().unwrap() = State::Stopped;
+        *self.stream.lock().unwrap() = None;
+        *self.interrupt.lock().unwrap() = None;
+        *self.state.lock().unwrap() = State::Stopped;
+        gst::info!(CAT, imp = self, "Stopped");
+        Ok(())
+    }
+
+    fn is_seekable(&self) -> bool {
+        false
+    }
+
+    fn times(&self, _buffer: &gst::BufferRef) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
+        // Frames are already paced by the writer; waiting on the clock for them again would
+        // only add latency (and stall on timestamps of a writer running ahead of its clock).
+        (None, None)
+    }
+
+    fn query(&self, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let min = match &*self.state.lock().unwrap() {
+                State::Started { frame_duration, .. } => frame_duration.unwrap_or_default(),
+                State::Stopped => gst::ClockTime::ZERO,
+            };
+            gst::debug!(CAT, imp = self, "Reporting latency: live, min {min}");
+            q.set(true, min, gst::ClockTime::NONE);
+            return true;
+        }
+        BaseSrcImplExt::parent_query(self, query)
+    }
+
+    fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
+        let writer_caps = match &*self.state.lock().unwrap() {
+            State::Started { writer_caps, .. } => writer_caps.clone(),
+            State::Stopped => None,
+        };
+        let caps = writer_caps.unwrap_or_else(|| self.obj().src_pad().pad_template_caps());
+        Some(match filter {
+            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        })
+    }
+
+    fn negotiate(&self) -> Result<(), gst::LoggableError> {
+        // The caps are the writer's, not the result of a negotiation with downstream: until
+        // the first frame there is nothing to set (create() sets the caps of every frame whose
+        // caps differ); on a later reconfigure, announce again the caps being pushed.
+        let negotiated = match &*self.state.lock().unwrap() {
+            State::Started { negotiated, .. } => negotiated.clone(),
+            State::Stopped => None,
+        };
+        if let Some(caps) = negotiated {
+            self.obj().set_caps(&caps).map_err(|_| {
+                gst::loggable_error!(CAT, "Downstream does not accept the writer's caps {caps}")
+            })?;
+        }
+        Ok(())
+    }
+
+    fn unlock(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            gst::debug!(CAT, imp = self, "Interrupting the wait");
+            interrupt.interrupt();
+        }
+        Ok(())
+    }
+
+    fn unlock_stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
+            interrupt.clear();
+        }
+        Ok(())
+    }
+}
+
+impl PushSrcImpl for ShmFrameSrc {
+    fn create(
+        &self,
+        _buffer: Option<&mut gst::BufferRef>,
+    ) -> Result<CreateSuccess, gst::FlowError> {
+        // The stream is taken out of its mutex for the call, so no lock is held while the
+        // transport waits; stop() only runs after unlock() ended that wait and create()
+        // returned, and it is put back only if the element is still started.
+        let Some(mut stream) = self.stream.lock().unwrap().take() else {
+            gst::debug!(CAT, imp = self, "create() while stopped");
+            return Err(gst::FlowError::Flushing);
+        };
+        let result = self.next_buffer(&mut stream);
+        if matches!(*self.state.lock().unwrap(), State::Started { .. }) {
+            *self.stream.lock().unwrap() = Some(stream);
+        }
+        result
+    }
+}
+
+impl ShmFrameSrc {
+    /// Waits for the next frame of `stream`, handling writer arrivals, losses and timeouts.
+    fn next_buffer(&self, stream: &mut Stream) -> Result<CreateSuccess, gst::FlowError> {
+        let mut waiting_since = Instant::now();
+        loop {
+            let mut frame_copy = FrameCopy::default();
+            let event = stream
+                .subscriber
+                .next(WAIT_SLICE, |_info, view| frame_copy.copy(view));
+            match event {
+                Err(transport::Error::Interrupted) => {
+                    gst::debug!(CAT, imp = self, "Wait interrupted: flushing");
+                    return Err(gst::FlowError::Flushing);
+                }
+                Err(err) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        ("Reading shm-name {:?} failed: {err}", stream.shm_name)
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                Ok(SubscriberEvent::Timeout) => {
+                    if let Some(timeout) = stream.timeout
+                        && waiting_since.elapsed() >= timeout
+                    {
+                        self.post_wait_warning(stream, timeout);
+                        waiting_since = Instant::now();
+                    }
+                }
+                Ok(SubscriberEvent::WriterAttached { pid, session }) => {
+                    self.on_writer_attached(stream, pid, session);
+                    waiting_since = Instant::now();
+                }
+                Ok(SubscriberEvent::WriterLost { pid, clean }) => {
+                    self.on_writer_lost(stream, pid, clean);
+                    waiting_since = Instant::now();
+                }
+                Ok(SubscriberEvent::Eos) => {
+                    gst::info!(CAT, imp = self, "The writer ended the stream: EOS");
+                    return Err(gst::FlowError::Eos);
+                }
+                Ok(SubscriberEvent::Frame(info)) => {
+                    let buffer = frame_copy.finish().map_err(|failure| {
+                        gst::element_imp_error!(
+                            self,
+                            gst::ResourceError::Read,
+                            ("Copying frame {} failed: {failure}", info.number)
+                        );
+                        gst::FlowError::Error
+                    })?;
+                    if !self.prepare_caps(stream, &info)? {
+                        waiting_since = Instant::now();
+                        continue;
+                    }
+                    return Ok(CreateSuccess::NewBuffer(
+                        self.finish_buffer(stream, buffer, &info),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl ShmFrameSrc {
+    fn post_wait_warning(&self, stream: &Stream, waited: Duration) {
+        let ms = waited.as_millis();
+        match stream.subscriber.reader() {
+            None => gst::element_imp_warning!(
+                self,
+                gst::ResourceError::NotFound,
+                (
+                    "No writer on shm-name {:?} after {ms} ms; still waiting",
+                    stream.shm_name
+                ),
+                [
+                    "Start a writer with the same name, e.g. ... ! shmframesink shm-name={}",
+                    stream.shm_name
+                ]
+            ),
+            Some(reader) => gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Read,
+                (
+                    "No frame from the writer (pid {}) on shm-name {:?} for {ms} ms; still \
+                     waiting",
+                    reader.writer_pid(),
+                    stream.shm_name
+                ),
+                ["The writer is alive but is not publishing frames (paused or stalled?)"]
+            ),
+        }
+    }
+
+    fn on_writer_attached(&self, stream: &mut Stream, pid: u32, session: u64) {
+        let previous_pid = (stream.writers_attached > 0)
+            .then_some(stream.last_writer_pid)
+            .flatten();
+        stream.writers_attached += 1;
+        stream.last_writer_pid = Some(pid);
+        stream.caps_gen = None;
+        stream.video_info = None;
+        stream.warned_missing_caps_gen = None;
+        stream.discont_pending = true;
+
+        // Until its first frame, the header's current caps answer caps queries.
+        let header_caps = stream.subscriber.reader().and_then(|reader| {
+            let caps = reader.caps(reader.current_caps_gen()).ok().flatten()?;
+            gst::Caps::from_str(&caps).ok()
+        });
+        gst::info!(
+            CAT,
+            imp = self,
+            "Attached to writer pid {pid} (session {session:#x}) on shm-name {:?}, caps {:?}",
+            stream.shm_name,
+            header_caps
+        );
+        if let State::Started {
+            writer_caps,
+            writer_session,
+            ..
+        } = &mut *self.state.lock().unwrap()
+        {
+            *writer_caps = header_caps;
+            *writer_session = Some(session);
+        }
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.writer_pid = pid;
+            stats.writer_restarts = stream.writers_attached - 1;
+        }
+
+        let obj = self.obj();
+        let structure = gst::Structure::builder("shmframe-writer-attached")
+            .field("shm-name", &stream.shm_name)
+            .field("pid", pid)
+            .field("session", session)
+            .field("restart", previous_pid.is_some())
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        if let Some(previous_pid) = previous_pid {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Read,
+                ("writer restarted (pid {previous_pid} -> {pid}), following the new writer"),
+                [
+                    "shm-name {:?}, new writer session {session:#x}",
+                    stream.shm_name
+                ]
+            );
+        }
+    }
+
+    fn on_writer_lost(&self, stream: &mut Stream, pid: u32, clean: bool) {
+        gst::info!(
+            CAT,
+            imp = self,
+            "Writer pid {pid} on shm-name {:?} {}; waiting for the next writer",
+            stream.shm_name,
+            if clean { "closed the stream" } else { "died" }
+        );
+        if let State::Started {
+            writer_caps,
+            writer_session,
+            ..
+        } = &mut *self.state.lock().unwrap()
+        {
+            *writer_caps = None;
+            *writer_session = None;
+        }
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.writer_pid = 0;
+            stream.evictions_before = stats.evictions;
+        }
+
+        let obj = self.obj();
+        let structure = gst::Structure::builder("shmframe-writer-lost")
+            .field("shm-name", &stream.shm_name)
+            .field("pid", pid)
+            .field("clean", clean)
+            .build();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        if !clean {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Read,
+                (
+                    "The writer (pid {pid}) of shm-name {:?} died without ending the stream; \
+                     waiting for a new writer",
+                    stream.shm_name
+                ),
+                ["Restart the writer: this source follows it when it comes back"]
+            );
+        }
+    }
+
+    /// Makes sure the caps of `info`'s generation are on the pad. `Ok(false)`: the generation
+    /// is no longer (or was never) in the header, so the frame is skipped and counted missed.
+    fn prepare_caps(&self, stream: &mut Stream, info: &FrameInfo) -> Result<bool, gst::FlowError> {
+        if stream.caps_gen != Some(info.caps_gen) {
+            let caps_string = match stream.subscriber.reader().map(|r| r.caps(info.caps_gen)) {
+                Some(Ok(Some(caps))) => caps,
+                Some(Err(err)) => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::ResourceError::Read,
+                        (
+                            "Reading the caps of frame {} from shm-name {:?} failed: {err}",
+                            info.number,
+                            stream.shm_name
+                        )
+                    );
+                    return Err(gst::FlowError::Error);
+                }
+                _ => {
+                    self.skip_frame_without_caps(stream, info);
+                    return Ok(false);
+                }
+            };
+            let caps = gst::Caps::from_str(&caps_string).map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "The writer on shm-name {:?} announced caps that do not parse: \
+                         {caps_string:?}",
+                        stream.shm_name
+                    )
+                );
+                gst::FlowError::NotNegotiated
+            })?;
+            let video_info = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "The writer on shm-name {:?} announced caps that are not raw video: \
+                         {caps}",
+                        stream.shm_name
+                    )
+                );
+                gst::FlowError::NotNegotiated
+            })?;
+            if let Some(shape) = stream.shape
+                && !shape.matches(&video_info)
+            {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "writer's stream is {} but shape expects {shape}",
+                        Shape::of(&video_info)
+                    ),
+                    [
+                        "shm-name {:?}, writer caps {caps}; change or unset the shape property",
+                        stream.shm_name
+                    ]
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
+            self.set_writer_caps(&caps, &video_info)?;
+            stream.caps_gen = Some(info.caps_gen);
+            stream.video_info = Some(video_info);
+        }
+        let needed = stream.video_info.as_ref().map_or(0, |v| v.size() as u64);
+        if info.size < needed {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Frame {} from shm-name {:?} has {} bytes but its caps need {needed}",
+                    info.number,
+                    stream.shm_name,
+                    info.size
+                ),
+                ["The writer must pack frames in GstVideoInfo's default layout"]
+            );
+            return Err(gst::FlowError::Error);
+        }
+        Ok(true)
+    }
+
+    fn skip_frame_without_caps(&self, stream: &mut Stream, info: &FrameInfo) {
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Frame {} has caps generation {}, which the header no longer holds: skipped",
+            info.number,
+            info.caps_gen
+        );
+        {
+            let mut stats = self.stats.lock().unwrap();
+            stats.frames_missed += info.missed_before + 1;
+        }
+        stream.discont_pending = true;
+        if stream.warned_missing_caps_gen != Some(info.caps_gen) {
+            stream.warned_missing_caps_gen = Some(info.caps_gen);
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Skipping frames of shm-name {:?} whose caps are unknown (caps generation \
+                     {} is not in the header)",
+                    stream.shm_name,
+                    info.caps_gen
+                ),
+                ["The writer changed caps faster than this reader could follow"]
+            );
+        }
+    }
+
+    /// Sets a new writer caps on the pad (from the streaming thread, with no lock held: setting
+    /// caps sends an event downstream, which may query this element).
+    fn set_writer_caps(
+        &self,
+        caps: &gst::Caps,
+        video_info: &gst_video::VideoInfo,
+    ) -> Result<(), gst::FlowError> {
+        gst::info!(CAT, imp = self, "Writer caps: {caps}");
+        self.obj().set_caps(caps).map_err(|_| {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Downstream does not accept the writer's caps {caps}"),
+                ["Add videoconvert/videoscale after shmframesrc to adapt the stream"]
+            );
+            gst::FlowError::NotNegotiated
+        })?;
+        let frame_duration = frame_duration_of(video_info);
+        let latency_changed = match &mut *self.state.lock().unwrap() {
+            State::Started {
+                writer_caps,
+                negotiated,
+                frame_duration: current,
+                ..
+            } => {
+                *writer_caps = Some(caps.clone());
+                *negotiated = Some(caps.clone());
+                std::mem::replace(current, frame_duration) != frame_duration
+            }
+            State::Stopped => false,
+        };
+        if latency_changed {
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
+        }
+        Ok(())
+    }
+
+    fn finish_buffer(
+        &self,
+        stream: &mut Stream,
+        mut buffer: gst::Buffer,
+        info: &FrameInfo,
+    ) -> gst::Buffer {
+        let discont = info.missed_before > 0 || stream.discont_pending;
+        stream.discont_pending = false;
+        let fallback_duration = stream.video_info.as_ref().and_then(frame_duration_of);
+        let timestamps = frame_timestamps(self.obj().upcast_ref(), stream.timestamp_mode, info);
+        decorate_buffer(
+            buffer.make_mut(),
+            info,
+            timestamps,
+            fallback_duration,
+            discont,
+        );
+        if discont {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Frame {} is discontinuous ({} missed before it)",
+                info.number,
+                info.missed_before
+            );
+        }
+
+        let evictions = stream.subscriber.reader().map_or(0, |r| r.evictions());
+        let latency_ns = transport::sys::monotonic_ns().saturating_sub(info.write_time_ns);
+        let mut stats = self.stats.lock().unwrap();
+        stats.frames_read += 1;
+        stats.frames_missed += info.missed_before;
+        stats.latency_sum_ns += latency_ns as u128;
+        stats.latency_max_ns = stats.latency_max_ns.max(latency_ns);
+        stats.evictions = stream.evictions_before + evictions;
+        buffer
+    }
+
+    /// The `get-frame` action: a copy of frame `number` if the writer still holds it. Uses its
+    /// own read-only observer, so the streaming thread's reader is never touched.
+    fn get_frame(&self, number: u64) -> Option<gst::Sample> {
+        let Some(name) = self.settings.lock().unwrap().shm_name.clone() else {
+            gst::warning!(CAT, imp = self, "get-frame: no shm-name set");
+            return None;
+        };
+        let attached_session = match &*self.state.lock().unwrap() {
+            State::Started { writer_session, .. } => *writer_session,
+            State::Stopped => None,
+        };
+        // The observer never waits, so holding its lock for one lookup delays nobody.
+        let mut observer = self.observer.lock().unwrap();
+        let stale = match observer.as_ref() {
+            None => true,
+            Some((observed_name, obs)) => {
+                *observed_name != name
+                    || attached_session.is_some_and(|s| s != obs.writer_session())
+                    || !obs.info().writer_alive
+            }
+        };
+        if stale {
+            match Observer::open(&name) {
+                Ok(obs) => *observer = Some((name.clone(), obs)),
+                Err(err) => {
+                    gst::debug!(CAT, imp = self, "get-frame: cannot open {name:?}: {err}");
+                    if observer.as_ref().is_some_and(|(n, _)| *n != name) {
+                        *observer = None;
+                    }
+                }
+            }
+        }
+        let (_, obs) = observer.as_ref()?;
+        let mut frame_copy = FrameCopy::default();
+        let info = match obs.read_frame(number, |_info, view| frame_copy.copy(view)) {
+            Ok(Some(info)) => info,
+            Ok(None) => {
+                gst::debug!(CAT, imp = self, "get-frame: frame {number} is not held");
+                return None;
+            }
+            Err(err) => {
+                gst::warning!(CAT, imp = self, "get-frame {number}: {err}");
+                return None;
+            }
+        };
+        let caps = obs
+            .caps(info.caps_gen)
+            .ok()
+            .flatten()
+            .and_then(|caps| gst::Caps::from_str(&caps).ok());
+        drop(observer);
+
+        let mut buffer = match frame_copy.finish() {
+            Ok(buffer) => buffer,
+            Err(failure) => {
+                gst::warning!(CAT, imp = self, "get-frame {number}: {failure}");
+                return None;
+            }
+        };
+        let fallback_duration = caps
+            .as_ref()
+            .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
+            .and_then(|v| frame_duration_of(&v));
+        let timestamps = frame_timestamps(self.obj().upcast_ref(), TimestampMode::Writer, &info);
+        decorate_buffer(
+            buffer.make_mut(),
+            &info,
+            timestamps,
+            fallback_duration,
+            false,
+        );
+        Some(
+            gst::Sample::builder()
+                .buffer(&buffer)
+                .caps_if_some(caps.as_ref())
+                .build(),
+        )
+    }
+}
