@@ -50,7 +50,8 @@ fn caps_for(width: u32, height: u32) -> gst::Caps {
 }
 
 /// writer name= frames= size=WxH props="…sink properties…" readers=N [change_at=K size2=WxH]
-/// [pace_ms=M]. Pushes RGBA frames whose bytes encode their index (see `fill_frame`).
+/// [pace_ms=M]. Pushes RGBA frames whose bytes encode their index (see `fill_frame`), as fast
+/// as the sink takes them (`sync=false`) unless paced.
 fn run_writer(a: &HashMap<String, String>) -> i32 {
     let name = &a["name"];
     let frames: u64 = a["frames"].parse().unwrap();
@@ -66,7 +67,7 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
     let props = a.get("props").cloned().unwrap_or_default();
     let pipeline = gst::parse::launch(&format!(
         "appsrc name=src format=time block=true max-buffers=2 ! \
-         shmframesink name=sink shm-name={name} {props}"
+         shmframesink name=sink shm-name={name} sync=false {props}"
     ))
     .unwrap()
     .downcast::<gst::Pipeline>()
@@ -435,7 +436,7 @@ fn gst_launch_with_the_built_plugin_moves_frames_between_processes() {
         }
     };
     let mut r = launch(&format!(
-        "-q shmframesrc shm-name={} start=oldest ! fakesink silent=false -v",
+        "shmframesrc shm-name={} start=oldest ! fakesink silent=false -v",
         name.as_str()
     ));
     std::thread::sleep(Duration::from_millis(500));

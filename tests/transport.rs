@@ -297,6 +297,42 @@ fn a_writer_closing_without_eos_is_reported_as_gone() {
 }
 
 #[test]
+fn a_reader_started_first_sees_a_writer_that_lives_a_few_milliseconds() {
+    let name = ShmName::new("short-writer");
+    let reader_name = name.to_string();
+    let reader = std::thread::spawn(move || {
+        let mut sub = Subscriber::new(&reader_name, oldest()).unwrap();
+        let mut events = Vec::new();
+        loop {
+            let ev = sub.next(Duration::from_secs(5), |_, _| {}).unwrap();
+            let end = matches!(ev, SubscriberEvent::Eos | SubscriberEvent::Timeout);
+            events.push(ev);
+            if end {
+                return events;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(30));
+    {
+        let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+        for n in 0..3 {
+            write_frame(&mut w, n);
+        }
+        w.end_of_stream();
+    }
+    let events = reader.join().unwrap();
+    let frames: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            SubscriberEvent::Frame(info) => Some(info.number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(frames, vec![0, 1, 2], "{events:?}");
+    assert_eq!(events.last(), Some(&SubscriberEvent::Eos));
+}
+
+#[test]
 fn a_second_writer_is_refused_with_the_holders_pid() {
     let name = ShmName::new("exclusive");
     let mut first = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();

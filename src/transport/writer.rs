@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 const HOUSEKEEPING_INTERVAL_NS: u64 = 100_000_000;
 /// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
 const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
+/// Shortest time a writer keeps its name after EOS: more than two polls of a waiting reader.
+const EOS_MIN_LINGER: Duration = Duration::from_millis(50);
 
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
@@ -720,11 +722,48 @@ impl Writer {
         self.shutdown();
     }
 
+    /// After EOS, keeps the name a little: long enough for a reader that is waiting for this
+    /// writer to find it (it polls the name every 20 ms), and until every attached reader has
+    /// read to the end, bounded by the reader timeout. A writer whose whole stream takes a few
+    /// milliseconds still reaches a reader that was started first.
+    fn linger_after_eos(&mut self) {
+        let started = Instant::now();
+        let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
+        let map = self.map.clone();
+        let ctrl = map.control();
+        loop {
+            let seq = ctrl.space_seq.load(Ordering::SeqCst);
+            ctrl.writer_waiting.store(1, Ordering::SeqCst);
+            let head = self.head();
+            let all_drained = (0..self.readers_hwm()).all(|i| {
+                let e = map.reader_entry(i);
+                e.pid.load(Ordering::SeqCst) == 0
+                    || e.state.load(Ordering::SeqCst) == reader_state::CLAIMING
+                    || e.cursor.load(Ordering::SeqCst) >= head
+                    || !sys::byte_is_locked(&map.file, READER_LOCK_BASE + i as u64, true)
+            });
+            let elapsed = started.elapsed();
+            if (all_drained && elapsed >= EOS_MIN_LINGER) || elapsed >= limit {
+                break;
+            }
+            let wait = if all_drained {
+                EOS_MIN_LINGER - elapsed
+            } else {
+                BLOCKED_WAIT_SLICE
+            };
+            sys::futex_wait(&ctrl.space_seq, seq, wait);
+        }
+        ctrl.writer_waiting.store(0, Ordering::SeqCst);
+    }
+
     fn shutdown(&mut self) {
         if self.unlinked {
             return;
         }
         self.unlinked = true;
+        if self.map.header().stream_state.load(Ordering::Relaxed) == stream_state::EOS {
+            self.linger_after_eos();
+        }
         // Remove the name first, so no reader attaches to a segment that is closing.
         if self.map.path_still_ours() {
             let _ = std::fs::remove_file(&self.map.path);
