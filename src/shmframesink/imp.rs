@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use crate::shape::{self, Shape};
 use crate::transport::{
-    self, FrameMeta, Interrupt, Observer, ReaderEvent, SegmentInfo, WriteOutcome, Writer,
-    WriterConfig,
+    self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, SegmentInfo, WriteOutcome,
+    Writer, WriterConfig,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -727,9 +727,14 @@ impl BaseSinkImpl for ShmFrameSink {
         let fits = output_guard
             .as_ref()
             .is_some_and(|output| frame_size <= output.writer.slot_capacity());
+        // Readers of a segment being replaced, which `block` must not lose frames for.
+        let mut followers = 0;
+        let follow_timeout = config.reader_timeout;
+        let must_wait_for_followers = config.backpressure == Backpressure::Block;
         if !fits {
             let mut old_slot = None;
             if let Some(mut old) = output_guard.take() {
+                followers = old.writer.reader_count();
                 // Readers see the old segment close and follow the name to the new one.
                 reader_events.extend(old.writer.take_reader_events());
                 replaced_counters = Some(Counters::of(&old.writer.info()));
@@ -781,8 +786,8 @@ impl BaseSinkImpl for ShmFrameSink {
         let observer = created.is_some().then(|| output.writer.observer());
         if let State::Started(started) = &mut *self.state.lock().unwrap() {
             started.caps = Some(caps.clone());
-            if let Some(observer) = observer {
-                started.observer = Some(observer);
+            if let Some(observer) = &observer {
+                started.observer = Some(observer.clone());
                 started.slot_size = slot_size;
             }
             if let Some(counters) = replaced_counters {
@@ -797,6 +802,26 @@ impl BaseSinkImpl for ShmFrameSink {
             "Caps {caps_text} (frames of {frame_size} bytes)"
         );
         self.announce_reader_events(reader_events);
+        if let Some(observer) = observer
+            .as_ref()
+            .filter(|_| must_wait_for_followers && followers > 0)
+        {
+            // Under `block` nothing may be lost: give the readers of the old segment time to
+            // find the new one before its first frame, as long as a stalled reader would be
+            // given before eviction.
+            let interrupt = self.interrupt.lock().unwrap().clone();
+            if let Some(interrupt) = interrupt
+                && !observer.wait_for_readers(followers, follow_timeout, &interrupt)
+            {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "Only {} of {followers} readers followed to the new segment within {:?}",
+                    observer.reader_count(),
+                    follow_timeout
+                );
+            }
+        }
         if let Some(Some(old_slot_size)) = created {
             self.post_element_message(
                 gst::Structure::builder("shmframe-segment-recreated")

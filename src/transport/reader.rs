@@ -659,6 +659,38 @@ impl Observer {
         self.map.info()
     }
 
+    /// Readers attached right now (evicted ones included: they still read).
+    pub fn reader_count(&self) -> usize {
+        let hwm = self
+            .map
+            .control()
+            .readers_hwm
+            .load(Ordering::Acquire)
+            .min(self.map.geo.max_readers);
+        (0..hwm)
+            .filter(|&i| {
+                let e = self.map.reader_entry(i);
+                e.pid.load(Ordering::Acquire) != 0
+                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
+            })
+            .count()
+    }
+
+    /// Waits until at least `count` readers are attached, for at most `timeout`. False on
+    /// timeout or interruption. Polls: attaching is rare and not on the data path.
+    pub fn wait_for_readers(&self, count: usize, timeout: Duration, interrupt: &Interrupt) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.reader_count() >= count {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline || !interrupt.sleep((deadline - now).min(Duration::from_millis(2))) {
+                return false;
+            }
+        }
+    }
+
     pub fn writer_session(&self) -> u64 {
         self.map.header().writer_session
     }

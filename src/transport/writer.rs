@@ -707,13 +707,7 @@ impl Writer {
 
     /// Readers currently attached (including evicted ones, which still read).
     pub fn reader_count(&self) -> usize {
-        (0..self.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                e.pid.load(Ordering::Acquire) != 0
-                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
-            })
-            .count()
+        self.observer().reader_count()
     }
 
     /// Marks the stream closed and removes the name (if it still names our segment). Dropping
