@@ -94,7 +94,7 @@ fn readers_survive_a_writer_scribbling_over_shared_memory() {
         };
         scribble[off..off + 8].copy_from_slice(&value.to_ne_bytes());
         scribbles += 1;
-        if scribbles % 64 == 0 {
+        if scribbles.is_multiple_of(64) {
             std::thread::yield_now();
         }
     }

@@ -362,16 +362,23 @@ impl Reader {
             }
             // Everything written so far has been read.
             self.publish_progress();
-            match self.map.stream_state() {
-                StreamState::Eos => return Ok(ReadResult::Eos),
-                StreamState::Closed => return Ok(ReadResult::WriterGone { clean: true }),
-                _ => {}
-            }
-            if self.last_liveness_check.elapsed() >= FRAME_WAIT_SLICE {
-                self.last_liveness_check = Instant::now();
-                if !self.map.writer_alive() {
-                    return Ok(ReadResult::WriterGone { clean: false });
+            let end = match self.map.stream_state() {
+                StreamState::Eos => Some(ReadResult::Eos),
+                StreamState::Closed => Some(ReadResult::WriterGone { clean: true }),
+                _ if self.last_liveness_check.elapsed() >= FRAME_WAIT_SLICE => {
+                    self.last_liveness_check = Instant::now();
+                    (!self.map.writer_alive()).then_some(ReadResult::WriterGone { clean: false })
                 }
+                _ => None,
+            };
+            if let Some(end) = end {
+                // The writer changes the state (or dies) only after its last head store: if
+                // head moved since we loaded it, frames published just before the end are
+                // still to be read.
+                if self.map.header().head.load(Ordering::SeqCst) != head {
+                    continue;
+                }
+                return Ok(end);
             }
             let now = Instant::now();
             if now >= deadline {
