@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# THE test command: installs missing packages, builds everything, runs every test, then checks
+# formatting and lints. Extra arguments go to `cargo test` (e.g. `scripts/test.sh transport`).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/setup.sh
+
+# cargo's target directory: target/ here unless CARGO_TARGET_DIR (or a cargo config) says
+# otherwise. Tests that launch gst-launch-1.0 load the freshly built cdylib from its debug/.
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p' || true)
+if [[ -z "$target_dir" ]]; then
+    target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
+fi
+export GST_PLUGIN_PATH="$target_dir/debug${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
+echo "test: GST_PLUGIN_PATH=$GST_PLUGIN_PATH"
+
+echo "+ cargo build --all-targets"
+cargo build --all-targets
+echo "+ cargo test --all-targets $*"
+cargo test --all-targets "$@"
+echo "+ cargo test --doc"
+cargo test --doc
+echo "+ cargo fmt --all -- --check"
+cargo fmt --all -- --check
+echo "+ cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+# --all-targets lints examples without cfg(test); their tests are linted here.
+echo "+ cargo clippy --examples --profile test -- -D warnings"
+cargo clippy --examples --profile test -- -D warnings
+echo "test: all checks passed"
