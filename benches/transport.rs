@@ -18,7 +18,10 @@ fn main() {
         reader(&std::env::var("SHMFRAME_BENCH_NAME").unwrap());
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick");
+    // `cargo test --all-targets` runs this binary without `--bench`: then it is a smoke test
+    // of the cross-process path with few frames, not a measurement.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let quick = smoke || std::env::args().any(|a| a == "--quick");
     println!("# shmframe transport micro-benchmark");
     println!();
     println!(
@@ -36,7 +39,13 @@ fn main() {
         ("300 KB", 300 * 1024, 20_000),
         ("8 MB", 8 << 20, 600),
     ] {
-        let frames = if quick { frames / 10 } else { frames };
+        let frames = if smoke {
+            (frames / 1000).max(5)
+        } else if quick {
+            frames / 10
+        } else {
+            frames
+        };
         run(label, size, frames);
     }
 }
