@@ -571,6 +571,69 @@ fn pinned_slots_are_never_overwritten() {
 }
 
 #[test]
+fn pin_next_reads_in_order_without_copying_and_counts_like_read_next() {
+    let name = ShmName::new("pin-next");
+    let mut c = config(&name, Layout::Ring, 4, Backpressure::DropOldest);
+    c.spare_slots = 2;
+    let mut w = Writer::create(&c).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    for n in 0..3 {
+        write_frame(&mut w, n);
+    }
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let mut out = None;
+        let res = r.pin_next(Duration::from_secs(1), &mut out).unwrap();
+        assert!(matches!(res, ReadResult::Frame(FrameInfo { number, .. }) if number == n));
+        let pinned = out.expect("a pinned frame comes with Frame");
+        check_frame(n, pinned.data()).unwrap();
+        held.push(pinned);
+    }
+    assert_eq!(r.pins_held(), 3);
+    // The writer laps the reader; the pinned frames stay intact, the others are missed.
+    for n in 3..20 {
+        write_frame(&mut w, n);
+    }
+    for (n, p) in held.iter().enumerate() {
+        check_frame(n as u64, p.data()).unwrap();
+    }
+    let mut out = None;
+    let ReadResult::Frame(info) = r.pin_next(Duration::from_secs(1), &mut out).unwrap() else {
+        panic!()
+    };
+    assert!(info.missed_before > 0);
+    check_frame(info.number, out.as_ref().unwrap().data()).unwrap();
+    held.clear();
+    drop(out);
+    assert_eq!(r.pins_held(), 0);
+    assert_eq!(r.frames_read() + r.frames_missed(), info.number + 1);
+}
+
+#[test]
+fn pinned_frames_outlive_their_reader() {
+    let name = ShmName::new("pin-outlives");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    let mut out = None;
+    r.pin_next(Duration::from_secs(1), &mut out).unwrap();
+    let pinned = out.unwrap();
+    drop(r);
+    w.poll_readers();
+    assert_eq!(w.reader_count(), 0, "a dropped reader no longer counts");
+    for n in 1..10 {
+        assert!(write_frame(&mut w, n).frame().is_some());
+    }
+    check_frame(0, pinned.data()).unwrap();
+    drop(pinned);
+    // With the last pin gone the entry is free for a new reader.
+    let info = w.info();
+    assert!(info.readers.is_empty(), "{:?}", info.readers);
+}
+
+#[test]
 fn a_subscriber_waits_for_its_writer_and_follows_a_restart() {
     let name = ShmName::new("subscriber");
     let mut sub = Subscriber::new(&name, oldest()).unwrap();

@@ -154,7 +154,7 @@ pub struct Reader {
     frames_missed: u64,
     missed_since_last: u64,
     interrupt: Interrupt,
-    pins: Arc<PinCounts>,
+    lease: Arc<ReaderLease>,
     last_liveness_check: Instant,
 }
 
@@ -194,7 +194,12 @@ impl Reader {
         e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
         interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
         Ok(Reader {
-            pins: Arc::new(PinCounts::new(map.geo.slot_count)),
+            lease: Arc::new(ReaderLease {
+                map: map.clone(),
+                index,
+                counts: (0..map.geo.slot_count).map(|_| AtomicU32::new(0)).collect(),
+                held: AtomicU32::new(0),
+            }),
             map,
             index,
             session,
@@ -330,6 +335,37 @@ impl Reader {
         timeout: Duration,
         mut copy: impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<ReadResult, Error> {
+        let (result, _) = self.next_with(timeout, |map, n| {
+            Ok(match try_read(map, n, &mut copy)? {
+                TryRead::Got(info) => Some((info, ())),
+                TryRead::Gone => None,
+            })
+        })?;
+        Ok(result)
+    }
+
+    /// Like [`Reader::read_next`], but instead of copying, pins the frame in place and stores
+    /// it in `out` (zero-copy). The frame's slot stays untouched until the pin is dropped.
+    pub fn pin_next(
+        &mut self,
+        timeout: Duration,
+        out: &mut Option<PinnedFrame>,
+    ) -> Result<ReadResult, Error> {
+        let lease = self.lease.clone();
+        let (result, pinned) = self.next_with(timeout, |_, n| {
+            Ok(ReaderLease::pin(&lease, n)?.map(|p| (p.info, p)))
+        })?;
+        *out = pinned;
+        Ok(result)
+    }
+
+    /// The read loop shared by copying and pinning: `take` tries to obtain frame `n` and
+    /// returns None if the writer overwrote it.
+    fn next_with<T>(
+        &mut self,
+        timeout: Duration,
+        mut take: impl FnMut(&Mapping, u64) -> Result<Option<(FrameInfo, T)>, Error>,
+    ) -> Result<(ReadResult, Option<T>), Error> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.interrupt.is_set() {
@@ -345,16 +381,16 @@ impl Reader {
             }
             self.skip_to(tail);
             if self.cursor < head {
-                match self.try_read(self.cursor, &mut copy)? {
-                    TryRead::Got(mut info) => {
+                match take(&self.map, self.cursor)? {
+                    Some((mut info, taken)) => {
                         info.missed_before = self.missed_since_last;
                         self.missed_since_last = 0;
                         self.frames_read += 1;
                         self.cursor += 1;
                         self.publish_progress();
-                        return Ok(ReadResult::Frame(info));
+                        return Ok((ReadResult::Frame(info), Some(taken)));
                     }
-                    TryRead::Gone => {
+                    None => {
                         self.skip_to(self.cursor + 1);
                         continue;
                     }
@@ -378,11 +414,11 @@ impl Reader {
                 if self.map.header().head.load(Ordering::SeqCst) != head {
                     continue;
                 }
-                return Ok(end);
+                return Ok((end, None));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(ReadResult::Timeout);
+                return Ok((ReadResult::Timeout, None));
             }
             self.wait_for_frame(head, (deadline - now).min(FRAME_WAIT_SLICE));
         }
@@ -419,10 +455,6 @@ impl Reader {
         })
     }
 
-    fn locate(&self, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
-        locate(&self.map, n)
-    }
-
     fn try_read(
         &self,
         n: u64,
@@ -434,23 +466,12 @@ impl Reader {
     /// Pins frame `n` in place (zero-copy): the writer will not reuse its slot until the
     /// returned [`PinnedFrame`] is dropped. `Ok(None)` if the frame is no longer held.
     pub fn pin(&self, n: u64) -> Result<Option<PinnedFrame>, Error> {
-        let Some((slot, s1, info)) = self.locate(n)? else {
-            return Ok(None);
-        };
-        self.pins.add(&self.map, self.index, slot);
-        // SeqCst load after our SeqCst pin: pairs with the writer marking the slot (SeqCst)
-        // before checking pins.
-        if self.map.desc(slot).seq.load(Ordering::SeqCst) != s1 {
-            self.pins.remove(&self.map, self.index, slot);
-            return Ok(None);
-        }
-        Ok(Some(PinnedFrame {
-            map: self.map.clone(),
-            pins: self.pins.clone(),
-            reader: self.index,
-            slot,
-            info,
-        }))
+        ReaderLease::pin(&self.lease, n)
+    }
+
+    /// Frames this reader currently holds pinned (zero-copy buffers not yet released).
+    pub fn pins_held(&self) -> u32 {
+        self.lease.held.load(Ordering::SeqCst)
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
@@ -463,24 +484,17 @@ impl Reader {
             self.publish_progress();
         }
     }
-
-    fn detach(&mut self) {
-        let e = self.entry();
-        for w in 0..self.map.geo.pin_words {
-            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
-        }
-        e.state.store(reader_state::CLAIMING, Ordering::Release);
-        e.session.store(0, Ordering::Release);
-        e.pid.store(0, Ordering::Release);
-        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
-        self.map.kick(WaitWord::Space);
-    }
 }
 
 impl Drop for Reader {
     fn drop(&mut self) {
         self.interrupt.set_target(None);
-        self.detach();
+        // Stop counting for backpressure now; the entry itself is freed by the lease once no
+        // pinned frame refers to it any more (at once if there is none).
+        self.entry()
+            .state
+            .store(reader_state::CLAIMING, Ordering::Release);
+        self.map.kick(WaitWord::Space);
     }
 }
 
@@ -517,42 +531,77 @@ fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
     None
 }
 
-/// Per-slot pin counts of one reader; the shared bit is set while the count is non-zero.
-struct PinCounts {
+/// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
+/// (and so the pins the writer respects) lives until the last of them is dropped, so a buffer
+/// that outlives its reader is never overwritten under it.
+struct ReaderLease {
+    map: Arc<Mapping>,
+    index: u32,
+    /// Per-slot pin counts; the shared bit is set while a count is non-zero.
     counts: Vec<AtomicU32>,
+    held: AtomicU32,
 }
 
-impl PinCounts {
-    fn new(slots: u32) -> PinCounts {
-        PinCounts {
-            counts: (0..slots).map(|_| AtomicU32::new(0)).collect(),
+impl ReaderLease {
+    fn pin(lease: &Arc<ReaderLease>, n: u64) -> Result<Option<PinnedFrame>, Error> {
+        let Some((slot, s1, info)) = locate(&lease.map, n)? else {
+            return Ok(None);
+        };
+        lease.add(slot);
+        // SeqCst load after our SeqCst pin: pairs with the writer marking the slot (SeqCst)
+        // before checking pins.
+        if lease.map.desc(slot).seq.load(Ordering::SeqCst) != s1 {
+            lease.remove(slot);
+            return Ok(None);
         }
+        Ok(Some(PinnedFrame {
+            lease: lease.clone(),
+            slot,
+            info,
+        }))
     }
 
-    fn add(&self, map: &Mapping, reader: u32, slot: u32) {
+    fn add(&self, slot: u32) {
+        self.held.fetch_add(1, Ordering::SeqCst);
         if self.counts[slot as usize].fetch_add(1, Ordering::SeqCst) == 0 {
-            map.pin_word(reader, slot / 64)
+            self.map
+                .pin_word(self.index, slot / 64)
                 .fetch_or(1 << (slot % 64), Ordering::SeqCst);
         }
     }
 
-    fn remove(&self, map: &Mapping, reader: u32, slot: u32) {
+    fn remove(&self, slot: u32) {
+        self.held.fetch_sub(1, Ordering::SeqCst);
         if self.counts[slot as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
-            map.pin_word(reader, slot / 64)
+            self.map
+                .pin_word(self.index, slot / 64)
                 .fetch_and(!(1 << (slot % 64)), Ordering::SeqCst);
-            if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-                map.kick(WaitWord::Space);
+            if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+                self.map.kick(WaitWord::Space);
             }
         }
     }
 }
 
+impl Drop for ReaderLease {
+    /// Frees the table entry: pins, state, pid, then the lock.
+    fn drop(&mut self) {
+        let e = self.map.reader_entry(self.index);
+        for w in 0..self.map.geo.pin_words {
+            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
+        }
+        e.state.store(reader_state::CLAIMING, Ordering::Release);
+        e.session.store(0, Ordering::Release);
+        e.pid.store(0, Ordering::Release);
+        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
+        self.map.kick(WaitWord::Space);
+    }
+}
+
 /// A frame held in place in shared memory; the writer leaves its slot alone until this is
-/// dropped. Can be sent to and dropped on any thread.
+/// dropped. Can be sent to and dropped on any thread, also after its `Reader` is gone.
 pub struct PinnedFrame {
-    map: Arc<Mapping>,
-    pins: Arc<PinCounts>,
-    reader: u32,
+    lease: Arc<ReaderLease>,
     slot: u32,
     info: FrameInfo,
 }
@@ -566,13 +615,21 @@ impl PinnedFrame {
     pub fn data(&self) -> &[u8] {
         // SAFETY: the slot is pinned, so a well-behaved writer does not write it while this
         // borrow lives; size <= slot_capacity was checked when the frame was located.
-        unsafe { std::slice::from_raw_parts(self.map.slot_ptr(self.slot), self.info.size as usize) }
+        unsafe {
+            std::slice::from_raw_parts(self.lease.map.slot_ptr(self.slot), self.info.size as usize)
+        }
+    }
+}
+
+impl AsRef<[u8]> for PinnedFrame {
+    fn as_ref(&self) -> &[u8] {
+        self.data()
     }
 }
 
 impl Drop for PinnedFrame {
     fn drop(&mut self) {
-        self.pins.remove(&self.map, self.reader, self.slot);
+        self.lease.remove(self.slot);
     }
 }
 

@@ -1,7 +1,9 @@
 //! A reader that outlives writers: it waits for a segment to appear, attaches, and when the
 //! writer closes or dies it waits for the next one. This is `shmframesrc`'s view of the world.
 
-use super::reader::{FrameInfo, Interrupt, ReadResult, Reader, ReaderOptions, SlotView};
+use super::reader::{
+    FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
+};
 use super::{Error, StreamState, name::segment_path};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -80,11 +82,32 @@ impl Subscriber {
         }
     }
 
-    /// Waits up to `timeout` for the next thing worth telling the caller.
+    /// Waits up to `timeout` for the next thing worth telling the caller; a frame is copied
+    /// out through `copy` (see [`Reader::read_next`]).
     pub fn next(
         &mut self,
         timeout: Duration,
         mut copy: impl FnMut(&FrameInfo, &SlotView),
+    ) -> Result<SubscriberEvent, Error> {
+        self.next_via(timeout, |reader, remaining| {
+            reader.read_next(remaining, &mut copy)
+        })
+    }
+
+    /// Like [`Subscriber::next`], but a frame is pinned in place into `out` instead of copied
+    /// (see [`Reader::pin_next`]).
+    pub fn next_pinned(
+        &mut self,
+        timeout: Duration,
+        out: &mut Option<PinnedFrame>,
+    ) -> Result<SubscriberEvent, Error> {
+        self.next_via(timeout, |reader, remaining| reader.pin_next(remaining, out))
+    }
+
+    fn next_via(
+        &mut self,
+        timeout: Duration,
+        mut read: impl FnMut(&mut Reader, Duration) -> Result<ReadResult, Error>,
     ) -> Result<SubscriberEvent, Error> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -93,7 +116,7 @@ impl Subscriber {
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if let Some(reader) = self.reader.as_mut() {
-                return match reader.read_next(remaining, &mut copy)? {
+                return match read(reader, remaining)? {
                     ReadResult::Frame(info) => Ok(SubscriberEvent::Frame(info)),
                     ReadResult::Eos => Ok(SubscriberEvent::Eos),
                     ReadResult::Timeout => Ok(SubscriberEvent::Timeout),

@@ -345,15 +345,28 @@ impl Writer {
                     Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
                 }
         };
+        let oldest_first = |s: &usize| self.slot_frame[*s].map_or(0, |f| f + 1);
         // Prefer the slot holding the oldest frame: it is the one leaving the ring.
-        (0..self.slot_frame.len())
+        let free = (0..self.slot_frame.len())
             .filter(|&s| candidate(s))
-            .min_by_key(|&s| self.slot_frame[s].map_or(0, |f| f + 1))
+            .min_by_key(oldest_first)
             .filter(|&s| !self.slot_pinned(s as u32))
             .or_else(|| {
                 (0..self.slot_frame.len()).find(|&s| candidate(s) && !self.slot_pinned(s as u32))
-            })
-            .map(|s| s as u32)
+            });
+        // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
+        // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
+        // shorter ring would; readers detect it and count it missed. Block waits instead.
+        let sacrifice = || {
+            (self.backpressure == Backpressure::DropOldest)
+                .then(|| {
+                    (0..self.slot_frame.len())
+                        .filter(|&s| !self.leased[s] && !self.slot_pinned(s as u32))
+                        .min_by_key(oldest_first)
+                })
+                .flatten()
+        };
+        free.or_else(sacrifice).map(|s| s as u32)
     }
 
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
