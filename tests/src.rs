@@ -9,7 +9,7 @@ use common::{ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
 use gst::prelude::*;
 use gst_check::Harness;
 use gstshmframe::transport::{
-    Backpressure, FrameMeta, Layout, Writer, WriterConfig, sys::monotonic_ns,
+    Backpressure, FrameMeta, Layout, WriteOutcome, Writer, WriterConfig, sys::monotonic_ns,
 };
 use std::str::FromStr;
 use std::sync::Once;
@@ -49,8 +49,8 @@ fn seed(tag: u64, number: u64) -> u64 {
 }
 
 /// Writes the writer's next frame: `size` bytes of the pattern for (`tag`, frame number),
-/// PTS the writer's monotonic time, DELTA_UNIT on odd frames. Returns the frame number.
-fn write_frame(writer: &mut Writer, tag: u64, size: usize) -> u64 {
+/// PTS the writer's monotonic time, DELTA_UNIT on odd frames, whatever the outcome.
+fn write_frame_outcome(writer: &mut Writer, tag: u64, size: usize) -> WriteOutcome {
     let number = writer.frames_written();
     let flags = if number % 2 == 1 {
         gst::BufferFlags::DELTA_UNIT.bits()
@@ -63,11 +63,17 @@ fn write_frame(writer: &mut Writer, tag: u64, size: usize) -> u64 {
         duration: Some(33_333_333),
         flags,
     };
-    let outcome = writer
+    writer
         .write_with(&meta, size as u64, |slot| {
             fill_frame(seed(tag, number), slot)
         })
-        .unwrap();
+        .unwrap()
+}
+
+/// Like `write_frame_outcome`, but the frame must be published; returns its number.
+fn write_frame(writer: &mut Writer, tag: u64, size: usize) -> u64 {
+    let number = writer.frames_written();
+    let outcome = write_frame_outcome(writer, tag, size);
     assert_eq!(
         outcome.frame(),
         Some(number),
@@ -169,7 +175,11 @@ impl Pipe {
     }
 
     fn try_pull(&self) -> Option<gst::Sample> {
-        let timeout_ns = LIMIT.as_nanos() as u64;
+        self.try_pull_within(LIMIT)
+    }
+
+    fn try_pull_within(&self, limit: Duration) -> Option<gst::Sample> {
+        let timeout_ns = limit.as_nanos() as u64;
         self.sink
             .emit_by_name::<Option<gst::Sample>>("try-pull-sample", &[&timeout_ns])
     }
@@ -736,7 +746,8 @@ fn going_to_null_while_waiting_for_a_writer_returns_promptly() {
 fn a_lagging_source_counts_missed_frames_and_marks_discont() {
     let name = ShmName::new("src-missed");
     // appsink holding one buffer blocks the source in its push of the next one.
-    let pipe = Pipe::with_sink(&name, "", "max-buffers=1 drop=false");
+    // Copying: a pinned frame would change which old frames the writer overwrites.
+    let pipe = Pipe::with_sink(&name, "copy-mode=copy", "max-buffers=1 drop=false");
     pipe.play();
     let mut writer = new_writer(&name, 4, Backpressure::DropOldest);
     writer.set_caps(RGBA_64X48).unwrap();
@@ -767,6 +778,91 @@ fn a_lagging_source_counts_missed_frames_and_marks_discont() {
     assert_eq!(stats.get::<u64>("frames-read").unwrap(), 6);
     assert_eq!(stats.get::<u64>("frames-missed").unwrap(), 6);
     assert_eq!(stats.get::<u64>("evictions").unwrap(), 0);
+}
+
+#[test]
+fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
+    let name = ShmName::new("src-zero-copy");
+    // Without last-sample, only the buffers this test holds pin slots, plus the preroll
+    // buffer appsink keeps (frame 0): a spare slot leaves the writer room for that one.
+    let pipe = Pipe::with_sink(
+        &name,
+        "copy-mode=zero-copy start=oldest",
+        "enable-last-sample=false",
+    );
+    pipe.play();
+    let mut config = WriterConfig::new(&name, RGBA_64X48_SIZE as u64);
+    config.depth = 2;
+    config.spare_slots = 1;
+    config.backpressure = Backpressure::Block;
+    let mut writer = Writer::create(&config).unwrap();
+    writer.set_caps(RGBA_64X48).unwrap();
+    wait_for_reader(&writer);
+    let pinned = |w: &Writer| w.info().readers.first().map_or(0, |r| r.pinned_slots);
+    let mut number = 0;
+    for _round in 0..5 {
+        for _ in 0..2 {
+            // Would wait for ever if dropped buffers had not released their slots.
+            write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+        }
+        let samples: Vec<_> = (0..2).map(|_| pipe.pull()).collect();
+        assert!(pinned(&writer) >= 2, "each held buffer pins its slot");
+        for sample in &samples {
+            let buffer = sample.buffer().unwrap();
+            check_buffer(buffer, 1, number, RGBA_64X48_SIZE);
+            assert!(
+                buffer
+                    .peek_memory(0)
+                    .flags()
+                    .contains(gst::MemoryFlags::READONLY),
+                "shared memory is read-only to GStreamer"
+            );
+            number += 1;
+        }
+        drop(samples);
+        assert!(
+            wait_for(LIMIT, || pinned(&writer) <= 1),
+            "only appsink's preroll buffer may stay pinned"
+        );
+    }
+}
+
+#[test]
+fn a_downstream_hoarding_zero_copy_buffers_does_not_deadlock_a_drop_oldest_writer() {
+    let name = ShmName::new("src-hoard");
+    // appsink keeps every buffer (no limit): every slot ends up pinned.
+    let pipe = Pipe::with_sink(&name, "copy-mode=zero-copy start=oldest", "max-buffers=0");
+    pipe.play();
+    let mut writer = new_writer(&name, 4, Backpressure::DropOldest);
+    writer.set_caps(RGBA_64X48).unwrap();
+    wait_for_reader(&writer);
+    let mut published = 0;
+    for _ in 0..100 {
+        // Returns every time: frames are dropped while every slot is pinned, never waited for.
+        if write_frame_outcome(&mut writer, 1, RGBA_64X48_SIZE)
+            .frame()
+            .is_some()
+        {
+            published += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(
+        writer.frames_dropped() > 0,
+        "all slots were pinned at some point"
+    );
+    assert_eq!(published + writer.frames_dropped(), 100);
+    // Every buffer still shows the frame it was made from.
+    let mut last = None;
+    while let Some(sample) = pipe.try_pull_within(Duration::from_millis(300)) {
+        let buffer = sample.buffer().unwrap();
+        let number = buffer.offset();
+        assert!(last.is_none_or(|l| number > l), "in order");
+        last = Some(number);
+        let map = buffer.map_readable().unwrap();
+        check_frame(seed(1, number), &map).unwrap();
+    }
+    assert!(last.is_some());
 }
 
 #[test]

@@ -1581,6 +1581,17 @@ class Writer:
         for s in order:
             if not self._slot_pinned(s):
                 return s
+        if self.backpressure == BP_DROP_OLDEST:
+            # Pins (zero-copy readers) can leave no slot outside the window: sacrifice the
+            # oldest unpinned frame of the window, as a shorter ring would (readers count it
+            # missed). Block waits instead; drop-newest drops.
+            everything = sorted(
+                range(len(self._slot_frame)),
+                key=lambda s: -1 if self._slot_frame[s] is None else self._slot_frame[s],
+            )
+            for s in everything:
+                if not self._slot_pinned(s):
+                    return s
         return None
 
     def _wait_until(self, ready):

@@ -47,6 +47,7 @@ const DEFAULT_DEPTH: u32 = 4;
 const DEFAULT_BACKPRESSURE: ShmFrameBackpressure = ShmFrameBackpressure::DropOldest;
 const DEFAULT_PERMS: u32 = 0o600;
 const DEFAULT_READER_TIMEOUT_MS: u64 = 1000;
+const DEFAULT_SPARE_SLOTS: u32 = 2;
 /// Longest reader timeout accepted (about 49 days): beyond that "never" is meant anyway.
 const MAX_READER_TIMEOUT_MS: u64 = u32::MAX as u64;
 
@@ -123,6 +124,7 @@ struct Settings {
     refused_shape: Option<String>,
     perms: u32,
     reader_timeout_ms: u64,
+    spare_slots: u32,
 }
 
 impl Default for Settings {
@@ -136,6 +138,7 @@ impl Default for Settings {
             refused_shape: None,
             perms: DEFAULT_PERMS,
             reader_timeout_ms: DEFAULT_READER_TIMEOUT_MS,
+            spare_slots: DEFAULT_SPARE_SLOTS,
         }
     }
 }
@@ -414,6 +417,18 @@ impl ObjectImpl for ShmFrameSink {
                     .default_value(DEFAULT_READER_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("spare-slots")
+                    .nick("Spare slots")
+                    .blurb(
+                        "Slots beyond depth that zero-copy readers may hold (buffers wrapping \
+                         shared memory) without ever holding up the writer; each costs one \
+                         frame of shared memory",
+                    )
+                    .minimum(0)
+                    .maximum(transport::MAX_SPARE_SLOTS)
+                    .default_value(DEFAULT_SPARE_SLOTS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -511,6 +526,7 @@ impl ObjectImpl for ShmFrameSink {
             "reader-timeout" => {
                 settings.reader_timeout_ms = value.get().expect("type checked upstream")
             }
+            "spare-slots" => settings.spare_slots = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -528,6 +544,7 @@ impl ObjectImpl for ShmFrameSink {
                     "shape" => settings.shape.map(|s| s.to_string()).to_value(),
                     "perms" => settings.perms.to_value(),
                     "reader-timeout" => settings.reader_timeout_ms.to_value(),
+                    "spare-slots" => settings.spare_slots.to_value(),
                     other => unimplemented!("property {other}"),
                 }
             }
@@ -593,7 +610,7 @@ impl BaseSinkImpl for ShmFrameSink {
             name: shm_name.clone(),
             layout: settings.layout.into(),
             depth: settings.depth,
-            spare_slots: 0,
+            spare_slots: settings.spare_slots,
             backpressure: settings.backpressure.into(),
             slot_size: 0,
             perms: settings.perms,

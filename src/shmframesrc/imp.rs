@@ -32,6 +32,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_START: StartPosition = StartPosition::Newest;
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_TIMESTAMP_MODE: TimestampMode = TimestampMode::Writer;
+const DEFAULT_COPY_MODE: CopyMode = CopyMode::Auto;
 
 /// Longest single wait in the transport. Short, so that the `timeout` warning is posted on
 /// time; an interrupt (unlock) ends the wait at once regardless.
@@ -81,6 +82,30 @@ pub enum TimestampMode {
     Arrival = 1,
 }
 
+/// Whether output buffers copy the frame or wrap the shared memory (the `copy-mode` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstShmFrameSrcCopyMode")]
+pub enum CopyMode {
+    #[enum_value(
+        name = "Auto: zero-copy while downstream holds few of our buffers, copies beyond that so \
+                a buffering downstream never holds the writer's slots",
+        nick = "auto"
+    )]
+    Auto = 0,
+    #[enum_value(
+        name = "Copy: every frame is copied into a buffer of our own",
+        nick = "copy"
+    )]
+    Copy = 1,
+    #[enum_value(
+        name = "Zero-copy: every buffer wraps the frame in shared memory, read-only, and keeps \
+                the writer off its slot until released",
+        nick = "zero-copy"
+    )]
+    ZeroCopy = 2,
+}
+
 #[derive(Debug, Clone)]
 struct Settings {
     shm_name: Option<String>,
@@ -89,6 +114,7 @@ struct Settings {
     start: StartPosition,
     timeout_ms: u64,
     timestamp_mode: TimestampMode,
+    copy_mode: CopyMode,
 }
 
 impl Default for Settings {
@@ -99,6 +125,7 @@ impl Default for Settings {
             start: DEFAULT_START,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             timestamp_mode: DEFAULT_TIMESTAMP_MODE,
+            copy_mode: DEFAULT_COPY_MODE,
         }
     }
 }
@@ -130,6 +157,9 @@ struct Stream {
     /// `None`: never warn about waiting.
     timeout: Option<Duration>,
     timestamp_mode: TimestampMode,
+    copy_mode: CopyMode,
+    /// Reused for copied frames, so steady-state reading allocates nothing: (frame size, pool).
+    copy_pool: Option<(usize, gst::BufferPool)>,
     /// Writers attached since `start()`; every one after the first is a restart.
     writers_attached: u32,
     /// The latest writer's pid, kept after it is lost so a restart warning can name both.
@@ -185,6 +215,21 @@ struct FrameCopy {
 }
 
 impl FrameCopy {
+    /// Copies into a buffer from `pool` (re-created when the frame size changes).
+    fn copy_pooled(&mut self, pool: &mut Option<(usize, gst::BufferPool)>, view: &SlotView) {
+        let size = view.len();
+        if self.buffer.is_none() && size > 0 {
+            match pooled_buffer(pool, size) {
+                Ok(buffer) => self.buffer = Some(buffer),
+                Err(err) => {
+                    self.failure = Some(err);
+                    return;
+                }
+            }
+        }
+        self.copy(view);
+    }
+
     fn copy(&mut self, view: &SlotView) {
         let size = view.len();
         if self.buffer.as_ref().is_none_or(|b| b.size() != size) {
@@ -217,6 +262,34 @@ impl FrameCopy {
             (None, None) => Err("the transport returned a frame without copying it".into()),
         }
     }
+}
+
+fn pooled_buffer(
+    pool: &mut Option<(usize, gst::BufferPool)>,
+    size: usize,
+) -> Result<gst::Buffer, String> {
+    if pool
+        .as_ref()
+        .is_none_or(|(pool_size, _)| *pool_size != size)
+    {
+        if let Some((_, old)) = pool.take() {
+            let _ = old.set_active(false);
+        }
+        let fresh = gst::BufferPool::new();
+        let mut config = fresh.config();
+        config.set_params(None, size as u32, 2, 0);
+        fresh
+            .set_config(config)
+            .map_err(|err| format!("could not configure a buffer pool of {size} bytes: {err}"))?;
+        fresh
+            .set_active(true)
+            .map_err(|err| format!("could not activate a buffer pool of {size} bytes: {err}"))?;
+        *pool = Some((size, fresh));
+    }
+    let (_, active) = pool.as_ref().expect("created above");
+    active
+        .acquire_buffer(None)
+        .map_err(|err| format!("could not get a buffer of {size} bytes: {err:?}"))
 }
 
 /// Running-time timestamps for a frame: `writer` maps the writer's CLOCK_MONOTONIC times
@@ -345,6 +418,14 @@ impl ObjectImpl for ShmFrameSrc {
                     .blurb("How output buffers are timestamped")
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecEnum::builder_with_default("copy-mode", DEFAULT_COPY_MODE)
+                    .nick("Copy mode")
+                    .blurb(
+                        "Copy frames out of shared memory, or push buffers wrapping them \
+                         (read-only; the writer leaves a slot alone while a buffer holds it)",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -404,6 +485,7 @@ impl ObjectImpl for ShmFrameSrc {
             }
             "start" => settings.start = value.get().expect("type checked upstream"),
             "timeout" => settings.timeout_ms = value.get().expect("type checked upstream"),
+            "copy-mode" => settings.copy_mode = value.get().expect("type checked upstream"),
             "timestamp-mode" => {
                 settings.timestamp_mode = value.get().expect("type checked upstream")
             }
@@ -422,6 +504,7 @@ impl ObjectImpl for ShmFrameSrc {
                     "start" => settings.start.to_value(),
                     "timeout" => settings.timeout_ms.to_value(),
                     "timestamp-mode" => settings.timestamp_mode.to_value(),
+                    "copy-mode" => settings.copy_mode.to_value(),
                     other => unimplemented!("property {other}"),
                 }
             }
@@ -501,6 +584,8 @@ impl BaseSrcImpl for ShmFrameSrc {
             shape,
             timeout: (settings.timeout_ms > 0).then(|| Duration::from_millis(settings.timeout_ms)),
             timestamp_mode: settings.timestamp_mode,
+            copy_mode: settings.copy_mode,
+            copy_pool: None,
             writers_attached: 0,
             last_writer_pid: None,
             caps_gen: None,
@@ -619,14 +704,41 @@ impl PushSrcImpl for ShmFrameSrc {
 }
 
 impl ShmFrameSrc {
+    /// Whether the next frame is pinned in place rather than copied.
+    fn zero_copy_now(&self, stream: &Stream) -> bool {
+        match stream.copy_mode {
+            CopyMode::Copy => false,
+            CopyMode::ZeroCopy => true,
+            CopyMode::Auto => stream.subscriber.reader().is_none_or(|reader| {
+                // The writer's spare slots are what pins may use without ever holding it up,
+                // however long downstream keeps a buffer. Without `block`, one more pin is
+                // harmless too: the writer overwrites the oldest unpinned frame instead.
+                let geo = reader.geometry();
+                let spare = geo.slot_count - geo.depth;
+                let budget = if geo.backpressure == transport::Backpressure::Block.code() {
+                    spare
+                } else {
+                    spare.max(1)
+                };
+                reader.pins_held() < budget
+            }),
+        }
+    }
+
     /// Waits for the next frame of `stream`, handling writer arrivals, losses and timeouts.
     fn next_buffer(&self, stream: &mut Stream) -> Result<CreateSuccess, gst::FlowError> {
         let mut waiting_since = Instant::now();
         loop {
             let mut frame_copy = FrameCopy::default();
-            let event = stream
-                .subscriber
-                .next(WAIT_SLICE, |_info, view| frame_copy.copy(view));
+            let mut pinned = None;
+            let event = if self.zero_copy_now(stream) {
+                stream.subscriber.next_pinned(WAIT_SLICE, &mut pinned)
+            } else {
+                let pool = &mut stream.copy_pool;
+                stream
+                    .subscriber
+                    .next(WAIT_SLICE, |_info, view| frame_copy.copy_pooled(pool, view))
+            };
             match event {
                 Err(transport::Error::Interrupted) => {
                     gst::debug!(CAT, imp = self, "Wait interrupted: flushing");
@@ -661,7 +773,13 @@ impl ShmFrameSrc {
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(SubscriberEvent::Frame(info)) => {
-                    let buffer = frame_copy.finish().map_err(|failure| {
+                    let copied = match pinned.take() {
+                        // Read-only memory wrapping the slot; dropping the last reference
+                        // releases the pin.
+                        Some(pinned) => Ok(gst::Buffer::from_slice(pinned)),
+                        None => frame_copy.finish(),
+                    };
+                    let buffer = copied.map_err(|failure| {
                         gst::element_imp_error!(
                             self,
                             gst::ResourceError::Read,

@@ -60,7 +60,8 @@ pub enum Backpressure {
 }
 
 impl Backpressure {
-    pub(crate) fn code(self) -> u32 {
+    /// The value stored in the header's `backpressure` field.
+    pub fn code(self) -> u32 {
         match self {
             Backpressure::Block => 0,
             Backpressure::DropOldest => 1,

@@ -422,6 +422,8 @@ pub struct ReaderInfo {
     pub frames_missed: u64,
     pub heartbeat_age_ns: u64,
     pub evicted: bool,
+    /// Slots this reader holds pinned (zero-copy buffers downstream).
+    pub pinned_slots: u32,
 }
 
 impl Mapping {
@@ -451,6 +453,9 @@ impl Mapping {
                         heartbeat_age_ns: now
                             .saturating_sub(e.heartbeat_ns.load(Ordering::Relaxed)),
                         evicted: state == reader_state::EVICTED,
+                        pinned_slots: (0..self.geo.pin_words)
+                            .map(|w| self.pin_word(i, w).load(Ordering::Relaxed).count_ones())
+                            .sum(),
                     }
                 })
             })
