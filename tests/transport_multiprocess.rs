@@ -337,6 +337,25 @@ fn a_writer_killed_mid_frame_tears_nothing_and_readers_follow_its_successor() {
 }
 
 #[test]
+fn a_writer_terminated_by_sigterm_removes_its_segment() {
+    use std::os::unix::process::ExitStatusExt;
+    let name = ShmName::new("mp-sigterm");
+    let mut writer = spawn_role(entry(), "writer", &[&name, "0", "4096", "drop-oldest", "0"]);
+    assert!(wait_for(Duration::from_secs(20), || name.path().exists()));
+    std::thread::sleep(Duration::from_millis(100));
+    writer.signal(libc::SIGTERM);
+    let status = writer
+        .wait_timeout(Duration::from_secs(10))
+        .expect("the writer ended");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "it still dies of SIGTERM"
+    );
+    assert!(!name.path().exists(), "its segment was removed");
+}
+
+#[test]
 fn readers_cannot_modify_frame_data() {
     use std::os::unix::process::ExitStatusExt;
     let name = ShmName::new("mp-read-only");

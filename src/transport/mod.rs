@@ -13,6 +13,7 @@
 //! the writer no system call. Liveness of writer and readers is an OFD byte lock that the kernel
 //! drops when the holder dies.
 
+mod cleanup;
 mod layout;
 mod name;
 mod reader;

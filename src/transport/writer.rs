@@ -1,5 +1,6 @@
 //! The writing side: one per segment.
 
+use super::cleanup::OnTerminate;
 use super::layout::*;
 use super::reader::Interrupt;
 use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
@@ -147,6 +148,8 @@ pub struct Writer {
     /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
     acquire_wait: Option<Duration>,
     unlinked: bool,
+    /// Removes the segment if the process is terminated by SIGTERM (see `cleanup`).
+    _on_terminate: Option<OnTerminate>,
 }
 
 impl Writer {
@@ -195,6 +198,7 @@ impl Writer {
             interrupt,
             acquire_wait: None,
             unlinked: false,
+            _on_terminate: OnTerminate::register(&map.path, map.file_id),
             map,
         })
     }
