@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use common::{
+    ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, summary, wait_for,
+};
 use gst::prelude::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -211,23 +213,6 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
         stats.get::<u64>("frames-missed").unwrap(),
     );
     0
-}
-
-fn summary(out: &str) -> HashMap<String, String> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("SUMMARY "))
-        .unwrap_or_else(|| panic!("no summary in child output:\n{out}"));
-    line["SUMMARY ".len()..]
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn num(m: &HashMap<String, String>, k: &str) -> u64 {
-    m[k].parse()
-        .unwrap_or_else(|_| panic!("{k} in {m:?} is not a number"))
 }
 
 const ENTRY: &str = "child_entry";

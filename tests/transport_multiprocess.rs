@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use common::{
+    ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, summary, wait_for,
+};
 use gstshmframe::transport::*;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
@@ -147,22 +148,6 @@ fn run_scribbler(args: &[String]) -> i32 {
     unsafe { p.write_volatile(0xAA) };
     println!("SUMMARY wrote-to-read-only-memory");
     0
-}
-
-fn summary(out: &str) -> HashMap<String, String> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("SUMMARY "))
-        .unwrap_or_else(|| panic!("no summary in child output:\n{out}"));
-    line["SUMMARY ".len()..]
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn num(m: &HashMap<String, String>, k: &str) -> u64 {
-    m[k].parse().unwrap()
 }
 
 fn entry() -> &'static str {

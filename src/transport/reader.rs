@@ -443,24 +443,9 @@ impl Reader {
     pub fn read_frame(
         &mut self,
         n: u64,
-        mut copy: impl FnMut(&FrameInfo, &SlotView),
+        copy: impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<Option<FrameInfo>, Error> {
-        let head = self.map.header().head.load(Ordering::Acquire);
-        if n >= head || n < oldest_held(&self.map, head) {
-            return Ok(None);
-        }
-        Ok(match self.try_read(n, &mut copy)? {
-            TryRead::Got(info) => Some(info),
-            TryRead::Gone => None,
-        })
-    }
-
-    fn try_read(
-        &self,
-        n: u64,
-        copy: &mut impl FnMut(&FrameInfo, &SlotView),
-    ) -> Result<TryRead, Error> {
-        try_read(&self.map, n, copy)
+        read_held(&self.map, n, copy)
     }
 
     /// Pins frame `n` in place (zero-copy): the writer will not reuse its slot until the
@@ -496,6 +481,22 @@ impl Drop for Reader {
             .store(reader_state::CLAIMING, Ordering::Release);
         self.map.kick(WaitWord::Space);
     }
+}
+
+/// Random access: copies frame `n` if the ring still holds it.
+fn read_held(
+    map: &Mapping,
+    n: u64,
+    mut copy: impl FnMut(&FrameInfo, &SlotView),
+) -> Result<Option<FrameInfo>, Error> {
+    let head = map.header().head.load(Ordering::Acquire);
+    if n >= head || n < oldest_held(map, head) {
+        return Ok(None);
+    }
+    Ok(match try_read(map, n, &mut copy)? {
+        TryRead::Got(info) => Some(info),
+        TryRead::Gone => None,
+    })
 }
 
 /// Frame numbers below this are gone from the ring (or cleared).
@@ -771,15 +772,8 @@ impl Observer {
     pub fn read_frame(
         &self,
         n: u64,
-        mut copy: impl FnMut(&FrameInfo, &SlotView),
+        copy: impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<Option<FrameInfo>, Error> {
-        let head = self.map.header().head.load(Ordering::Acquire);
-        if n >= head || n < oldest_held(&self.map, head) {
-            return Ok(None);
-        }
-        Ok(match try_read(&self.map, n, &mut copy)? {
-            TryRead::Got(info) => Some(info),
-            TryRead::Gone => None,
-        })
+        read_held(&self.map, n, copy)
     }
 }

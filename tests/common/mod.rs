@@ -163,6 +163,25 @@ pub fn check_frame(frame: u64, buf: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The `key=value` pairs of the `SUMMARY ...` line a child role printed.
+pub fn summary(out: &str) -> std::collections::HashMap<String, String> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("SUMMARY "))
+        .unwrap_or_else(|| panic!("no summary in child output:\n{out}"));
+    line["SUMMARY ".len()..]
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A numeric value of a child's summary.
+pub fn num(m: &std::collections::HashMap<String, String>, k: &str) -> u64 {
+    m[k].parse()
+        .unwrap_or_else(|_| panic!("{k} in {m:?} is not a number"))
+}
+
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
