@@ -108,7 +108,7 @@ fn run_matrix(quick: bool, csv: Option<String>) {
     println!("# shmframe vs shmsink/shmsrc");
     println!();
     println!(
-        "{} cores, GStreamer {}, {}, command: `{command}`",
+        "{} cores, {}, {}, command: `{command}`",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         gst::version_string(),
         if quick { "quick run" } else { "full run" }
