@@ -19,10 +19,13 @@ echo "test: GST_PLUGIN_PATH=$GST_PLUGIN_PATH"
 
 echo "+ cargo build --all-targets"
 cargo build --all-targets
-echo "+ cargo test --all-targets $*"
-cargo test --all-targets "$@"
+# Test output is also kept to print one total at the end.
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
 echo "+ cargo test --doc"
-cargo test --doc
+cargo test --doc 2>&1 | tee -a "$results"
+echo "+ cargo test --all-targets $*"
+cargo test --all-targets "$@" 2>&1 | tee -a "$results"
 echo "+ cargo fmt --all -- --check"
 cargo fmt --all -- --check
 echo "+ cargo clippy --all-targets -- -D warnings"
@@ -30,4 +33,11 @@ cargo clippy --all-targets -- -D warnings
 # --all-targets lints examples without cfg(test); their tests are linted here.
 echo "+ cargo clippy --examples --profile test -- -D warnings"
 cargo clippy --examples --profile test -- -D warnings
+totals=$(awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed/) p += $i
+            if ($(i + 1) ~ /^failed/) f += $i
+        }
+    } END { printf "%d passed, %d failed", p, f }' "$results")
 echo "test: all checks passed"
+echo "test: $totals"
