@@ -446,6 +446,58 @@ fn a_writer_terminated_by_sigterm_removes_its_segment() {
     assert!(!name.path().exists(), "its segment was removed");
 }
 
+/// The writer-crash matrix: a writer is SIGKILLed at a random point (often mid-frame: 1 MB
+/// frames), a successor reclaims the name, again and again, while two readers (one on `block`,
+/// one under `drop-oldest` writers alike) check every frame they get and follow each successor.
+/// 5 crashes in CI; `SHMFRAME_CRASH_ITERATIONS=50` for the full matrix.
+#[test]
+fn writers_killed_at_random_points_never_tear_a_frame_and_readers_follow_each_successor() {
+    let crashes: u64 = std::env::var("SHMFRAME_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let name = ShmName::new("mp-crash-matrix");
+    let size = "1048576";
+    let mut readers: Vec<ChildGuard> = ["0", "500"]
+        .iter()
+        .map(|delay_us| spawn_role(entry(), "reader", &[&name, delay_us]))
+        .collect();
+    // Deterministic pseudo-random kill points, different every round.
+    let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
+    for round in 0..crashes {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let policy = if round % 2 == 0 {
+            "block"
+        } else {
+            "drop-oldest"
+        };
+        let mut writer = spawn_role(entry(), "writer", &[&name, "0", size, policy, "2"]);
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                gstshmframe::transport::inspect(&name)
+                    .is_ok_and(|i| i.writer_alive && i.frames_written > 0)
+            }),
+            "round {round}: the writer did not start writing"
+        );
+        std::thread::sleep(Duration::from_millis(20 + seed % 180));
+        writer.signal(libc::SIGKILL);
+        let _ = writer.wait_timeout(Duration::from_secs(5));
+    }
+    let mut last = spawn_role(entry(), "writer", &[&name, "100", size, "block", "2"]);
+    let w = summary(&last.wait_ok(CHILD_LIMIT));
+    assert_eq!(num(&w, "written"), 100);
+    for r in &mut readers {
+        // A torn frame would have made the reader exit with an error (see run_reader).
+        let s = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&s, "attached"), crashes + 1, "{s:?}");
+        assert_eq!(num(&s, "lost"), crashes, "{s:?}");
+        assert_eq!(num(&s, "last"), 99, "{s:?}");
+    }
+    assert!(!name.path().exists(), "no segment left behind");
+}
+
 #[test]
 fn readers_cannot_modify_frame_data() {
     use std::os::unix::process::ExitStatusExt;
