@@ -128,6 +128,31 @@ fn enum_nick(sink: &gst::Element, prop: &str) -> String {
     enum_value.nick().to_string()
 }
 
+/// Every (outcome, frames dropped) the sink's `backpressure` signal reports.
+fn record_backpressure(sink: &gst::Element) -> Arc<Mutex<Vec<(String, u64)>>> {
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let seen = outcomes.clone();
+    sink.connect("backpressure", false, move |args| {
+        seen.lock().unwrap().push((
+            args[1].get::<String>().unwrap(),
+            args[2].get::<u64>().unwrap(),
+        ));
+        None
+    });
+    outcomes
+}
+
+/// Every pid a `reader-attached` / `reader-detached` signal reports.
+fn record_pids(sink: &gst::Element, signal: &str) -> Arc<Mutex<Vec<u32>>> {
+    let pids = Arc::new(Mutex::new(Vec::new()));
+    let seen = pids.clone();
+    sink.connect(signal, false, move |args| {
+        seen.lock().unwrap().push(args[1].get::<u32>().unwrap());
+        None
+    });
+    pids
+}
+
 #[test]
 fn properties_have_documented_defaults() {
     init();
@@ -672,14 +697,7 @@ fn clear_frees_a_write_blocked_on_a_full_depot() {
             ("reader-timeout", "600000"),
         ],
     );
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let seen = outcomes.clone();
-    sink.connect("backpressure", false, move |args| {
-        let outcome = args[1].get::<String>().unwrap();
-        let dropped = args[2].get::<u64>().unwrap();
-        seen.lock().unwrap().push((outcome, dropped));
-        None
-    });
+    let outcomes = record_backpressure(&sink);
     let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
@@ -786,15 +804,7 @@ fn drop_newest_reports_every_dropped_frame() {
             ("backpressure", "drop-newest"),
         ],
     );
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let seen = outcomes.clone();
-    sink.connect("backpressure", false, move |args| {
-        seen.lock().unwrap().push((
-            args[1].get::<String>().unwrap(),
-            args[2].get::<u64>().unwrap(),
-        ));
-        None
-    });
+    let outcomes = record_backpressure(&sink);
     let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
@@ -831,15 +841,7 @@ fn drop_oldest_overwrites_and_the_reader_counts_what_it_missed() {
     init();
     let name = ShmName::new("dropoldest");
     let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "2")]);
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let seen = outcomes.clone();
-    sink.connect("backpressure", false, move |args| {
-        seen.lock().unwrap().push((
-            args[1].get::<String>().unwrap(),
-            args[2].get::<u64>().unwrap(),
-        ));
-        None
-    });
+    let outcomes = record_backpressure(&sink);
     let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
@@ -886,17 +888,8 @@ fn reader_attach_and_detach_are_signalled_with_the_pid() {
     init();
     let name = ShmName::new("readersignals");
     let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let attached = Arc::new(Mutex::new(Vec::new()));
-    let detached = Arc::new(Mutex::new(Vec::new()));
-    let (a, d) = (attached.clone(), detached.clone());
-    sink.connect("reader-attached", false, move |args| {
-        a.lock().unwrap().push(args[1].get::<u32>().unwrap());
-        None
-    });
-    sink.connect("reader-detached", false, move |args| {
-        d.lock().unwrap().push(args[1].get::<u32>().unwrap());
-        None
-    });
+    let attached = record_pids(&sink, "reader-attached");
+    let detached = record_pids(&sink, "reader-detached");
     let _h = harness(&sink);
     let pid = std::process::id();
 
@@ -922,12 +915,7 @@ fn reader_events_are_also_reported_while_frames_flow() {
     init();
     let name = ShmName::new("readerrender");
     let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let attached = Arc::new(Mutex::new(Vec::new()));
-    let a = attached.clone();
-    sink.connect("reader-attached", false, move |args| {
-        a.lock().unwrap().push(args[1].get::<u32>().unwrap());
-        None
-    });
+    let attached = record_pids(&sink, "reader-attached");
     let mut h = harness(&sink);
     h.set_src_caps_str(RGBA_64X48);
     let _reader = open_reader(&name, StartPosition::Newest);
