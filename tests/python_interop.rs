@@ -88,6 +88,32 @@ fn elements_ready(test: &str) -> bool {
 
 /// A running interop_peer.py whose stdout lines arrive on a channel (read by a thread, so a
 /// chatty peer never blocks on a full pipe). Killed on drop.
+/// The Python writer of the interop tests: FRAMES frames of WIDTH x HEIGHT `format` under
+/// `block` (depth 4), once one reader is attached.
+fn spawn_python_writer(name: &str, format: VideoFormat, layout: Layout) -> Peer {
+    let frames = FRAMES.to_string();
+    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
+    Peer::spawn(&[
+        "write",
+        name,
+        &w,
+        &h,
+        format.to_str().as_str(),
+        "--layout",
+        layout_name(layout),
+        "--depth",
+        "4",
+        "--backpressure",
+        "block",
+        "--frames",
+        &frames,
+        "--wait-readers",
+        "1",
+        "--wait",
+        "50",
+    ])
+}
+
 struct Peer {
     guard: ChildGuard,
     lines: mpsc::Receiver<String>,
@@ -540,27 +566,7 @@ fn python_writer_to_rust_reader(format: VideoFormat, layout: Layout) {
         },
     )
     .unwrap();
-    let frames = FRAMES.to_string();
-    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
-    let peer = Peer::spawn(&[
-        "write",
-        &name,
-        &w,
-        &h,
-        format.to_str().as_str(),
-        "--layout",
-        layout_name(layout),
-        "--depth",
-        "4",
-        "--backpressure",
-        "block",
-        "--frames",
-        &frames,
-        "--wait-readers",
-        "1",
-        "--wait",
-        "50",
-    ]);
+    let peer = spawn_python_writer(&name, format, layout);
     let deadline = Instant::now() + LIMIT;
     let mut got: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut buf = Vec::new();
@@ -946,27 +952,7 @@ fn python_writer_to_gst_reader(format: VideoFormat, layout: Layout) {
         .downcast::<gst_app::AppSink>()
         .unwrap();
     pipeline.0.set_state(gst::State::Playing).unwrap();
-    let frames = FRAMES.to_string();
-    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
-    let peer = Peer::spawn(&[
-        "write",
-        &name,
-        &w,
-        &h,
-        format.to_str().as_str(),
-        "--layout",
-        layout_name(layout),
-        "--depth",
-        "4",
-        "--backpressure",
-        "block",
-        "--frames",
-        &frames,
-        "--wait-readers",
-        "1",
-        "--wait",
-        "50",
-    ]);
+    let peer = spawn_python_writer(&name, format, layout);
     let deadline = Instant::now() + LIMIT;
     let mut got: Vec<(u64, Vec<u8>)> = Vec::new();
     loop {
