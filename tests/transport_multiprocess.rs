@@ -185,6 +185,22 @@ fn soak_frames(ci: u64) -> u64 {
         .unwrap_or(ci)
 }
 
+/// A `block` writer of 4096-byte frames, run by the test process itself.
+fn block_writer(name: &str, depth: u32, spare_slots: u32, reader_timeout: Duration) -> Writer {
+    let mut c = WriterConfig::new(name, 4096);
+    c.depth = depth;
+    c.spare_slots = spare_slots;
+    c.backpressure = Backpressure::Block;
+    c.reader_timeout = reader_timeout;
+    Writer::create(&c).unwrap()
+}
+
+/// Writes frame `n` (4096 bytes of its pattern).
+fn write_4k(w: &mut Writer, n: u64) -> WriteOutcome {
+    w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+        .unwrap()
+}
+
 fn entry() -> &'static str {
     "child_entry"
 }
@@ -249,20 +265,11 @@ fn soak_drop_oldest_and_double_account_for_every_frame() {
 #[test]
 fn a_reader_killed_while_holding_pins_releases_its_slots() {
     let name = ShmName::new("mp-kill-pinner");
-    let mut c = WriterConfig::new(&name, 4096);
-    c.depth = 2;
-    c.spare_slots = 2;
-    c.backpressure = Backpressure::Block;
-    c.reader_timeout = Duration::from_secs(30);
-    let mut w = Writer::create(&c).unwrap();
+    let mut w = block_writer(&name, 2, 2, Duration::from_secs(30));
     let mut pinner = spawn_role(entry(), "pinner", &[&name, "4"]);
-    let write = |w: &mut Writer, n: u64| {
-        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
-            .unwrap()
-    };
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     for n in 0..4 {
-        write(&mut w, n);
+        write_4k(&mut w, n);
     }
     // All four slots pinned by the child: the next write has to wait for them.
     assert!(wait_for(Duration::from_secs(10), || {
@@ -270,14 +277,14 @@ fn a_reader_killed_while_holding_pins_releases_its_slots() {
     }));
     pinner.signal(libc::SIGKILL);
     let killed_at = Instant::now();
-    assert!(write(&mut w, 4).frame().is_some());
+    assert!(write_4k(&mut w, 4).frame().is_some());
     assert!(
         killed_at.elapsed() < Duration::from_secs(1),
         "pins of a dead reader held the writer {:?}",
         killed_at.elapsed()
     );
     for n in 5..20 {
-        assert!(write(&mut w, n).frame().is_some());
+        assert!(write_4k(&mut w, n).frame().is_some());
     }
     assert_eq!(w.reader_count(), 0);
     let _ = pinner.wait_timeout(Duration::from_secs(5));
@@ -306,28 +313,21 @@ fn drop_oldest_across_processes_accounts_for_every_frame() {
 #[test]
 fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
     let name = ShmName::new("mp-kill-reader");
-    let mut c = WriterConfig::new(&name, 4096);
-    c.depth = 2;
-    c.backpressure = Backpressure::Block;
-    c.reader_timeout = Duration::from_secs(30); // only death, not the stall timeout, may free us
-    let mut w = Writer::create(&c).unwrap();
+    // Only death, not the stall timeout, may free the writer.
+    let mut w = block_writer(&name, 2, 0, Duration::from_secs(30));
     // A reader that reads nothing (a huge delay after its first 16 frames).
     let mut victim = spawn_role(entry(), "reader", &[&name, "60000000"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     let victim_pid = victim.pid();
-    let write = |w: &mut Writer, n: u64| {
-        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
-            .unwrap()
-    };
     for n in 0..18 {
-        write(&mut w, n);
+        write_4k(&mut w, n);
     }
     // The victim now sleeps holding the ring full.
     std::thread::sleep(Duration::from_millis(100));
     assert!(w.is_full());
     victim.signal(libc::SIGKILL);
     let killed_at = Instant::now();
-    let outcome = write(&mut w, 18);
+    let outcome = write_4k(&mut w, 18);
     let released_after = killed_at.elapsed();
     assert!(outcome.frame().is_some());
     assert!(
@@ -349,20 +349,12 @@ fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
 #[test]
 fn a_stopped_reader_is_evicted_after_the_timeout() {
     let name = ShmName::new("mp-stop-reader");
-    let mut c = WriterConfig::new(&name, 4096);
-    c.depth = 4;
-    c.backpressure = Backpressure::Block;
-    c.reader_timeout = Duration::from_millis(300);
-    let mut w = Writer::create(&c).unwrap();
+    let mut w = block_writer(&name, 4, 0, Duration::from_millis(300));
     let mut reader = spawn_role(entry(), "reader", &[&name, "0"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     let pid = reader.pid();
-    let write = |w: &mut Writer, n: u64| {
-        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
-            .unwrap()
-    };
     for n in 0..100 {
-        write(&mut w, n);
+        write_4k(&mut w, n);
     }
     reader.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(50));
@@ -371,7 +363,7 @@ fn a_stopped_reader_is_evicted_after_the_timeout() {
     // Fill the ring; then a write must wait for the timeout and evict the stopped reader.
     let mut evicting_write = None;
     while stopped_at.elapsed() < Duration::from_secs(5) {
-        let o = write(&mut w, n);
+        let o = write_4k(&mut w, n);
         n += 1;
         if let WriteOutcome::WrittenAfterWait { waited, .. } = o {
             evicting_write = Some(waited);
@@ -388,7 +380,7 @@ fn a_stopped_reader_is_evicted_after_the_timeout() {
     );
     // Evicted, it no longer holds the writer up.
     for _ in 0..20 {
-        assert!(matches!(write(&mut w, n), WriteOutcome::Written { .. }));
+        assert!(matches!(write_4k(&mut w, n), WriteOutcome::Written { .. }));
         n += 1;
     }
     reader.signal(libc::SIGCONT);
