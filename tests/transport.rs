@@ -610,6 +610,24 @@ fn pin_next_reads_in_order_without_copying_and_counts_like_read_next() {
 }
 
 #[test]
+fn the_pin_budget_never_lets_pins_hold_up_a_block_writer() {
+    for (bp, spare, budget) in [
+        (Backpressure::Block, 0, 0),
+        (Backpressure::Block, 2, 2),
+        (Backpressure::DropOldest, 0, 1),
+        (Backpressure::DropOldest, 3, 3),
+        (Backpressure::DropNewest, 0, 1),
+    ] {
+        let name = ShmName::new("pin-budget");
+        let mut c = config(&name, Layout::Ring, 4, bp);
+        c.spare_slots = spare;
+        let _w = Writer::create(&c).unwrap();
+        let r = Reader::open(&name, &oldest()).unwrap();
+        assert_eq!(r.pin_budget(), budget, "{bp:?} with {spare} spare slots");
+    }
+}
+
+#[test]
 fn pinned_frames_outlive_their_reader() {
     let name = ShmName::new("pin-outlives");
     let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);

@@ -709,19 +709,10 @@ impl ShmFrameSrc {
         match stream.copy_mode {
             CopyMode::Copy => false,
             CopyMode::ZeroCopy => true,
-            CopyMode::Auto => stream.subscriber.reader().is_none_or(|reader| {
-                // The writer's spare slots are what pins may use without ever holding it up,
-                // however long downstream keeps a buffer. Without `block`, one more pin is
-                // harmless too: the writer overwrites the oldest unpinned frame instead.
-                let geo = reader.geometry();
-                let spare = geo.slot_count - geo.depth;
-                let budget = if geo.backpressure == transport::Backpressure::Block.code() {
-                    spare
-                } else {
-                    spare.max(1)
-                };
-                reader.pins_held() < budget
-            }),
+            CopyMode::Auto => stream
+                .subscriber
+                .reader()
+                .is_none_or(|reader| reader.pins_held() < reader.pin_budget()),
         }
     }
 

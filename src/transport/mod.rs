@@ -62,7 +62,7 @@ pub enum Backpressure {
 
 impl Backpressure {
     /// The value stored in the header's `backpressure` field.
-    pub fn code(self) -> u32 {
+    pub(crate) fn code(self) -> u32 {
         match self {
             Backpressure::Block => 0,
             Backpressure::DropOldest => 1,

@@ -2,7 +2,7 @@
 
 use super::layout::*;
 use super::segment::{self, Mapping, SegmentInfo, WaitWord};
-use super::{Error, Layout, StartPosition, StreamState, sys};
+use super::{Backpressure, Error, Layout, StartPosition, StreamState, sys};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -457,6 +457,20 @@ impl Reader {
     /// Frames this reader currently holds pinned (zero-copy buffers not yet released).
     pub fn pins_held(&self) -> u32 {
         self.lease.held.load(Ordering::SeqCst)
+    }
+
+    /// How many frames this reader may keep pinned without ever holding up the writer, however
+    /// long they are kept: the writer's spare slots. Without `block` one more is harmless too,
+    /// since the writer never waits for pins then (drop-oldest overwrites the oldest unpinned
+    /// frame, drop-newest drops the incoming one).
+    pub fn pin_budget(&self) -> u32 {
+        let geo = &self.map.geo;
+        let spare = geo.slot_count - geo.depth;
+        if Backpressure::from_code(geo.backpressure) == Backpressure::Block {
+            spare
+        } else {
+            spare.max(1)
+        }
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
