@@ -862,7 +862,23 @@ def _open_segment(name):
 # ---------------------------------------------------------------------------------------------
 
 
-class Reader:
+class _ClosedOnExit:
+    """``with`` support and a last-resort ``close()`` when garbage-collected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Reader(_ClosedOnExit):
     """Attaches to segment ``shm_name`` as a reader with its own cursor.
 
     ``start``: ``"newest"`` (the newest complete frame) or ``"oldest"`` (the oldest one the
@@ -1279,25 +1295,13 @@ class Reader:
             self._fd = None
         self._index = None
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 # ---------------------------------------------------------------------------------------------
 # Writer
 # ---------------------------------------------------------------------------------------------
 
 
-class Writer:
+class Writer(_ClosedOnExit):
     """Creates segment ``shm_name`` and publishes frames of ``format`` (a GStreamer format name,
     see ``SUPPORTED_FORMATS``) at ``width`` x ``height``.
 
@@ -1799,18 +1803,6 @@ class Writer:
         if self._fd is not None:
             os.close(self._fd)  # releases the writer lock
             self._fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def crc32(data):
