@@ -998,3 +998,310 @@ fn stop_removes_the_segment_and_keeps_the_last_statistics() {
     sink.set_state(gst::State::Paused).unwrap();
     sink.set_state(gst::State::Null).unwrap();
 }
+
+/// The pool the sink proposes for `caps` (sent first), activated.
+fn proposed_pool(h: &mut Harness, caps: &str) -> gst::BufferPool {
+    h.set_src_caps_str(caps);
+    let caps = gst::Caps::from_str(caps).unwrap();
+    let mut query = gst::query::Allocation::new(Some(&caps), true);
+    assert!(h.srcpad().unwrap().peer_query(&mut query));
+    let (pool, size, min, max) = query
+        .allocation_pools()
+        .next()
+        .expect("the sink proposes a pool");
+    let pool = pool.expect("a pool object");
+    assert_eq!(
+        size as usize,
+        gst_video::VideoInfo::from_caps(&caps).unwrap().size()
+    );
+    assert_eq!(min, 0);
+    assert!(
+        max >= 2,
+        "the pool has as many buffers as the segment has slots"
+    );
+    pool.set_active(true).unwrap();
+    pool
+}
+
+/// Frame `n` written by "upstream" into a buffer of `pool`.
+fn pool_frame(pool: &gst::BufferPool, n: u64) -> gst::Buffer {
+    let mut buffer = pool.acquire_buffer(None).unwrap();
+    {
+        let buffer = buffer.get_mut().unwrap();
+        fill_frame(n, &mut buffer.map_writable().unwrap());
+        buffer.set_pts(FRAME_DURATION * n);
+        buffer.set_duration(FRAME_DURATION);
+    }
+    buffer
+}
+
+/// The number `fill_frame` wrote into a frame, after checking the whole frame holds it.
+fn pushed_number(data: &[u8]) -> u64 {
+    let n = u32::from_le_bytes(data[..4].try_into().unwrap()) as u64;
+    check_frame(n, data).unwrap();
+    n
+}
+
+fn frames_in_place(sink: &gst::Element) -> u64 {
+    stats(sink).get::<u64>("frames-in-place").unwrap()
+}
+
+#[test]
+fn frames_upstream_writes_into_the_proposed_pool_are_published_without_a_copy() {
+    init();
+    let name = ShmName::new("pool-in-place");
+    let sink = new_sink(&name, &[("depth", "4")]);
+    let mut h = harness(&sink);
+    let pool = proposed_pool(&mut h, RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    for n in 0..40 {
+        h.push(pool_frame(&pool, n)).unwrap();
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!((info.number, info.size), (n, RGBA_64X48_SIZE as u64));
+        assert_eq!(info.duration, Some(FRAME_DURATION.nseconds()));
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(
+        frames_in_place(&sink),
+        40,
+        "every pool frame was published in place"
+    );
+    // A buffer from elsewhere still takes the copy path.
+    h.push(rgba_frame(40, RGBA_64X48_SIZE)).unwrap();
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 40);
+    check_frame(40, &data).unwrap();
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 41);
+    assert_eq!(s.get::<u64>("frames-in-place").unwrap(), 40);
+    pool.set_active(false).unwrap();
+}
+
+#[test]
+fn a_pool_buffer_pushed_twice_is_published_in_place_then_copied_and_never_overwritten() {
+    init();
+    let name = ShmName::new("pool-twice");
+    let sink = new_sink(&name, &[("depth", "4"), ("spare-slots", "1")]);
+    let mut h = harness(&sink);
+    let pool = proposed_pool(&mut h, RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    // What imagefreeze does: keep one buffer and push it again and again.
+    let frozen = pool_frame(&pool, 7);
+    for _ in 0..3 {
+        h.push(frozen.clone()).unwrap();
+    }
+    // A tee branch that keeps a copy: it shares the slot's memory.
+    let copy = pool_frame(&pool, 8).copy();
+    h.push(copy.clone()).unwrap();
+    for expected in [7, 7, 7, 8] {
+        let (_, data) = read_frame(&mut reader);
+        check_frame(expected, &data).unwrap();
+    }
+    assert_eq!(frames_in_place(&sink), 2, "the first push of each buffer");
+    // Many frames later, in a ring of five slots, neither held buffer was overwritten.
+    for n in 100..130 {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.missed_before, 0);
+        check_frame(n, &data).unwrap();
+    }
+    check_frame(7, &frozen.map_readable().unwrap()).unwrap();
+    check_frame(8, &copy.map_readable().unwrap()).unwrap();
+    // Once released, their slots rotate again: pool frames go in place once more.
+    drop((frozen, copy));
+    for n in 200..210 {
+        h.push(pool_frame(&pool, n)).unwrap();
+        let (_, data) = read_frame(&mut reader);
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(frames_in_place(&sink), 12);
+    pool.set_active(false).unwrap();
+}
+
+#[test]
+fn pool_frames_keep_every_policy_exact() {
+    init();
+    for (layout, policy) in [
+        ("ring", "block"),
+        ("ring", "drop-oldest"),
+        ("ring", "drop-newest"),
+        ("double", "drop-oldest"),
+    ] {
+        let name = ShmName::new(&format!("pool-{layout}-{policy}"));
+        let sink = new_sink(
+            &name,
+            &[("layout", layout), ("backpressure", policy), ("depth", "3")],
+        );
+        let mut h = harness(&sink);
+        let pool = proposed_pool(&mut h, RGBA_64X48);
+        let mut reader = open_reader(&name, StartPosition::Oldest);
+        let frames = 30;
+        let block = policy == "block";
+        // The reader reads every other frame as they come (block: one frame behind at
+        // most, so the writer never waits for long), the rest at the end.
+        let mut read = Vec::new();
+        for n in 0..frames {
+            h.push(pool_frame(&pool, n)).unwrap();
+            if block || n % 3 == 0 {
+                let (info, data) = read_frame(&mut reader);
+                read.push((info.number, pushed_number(&data)));
+            }
+        }
+        loop {
+            let mut data = Vec::new();
+            let result = reader
+                .read_next(Duration::from_millis(50), |_, view| {
+                    data.resize(view.len(), 0);
+                    view.copy_to(&mut data);
+                })
+                .unwrap();
+            let ReadResult::Frame(info) = result else {
+                break;
+            };
+            read.push((info.number, pushed_number(&data)));
+        }
+        let s = stats(&sink);
+        let written = s.get::<u64>("frames-written").unwrap();
+        let dropped = s.get::<u64>("frames-dropped").unwrap();
+        assert_eq!(written + dropped, frames, "{layout}/{policy}");
+        assert_eq!(
+            reader.frames_read() + reader.frames_missed(),
+            written,
+            "{layout}/{policy}: read + missed == written"
+        );
+        assert!(
+            read.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1),
+            "{layout}/{policy}: frame numbers and contents in order: {read:?}"
+        );
+        if block {
+            assert_eq!(read, (0..frames).map(|n| (n, n)).collect::<Vec<_>>());
+        }
+        assert_eq!(frames_in_place(&sink), written, "{layout}/{policy}");
+        pool.set_active(false).unwrap();
+    }
+}
+
+#[test]
+fn the_pool_hands_out_system_memory_when_every_slot_is_held() {
+    init();
+    let name = ShmName::new("pool-exhausted");
+    let sink = new_sink(&name, &[("depth", "2"), ("spare-slots", "2")]);
+    let mut h = harness(&sink);
+    let pool = proposed_pool(&mut h, RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    // Upstream holding more buffers than the segment has slots (a deep queue).
+    let held: Vec<gst::Buffer> = (0..6).map(|n| pool_frame(&pool, n)).collect();
+    for (n, buffer) in held.iter().enumerate() {
+        h.push(buffer.clone()).unwrap();
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n as u64);
+        check_frame(n as u64, &data).unwrap();
+    }
+    let s = stats(&sink);
+    assert_eq!(s.get::<u64>("frames-written").unwrap(), 6);
+    assert_eq!(
+        s.get::<u64>("frames-in-place").unwrap(),
+        2,
+        "two slots (those beyond depth) were lent; the other buffers were ordinary memory, \
+         copied"
+    );
+    pool.set_active(false).unwrap();
+}
+
+#[test]
+fn videotestsrc_fills_the_segment_directly_with_the_same_frames() {
+    init();
+    let name = ShmName::new("pool-videotestsrc");
+    let caps = "video/x-raw,format=RGBA,width=64,height=48,framerate=30/1";
+    let source = format!("videotestsrc num-buffers=12 pattern=ball ! {caps}");
+    let expected: Vec<Vec<u8>> = {
+        let pipeline =
+            gst::parse::launch(&format!("{source} ! appsink name=out sync=false")).unwrap();
+        let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+        let appsink = pipeline
+            .by_name("out")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let frames =
+            std::iter::from_fn(|| appsink.try_pull_sample(gst::ClockTime::from_seconds(20)))
+                .map(|s| s.buffer().unwrap().map_readable().unwrap().to_vec())
+                .collect();
+        pipeline.set_state(gst::State::Null).unwrap();
+        frames
+    };
+    assert_eq!(expected.len(), 12);
+
+    let pipeline = gst::parse::launch(&format!(
+        "{source} ! shmframesink name=sink sync=false backpressure=block depth=4 \
+         shape=64x48:RGBA shm-name={}",
+        name.as_str()
+    ))
+    .unwrap();
+    let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    // With a shape the segment exists once the sink starts; under block nothing is lost once
+    // the reader is attached, so attach before the first frame is rendered.
+    pipeline.set_state(gst::State::Paused).unwrap();
+    let mut subscriber = Subscriber::new(
+        &name,
+        ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut data = Vec::new();
+    let first = subscriber
+        .next(LIMIT, |_, _| {})
+        .expect("attach to the segment");
+    assert!(
+        matches!(first, SubscriberEvent::WriterAttached { .. }),
+        "{first:?}"
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    loop {
+        match subscriber
+            .next(LIMIT, |_, view| {
+                data.resize(view.len(), 0);
+                view.copy_to(&mut data);
+            })
+            .unwrap()
+        {
+            SubscriberEvent::Frame(_) => got.push(data.clone()),
+            SubscriberEvent::Eos => break,
+            other => panic!("unexpected {other:?} after {} frames", got.len()),
+        }
+    }
+    let in_place = frames_in_place(&sink);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(got.len(), expected.len());
+    assert!(
+        got == expected,
+        "the frames read differ from videotestsrc's own"
+    );
+    assert!(
+        in_place >= 10,
+        "videotestsrc used the proposed pool for (nearly) every frame: {in_place} of 12"
+    );
+}
+
+#[test]
+fn no_pool_is_proposed_when_no_slot_can_be_lent() {
+    init();
+    let name = ShmName::new("pool-none");
+    let sink = new_sink(&name, &[("spare-slots", "0")]);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_64X48);
+    let caps = gst::Caps::from_str(RGBA_64X48).unwrap();
+    let mut query = gst::query::Allocation::new(Some(&caps), true);
+    assert!(h.srcpad().unwrap().peer_query(&mut query));
+    assert_eq!(query.allocation_pools().count(), 0);
+    assert!(
+        query
+            .find_allocation_meta::<gst_video::VideoMeta>()
+            .is_some(),
+        "strided input is still welcome"
+    );
+}

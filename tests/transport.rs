@@ -711,3 +711,173 @@ fn segment_size_is_header_plus_depth_slots() {
     let slots = 4 * frame.div_ceil(4096) * 4096;
     assert!(len >= slots && len - slots <= 8 * 4096, "{len} vs {slots}");
 }
+
+/// Fills a lent slot through the lender's pointer, as a buffer pool's upstream would.
+fn fill_lent(lender: &Lender, slot: u32, n: u64) {
+    // SAFETY: the slot is lent to this test and not published: nothing else writes or reads
+    // it, and slot_capacity() bytes are mapped at slot_ptr() while `lender` lives.
+    let memory = unsafe {
+        std::slice::from_raw_parts_mut(lender.slot_ptr(slot), lender.slot_capacity() as usize)
+    };
+    fill_frame(n, &mut memory[..FRAME]);
+}
+
+fn meta(n: u64) -> FrameMeta {
+    FrameMeta {
+        pts: Some(n * 1000),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn lent_slots_are_published_in_place_and_never_reused_while_held() {
+    let name = ShmName::new("lend-held");
+    let mut c = config(&name, Layout::Ring, 3, Backpressure::DropOldest);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+
+    let held = w.lend().expect("a fresh ring has free slots");
+    fill_lent(&lender, held, 0);
+    assert_eq!(w.lent_slot_at(lender.slot_ptr(held)), Some(held));
+    assert_eq!(
+        w.publish_lent(held, &meta(0), FRAME as u64).unwrap(),
+        WriteOutcome::Written { frame: 0 }
+    );
+    assert_eq!(
+        w.lent_slot_at(lender.slot_ptr(held)),
+        None,
+        "a published slot is no longer open for filling"
+    );
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    // Many frames later the held slot still holds frame 0: the writer rotated around it.
+    for n in 1..50 {
+        write_frame(&mut w, n);
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    let mut copy = vec![0; FRAME];
+    // SAFETY: the slot is lent (published) to this test: the writer never writes it.
+    copy.copy_from_slice(unsafe { std::slice::from_raw_parts(lender.slot_ptr(held), FRAME) });
+    check_frame(0, &copy).unwrap();
+
+    // Given back, it joins the rotation again.
+    lender.give_back(held);
+    let mut reused = false;
+    for n in 50..60 {
+        write_frame(&mut w, n);
+        assert_eq!(frame_number(read_one(&mut r)), n);
+        reused |= w.lent_slot_at(lender.slot_ptr(held)).is_none()
+            && w.info().frames_written == n + 1
+            && unsafe { std::slice::from_raw_parts(lender.slot_ptr(held), 8) } != &copy[..8];
+    }
+    assert!(reused, "the slot given back is written again");
+    assert_eq!((r.frames_read(), r.frames_missed()), (60, 0));
+}
+
+#[test]
+fn a_lent_slot_given_back_unpublished_is_never_seen_by_readers() {
+    let name = ShmName::new("lend-unpublished");
+    let mut c = config(&name, Layout::Ring, 4, Backpressure::Block);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let slot = w.lend().unwrap();
+    fill_lent(&lender, slot, 99);
+    lender.give_back(slot);
+    lender.give_back(slot); // a second give-back is harmless
+    for n in 0..8 {
+        write_frame(&mut w, n);
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    assert_eq!(w.frames_written(), 8);
+    assert_eq!(r.frames_missed(), 0);
+}
+
+#[test]
+fn lending_never_waits_and_never_takes_a_frame_of_the_ring() {
+    let name = ShmName::new("lend-exhaust");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::Block);
+    c.spare_slots = 2;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let _r = Reader::open(&name, &oldest()).unwrap();
+    assert_eq!(lender.slot_count(), 4);
+    let lent: Vec<u32> = std::iter::from_fn(|| w.lend()).collect();
+    assert_eq!(
+        lent.len(),
+        2,
+        "no more slots are lent unpublished than there are beyond depth"
+    );
+    // Published, they stay lent, and two more may be lent: the empty ring has room.
+    for (n, &slot) in lent.iter().enumerate() {
+        fill_lent(&lender, slot, n as u64);
+        w.publish_lent(slot, &meta(n as u64), FRAME as u64).unwrap();
+    }
+    let more: Vec<u32> = std::iter::from_fn(|| w.lend()).collect();
+    assert_eq!(more.len(), 2);
+    for slot in lent.into_iter().chain(more) {
+        lender.give_back(slot);
+    }
+    // Frames 0 and 1, unread, stay in the ring: only the two other slots may be lent.
+    let lent: Vec<u32> = std::iter::from_fn(|| w.lend()).collect();
+    assert_eq!(lent.len(), 2, "the unread frames stay in the ring");
+    // The ring is full under block: publishing a lent slot waits, here until interrupted.
+    fill_lent(&lender, lent[0], 2);
+    let interrupt = w.interrupt_handle();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        interrupt.interrupt();
+    });
+    assert!(matches!(
+        w.publish_lent(lent[0], &meta(2), FRAME as u64),
+        Err(Error::Interrupted)
+    ));
+    stopper.join().unwrap();
+    assert_eq!(
+        w.lent_slot_at(lender.slot_ptr(lent[0])),
+        Some(lent[0]),
+        "a frame that was not published leaves its slot lent for a later try"
+    );
+}
+
+#[test]
+fn giving_back_from_another_thread_wakes_a_writer_waiting_for_a_slot() {
+    let name = ShmName::new("lend-wake");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::Block);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    for n in 0..2 {
+        write_frame(&mut w, n);
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    // Frame 2 is published from a lent slot that stays held (as a buffer upstream keeps).
+    let held = w.lend().unwrap();
+    fill_lent(&lender, held, 2);
+    w.publish_lent(held, &meta(2), FRAME as u64).unwrap();
+    assert_eq!(frame_number(read_one(&mut r)), 2);
+    // The slot of frame 0 is lent (unpublished), frame 3 takes the slot of frame 1.
+    let _filling = w.lend().unwrap();
+    write_frame(&mut w, 3);
+    assert_eq!(frame_number(read_one(&mut r)), 3);
+    // The reader has read everything, but frame 4 has nowhere to go until a slot comes back.
+    let given_back = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let giver = {
+        let (lender, given_back) = (lender.clone(), given_back.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            given_back.store(true, std::sync::atomic::Ordering::SeqCst);
+            lender.give_back(held);
+        })
+    };
+    assert_eq!(write_frame(&mut w, 4), WriteOutcome::Written { frame: 4 });
+    assert!(
+        given_back.load(std::sync::atomic::Ordering::SeqCst),
+        "the write waited for the slot given back"
+    );
+    giver.join().unwrap();
+    assert_eq!(frame_number(read_one(&mut r)), 4);
+}

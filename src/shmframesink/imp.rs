@@ -24,17 +24,18 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, TryLockError};
 use std::time::{Duration, Instant};
 
+use super::pool::SlotPool;
 use crate::shape::{self, Shape};
 use crate::transport::{
     self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, SegmentInfo, WriteOutcome,
     Writer, WriterConfig,
 };
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "shmframesink",
         gst::DebugColorFlags::empty(),
@@ -174,12 +175,14 @@ impl Counters {
 
 fn stats_structure(
     counters: Counters,
+    frames_in_place: u64,
     readers: u32,
     caps: Option<&gst::Caps>,
     slot_size: u64,
 ) -> gst::Structure {
     gst::Structure::builder("shmframesink-stats")
         .field("frames-written", counters.frames_written)
+        .field("frames-in-place", frames_in_place)
         .field("frames-dropped", counters.frames_dropped)
         .field("readers", readers)
         .field("full-events", counters.full_events)
@@ -203,7 +206,7 @@ struct Started {
 }
 
 impl Started {
-    fn stats(&self) -> gst::Structure {
+    fn stats(&self, frames_in_place: u64) -> gst::Structure {
         let (counters, readers) = match &self.observer {
             Some(observer) => {
                 let info = observer.info();
@@ -214,7 +217,13 @@ impl Started {
             }
             None => (self.before, 0),
         };
-        stats_structure(counters, readers, self.caps.as_ref(), self.slot_size)
+        stats_structure(
+            counters,
+            frames_in_place,
+            readers,
+            self.caps.as_ref(),
+            self.slot_size,
+        )
     }
 }
 
@@ -340,6 +349,8 @@ pub struct ShmFrameSink {
     flushing: AtomicBool,
     /// `clear` was requested; whoever holds the writer next performs it.
     clear_pending: AtomicBool,
+    /// Frames of this run published from our own pool's slots, without a copy.
+    frames_in_place: AtomicU64,
 }
 
 #[glib::object_subclass]
@@ -618,6 +629,7 @@ impl BaseSinkImpl for ShmFrameSink {
         };
         self.flushing.store(false, Ordering::SeqCst);
         self.clear_pending.store(false, Ordering::SeqCst);
+        self.frames_in_place.store(0, Ordering::Relaxed);
 
         let mut started = Started {
             config: config.clone(),
@@ -672,7 +684,9 @@ impl BaseSinkImpl for ShmFrameSink {
         *self.interrupt.lock().unwrap() = None;
         let mut state = self.state.lock().unwrap();
         let last_stats = match &*state {
-            State::Started(started) => Some(started.stats()),
+            State::Started(started) => {
+                Some(started.stats(self.frames_in_place.load(Ordering::Relaxed)))
+            }
             State::Stopped { last_stats } => last_stats.clone(),
         };
         *state = State::Stopped { last_stats };
@@ -889,6 +903,14 @@ impl BaseSinkImpl for ShmFrameSink {
     ) -> Result<(), gst::LoggableError> {
         // Any strides are fine: render() repacks them.
         query.add_allocation_meta::<gst_video::VideoMeta>(None);
+        let (caps, need_pool) = query.get_owned();
+        if need_pool
+            && let Some(caps) = caps
+            && let Some(pool) = self.slot_pool(&caps)?
+        {
+            let slots = pool.max_buffers;
+            query.add_allocation_pool(Some(&pool.pool), pool.frame_size, 0, slots);
+        }
         self.parent_propose_allocation(query)
     }
 
@@ -908,6 +930,34 @@ impl BaseSinkImpl for ShmFrameSink {
         }
         Ok(())
     }
+}
+
+/// The slot of our pool that `buffer` was filled in, when it can be published as it is: one
+/// memory starting at a lent, unpublished slot, holding a whole frame in the default layout.
+fn slot_holding(
+    buffer: &gst::BufferRef,
+    writer: &Writer,
+    info: &gst_video::VideoInfo,
+) -> Option<u32> {
+    if buffer.n_memory() != 1 || buffer.size() < info.size() {
+        return None;
+    }
+    let default_layout = buffer
+        .meta::<gst_video::VideoMeta>()
+        .is_none_or(|meta| meta.offset() == info.offset() && meta.stride() == info.stride());
+    if !default_layout {
+        return None;
+    }
+    // Mapping memory that wraps a slot only hands out its pointer.
+    let map = buffer.peek_memory(0).map_readable().ok()?;
+    writer.lent_slot_at(map.as_ptr())
+}
+
+/// A pool proposed upstream, with what the allocation query says about it.
+struct ProposedPool {
+    pool: SlotPool,
+    frame_size: u32,
+    max_buffers: u32,
 }
 
 /// Refuses, before anything is created, a name held by a live writer (naming its pid) or
@@ -1003,14 +1053,19 @@ impl ShmFrameSink {
             );
             return Err(gst::FlowError::Error);
         }
-        let source = FrameSource::new(buffer, info).map_err(|why| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("Cannot read the input frame: {why}")
-            );
-            gst::FlowError::Error
-        })?;
+        // A frame upstream wrote into a slot of our pool is published where it is.
+        let in_place = slot_holding(buffer, writer, info);
+        let source = match in_place {
+            Some(_) => None,
+            None => Some(FrameSource::new(buffer, info).map_err(|why| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Cannot read the input frame: {why}")
+                );
+                gst::FlowError::Error
+            })?),
+        };
         let started = Instant::now();
         let mut wait_interrupted = false;
         loop {
@@ -1018,8 +1073,18 @@ impl ShmFrameSink {
                 gst::info!(CAT, imp = self, "Clearing the depot");
                 writer.clear();
             }
-            match writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info)) {
+            let written = match (in_place, &source) {
+                (Some(slot), _) => writer.publish_lent(slot, meta, frame_size),
+                (None, Some(source)) => {
+                    writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info))
+                }
+                (None, None) => unreachable!("a frame not in place has a source"),
+            };
+            match written {
                 Ok(outcome) => {
+                    if in_place.is_some() && outcome.frame().is_some() {
+                        self.frames_in_place.fetch_add(1, Ordering::Relaxed);
+                    }
                     let outcome = match outcome {
                         // The first attempt waited for room until `clear` made some: for the
                         // application this frame met a full depot and waited.
@@ -1112,6 +1177,74 @@ impl ShmFrameSink {
         self.clear_interrupt_unless_flushing();
     }
 
+    /// A pool of the current segment's slots for frames of `caps`, if they fit its slots.
+    fn slot_pool(&self, caps: &gst::Caps) -> Result<Option<ProposedPool>, gst::LoggableError> {
+        let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
+            gst::loggable_error!(
+                CAT,
+                "Allocation query for caps {caps} that are not raw video"
+            )
+        })?;
+        let frame_size = info.size();
+        let guard = self.output.lock().unwrap();
+        let Some(writer) = guard.as_ref().map(|output| &output.writer) else {
+            gst::debug!(CAT, imp = self, "No segment yet: no pool to propose");
+            return Ok(None);
+        };
+        if frame_size as u64 > writer.slot_capacity() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Frames of {frame_size} bytes do not fit the slots of {} bytes: no pool until \
+                 the segment is recreated",
+                writer.slot_capacity()
+            );
+            return Ok(None);
+        }
+        let lender = writer.lender();
+        let max_buffers = lender.slot_count();
+        if max_buffers == writer.geometry().depth {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "spare-slots=0: no slot can be lent, no pool to propose"
+            );
+            return Ok(None);
+        }
+        drop(guard);
+        let weak_sink = self.obj().downgrade();
+        let lend_lender = lender.clone();
+        let pool = SlotPool::new(
+            lender,
+            Box::new(move || weak_sink.upgrade()?.imp().lend_slot(&lend_lender)),
+        );
+        let mut config = pool.config();
+        config.set_params(Some(caps), frame_size as u32, 0, max_buffers);
+        pool.set_config(config)
+            .map_err(|err| gst::loggable_error!(CAT, "Our slot pool refused its config: {err}"))?;
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Proposing a pool of {max_buffers} slots for frames of {frame_size} bytes"
+        );
+        Ok(Some(ProposedPool {
+            pool,
+            frame_size: frame_size as u32,
+            max_buffers,
+        }))
+    }
+
+    /// Lends a slot of the current segment to a pool made for it. Never waits: while a write
+    /// holds the writer (or the segment was replaced) the pool hands out system memory.
+    fn lend_slot(&self, lender: &transport::Lender) -> Option<u32> {
+        let mut guard = self.output.try_lock().ok()?;
+        let writer = &mut guard.as_mut()?.writer;
+        if !writer.lender().same_as(lender) {
+            return None;
+        }
+        writer.lend()
+    }
+
     fn dropped_before(&self) -> u64 {
         match &*self.state.lock().unwrap() {
             State::Started(started) => started.before.frames_dropped,
@@ -1122,11 +1255,13 @@ impl ShmFrameSink {
     fn stats(&self) -> gst::Structure {
         self.poll_reader_events();
         match &*self.state.lock().unwrap() {
-            State::Started(started) => started.stats(),
+            State::Started(started) => started.stats(self.frames_in_place.load(Ordering::Relaxed)),
             State::Stopped {
                 last_stats: Some(last),
             } => last.clone(),
-            State::Stopped { last_stats: None } => stats_structure(Counters::default(), 0, None, 0),
+            State::Stopped { last_stats: None } => {
+                stats_structure(Counters::default(), 0, 0, None, 0)
+            }
         }
     }
 

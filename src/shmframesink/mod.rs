@@ -14,6 +14,13 @@
 //! follow (an element message `shmframe-segment-recreated` says so). Timestamps are stored as
 //! CLOCK_MONOTONIC times so readers in other pipelines can map them to their running time.
 //!
+//! Upstream may write frames straight into shared memory: the sink proposes a buffer pool
+//! whose buffers are slots of the segment, and publishes such a buffer without copying it. A
+//! slot stays out of rotation while anything in the process still references its memory. Other
+//! buffers (a camera's own memory, custom strides, a pool buffer pushed a second time) are
+//! copied. At most `spare-slots` pool buffers are slots at a time; beyond that the pool hands out
+//! ordinary memory rather than waiting.
+//!
 //! With `shape` (`WIDTHxHEIGHT` or `WIDTHxHEIGHT:FORMAT`) set, the sink pad only accepts that
 //! geometry and the segment is created when the element starts, before any caps arrive, so
 //! readers can attach early. Without it, the segment appears with the first caps.
@@ -23,7 +30,8 @@
 //! posted on the bus as an element message (`shmframe-reader-attached`,
 //! `shmframe-reader-detached`, `shmframe-backpressure`, plus `shmframe-reader-evicted`).
 //! The read-only `stats` property is a `shmframesink-stats` structure with `frames-written`,
-//! `frames-dropped`, `readers`, `full-events`, `readers-evicted`, `caps` and `slot-size`.
+//! `frames-in-place`, `frames-dropped`, `readers`, `full-events`, `readers-evicted`, `caps` and
+//! `slot-size`.
 //!
 //! End of stream reaches every reader as EOS; stopping the element removes the segment.
 //!
@@ -56,6 +64,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod pool;
 
 glib::wrapper! {
     pub struct ShmFrameSink(ObjectSubclass<imp::ShmFrameSink>)

@@ -31,7 +31,7 @@ pub use reader::{
 };
 pub use segment::{ReaderInfo, SegmentInfo, inspect};
 pub use subscriber::{Subscriber, SubscriberEvent};
-pub use writer::{FrameMeta, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig};
+pub use writer::{FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig};
 
 use std::fmt;
 use std::time::Duration;

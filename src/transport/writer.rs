@@ -6,7 +6,7 @@ use super::reader::Interrupt;
 use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
 use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering, fence};
+use std::sync::atomic::{AtomicU8, Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// How often the writer checks reader liveness when it is not blocked.
@@ -123,6 +123,94 @@ impl SlotLease {
     }
 }
 
+/// What a slot lent out by [`Writer::lend`] is doing.
+mod lent_state {
+    /// Not lent: the writer manages the slot.
+    pub const FREE: u8 = 0;
+    /// Lent and not published yet: its holder may fill it.
+    pub const FILLING: u8 = 1;
+    /// Published as a frame and still held: readable, and never reused until given back.
+    pub const PUBLISHED: u8 = 2;
+}
+
+/// The lent slots of one segment, shared by the writer and every [`Lender`].
+struct LentSlots {
+    map: Arc<Mapping>,
+    state: Box<[AtomicU8]>,
+}
+
+/// Gives lent slots back to their writer from any thread, without the writer (a GStreamer
+/// buffer pool frees memory wherever the last reference to it is dropped), and reaches the
+/// memory of lent slots. Keeps the segment mapped while it lives.
+#[derive(Clone)]
+pub struct Lender {
+    lent: Arc<LentSlots>,
+}
+
+impl Lender {
+    /// Where slot `slot` starts; `slot_capacity()` bytes are mapped there for as long as this
+    /// lender (or a clone of it) lives. Writing them is only sound while the slot is lent to
+    /// the caller and not published.
+    pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
+        self.lent.map.slot_ptr(slot)
+    }
+
+    pub fn slot_capacity(&self) -> u64 {
+        self.lent.map.geo.slot_capacity
+    }
+
+    pub fn slot_count(&self) -> u32 {
+        self.lent.state.len() as u32
+    }
+
+    /// Ends the loan of `slot`. A slot never published is emptied (readers never saw it and
+    /// never will); a published one stays in the ring as the frame it holds. Giving back a
+    /// slot that is not lent does nothing.
+    pub fn give_back(&self, slot: u32) {
+        let Some(state) = self.lent.state.get(slot as usize) else {
+            return;
+        };
+        let map = &self.lent.map;
+        if state
+            .compare_exchange(
+                lent_state::FILLING,
+                lent_state::FREE,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            // The writer never touches a lent slot's descriptor, and the holder has stopped
+            // writing (it is giving the slot back), so these stores race with nobody; they
+            // happen before the writer can claim the slot again through the SeqCst exchange
+            // above and its SeqCst load of `state`.
+            let desc = map.desc(slot);
+            desc.frame.store(u64::MAX, Ordering::Relaxed);
+            desc.seq.fetch_add(1, Ordering::Release);
+        } else if state
+            .compare_exchange(
+                lent_state::PUBLISHED,
+                lent_state::FREE,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return;
+        }
+        // SeqCst pairs with the writer's store of writer_waiting before it re-checks for a
+        // free slot: either it sees this slot free, or we see it waiting and wake it.
+        if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+            map.kick(WaitWord::Space);
+        }
+    }
+
+    /// Whether `lender` gives slots back to the same writer as this one.
+    pub fn same_as(&self, lender: &Lender) -> bool {
+        Arc::ptr_eq(&self.lent, &lender.lent)
+    }
+}
+
 #[derive(Clone, Copy, Default)]
 struct ReaderWatch {
     /// (pid, session) last seen in this entry.
@@ -141,6 +229,7 @@ pub struct Writer {
     /// Which frame each slot holds, as this writer published it.
     slot_frame: Vec<Option<u64>>,
     leased: Vec<bool>,
+    lent: Arc<LentSlots>,
     watch: Vec<ReaderWatch>,
     events: Vec<ReaderEvent>,
     last_housekeeping_ns: u64,
@@ -192,6 +281,12 @@ impl Writer {
             reader_timeout_ns,
             slot_frame: vec![None; geo.slot_count as usize],
             leased: vec![false; geo.slot_count as usize],
+            lent: Arc::new(LentSlots {
+                map: map.clone(),
+                state: (0..geo.slot_count)
+                    .map(|_| AtomicU8::new(lent_state::FREE))
+                    .collect(),
+            }),
             watch: vec![ReaderWatch::default(); geo.max_readers as usize],
             events: Vec::new(),
             last_housekeeping_ns: 0,
@@ -336,6 +431,18 @@ impl Writer {
     /// frame that stays in the ring after `n` is published. Under `block`, also not holding a
     /// frame some counted reader still has to read.
     fn free_slot(&self, n: u64) -> Option<u32> {
+        self.free_slot_for(n, self.backpressure == Backpressure::DropOldest)
+    }
+
+    /// Whether the slot is the writer's own lease or lent out.
+    fn slot_busy(&self, slot: usize) -> bool {
+        // SeqCst pairs with `Lender::give_back` (see there).
+        self.leased[slot] || self.lent.state[slot].load(Ordering::SeqCst) != lent_state::FREE
+    }
+
+    /// [`Self::free_slot`]; `may_sacrifice`: whether the oldest unpinned frame of the window
+    /// may be overwritten when nothing else is free.
+    fn free_slot_for(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
         let depth = self.map.geo.depth as u64;
         let keep_from = (n + 1).saturating_sub(depth);
         let slowest = match self.backpressure {
@@ -343,7 +450,7 @@ impl Writer {
             _ => None,
         };
         let candidate = |slot: usize| {
-            !self.leased[slot]
+            !self.slot_busy(slot)
                 && match self.slot_frame[slot] {
                     None => true,
                     Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
@@ -362,10 +469,10 @@ impl Writer {
         // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
         // shorter ring would; readers detect it and count it missed. Block waits instead.
         let sacrifice = || {
-            (self.backpressure == Backpressure::DropOldest)
+            may_sacrifice
                 .then(|| {
                     (0..self.slot_frame.len())
-                        .filter(|&s| !self.leased[s] && !self.slot_pinned(s as u32))
+                        .filter(|&s| !self.slot_busy(s) && !self.slot_pinned(s as u32))
                         .min_by_key(oldest_first)
                 })
                 .flatten()
@@ -409,18 +516,10 @@ impl Writer {
                 self.count_drop();
                 return Ok(None);
             };
-            // Mark the slot as being written before touching it, then re-check pins: a reader
-            // pins by setting its bit and then checking this word, so with SeqCst on both sides
-            // at least one of us sees the other.
-            let desc = self.map.desc(slot);
-            let seq = desc.seq.load(Ordering::Relaxed);
-            desc.seq.store(seq | 1, Ordering::SeqCst);
-            if self.slot_pinned(slot) {
-                desc.seq.fetch_add(1, Ordering::SeqCst);
+            if !self.claim(slot) {
                 continue;
             }
             self.leased[slot as usize] = true;
-            self.slot_frame[slot as usize] = None;
             if waited_for_full {
                 self.acquire_wait = Some(wait_started.elapsed());
             }
@@ -429,6 +528,94 @@ impl Writer {
                 session: self.session,
             }));
         }
+    }
+
+    /// Marks a free slot as being written, unless a reader pinned it meanwhile.
+    fn claim(&mut self, slot: u32) -> bool {
+        // Mark the slot as being written before touching it, then re-check pins: a reader
+        // pins by setting its bit and then checking this word, so with SeqCst on both sides
+        // at least one of us sees the other.
+        let desc = self.map.desc(slot);
+        let seq = desc.seq.load(Ordering::Relaxed);
+        desc.seq.store(seq | 1, Ordering::SeqCst);
+        if self.slot_pinned(slot) {
+            desc.seq.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        self.slot_frame[slot as usize] = None;
+        true
+    }
+
+    /// Lends a free slot to be filled outside the writer (from another thread or by another
+    /// element) and published later with [`Self::publish_lent`]. Never waits and never
+    /// overwrites a frame of the ring: `None` when no slot is free right now, or when as many
+    /// slots as there are beyond `depth` are already lent and unpublished (so that frames
+    /// copied in always find a slot, however many buffers the holder keeps unpublished). The
+    /// slot stays out of the writer's hands, also after it is published, until
+    /// [`Lender::give_back`].
+    pub fn lend(&mut self) -> Option<u32> {
+        self.housekeeping_if_due();
+        let beyond_depth = self.slot_frame.len() - self.map.geo.depth as usize;
+        let filling = self
+            .lent
+            .state
+            .iter()
+            .filter(|s| s.load(Ordering::Relaxed) == lent_state::FILLING)
+            .count();
+        if filling >= beyond_depth {
+            return None;
+        }
+        // A reader pinning the chosen slot at the same moment makes `claim` fail; another slot
+        // may still be free.
+        for _ in 0..self.slot_frame.len() {
+            let slot = self.free_slot_for(self.head(), false)?;
+            if self.claim(slot) {
+                self.lent.state[slot as usize].store(lent_state::FILLING, Ordering::SeqCst);
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// The handle that gives lent slots back and reaches their memory.
+    pub fn lender(&self) -> Lender {
+        Lender {
+            lent: self.lent.clone(),
+        }
+    }
+
+    /// The lent, not yet published slot whose memory starts at `ptr`, if there is one.
+    pub fn lent_slot_at(&self, ptr: *const u8) -> Option<u32> {
+        let offset = (ptr as usize).checked_sub(self.map.slot_ptr(0) as usize)?;
+        let slot = offset as u64 / self.map.geo.slot_stride.max(1);
+        (slot < self.slot_frame.len() as u64
+            && std::ptr::eq(self.map.slot_ptr(slot as u32), ptr)
+            && self.lent.state[slot as usize].load(Ordering::SeqCst) == lent_state::FILLING)
+            .then_some(slot as u32)
+    }
+
+    /// Publishes the lent slot `slot`, filled with `size` bytes, as the next frame, under the
+    /// same backpressure rules as [`Self::publish`]. The slot stays lent (readable, never
+    /// reused) until it is given back; a frame that was dropped leaves it lent and unpublished.
+    ///
+    /// Panics if `slot` is not lent and unpublished.
+    pub fn publish_lent(
+        &mut self,
+        slot: u32,
+        meta: &FrameMeta,
+        size: u64,
+    ) -> Result<WriteOutcome, Error> {
+        let state = &self.lent.state[slot as usize];
+        assert_eq!(
+            state.load(Ordering::SeqCst),
+            lent_state::FILLING,
+            "slot {slot} is not lent or already published"
+        );
+        let outcome = self.publish_slot(slot, meta, size)?;
+        if outcome.frame().is_some() {
+            self.lent.state[slot as usize].store(lent_state::PUBLISHED, Ordering::SeqCst);
+        }
+        Ok(outcome)
     }
 
     /// Gives a lease back without publishing (the frame is not counted as written).
@@ -448,9 +635,28 @@ impl Writer {
         size: u64,
     ) -> Result<WriteOutcome, Error> {
         assert_eq!(lease.session, self.session, "lease from another writer");
+        match self.publish_slot(lease.slot, meta, size) {
+            Ok(outcome) if outcome.frame().is_some() => {
+                self.leased[lease.slot as usize] = false;
+                Ok(outcome)
+            }
+            result => {
+                self.release(lease);
+                result
+            }
+        }
+    }
+
+    /// Publishes `slot` (held by the writer or lent, filled) as the next frame, waiting for
+    /// room under `block`. On `Dropped` or an error the slot is left as it was.
+    fn publish_slot(
+        &mut self,
+        slot: u32,
+        meta: &FrameMeta,
+        size: u64,
+    ) -> Result<WriteOutcome, Error> {
         if size > self.map.geo.slot_capacity {
             let capacity = self.map.geo.slot_capacity;
-            self.release(lease);
             return Err(Error::FrameTooLarge { size, capacity });
         }
         let started = Instant::now();
@@ -459,15 +665,10 @@ impl Writer {
         if outcome_full {
             match self.backpressure {
                 Backpressure::Block => {
-                    if let Err(e) = self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))
-                    {
-                        self.release(lease);
-                        return Err(e);
-                    }
+                    self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))?;
                     n = self.head();
                 }
                 Backpressure::DropNewest => {
-                    self.release(lease);
                     self.count_full();
                     self.count_drop();
                     return Ok(WriteOutcome::Dropped);
@@ -475,7 +676,6 @@ impl Writer {
                 Backpressure::DropOldest => {}
             }
         }
-        let slot = lease.slot;
         let desc = self.map.desc(slot);
         let opt = |v: Option<u64>| v.unwrap_or(NO_TIME);
         desc.frame.store(n, Ordering::Relaxed);
@@ -495,7 +695,6 @@ impl Writer {
         self.map
             .index(n)
             .store(index_entry(n, slot), Ordering::Release);
-        self.leased[slot as usize] = false;
         self.slot_frame[slot as usize] = Some(n);
         let h = self.map.header();
         h.heartbeat_ns.store(now, Ordering::Relaxed);

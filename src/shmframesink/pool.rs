@@ -1,0 +1,197 @@
+//! The buffer pool `shmframesink` proposes upstream: its buffers are slots of the segment, so
+//! an upstream element that fills a buffer from it (videotestsrc, videoconvert, a decoder,
+//! appsrc with the pool) writes the frame straight into shared memory and `render()` only
+//! publishes it.
+//!
+//! Each buffer handed out holds a slot lent by the writer ([`Writer::lend`]). The loan belongs
+//! to the buffer's memory, not to the buffer: it ends when the last reference to the memory
+//! is dropped, wherever that happens (a copy of the buffer made by `tee` or `imagefreeze`
+//! shares the memory), so a slot is never rewritten while anything in the process can still
+//! read it. When no slot is free (every spare slot lent or pinned, or the writer busy), the
+//! pool hands out an ordinary system-memory buffer instead, which `render()` copies as it
+//! copies any foreign buffer: the pool never waits, backpressure stays render()'s business.
+//!
+//! [`Writer::lend`]: crate::transport::Writer::lend
+
+use gst::glib;
+use gst::glib::translate::*;
+use gst::subclass::prelude::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::transport::Lender;
+
+/// Asks the sink's writer for a free slot; `None` when there is none right now.
+pub type LendSlot = Box<dyn Fn() -> Option<u32> + Send + Sync>;
+
+glib::wrapper! {
+    pub struct SlotPool(ObjectSubclass<imp::SlotPool>)
+        @extends gst::BufferPool, gst::Object;
+}
+
+impl SlotPool {
+    /// A pool over the slots `lender` gives back; `lend` lends one.
+    pub fn new(lender: Lender, lend: LendSlot) -> SlotPool {
+        let pool: SlotPool = glib::Object::new();
+        let records = (0..lender.slot_count())
+            .map(|slot| {
+                Arc::new(imp::SlotLoan {
+                    lender: lender.clone(),
+                    slot,
+                })
+            })
+            .collect();
+        let bound = pool.imp().binding.set(imp::Binding {
+            frame_size: AtomicUsize::new(lender.slot_capacity() as usize),
+            lender,
+            lend,
+            loans: records,
+        });
+        assert!(bound.is_ok(), "a new pool is bound once");
+        pool.imp().reserve_shells();
+        pool
+    }
+}
+
+mod imp {
+    use super::*;
+
+    /// Shell buffers kept for reuse beyond the slots (fallback buffers in flight).
+    const EXTRA_SHELLS: usize = 8;
+
+    /// One slot's loan record: a reference to it travels with the memory that wraps the slot
+    /// and ends the loan when that memory is freed.
+    pub struct SlotLoan {
+        pub lender: Lender,
+        pub slot: u32,
+    }
+
+    pub struct Binding {
+        pub lender: Lender,
+        pub lend: LendSlot,
+        /// One record per slot, made once: lending a slot then allocates nothing.
+        pub loans: Box<[Arc<SlotLoan>]>,
+        /// The size of the buffers upstream asked for (the frame size of its caps).
+        pub frame_size: AtomicUsize,
+    }
+
+    #[derive(Default)]
+    pub struct SlotPool {
+        pub binding: OnceLock<Binding>,
+        /// Buffers returned to the pool, without memory, reused by the next acquire.
+        shells: Mutex<Vec<gst::Buffer>>,
+    }
+
+    /// Called by GStreamer when the last reference to a slot's memory is dropped.
+    unsafe extern "C" fn end_loan(loan: glib::ffi::gpointer) {
+        // SAFETY: `loan` is the pointer `Arc::into_raw` gave in `wrap_slot`, passed to GStreamer
+        // as this notify's user data, which calls it exactly once.
+        let loan = unsafe { Arc::from_raw(loan as *const SlotLoan) };
+        loan.lender.give_back(loan.slot);
+    }
+
+    impl SlotPool {
+        /// Room for every shell the pool keeps, so returning one never allocates.
+        pub fn reserve_shells(&self) {
+            let keep = self.binding().loans.len() + EXTRA_SHELLS;
+            self.shells.lock().unwrap().reserve_exact(keep);
+        }
+
+        fn binding(&self) -> &Binding {
+            self.binding.get().expect("SlotPool::new binds every pool")
+        }
+
+        /// A memory over the lent slot `slot`, `frame_size` bytes long, whose release ends the
+        /// loan.
+        fn wrap_slot(&self, binding: &Binding, slot: u32, frame_size: usize) -> gst::Memory {
+            let loan = Arc::into_raw(binding.loans[slot as usize].clone());
+            // SAFETY: the slot is lent to this pool and unpublished, so nothing else writes it;
+            // `slot_capacity()` bytes stay mapped at `slot_ptr()` as long as the lender inside
+            // the loan record lives, and the record lives until `end_loan` runs, which
+            // GStreamer does after the last use of the memory. frame_size <= capacity (checked
+            // in set_config).
+            unsafe {
+                from_glib_full(gst::ffi::gst_memory_new_wrapped(
+                    0,
+                    binding.lender.slot_ptr(slot) as glib::ffi::gpointer,
+                    binding.lender.slot_capacity() as usize,
+                    0,
+                    frame_size,
+                    loan as glib::ffi::gpointer,
+                    Some(end_loan),
+                ))
+            }
+        }
+    }
+
+    #[glib::object_subclass]
+    impl ObjectSubclass for SlotPool {
+        const NAME: &'static str = "GstShmFrameSlotPool";
+        type Type = super::SlotPool;
+        type ParentType = gst::BufferPool;
+    }
+
+    impl ObjectImpl for SlotPool {}
+    impl GstObjectImpl for SlotPool {}
+
+    impl BufferPoolImpl for SlotPool {
+        fn set_config(&self, config: &mut gst::BufferPoolConfigRef) -> bool {
+            let Some((_caps, size, _min, _max)) = config.params() else {
+                return false;
+            };
+            let binding = self.binding();
+            if size as u64 > binding.lender.slot_capacity() {
+                gst::warning!(
+                    super::super::imp::CAT,
+                    imp = self,
+                    "Buffers of {size} bytes do not fit the slots of {} bytes",
+                    binding.lender.slot_capacity()
+                );
+                return false;
+            }
+            binding.frame_size.store(size as usize, Ordering::Relaxed);
+            self.parent_set_config(config)
+        }
+
+        fn alloc_buffer(
+            &self,
+            _params: Option<&gst::BufferPoolAcquireParams>,
+        ) -> Result<gst::Buffer, gst::FlowError> {
+            // Memory is attached per acquire; preallocated buffers are empty shells.
+            Ok(gst::Buffer::new())
+        }
+
+        fn acquire_buffer(
+            &self,
+            _params: Option<&gst::BufferPoolAcquireParams>,
+        ) -> Result<gst::Buffer, gst::FlowError> {
+            let binding = self.binding();
+            let frame_size = binding.frame_size.load(Ordering::Relaxed);
+            let memory = match (binding.lend)() {
+                Some(slot) => self.wrap_slot(binding, slot, frame_size),
+                None => gst::Memory::with_size(frame_size),
+            };
+            let mut buffer = self.shells.lock().unwrap().pop().unwrap_or_default();
+            buffer
+                .get_mut()
+                .expect("a shell in the pool is referenced by nobody else")
+                .append_memory(memory);
+            Ok(buffer)
+        }
+
+        fn release_buffer(&self, mut buffer: gst::Buffer) {
+            let Some(shell) = buffer.get_mut() else {
+                return;
+            };
+            // Dropping our reference to the memory ends the slot's loan unless a copy of the
+            // buffer still shares it.
+            shell.remove_all_memory();
+            shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
+            let mut shells = self.shells.lock().unwrap();
+            if shells.len() < self.binding().loans.len() + EXTRA_SHELLS {
+                shells.push(buffer);
+            }
+        }
+    }
+}
