@@ -1305,3 +1305,36 @@ fn no_pool_is_proposed_when_no_slot_can_be_lent() {
         "strided input is still welcome"
     );
 }
+
+#[test]
+fn a_pool_proposed_before_the_segment_exists_lends_slots_once_it_does() {
+    init();
+    let name = ShmName::new("pool-early");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    // An element such as imagefreeze forwards the allocation query before the caps event.
+    let caps = gst::Caps::from_str(RGBA_64X48).unwrap();
+    let mut query = gst::query::Allocation::new(Some(&caps), true);
+    assert!(h.srcpad().unwrap().peer_query(&mut query));
+    let (pool, _, _, _) = query.allocation_pools().next().expect("a pool");
+    let pool = pool.unwrap();
+    pool.set_active(true).unwrap();
+    assert!(!name.path().exists(), "no segment before caps");
+    let early = pool_frame(&pool, 0);
+    h.set_src_caps_str(RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    let mut early = Some(early);
+    for n in 0..5 {
+        h.push(early.take().unwrap_or_else(|| pool_frame(&pool, n)))
+            .unwrap();
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(
+        frames_in_place(&sink),
+        4,
+        "the buffer acquired before the segment existed was ordinary memory, copied"
+    );
+    pool.set_active(false).unwrap();
+}

@@ -1177,7 +1177,7 @@ impl ShmFrameSink {
         self.clear_interrupt_unless_flushing();
     }
 
-    /// A pool of the current segment's slots for frames of `caps`, if they fit its slots.
+    /// A pool of segment slots for frames of `caps`, unless no slot could ever be lent.
     fn slot_pool(&self, caps: &gst::Caps) -> Result<Option<ProposedPool>, gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|_| {
             gst::loggable_error!(
@@ -1186,63 +1186,55 @@ impl ShmFrameSink {
             )
         })?;
         let frame_size = info.size();
-        let guard = self.output.lock().unwrap();
-        let Some(writer) = guard.as_ref().map(|output| &output.writer) else {
-            gst::debug!(CAT, imp = self, "No segment yet: no pool to propose");
-            return Ok(None);
+        let slots = match &*self.state.lock().unwrap() {
+            State::Started(started) if started.config.spare_slots > 0 => {
+                let depth = match started.config.layout {
+                    transport::Layout::Double => 2,
+                    transport::Layout::Ring => started.config.depth,
+                };
+                depth + started.config.spare_slots
+            }
+            State::Started(_) => {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "spare-slots=0: no slot can be lent, no pool"
+                );
+                return Ok(None);
+            }
+            State::Stopped { .. } => return Ok(None),
         };
-        if frame_size as u64 > writer.slot_capacity() {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Frames of {frame_size} bytes do not fit the slots of {} bytes: no pool until \
-                 the segment is recreated",
-                writer.slot_capacity()
-            );
-            return Ok(None);
-        }
-        let lender = writer.lender();
-        let max_buffers = lender.slot_count();
-        if max_buffers == writer.geometry().depth {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "spare-slots=0: no slot can be lent, no pool to propose"
-            );
-            return Ok(None);
-        }
-        drop(guard);
         let weak_sink = self.obj().downgrade();
-        let lend_lender = lender.clone();
         let pool = SlotPool::new(
-            lender,
-            Box::new(move || weak_sink.upgrade()?.imp().lend_slot(&lend_lender)),
+            Box::new(move |frame_size| weak_sink.upgrade()?.imp().lend_slot(frame_size)),
+            slots,
         );
         let mut config = pool.config();
-        config.set_params(Some(caps), frame_size as u32, 0, max_buffers);
+        config.set_params(Some(caps), frame_size as u32, 0, slots);
         pool.set_config(config)
             .map_err(|err| gst::loggable_error!(CAT, "Our slot pool refused its config: {err}"))?;
         gst::debug!(
             CAT,
             imp = self,
-            "Proposing a pool of {max_buffers} slots for frames of {frame_size} bytes"
+            "Proposing a pool of {slots} slots for frames of {frame_size} bytes"
         );
         Ok(Some(ProposedPool {
             pool,
             frame_size: frame_size as u32,
-            max_buffers,
+            max_buffers: slots,
         }))
     }
 
-    /// Lends a slot of the current segment to a pool made for it. Never waits: while a write
-    /// holds the writer (or the segment was replaced) the pool hands out system memory.
-    fn lend_slot(&self, lender: &transport::Lender) -> Option<u32> {
+    /// Lends a slot of the current segment for a frame of `frame_size` bytes. Never waits:
+    /// while a write holds the writer, before the segment exists, or when its slots are too
+    /// small, the pool hands out system memory instead.
+    fn lend_slot(&self, frame_size: usize) -> Option<(u32, transport::Lender)> {
         let mut guard = self.output.try_lock().ok()?;
         let writer = &mut guard.as_mut()?.writer;
-        if !writer.lender().same_as(lender) {
+        if frame_size as u64 > writer.slot_capacity() {
             return None;
         }
-        writer.lend()
+        Some((writer.lend()?, writer.lender()))
     }
 
     fn dropped_before(&self) -> u64 {

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::transport::Lender;
 
-/// Asks the sink's writer for a free slot; `None` when there is none right now.
-pub type LendSlot = Box<dyn Fn() -> Option<u32> + Send + Sync>;
+/// Asks the sink's current writer for a free slot that holds a frame of the given size: the
+/// slot and the writer's lender, or `None` when there is none right now.
+pub type LendSlot = Box<dyn Fn(usize) -> Option<(u32, Lender)> + Send + Sync>;
 
 glib::wrapper! {
     pub struct SlotPool(ObjectSubclass<imp::SlotPool>)
@@ -31,25 +32,17 @@ glib::wrapper! {
 }
 
 impl SlotPool {
-    /// A pool over the slots `lender` gives back; `lend` lends one.
-    pub fn new(lender: Lender, lend: LendSlot) -> SlotPool {
+    /// A pool whose buffers are slots that `lend` lends. It binds to whichever segment the
+    /// sink has when a buffer is acquired, so it outlives a caps change that recreates it.
+    pub fn new(lend: LendSlot, max_slots: u32) -> SlotPool {
         let pool: SlotPool = glib::Object::new();
-        let records = (0..lender.slot_count())
-            .map(|slot| {
-                Arc::new(imp::SlotLoan {
-                    lender: lender.clone(),
-                    slot,
-                })
-            })
-            .collect();
         let bound = pool.imp().binding.set(imp::Binding {
-            frame_size: AtomicUsize::new(lender.slot_capacity() as usize),
-            lender,
             lend,
-            loans: records,
+            loans: Mutex::new(imp::Loans::default()),
+            frame_size: AtomicUsize::new(0),
         });
         assert!(bound.is_ok(), "a new pool is bound once");
-        pool.imp().reserve_shells();
+        pool.imp().reserve_shells(max_slots as usize);
         pool
     }
 }
@@ -67,11 +60,34 @@ mod imp {
         pub slot: u32,
     }
 
+    /// The loan records of the segment the pool last lent from, one per slot, made once per
+    /// segment: lending a slot then allocates nothing.
+    #[derive(Default)]
+    pub struct Loans {
+        lender: Option<Lender>,
+        records: Vec<Arc<SlotLoan>>,
+    }
+
+    impl Loans {
+        fn record(&mut self, slot: u32, lender: Lender) -> Arc<SlotLoan> {
+            if !self.lender.as_ref().is_some_and(|l| l.same_as(&lender)) {
+                self.records = (0..lender.slot_count())
+                    .map(|slot| {
+                        Arc::new(SlotLoan {
+                            lender: lender.clone(),
+                            slot,
+                        })
+                    })
+                    .collect();
+                self.lender = Some(lender);
+            }
+            self.records[slot as usize].clone()
+        }
+    }
+
     pub struct Binding {
-        pub lender: Lender,
         pub lend: LendSlot,
-        /// One record per slot, made once: lending a slot then allocates nothing.
-        pub loans: Box<[Arc<SlotLoan>]>,
+        pub loans: Mutex<Loans>,
         /// The size of the buffers upstream asked for (the frame size of its caps).
         pub frame_size: AtomicUsize,
     }
@@ -81,6 +97,8 @@ mod imp {
         pub binding: OnceLock<Binding>,
         /// Buffers returned to the pool, without memory, reused by the next acquire.
         shells: Mutex<Vec<gst::Buffer>>,
+        /// How many shells are kept.
+        keep_shells: AtomicUsize,
     }
 
     /// Called by GStreamer when the last reference to a slot's memory is dropped.
@@ -93,8 +111,9 @@ mod imp {
 
     impl SlotPool {
         /// Room for every shell the pool keeps, so returning one never allocates.
-        pub fn reserve_shells(&self) {
-            let keep = self.binding().loans.len() + EXTRA_SHELLS;
+        pub fn reserve_shells(&self, slots: usize) {
+            let keep = slots + EXTRA_SHELLS;
+            self.keep_shells.store(keep, Ordering::Relaxed);
             self.shells.lock().unwrap().reserve_exact(keep);
         }
 
@@ -104,18 +123,20 @@ mod imp {
 
         /// A memory over the lent slot `slot`, `frame_size` bytes long, whose release ends the
         /// loan.
-        fn wrap_slot(&self, binding: &Binding, slot: u32, frame_size: usize) -> gst::Memory {
-            let loan = Arc::into_raw(binding.loans[slot as usize].clone());
+        fn wrap_slot(&self, slot: u32, lender: Lender, frame_size: usize) -> gst::Memory {
+            let (data, capacity) = (lender.slot_ptr(slot), lender.slot_capacity() as usize);
+            let record = self.binding().loans.lock().unwrap().record(slot, lender);
+            let loan = Arc::into_raw(record);
             // SAFETY: the slot is lent to this pool and unpublished, so nothing else writes it;
-            // `slot_capacity()` bytes stay mapped at `slot_ptr()` as long as the lender inside
-            // the loan record lives, and the record lives until `end_loan` runs, which
-            // GStreamer does after the last use of the memory. frame_size <= capacity (checked
-            // in set_config).
+            // `capacity` bytes stay mapped at `data` as long as the lender inside the loan
+            // record lives, and the record lives until `end_loan` runs, which GStreamer does
+            // after the last use of the memory. frame_size <= capacity: the sink lends only
+            // slots that hold a frame of that size.
             unsafe {
                 from_glib_full(gst::ffi::gst_memory_new_wrapped(
                     0,
-                    binding.lender.slot_ptr(slot) as glib::ffi::gpointer,
-                    binding.lender.slot_capacity() as usize,
+                    data as glib::ffi::gpointer,
+                    capacity,
                     0,
                     frame_size,
                     loan as glib::ffi::gpointer,
@@ -140,17 +161,9 @@ mod imp {
             let Some((_caps, size, _min, _max)) = config.params() else {
                 return false;
             };
-            let binding = self.binding();
-            if size as u64 > binding.lender.slot_capacity() {
-                gst::warning!(
-                    super::super::imp::CAT,
-                    imp = self,
-                    "Buffers of {size} bytes do not fit the slots of {} bytes",
-                    binding.lender.slot_capacity()
-                );
-                return false;
-            }
-            binding.frame_size.store(size as usize, Ordering::Relaxed);
+            self.binding()
+                .frame_size
+                .store(size as usize, Ordering::Relaxed);
             self.parent_set_config(config)
         }
 
@@ -168,8 +181,8 @@ mod imp {
         ) -> Result<gst::Buffer, gst::FlowError> {
             let binding = self.binding();
             let frame_size = binding.frame_size.load(Ordering::Relaxed);
-            let memory = match (binding.lend)() {
-                Some(slot) => self.wrap_slot(binding, slot, frame_size),
+            let memory = match (binding.lend)(frame_size) {
+                Some((slot, lender)) => self.wrap_slot(slot, lender, frame_size),
                 None => gst::Memory::with_size(frame_size),
             };
             let mut buffer = self.shells.lock().unwrap().pop().unwrap_or_default();
@@ -189,7 +202,7 @@ mod imp {
             shell.remove_all_memory();
             shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
             let mut shells = self.shells.lock().unwrap();
-            if shells.len() < self.binding().loans.len() + EXTRA_SHELLS {
+            if shells.len() < self.keep_shells.load(Ordering::Relaxed) {
                 shells.push(buffer);
             }
         }
