@@ -808,16 +808,17 @@ fn lending_never_waits_and_never_takes_a_frame_of_the_ring() {
     assert_eq!(
         lent.len(),
         2,
-        "no more slots are lent unpublished than there are beyond depth"
+        "no more slots are lent than there are beyond depth"
     );
-    // Published, they stay lent, and two more may be lent: the empty ring has room.
+    // Published, they stay lent. Frame 1 is in the ring (depth 2: frames 1 and 2 once 2 is
+    // written) and does not count; frame 0 has left it and still counts: one more may be lent.
     for (n, &slot) in lent.iter().enumerate() {
         fill_lent(&lender, slot, n as u64);
         w.publish_lent(slot, &meta(n as u64), FRAME as u64).unwrap();
     }
-    let more: Vec<u32> = std::iter::from_fn(|| w.lend()).collect();
-    assert_eq!(more.len(), 2);
-    for slot in lent.into_iter().chain(more) {
+    let third = lender.lend().expect("lending works from the lender too");
+    assert_eq!(w.lend(), None);
+    for slot in lent.into_iter().chain([third]) {
         lender.give_back(slot);
     }
     // Frames 0 and 1, unread, stay in the ring: only the two other slots may be lent.
@@ -880,4 +881,35 @@ fn giving_back_from_another_thread_wakes_a_writer_waiting_for_a_slot() {
     );
     giver.join().unwrap();
     assert_eq!(frame_number(read_one(&mut r)), 4);
+}
+
+#[test]
+fn a_lender_lends_from_another_thread_while_the_writer_waits_for_room() {
+    let name = ShmName::new("lend-while-blocked");
+    let mut c = config(&name, Layout::Ring, 2, Backpressure::Block);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    write_frame(&mut w, 1);
+    // The ring is full: frame 2 waits for the reader, in another thread.
+    let blocked = std::thread::spawn(move || {
+        let outcome = write_frame(&mut w, 2);
+        (w, outcome)
+    });
+    let observer = Observer::open(&name).unwrap();
+    assert!(common::wait_for(Duration::from_secs(10), || {
+        observer.info().full_events == 1
+    }));
+    let slot = lender.lend().expect("the spare slot is lent while the writer waits");
+    fill_lent(&lender, slot, 7);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    let (w, outcome) = blocked.join().unwrap();
+    assert!(matches!(outcome, WriteOutcome::WrittenAfterWait { frame: 2, .. }));
+    for n in 1..3 {
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    assert_eq!(w.lent_slot_at(lender.slot_ptr(slot)), Some(slot));
+    lender.give_back(slot);
 }

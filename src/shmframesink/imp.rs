@@ -1,6 +1,6 @@
 //! `shmframesink` implementation: a `GstBaseSink` over [`transport::Writer`].
 //!
-//! Locking (order: `output` before `state`; `settings` and `interrupt` are leaves):
+//! Locking (order: `output` before `state`; `settings`, `interrupt` and `lender` are leaves):
 //! * `settings`: property values, copied out by `start()`.
 //! * `state`: what `stats`, `set_caps()` and `stop()` need to know about the running stream
 //!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
@@ -13,8 +13,9 @@
 //!   waits for this lock while a write blocks without first ending the wait: `stop()` and
 //!   `clear` interrupt the write through `interrupt` (held outside every other lock) before
 //!   locking, `stats` only `try_lock`s it (its numbers come from the Observer), and
-//!   `unlock()` never touches it. Signals and bus messages are emitted after it is released,
-//!   so handlers may call `clear` or read `stats`.
+//!   `unlock()` never touches it; nor does the slot pool, which lends slots through `lender`
+//!   (a leaf lock). Signals and bus messages are emitted after it is released, so handlers may
+//!   call `clear` or read `stats`.
 
 use gst::glib;
 use gst::prelude::*;
@@ -351,6 +352,9 @@ pub struct ShmFrameSink {
     clear_pending: AtomicBool,
     /// Frames of this run published from our own pool's slots, without a copy.
     frames_in_place: AtomicU64,
+    /// Lends the current segment's slots to our buffer pool without taking `output`, so a
+    /// write waiting for room never keeps upstream from drawing into a free slot.
+    lender: Mutex<Option<transport::Lender>>,
 }
 
 #[glib::object_subclass]
@@ -651,7 +655,7 @@ impl BaseSinkImpl for ShmFrameSink {
             .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
             started.observer = Some(writer.observer());
             started.slot_size = writer.slot_capacity();
-            self.install_interrupt(&writer);
+            self.install_writer_handles(&writer);
             output = Some(Output {
                 writer,
                 video_info: None,
@@ -682,6 +686,7 @@ impl BaseSinkImpl for ShmFrameSink {
         }
         let output = self.output.lock().unwrap().take();
         *self.interrupt.lock().unwrap() = None;
+        *self.lender.lock().unwrap() = None;
         let mut state = self.state.lock().unwrap();
         let last_stats = match &*state {
             State::Started(started) => {
@@ -797,7 +802,7 @@ impl BaseSinkImpl for ShmFrameSink {
                     return Err(gst::loggable_error!(CAT, "{err}"));
                 }
             };
-            self.install_interrupt(&writer);
+            self.install_writer_handles(&writer);
             *output_guard = Some(Output {
                 writer,
                 video_info: None,
@@ -1139,9 +1144,10 @@ impl ShmFrameSink {
         true
     }
 
-    /// Makes `writer`'s handle the one unlock()/stop()/clear use; a flush already going on
-    /// applies to it at once.
-    fn install_interrupt(&self, writer: &Writer) {
+    /// Makes `writer`'s handles the ones unlock()/stop()/clear and the slot pool use; a flush
+    /// already going on applies to it at once.
+    fn install_writer_handles(&self, writer: &Writer) {
+        *self.lender.lock().unwrap() = Some(writer.lender());
         let handle = writer.interrupt_handle();
         let mut guard = self.interrupt.lock().unwrap();
         // Checked under the lock unlock() takes after setting `flushing`: either it sees the
@@ -1225,16 +1231,19 @@ impl ShmFrameSink {
         }))
     }
 
-    /// Lends a slot of the current segment for a frame of `frame_size` bytes. Never waits:
-    /// while a write holds the writer, before the segment exists, or when its slots are too
-    /// small, the pool hands out system memory instead.
+    /// Lends a slot of the current segment for a frame of `frame_size` bytes; `None` (the
+    /// pool then hands out system memory) before the segment exists, when its slots are too
+    /// small, or when none is free. Never waits.
     fn lend_slot(&self, frame_size: usize) -> Option<(u32, transport::Lender)> {
-        let mut guard = self.output.try_lock().ok()?;
-        let writer = &mut guard.as_mut()?.writer;
-        if frame_size as u64 > writer.slot_capacity() {
+        let lender = self.lender.lock().unwrap().clone()?;
+        if frame_size as u64 > lender.slot_capacity() {
             return None;
         }
-        Some((writer.lend()?, writer.lender()))
+        let Some(slot) = lender.lend() else {
+            gst::trace!(CAT, imp = self, "No slot free to lend");
+            return None;
+        };
+        Some((slot, lender))
     }
 
     fn dropped_before(&self) -> u64 {

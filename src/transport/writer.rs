@@ -6,7 +6,7 @@ use super::reader::Interrupt;
 use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
 use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering, fence};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// How often the writer checks reader liveness when it is not blocked.
@@ -123,91 +123,243 @@ impl SlotLease {
     }
 }
 
-/// What a slot lent out by [`Writer::lend`] is doing.
-mod lent_state {
-    /// Not lent: the writer manages the slot.
+/// Who holds a slot.
+mod holder {
+    /// Nobody: the writer may claim it for a frame (unless a reader pinned it).
     pub const FREE: u8 = 0;
-    /// Lent and not published yet: its holder may fill it.
-    pub const FILLING: u8 = 1;
-    /// Published as a frame and still held: readable, and never reused until given back.
-    pub const PUBLISHED: u8 = 2;
+    /// The writer, filling it for `Writer::write` (a [`super::SlotLease`]).
+    pub const WRITER: u8 = 1;
+    /// Lent and not published yet: its borrower may fill it.
+    pub const FILLING: u8 = 2;
+    /// Lent, published as a frame and still held: readable, never reused until given back.
+    pub const PUBLISHED: u8 = 3;
 }
 
-/// The lent slots of one segment, shared by the writer and every [`Lender`].
-struct LentSlots {
+/// No frame in the slot.
+const NO_FRAME: u64 = u64::MAX;
+
+/// Who holds each slot of a segment and which frame it holds, shared by the writer and its
+/// [`Lender`]s so that slots can be lent and given back from any thread, also while the writer
+/// waits for room. A slot changes hands only by a compare-and-swap of its holder from `FREE`,
+/// so the writer and a lender never claim the same slot.
+struct Slots {
     map: Arc<Mapping>,
-    state: Box<[AtomicU8]>,
+    backpressure: Backpressure,
+    holder: Box<[AtomicU8]>,
+    /// The frame each slot holds (`NO_FRAME`): written only by the slot's holder, read by
+    /// whoever looks for a free slot.
+    frame: Box<[AtomicU64]>,
 }
 
-/// Gives lent slots back to their writer from any thread, without the writer (a GStreamer
-/// buffer pool frees memory wherever the last reference to it is dropped), and reaches the
-/// memory of lent slots. Keeps the segment mapped while it lives.
+impl Slots {
+    fn count(&self) -> usize {
+        self.holder.len()
+    }
+
+    fn frame(&self, slot: usize) -> Option<u64> {
+        let f = self.frame[slot].load(Ordering::Acquire);
+        (f != NO_FRAME).then_some(f)
+    }
+
+    fn set_frame(&self, slot: usize, frame: Option<u64>) {
+        self.frame[slot].store(frame.unwrap_or(NO_FRAME), Ordering::Release);
+    }
+
+    fn held(&self, slot: usize) -> u8 {
+        // SeqCst pairs with `Lender::give_back` (see there).
+        self.holder[slot].load(Ordering::SeqCst)
+    }
+
+    fn head(&self) -> u64 {
+        self.map.header().head.load(Ordering::Acquire)
+    }
+
+    fn readers_hwm(&self) -> u32 {
+        self.map
+            .control()
+            .readers_hwm
+            .load(Ordering::Acquire)
+            .min(self.map.geo.max_readers)
+    }
+
+    /// The smallest cursor among readers that count for backpressure, if any.
+    fn slowest_cursor(&self) -> Option<u64> {
+        if self.map.geo.layout == Layout::Double {
+            return None;
+        }
+        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
+        (0..self.readers_hwm())
+            .filter_map(|i| {
+                let e = self.map.reader_entry(i);
+                // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
+                (e.pid.load(Ordering::SeqCst) != 0
+                    && e.state.load(Ordering::SeqCst) == reader_state::ACTIVE)
+                    .then(|| e.cursor.load(Ordering::SeqCst).max(floor))
+            })
+            .min()
+    }
+
+    fn pinned(&self, slot: u32) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        (0..self.readers_hwm()).any(|r| {
+            let e = self.map.reader_entry(r);
+            e.pid.load(Ordering::SeqCst) != 0
+                && self.map.pin_word(r, word).load(Ordering::SeqCst) & bit != 0
+        })
+    }
+
+    /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
+    /// holding a frame that stays in the ring after `n` is published. Under `block`, also not
+    /// holding a frame some counted reader still has to read. `may_sacrifice`: whether the
+    /// oldest unpinned frame of the window may be taken when nothing else is free.
+    fn free_slot(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
+        let depth = self.map.geo.depth as u64;
+        let keep_from = (n + 1).saturating_sub(depth);
+        let slowest = match self.backpressure {
+            Backpressure::Block => self.slowest_cursor(),
+            _ => None,
+        };
+        let candidate = |slot: usize| {
+            self.held(slot) == holder::FREE
+                && match self.frame(slot) {
+                    None => true,
+                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
+                }
+        };
+        let oldest_first = |s: &usize| self.frame(*s).map_or(0, |f| f + 1);
+        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
+        let free = (0..self.count())
+            .filter(|&s| candidate(s))
+            .min_by_key(oldest_first)
+            .filter(|&s| !self.pinned(s as u32))
+            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !self.pinned(s as u32)));
+        // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
+        // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
+        // shorter ring would; readers detect it and count it missed. Block waits instead.
+        let sacrifice = || {
+            may_sacrifice
+                .then(|| {
+                    (0..self.count())
+                        .filter(|&s| self.held(s) == holder::FREE && !self.pinned(s as u32))
+                        .min_by_key(oldest_first)
+                })
+                .flatten()
+        };
+        free.or_else(sacrifice).map(|s| s as u32)
+    }
+
+    /// Takes a free slot for `who`, marking it as being written, unless someone else took it
+    /// or a reader pinned it meanwhile.
+    fn claim(&self, slot: u32, who: u8) -> bool {
+        if self.holder[slot as usize]
+            .compare_exchange(holder::FREE, who, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // Mark the slot as being written before touching it, then re-check pins: a reader
+        // pins by setting its bit and then checking this word, so with SeqCst on both sides
+        // at least one of us sees the other.
+        let desc = self.map.desc(slot);
+        let seq = desc.seq.load(Ordering::Relaxed);
+        desc.seq.store(seq | 1, Ordering::SeqCst);
+        if self.pinned(slot) {
+            desc.seq.fetch_add(1, Ordering::SeqCst);
+            self.holder[slot as usize].store(holder::FREE, Ordering::SeqCst);
+            return false;
+        }
+        self.set_frame(slot as usize, None);
+        true
+    }
+
+    /// See [`Writer::lend`].
+    fn lend(&self) -> Option<u32> {
+        let beyond_depth = self.count() - self.map.geo.depth as usize;
+        let keep_from = (self.head() + 1).saturating_sub(self.map.geo.depth as u64);
+        let lent_outside_ring = (0..self.count())
+            .filter(|&s| match self.held(s) {
+                holder::FILLING => true,
+                holder::PUBLISHED => self.frame(s).is_none_or(|f| f < keep_from),
+                _ => false,
+            })
+            .count();
+        if lent_outside_ring >= beyond_depth {
+            return None;
+        }
+        // Someone taking the chosen slot at the same moment makes `claim` fail; another slot
+        // may still be free.
+        for _ in 0..self.count() {
+            let slot = self.free_slot(self.head(), false)?;
+            if self.claim(slot, holder::FILLING) {
+                return Some(slot);
+            }
+        }
+        None
+    }
+}
+
+/// Lends slots of a writer and takes them back, from any thread and without the writer
+/// (a GStreamer buffer pool hands out buffers in upstream's thread, and frees memory wherever
+/// the last reference to it is dropped), and reaches the memory of lent slots. Keeps the
+/// segment mapped while it lives.
 #[derive(Clone)]
 pub struct Lender {
-    lent: Arc<LentSlots>,
+    slots: Arc<Slots>,
 }
 
 impl Lender {
+    /// Lends a free slot, as [`Writer::lend`] does, without the writer.
+    pub fn lend(&self) -> Option<u32> {
+        self.slots.lend()
+    }
+
     /// Where slot `slot` starts; `slot_capacity()` bytes are mapped there for as long as this
     /// lender (or a clone of it) lives. Writing them is only sound while the slot is lent to
     /// the caller and not published.
     pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
-        self.lent.map.slot_ptr(slot)
+        self.slots.map.slot_ptr(slot)
     }
 
     pub fn slot_capacity(&self) -> u64 {
-        self.lent.map.geo.slot_capacity
+        self.slots.map.geo.slot_capacity
     }
 
     pub fn slot_count(&self) -> u32 {
-        self.lent.state.len() as u32
+        self.slots.count() as u32
     }
 
     /// Ends the loan of `slot`. A slot never published is emptied (readers never saw it and
     /// never will); a published one stays in the ring as the frame it holds. Giving back a
     /// slot that is not lent does nothing.
     pub fn give_back(&self, slot: u32) {
-        let Some(state) = self.lent.state.get(slot as usize) else {
+        let Some(held) = self.slots.holder.get(slot as usize) else {
             return;
         };
-        let map = &self.lent.map;
-        if state
-            .compare_exchange(
-                lent_state::FILLING,
-                lent_state::FREE,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            // The writer never touches a lent slot's descriptor, and the holder has stopped
-            // writing (it is giving the slot back), so these stores race with nobody; they
-            // happen before the writer can claim the slot again through the SeqCst exchange
-            // above and its SeqCst load of `state`.
+        let map = &self.slots.map;
+        if held.load(Ordering::SeqCst) == holder::FILLING {
+            // Nobody else touches a lent slot's descriptor, and the borrower has stopped
+            // writing (it is giving the slot back); the stores happen before the slot can be
+            // claimed again, which needs the SeqCst exchange below.
             let desc = map.desc(slot);
             desc.frame.store(u64::MAX, Ordering::Relaxed);
             desc.seq.fetch_add(1, Ordering::Release);
-        } else if state
-            .compare_exchange(
-                lent_state::PUBLISHED,
-                lent_state::FREE,
-                Ordering::SeqCst,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return;
         }
+        let returned = [holder::FILLING, holder::PUBLISHED]
+            .into_iter()
+            .any(|from| {
+                held.compare_exchange(from, holder::FREE, Ordering::SeqCst, Ordering::Relaxed)
+                    .is_ok()
+            });
         // SeqCst pairs with the writer's store of writer_waiting before it re-checks for a
         // free slot: either it sees this slot free, or we see it waiting and wake it.
-        if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+        if returned && map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
             map.kick(WaitWord::Space);
         }
     }
 
-    /// Whether `lender` gives slots back to the same writer as this one.
+    /// Whether `lender` lends the slots of the same writer as this one.
     pub fn same_as(&self, lender: &Lender) -> bool {
-        Arc::ptr_eq(&self.lent, &lender.lent)
+        Arc::ptr_eq(&self.slots, &lender.slots)
     }
 }
 
@@ -226,10 +378,7 @@ pub struct Writer {
     session: u64,
     backpressure: Backpressure,
     reader_timeout_ns: u64,
-    /// Which frame each slot holds, as this writer published it.
-    slot_frame: Vec<Option<u64>>,
-    leased: Vec<bool>,
-    lent: Arc<LentSlots>,
+    slots: Arc<Slots>,
     watch: Vec<ReaderWatch>,
     events: Vec<ReaderEvent>,
     last_housekeeping_ns: u64,
@@ -279,12 +428,14 @@ impl Writer {
             session,
             backpressure,
             reader_timeout_ns,
-            slot_frame: vec![None; geo.slot_count as usize],
-            leased: vec![false; geo.slot_count as usize],
-            lent: Arc::new(LentSlots {
+            slots: Arc::new(Slots {
                 map: map.clone(),
-                state: (0..geo.slot_count)
-                    .map(|_| AtomicU8::new(lent_state::FREE))
+                backpressure,
+                holder: (0..geo.slot_count)
+                    .map(|_| AtomicU8::new(holder::FREE))
+                    .collect(),
+                frame: (0..geo.slot_count)
+                    .map(|_| AtomicU64::new(NO_FRAME))
                     .collect(),
             }),
             watch: vec![ReaderWatch::default(); geo.max_readers as usize],
@@ -381,30 +532,12 @@ impl Writer {
         self.map.header().head.load(Ordering::Relaxed)
     }
 
-    /// The smallest cursor among readers that count for backpressure, if any.
     fn slowest_cursor(&self) -> Option<u64> {
-        if self.map.geo.layout == Layout::Double {
-            return None;
-        }
-        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        let hwm = self.readers_hwm();
-        (0..hwm)
-            .filter_map(|i| {
-                let e = self.map.reader_entry(i);
-                // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
-                (e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) == reader_state::ACTIVE)
-                    .then(|| e.cursor.load(Ordering::SeqCst).max(floor))
-            })
-            .min()
+        self.slots.slowest_cursor()
     }
 
     fn readers_hwm(&self) -> u32 {
-        self.map
-            .control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(self.map.geo.max_readers)
+        self.slots.readers_hwm()
     }
 
     /// Whether publishing frame `n` would overwrite a frame a counted reader has not read.
@@ -418,66 +551,10 @@ impl Writer {
         self.ring_full_for(self.head())
     }
 
-    fn slot_pinned(&self, slot: u32) -> bool {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        (0..self.readers_hwm()).any(|r| {
-            let e = self.map.reader_entry(r);
-            e.pid.load(Ordering::SeqCst) != 0
-                && self.map.pin_word(r, word).load(Ordering::SeqCst) & bit != 0
-        })
-    }
-
-    /// A slot that may be overwritten for frame `n`: not leased, not pinned, and not holding a
-    /// frame that stays in the ring after `n` is published. Under `block`, also not holding a
-    /// frame some counted reader still has to read.
+    /// See [`Slots::free_slot`]; only `drop-oldest` sacrifices a frame of the window.
     fn free_slot(&self, n: u64) -> Option<u32> {
-        self.free_slot_for(n, self.backpressure == Backpressure::DropOldest)
-    }
-
-    /// Whether the slot is the writer's own lease or lent out.
-    fn slot_busy(&self, slot: usize) -> bool {
-        // SeqCst pairs with `Lender::give_back` (see there).
-        self.leased[slot] || self.lent.state[slot].load(Ordering::SeqCst) != lent_state::FREE
-    }
-
-    /// [`Self::free_slot`]; `may_sacrifice`: whether the oldest unpinned frame of the window
-    /// may be overwritten when nothing else is free.
-    fn free_slot_for(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
-        let depth = self.map.geo.depth as u64;
-        let keep_from = (n + 1).saturating_sub(depth);
-        let slowest = match self.backpressure {
-            Backpressure::Block => self.slowest_cursor(),
-            _ => None,
-        };
-        let candidate = |slot: usize| {
-            !self.slot_busy(slot)
-                && match self.slot_frame[slot] {
-                    None => true,
-                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
-                }
-        };
-        let oldest_first = |s: &usize| self.slot_frame[*s].map_or(0, |f| f + 1);
-        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
-        let free = (0..self.slot_frame.len())
-            .filter(|&s| candidate(s))
-            .min_by_key(oldest_first)
-            .filter(|&s| !self.slot_pinned(s as u32))
-            .or_else(|| {
-                (0..self.slot_frame.len()).find(|&s| candidate(s) && !self.slot_pinned(s as u32))
-            });
-        // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
-        // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
-        // shorter ring would; readers detect it and count it missed. Block waits instead.
-        let sacrifice = || {
-            may_sacrifice
-                .then(|| {
-                    (0..self.slot_frame.len())
-                        .filter(|&s| !self.slot_busy(s) && !self.slot_pinned(s as u32))
-                        .min_by_key(oldest_first)
-                })
-                .flatten()
-        };
-        free.or_else(sacrifice).map(|s| s as u32)
+        self.slots
+            .free_slot(n, self.backpressure == Backpressure::DropOldest)
     }
 
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
@@ -516,10 +593,9 @@ impl Writer {
                 self.count_drop();
                 return Ok(None);
             };
-            if !self.claim(slot) {
+            if !self.slots.claim(slot, holder::WRITER) {
                 continue;
             }
-            self.leased[slot as usize] = true;
             if waited_for_full {
                 self.acquire_wait = Some(wait_started.elapsed());
             }
@@ -530,57 +606,23 @@ impl Writer {
         }
     }
 
-    /// Marks a free slot as being written, unless a reader pinned it meanwhile.
-    fn claim(&mut self, slot: u32) -> bool {
-        // Mark the slot as being written before touching it, then re-check pins: a reader
-        // pins by setting its bit and then checking this word, so with SeqCst on both sides
-        // at least one of us sees the other.
-        let desc = self.map.desc(slot);
-        let seq = desc.seq.load(Ordering::Relaxed);
-        desc.seq.store(seq | 1, Ordering::SeqCst);
-        if self.slot_pinned(slot) {
-            desc.seq.fetch_add(1, Ordering::SeqCst);
-            return false;
-        }
-        self.slot_frame[slot as usize] = None;
-        true
-    }
-
     /// Lends a free slot to be filled outside the writer (from another thread or by another
     /// element) and published later with [`Self::publish_lent`]. Never waits and never
     /// overwrites a frame of the ring: `None` when no slot is free right now, or when as many
-    /// slots as there are beyond `depth` are already lent and unpublished (so that frames
-    /// copied in always find a slot, however many buffers the holder keeps unpublished). The
+    /// slots as there are beyond `depth` are lent and not holding a frame of the ring (being
+    /// filled, or published and held after their frame left the ring). That bound leaves
+    /// frames copied in a slot of their own when the borrowers keep theirs only briefly. The
     /// slot stays out of the writer's hands, also after it is published, until
-    /// [`Lender::give_back`].
+    /// [`Lender::give_back`]. [`Lender::lend`] does the same from any thread.
     pub fn lend(&mut self) -> Option<u32> {
         self.housekeeping_if_due();
-        let beyond_depth = self.slot_frame.len() - self.map.geo.depth as usize;
-        let filling = self
-            .lent
-            .state
-            .iter()
-            .filter(|s| s.load(Ordering::Relaxed) == lent_state::FILLING)
-            .count();
-        if filling >= beyond_depth {
-            return None;
-        }
-        // A reader pinning the chosen slot at the same moment makes `claim` fail; another slot
-        // may still be free.
-        for _ in 0..self.slot_frame.len() {
-            let slot = self.free_slot_for(self.head(), false)?;
-            if self.claim(slot) {
-                self.lent.state[slot as usize].store(lent_state::FILLING, Ordering::SeqCst);
-                return Some(slot);
-            }
-        }
-        None
+        self.slots.lend()
     }
 
     /// The handle that gives lent slots back and reaches their memory.
     pub fn lender(&self) -> Lender {
         Lender {
-            lent: self.lent.clone(),
+            slots: self.slots.clone(),
         }
     }
 
@@ -588,9 +630,9 @@ impl Writer {
     pub fn lent_slot_at(&self, ptr: *const u8) -> Option<u32> {
         let offset = (ptr as usize).checked_sub(self.map.slot_ptr(0) as usize)?;
         let slot = offset as u64 / self.map.geo.slot_stride.max(1);
-        (slot < self.slot_frame.len() as u64
+        (slot < self.slots.count() as u64
             && std::ptr::eq(self.map.slot_ptr(slot as u32), ptr)
-            && self.lent.state[slot as usize].load(Ordering::SeqCst) == lent_state::FILLING)
+            && self.slots.held(slot as usize) == holder::FILLING)
             .then_some(slot as u32)
     }
 
@@ -605,15 +647,14 @@ impl Writer {
         meta: &FrameMeta,
         size: u64,
     ) -> Result<WriteOutcome, Error> {
-        let state = &self.lent.state[slot as usize];
         assert_eq!(
-            state.load(Ordering::SeqCst),
-            lent_state::FILLING,
+            self.slots.held(slot as usize),
+            holder::FILLING,
             "slot {slot} is not lent or already published"
         );
         let outcome = self.publish_slot(slot, meta, size)?;
         if outcome.frame().is_some() {
-            self.lent.state[slot as usize].store(lent_state::PUBLISHED, Ordering::SeqCst);
+            self.slots.holder[slot as usize].store(holder::PUBLISHED, Ordering::SeqCst);
         }
         Ok(outcome)
     }
@@ -624,7 +665,7 @@ impl Writer {
         let desc = self.map.desc(lease.slot);
         desc.frame.store(u64::MAX, Ordering::Relaxed);
         desc.seq.fetch_add(1, Ordering::Release);
-        self.leased[lease.slot as usize] = false;
+        self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
     }
 
     /// Publishes a leased slot holding `size` bytes as the next frame.
@@ -637,7 +678,7 @@ impl Writer {
         assert_eq!(lease.session, self.session, "lease from another writer");
         match self.publish_slot(lease.slot, meta, size) {
             Ok(outcome) if outcome.frame().is_some() => {
-                self.leased[lease.slot as usize] = false;
+                self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
                 Ok(outcome)
             }
             result => {
@@ -695,7 +736,7 @@ impl Writer {
         self.map
             .index(n)
             .store(index_entry(n, slot), Ordering::Release);
-        self.slot_frame[slot as usize] = Some(n);
+        self.slots.set_frame(slot as usize, Some(n));
         let h = self.map.header();
         h.heartbeat_ns.store(now, Ordering::Relaxed);
         h.frames_written.fetch_add(1, Ordering::Relaxed);
