@@ -1371,3 +1371,62 @@ fn a_pool_proposed_before_the_segment_exists_lends_slots_once_it_does() {
     );
     pool.set_active(false).unwrap();
 }
+
+#[test]
+fn under_block_a_pool_acquire_waits_for_a_slot_and_stopping_ends_the_wait() {
+    init();
+    let name = ShmName::new("pool-wait");
+    let sink = new_sink(
+        &name,
+        &[
+            ("backpressure", "block"),
+            ("depth", "2"),
+            ("spare-slots", "1"),
+            // Long enough that only a slot coming back or the stop can end the waits below.
+            ("reader-timeout", "600000"),
+        ],
+    );
+    let mut h = harness(&sink);
+    let pool = proposed_pool(&mut h, RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    // The one slot beyond depth is lent: nothing more may be lent until it comes back.
+    let held = pool_frame(&pool, 99);
+    let acquire_in_thread = || {
+        let (pool, (done, finished)) = (pool.clone(), std::sync::mpsc::channel());
+        std::thread::spawn(move || {
+            let _ = done.send(pool.acquire_buffer(None).unwrap());
+        });
+        finished
+    };
+    let waiting = acquire_in_thread();
+    drop(held);
+    let mut lent = waiting
+        .recv_timeout(LIMIT)
+        .expect("the acquire got the slot given back");
+    fill_frame(2, &mut lent.get_mut().unwrap().map_writable().unwrap());
+    let (info, _) = read_frame(&mut reader);
+    assert_eq!(info.number, 0);
+    h.push(lent).unwrap();
+    for n in 1..3 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(
+        frames_in_place(&sink),
+        1,
+        "the slot waited for was published in place"
+    );
+
+    // Lent again and kept; stopping the sink ends the next acquire's wait, which then hands
+    // out ordinary memory.
+    let _held = pool_frame(&pool, 99);
+    let waiting = acquire_in_thread();
+    sink.set_state(gst::State::Null).unwrap();
+    let fallback = waiting
+        .recv_timeout(LIMIT)
+        .expect("stopping ended the wait");
+    assert_eq!(fallback.size(), RGBA_64X48_SIZE);
+}

@@ -902,11 +902,16 @@ fn a_lender_lends_from_another_thread_while_the_writer_waits_for_room() {
     assert!(common::wait_for(Duration::from_secs(10), || {
         observer.info().full_events == 1
     }));
-    let slot = lender.lend().expect("the spare slot is lent while the writer waits");
+    let slot = lender
+        .lend()
+        .expect("the spare slot is lent while the writer waits");
     fill_lent(&lender, slot, 7);
     assert_eq!(frame_number(read_one(&mut r)), 0);
     let (w, outcome) = blocked.join().unwrap();
-    assert!(matches!(outcome, WriteOutcome::WrittenAfterWait { frame: 2, .. }));
+    assert!(matches!(
+        outcome,
+        WriteOutcome::WrittenAfterWait { frame: 2, .. }
+    ));
     for n in 1..3 {
         assert_eq!(frame_number(read_one(&mut r)), n);
     }

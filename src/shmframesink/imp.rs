@@ -354,7 +354,16 @@ pub struct ShmFrameSink {
     frames_in_place: AtomicU64,
     /// Lends the current segment's slots to our buffer pool without taking `output`, so a
     /// write waiting for room never keeps upstream from drawing into a free slot.
-    lender: Mutex<Option<transport::Lender>>,
+    lender: Mutex<Option<PoolLending>>,
+}
+
+/// How the slot pool borrows from the current segment.
+#[derive(Clone)]
+struct PoolLending {
+    lender: transport::Lender,
+    /// Under `backpressure=block`, how long a pool acquire waits for a free slot (as long as a
+    /// stalled reader may hold up a write) before handing out memory to copy from.
+    wait: Option<Duration>,
 }
 
 #[glib::object_subclass]
@@ -681,6 +690,7 @@ impl BaseSinkImpl for ShmFrameSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // End any write still waiting for room before taking the writer's lock.
         self.flushing.store(true, Ordering::SeqCst);
+        self.wake_pool();
         if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
             interrupt.interrupt();
         }
@@ -921,6 +931,7 @@ impl BaseSinkImpl for ShmFrameSink {
 
     fn unlock(&self) -> Result<(), gst::ErrorMessage> {
         self.flushing.store(true, Ordering::SeqCst);
+        self.wake_pool();
         if let Some(interrupt) = self.interrupt.lock().unwrap().as_ref() {
             gst::debug!(CAT, imp = self, "Interrupting a write waiting for room");
             interrupt.interrupt();
@@ -1147,7 +1158,11 @@ impl ShmFrameSink {
     /// Makes `writer`'s handles the ones unlock()/stop()/clear and the slot pool use; a flush
     /// already going on applies to it at once.
     fn install_writer_handles(&self, writer: &Writer) {
-        *self.lender.lock().unwrap() = Some(writer.lender());
+        let wait = (writer.backpressure() == Backpressure::Block).then(|| writer.reader_timeout());
+        *self.lender.lock().unwrap() = Some(PoolLending {
+            lender: writer.lender(),
+            wait,
+        });
         let handle = writer.interrupt_handle();
         let mut guard = self.interrupt.lock().unwrap();
         // Checked under the lock unlock() takes after setting `flushing`: either it sees the
@@ -1212,7 +1227,9 @@ impl ShmFrameSink {
         };
         let weak_sink = self.obj().downgrade();
         let pool = SlotPool::new(
-            Box::new(move |frame_size| weak_sink.upgrade()?.imp().lend_slot(frame_size)),
+            Box::new(move |frame_size, cancelled| {
+                weak_sink.upgrade()?.imp().lend_slot(frame_size, cancelled)
+            }),
             slots,
         );
         let mut config = pool.config();
@@ -1233,17 +1250,34 @@ impl ShmFrameSink {
 
     /// Lends a slot of the current segment for a frame of `frame_size` bytes; `None` (the
     /// pool then hands out system memory) before the segment exists, when its slots are too
-    /// small, or when none is free. Never waits.
-    fn lend_slot(&self, frame_size: usize) -> Option<(u32, transport::Lender)> {
-        let lender = self.lender.lock().unwrap().clone()?;
+    /// small, or when none is free. Under `block` it first waits for one, as a write would
+    /// wait for room, until `unlock()`/`stop()` or `cancelled()` (the pool is flushing).
+    fn lend_slot(
+        &self,
+        frame_size: usize,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Option<(u32, transport::Lender)> {
+        let PoolLending { lender, wait } = self.lender.lock().unwrap().clone()?;
         if frame_size as u64 > lender.slot_capacity() {
             return None;
         }
-        let Some(slot) = lender.lend() else {
+        let stop = || cancelled() || self.flushing.load(Ordering::SeqCst);
+        let lent = match wait {
+            Some(timeout) if !stop() => lender.lend_within(timeout, stop),
+            _ => lender.lend(),
+        };
+        let Some(slot) = lent else {
             gst::trace!(CAT, imp = self, "No slot free to lend");
             return None;
         };
         Some((slot, lender))
+    }
+
+    /// Wakes a pool acquire waiting for a slot (it then sees `flushing`).
+    fn wake_pool(&self) {
+        if let Some(lending) = self.lender.lock().unwrap().as_ref() {
+            lending.lender.wake_waiters();
+        }
     }
 
     fn dropped_before(&self) -> u64 {

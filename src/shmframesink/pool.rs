@@ -17,14 +17,15 @@ use gst::glib;
 use gst::glib::translate::*;
 use gst::subclass::prelude::*;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::transport::Lender;
 
 /// Asks the sink's current writer for a free slot that holds a frame of the given size: the
-/// slot and the writer's lender, or `None` when there is none right now.
-pub type LendSlot = Box<dyn Fn(usize) -> Option<(u32, Lender)> + Send + Sync>;
+/// slot and the writer's lender, or `None`. It may wait for a slot, until the second argument
+/// says the pool is flushing.
+pub type LendSlot = Box<dyn Fn(usize, &dyn Fn() -> bool) -> Option<(u32, Lender)> + Send + Sync>;
 
 glib::wrapper! {
     pub struct SlotPool(ObjectSubclass<imp::SlotPool>)
@@ -99,6 +100,8 @@ mod imp {
         shells: Mutex<Vec<gst::Buffer>>,
         /// How many shells are kept.
         keep_shells: AtomicUsize,
+        /// Between flush_start and flush_stop: an acquire waiting for a slot gives up.
+        flushing: AtomicBool,
     }
 
     /// Called by GStreamer when the last reference to a slot's memory is dropped.
@@ -167,6 +170,17 @@ mod imp {
             self.parent_set_config(config)
         }
 
+        fn flush_start(&self) {
+            // A waiting acquire sees this within one wait slice (20 ms).
+            self.flushing.store(true, Ordering::SeqCst);
+            self.parent_flush_start();
+        }
+
+        fn flush_stop(&self) {
+            self.flushing.store(false, Ordering::SeqCst);
+            self.parent_flush_stop();
+        }
+
         fn alloc_buffer(
             &self,
             _params: Option<&gst::BufferPoolAcquireParams>,
@@ -181,7 +195,8 @@ mod imp {
         ) -> Result<gst::Buffer, gst::FlowError> {
             let binding = self.binding();
             let frame_size = binding.frame_size.load(Ordering::Relaxed);
-            let memory = match (binding.lend)(frame_size) {
+            let flushing = || self.flushing.load(Ordering::SeqCst);
+            let memory = match (binding.lend)(frame_size, &flushing) {
                 Some((slot, lender)) => self.wrap_slot(slot, lender, frame_size),
                 None => gst::Memory::with_size(frame_size),
             };

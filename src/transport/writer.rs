@@ -313,6 +313,40 @@ impl Lender {
         self.slots.lend()
     }
 
+    /// [`Self::lend`], waiting up to `timeout` for a slot to become free (readers moving on,
+    /// a slot given back) unless `cancelled()` says to stop; see [`Self::wake_waiters`].
+    pub fn lend_within(&self, timeout: Duration, cancelled: impl Fn() -> bool) -> Option<u32> {
+        if let Some(slot) = self.lend() {
+            return Some(slot);
+        }
+        let ctrl = self.slots.map.control();
+        let deadline = Instant::now() + timeout;
+        // Counted as a waiting writer: readers then wake us when they move on (see wait_until).
+        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        let lent = loop {
+            let seq = ctrl.space_seq.load(Ordering::SeqCst);
+            if let Some(slot) = self.lend() {
+                break Some(slot);
+            }
+            let now = Instant::now();
+            if cancelled() || now >= deadline {
+                break None;
+            }
+            sys::futex_wait(
+                &ctrl.space_seq,
+                seq,
+                (deadline - now).min(BLOCKED_WAIT_SLICE),
+            );
+        };
+        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        lent
+    }
+
+    /// Wakes every thread waiting for space (a `lend_within` about to be cancelled).
+    pub fn wake_waiters(&self) {
+        self.slots.map.kick(WaitWord::Space);
+    }
+
     /// Where slot `slot` starts; `slot_capacity()` bytes are mapped there for as long as this
     /// lender (or a clone of it) lives. Writing them is only sound while the slot is lent to
     /// the caller and not published.
@@ -455,6 +489,15 @@ impl Writer {
 
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// The policy in force (`double` always behaves as `drop-oldest`).
+    pub fn backpressure(&self) -> Backpressure {
+        self.backpressure
+    }
+
+    pub fn reader_timeout(&self) -> Duration {
+        Duration::from_nanos(self.reader_timeout_ns)
     }
 
     pub fn slot_capacity(&self) -> u64 {
@@ -789,9 +832,10 @@ impl Writer {
         for w in &mut self.watch {
             w.progress_ns = w.progress_ns.max(wait_start);
         }
+        // A count, not a flag: a lender of this writer may be waiting in another thread too.
+        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
         let result = loop {
             let seq = ctrl.space_seq.load(Ordering::SeqCst);
-            ctrl.writer_waiting.store(1, Ordering::SeqCst);
             if let Some(v) = ready(self) {
                 break Ok(v);
             }
@@ -804,7 +848,7 @@ impl Writer {
             }
             sys::futex_wait(&ctrl.space_seq, seq, BLOCKED_WAIT_SLICE);
         };
-        ctrl.writer_waiting.store(0, Ordering::SeqCst);
+        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
         result
     }
 
@@ -982,9 +1026,9 @@ impl Writer {
         let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
         let map = self.map.clone();
         let ctrl = map.control();
+        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
         loop {
             let seq = ctrl.space_seq.load(Ordering::SeqCst);
-            ctrl.writer_waiting.store(1, Ordering::SeqCst);
             let head = self.head();
             let all_drained = (0..self.readers_hwm()).all(|i| {
                 let e = map.reader_entry(i);
@@ -1004,7 +1048,7 @@ impl Writer {
             };
             sys::futex_wait(&ctrl.space_seq, seq, wait);
         }
-        ctrl.writer_waiting.store(0, Ordering::SeqCst);
+        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn shutdown(&mut self) {
