@@ -1000,11 +1000,18 @@ fn stop_removes_the_segment_and_keeps_the_last_statistics() {
 }
 
 /// The pool the sink proposes for `caps` (sent first), activated.
-fn proposed_pool(h: &mut Harness, caps: &str) -> gst::BufferPool {
-    h.set_src_caps_str(caps);
+/// The sink's answer to an allocation query for `caps` asking for a pool.
+fn allocation_answer(h: &mut Harness, caps: &str) -> gst::query::Allocation<gst::Query> {
     let caps = gst::Caps::from_str(caps).unwrap();
     let mut query = gst::query::Allocation::new(Some(&caps), true);
     assert!(h.srcpad().unwrap().peer_query(&mut query));
+    query
+}
+
+fn proposed_pool(h: &mut Harness, caps: &str) -> gst::BufferPool {
+    h.set_src_caps_str(caps);
+    let query = allocation_answer(h, caps);
+    let caps = gst::Caps::from_str(caps).unwrap();
     let (pool, size, min, max) = query
         .allocation_pools()
         .next()
@@ -1327,9 +1334,7 @@ fn no_pool_is_proposed_when_no_slot_can_be_lent() {
     let sink = new_sink(&name, &[("spare-slots", "0")]);
     let mut h = harness(&sink);
     h.set_src_caps_str(RGBA_64X48);
-    let caps = gst::Caps::from_str(RGBA_64X48).unwrap();
-    let mut query = gst::query::Allocation::new(Some(&caps), true);
-    assert!(h.srcpad().unwrap().peer_query(&mut query));
+    let query = allocation_answer(&mut h, RGBA_64X48);
     assert_eq!(query.allocation_pools().count(), 0);
     assert!(
         query
@@ -1346,9 +1351,7 @@ fn a_pool_proposed_before_the_segment_exists_lends_slots_once_it_does() {
     let sink = new_sink(&name, &[]);
     let mut h = harness(&sink);
     // An element such as imagefreeze forwards the allocation query before the caps event.
-    let caps = gst::Caps::from_str(RGBA_64X48).unwrap();
-    let mut query = gst::query::Allocation::new(Some(&caps), true);
-    assert!(h.srcpad().unwrap().peer_query(&mut query));
+    let query = allocation_answer(&mut h, RGBA_64X48);
     let (pool, _, _, _) = query.allocation_pools().next().expect("a pool");
     let pool = pool.unwrap();
     pool.set_active(true).unwrap();
