@@ -1423,13 +1423,46 @@ fn under_block_a_pool_acquire_waits_for_a_slot_and_stopping_ends_the_wait() {
         "the slot waited for was published in place"
     );
 
-    // Lent again and kept; stopping the sink ends the next acquire's wait, which then hands
-    // out ordinary memory.
+    // Lent again and kept: an acquire that may not wait gets ordinary memory at once, and
+    // stopping the sink ends the wait of one that may.
     let _held = pool_frame(&pool, 99);
+    let (done, finished) = std::sync::mpsc::channel();
+    let impatient = pool.clone();
+    std::thread::spawn(move || {
+        let params =
+            gst::BufferPoolAcquireParams::with_flags(gst::BufferPoolAcquireFlags::DONTWAIT);
+        let _ = done.send(impatient.acquire_buffer(Some(&params)).unwrap());
+    });
+    let at_once = finished.recv_timeout(LIMIT).expect("DONTWAIT never waits");
+    assert_eq!(at_once.size(), RGBA_64X48_SIZE);
     let waiting = acquire_in_thread();
     sink.set_state(gst::State::Null).unwrap();
     let fallback = waiting
         .recv_timeout(LIMIT)
         .expect("stopping ended the wait");
     assert_eq!(fallback.size(), RGBA_64X48_SIZE);
+}
+
+#[test]
+fn the_pool_takes_any_minimum_upstream_asks_for_and_stops_cleanly() {
+    init();
+    let name = ShmName::new("pool-min");
+    let sink = new_sink(&name, &[]);
+    let mut h = harness(&sink);
+    let pool = proposed_pool(&mut h, RGBA_64X48);
+    pool.set_active(false).unwrap();
+    // A decoder asks for as many buffers as it keeps reference frames.
+    let mut config = pool.config();
+    let caps = gst::Caps::from_str(RGBA_64X48).unwrap();
+    config.set_params(Some(&caps), RGBA_64X48_SIZE as u32, 8, 0);
+    pool.set_config(config).unwrap();
+    pool.set_active(true).unwrap();
+    let frames: Vec<gst::Buffer> = (0..3).map(|n| pool_frame(&pool, n)).collect();
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    for (n, frame) in frames.into_iter().enumerate() {
+        h.push(frame).unwrap();
+        let (_, data) = read_frame(&mut reader);
+        check_frame(n as u64, &data).unwrap();
+    }
+    pool.set_active(false).expect("the pool stops");
 }

@@ -181,21 +181,28 @@ mod imp {
             self.parent_flush_stop();
         }
 
+        fn start(&self) -> bool {
+            // Nothing to preallocate: slots are lent per acquire, and shells are made as
+            // needed and kept by release_buffer.
+            true
+        }
+
         fn alloc_buffer(
             &self,
             _params: Option<&gst::BufferPoolAcquireParams>,
         ) -> Result<gst::Buffer, gst::FlowError> {
-            // Memory is attached per acquire; preallocated buffers are empty shells.
             Ok(gst::Buffer::new())
         }
 
         fn acquire_buffer(
             &self,
-            _params: Option<&gst::BufferPoolAcquireParams>,
+            params: Option<&gst::BufferPoolAcquireParams>,
         ) -> Result<gst::Buffer, gst::FlowError> {
             let binding = self.binding();
             let frame_size = binding.frame_size.load(Ordering::Relaxed);
-            let flushing = || self.flushing.load(Ordering::SeqCst);
+            let dont_wait =
+                params.is_some_and(|p| p.flags().contains(gst::BufferPoolAcquireFlags::DONTWAIT));
+            let flushing = || dont_wait || self.flushing.load(Ordering::SeqCst);
             let memory = match (binding.lend)(frame_size, &flushing) {
                 Some((slot, lender)) => self.wrap_slot(slot, lender, frame_size),
                 None => gst::Memory::with_size(frame_size),
