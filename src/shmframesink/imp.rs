@@ -288,10 +288,11 @@ impl<'a> FrameSource<'a> {
         Ok(FrameSource::Strided(frame))
     }
 
-    /// Fills `slot` (exactly `info.size()` bytes) with the frame in the default layout.
-    fn copy_into(&self, slot: &mut [u8], info: &gst_video::VideoInfo) {
+    /// Fills `slot` (exactly `info.size()` bytes) with the frame in the default layout;
+    /// `cold`: the slot is not in cache (see `Writer::slots_are_cold`).
+    fn copy_into(&self, slot: &mut [u8], info: &gst_video::VideoInfo, cold: bool) {
         match self {
-            FrameSource::Packed(map) => slot.copy_from_slice(&map[..slot.len()]),
+            FrameSource::Packed(map) => transport::copy_frame(slot, &map[..slot.len()], cold),
             FrameSource::Strided(frame) => {
                 for plane in 0..frame.n_planes() {
                     let p = plane as usize;
@@ -1082,6 +1083,7 @@ impl ShmFrameSink {
                 gst::FlowError::Error
             })?),
         };
+        let cold = writer.slots_are_cold(frame_size);
         let started = Instant::now();
         let mut wait_interrupted = false;
         loop {
@@ -1092,7 +1094,7 @@ impl ShmFrameSink {
             let written = match (in_place, &source) {
                 (Some(slot), _) => writer.publish_lent(slot, meta, frame_size),
                 (None, Some(source)) => {
-                    writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info))
+                    writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info, cold))
                 }
                 (None, None) => unreachable!("a frame not in place has a source"),
             };

@@ -31,7 +31,9 @@ pub use reader::{
 };
 pub use segment::{ReaderInfo, SegmentInfo, inspect};
 pub use subscriber::{Subscriber, SubscriberEvent};
-pub use writer::{FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig};
+pub use writer::{
+    FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
+};
 
 use std::fmt;
 use std::time::Duration;
