@@ -446,8 +446,9 @@ impl ObjectImpl for ShmFrameSink {
                     .nick("Spare slots")
                     .blurb(
                         "Slots beyond depth that zero-copy readers may hold (buffers wrapping \
-                         shared memory) without ever holding up the writer; each costs one \
-                         frame of shared memory",
+                         shared memory), and that upstream may fill through the proposed buffer \
+                         pool, without ever holding up the writer; each costs one frame of \
+                         shared memory (0: no pool is proposed)",
                     )
                     .minimum(0)
                     .maximum(transport::MAX_SPARE_SLOTS)
