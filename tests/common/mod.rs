@@ -193,3 +193,46 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Like `spawn_role`, but the child runs the binary `exe` as user `uid`, group `gid` with
+/// supplementary groups `groups` (the test must run as root), with `env` added.
+pub fn spawn_role_as(
+    exe: &std::path::Path,
+    entry: &str,
+    role: &str,
+    args: &[&str],
+    (uid, gid, groups): (u32, u32, &[u32]),
+    env: &[(&str, &std::ffi::OsStr)],
+) -> ChildGuard {
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut command = Command::new(exe);
+    command
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMFRAME_ROLE", role)
+        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    // SAFETY: the closure runs between fork and exec and only makes the async-signal-safe
+    // calls setgroups, setgid and setuid on data prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn child as another user");
+    ChildGuard {
+        child,
+        label: format!("child {role} {args:?} as uid {uid}"),
+    }
+}
