@@ -236,3 +236,40 @@ pub fn spawn_role_as(
         label: format!("child {role} {args:?} as uid {uid}"),
     }
 }
+
+/// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory; panics if
+/// it is older than the test binary (`cargo test` does not rebuild it; `cargo build` does).
+pub fn built_plugin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let so = dir.join("libgstshmframe.so");
+    let so_time = std::fs::metadata(&so).and_then(|m| m.modified());
+    let exe_time = std::fs::metadata(&exe).and_then(|m| m.modified()).unwrap();
+    match so_time {
+        Ok(t) if t + Duration::from_secs(120) >= exe_time => so,
+        _ => panic!(
+            "{} is missing or older than this test binary: `cargo test` does not rebuild the \
+             cdylib; run `cargo build` first (scripts/test.sh does)",
+            so.display()
+        ),
+    }
+}
+
+/// `gst-launch-1.0 ARGS` with the built plugin and a registry of its own (removed on drop of
+/// the returned path's owner: the caller removes `registry`).
+pub fn gst_launch(args: &str, registry: &std::path::Path) -> ChildGuard {
+    let so = built_plugin();
+    let child = Command::new("gst-launch-1.0")
+        .args(args.split_whitespace())
+        .env("GST_PLUGIN_PATH", so.parent().unwrap())
+        .env("GST_REGISTRY", registry)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) is installed");
+    ChildGuard {
+        child,
+        label: format!("gst-launch-1.0 {args}"),
+    }
+}
