@@ -8,8 +8,12 @@
 //! reaches the geometry checks, the caps table, the ring index and the slot descriptors.
 //!
 //! Input format after the mode byte, for images: a flags byte (bit 0: truncate; bit 1: start at
-//! the oldest frame), then if truncating a little-endian u16 (the file length / 2), then
-//! patches: `[u16 LE offset][u8 len][len bytes]`, offsets taken modulo the image length.
+//! the oldest frame; bit 2: live, see below), then if truncating a little-endian u16 (the file
+//! length / 2), then patches: `[u16 LE offset][u8 len][len bytes]`, offsets taken modulo the
+//! image length. In live mode the reader opens the intact image first and the patches land
+//! while it is attached, as a hostile writer's would (the truncation is then ignored: a file
+//! cut short under a mapping faults with SIGBUS, which no reader can check against; only the
+//! segment's owner can truncate it).
 #![no_main]
 
 use gstshmframe::transport::{
@@ -93,32 +97,52 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
     })
 }
 
-/// The file bytes an input describes.
-fn file_bytes(data: &[u8], images: &[Vec<u8>]) -> Option<(Vec<u8>, bool)> {
+/// What an input describes: the file to write, and patches to apply to it before the reader
+/// opens it or, when `live`, while the reader is attached.
+struct Plan {
+    bytes: Vec<u8>,
+    patches: Vec<(usize, Vec<u8>)>,
+    truncate_to: Option<usize>,
+    oldest: bool,
+    live: bool,
+}
+
+fn plan(data: &[u8], images: &[Vec<u8>]) -> Option<Plan> {
     let (&mode, rest) = data.split_first()?;
     let mode = mode as usize % (images.len() + 1);
     if mode == 0 {
-        return Some((rest.to_vec(), rest.first().is_some_and(|b| b & 1 == 1)));
+        return Some(Plan {
+            bytes: rest.to_vec(),
+            patches: Vec::new(),
+            truncate_to: None,
+            oldest: rest.first().is_some_and(|b| b & 1 == 1),
+            live: false,
+        });
     }
-    let mut bytes = images[mode - 1].clone();
+    let bytes = images[mode - 1].clone();
     let (&flags, mut rest) = rest.split_first().unwrap_or((&0, &[]));
+    let live = flags & 4 == 4;
     let mut truncate_to = None;
     if flags & 1 == 1 && rest.len() >= 2 {
         truncate_to = Some(u16::from_le_bytes([rest[0], rest[1]]) as usize * 2);
         rest = &rest[2..];
     }
+    let mut patches = Vec::new();
     while rest.len() >= 3 {
         let offset = u16::from_le_bytes([rest[0], rest[1]]) as usize % bytes.len();
-        let len = (rest[2] as usize).min(rest.len() - 3);
-        let patch = &rest[3..3 + len];
-        let end = (offset + len).min(bytes.len());
-        bytes[offset..end].copy_from_slice(&patch[..end - offset]);
-        rest = &rest[3 + len..];
+        let len = (rest[2] as usize)
+            .min(rest.len() - 3)
+            .min(bytes.len() - offset);
+        patches.push((offset, rest[3..3 + len].to_vec()));
+        rest = &rest[3 + (rest[2] as usize).min(rest.len() - 3)..];
     }
-    if let Some(t) = truncate_to {
-        bytes.truncate(t);
-    }
-    Some((bytes, flags & 2 == 2))
+    Some(Plan {
+        bytes,
+        patches,
+        truncate_to: if live { None } else { truncate_to },
+        oldest: flags & 2 == 2,
+        live,
+    })
 }
 
 fn copy_out(buf: &mut Vec<u8>) -> impl FnMut(&FrameInfo, &SlotView) + '_ {
@@ -129,7 +153,7 @@ fn copy_out(buf: &mut Vec<u8>) -> impl FnMut(&FrameInfo, &SlotView) + '_ {
     }
 }
 
-fn exercise_reader(oldest: bool) {
+fn exercise_reader(oldest: bool, while_attached: impl FnOnce()) {
     let start = if oldest {
         StartPosition::Oldest
     } else {
@@ -138,6 +162,7 @@ fn exercise_reader(oldest: bool) {
     let Ok(mut reader) = Reader::open(NAME, &ReaderOptions { start }) else {
         return;
     };
+    while_attached();
     let capacity = reader.geometry().slot_capacity;
     let _ = reader.info();
     let gen_ = reader.current_caps_gen();
@@ -192,12 +217,26 @@ fn exercise_observer() {
 
 fuzz_target!(|data: &[u8]| {
     let fixture = fixture().lock().unwrap();
-    let Some((bytes, oldest)) = file_bytes(data, &fixture.images) else {
+    let Some(plan) = plan(data, &fixture.images) else {
         return;
     };
-    fixture.file.set_len(0).unwrap();
-    fixture.file.write_all_at(&bytes, 0).unwrap();
+    let file = &fixture.file;
+    let apply = |patches: &[(usize, Vec<u8>)]| {
+        for (offset, bytes) in patches {
+            file.write_all_at(bytes, *offset as u64).unwrap();
+        }
+    };
+    file.set_len(0).unwrap();
+    file.write_all_at(&plan.bytes, 0).unwrap();
+    if plan.live {
+        exercise_reader(plan.oldest, || apply(&plan.patches));
+    } else {
+        apply(&plan.patches);
+        if let Some(len) = plan.truncate_to {
+            file.set_len(len.min(plan.bytes.len()) as u64).unwrap();
+        }
+        exercise_reader(plan.oldest, || {});
+    }
     debug_assert!(fixture.path.exists());
-    exercise_reader(oldest);
     exercise_observer();
 });
