@@ -238,21 +238,49 @@ pub fn spawn_role_as(
 }
 
 /// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory; panics if
-/// it is older than the test binary (`cargo test` does not rebuild it; `cargo build` does).
+/// it is older than any source it is built from (`cargo test` builds the library for the test
+/// profile but does not refresh this file; `cargo build` does, and scripts/test.sh runs it).
+/// Comparing with the sources rather than with the test binary keeps the check right when
+/// the test binaries are built long after the cdylib (a fresh clone builds every dependency
+/// again for the test profile).
 pub fn built_plugin() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap();
     let so = dir.join("libgstshmframe.so");
-    let so_time = std::fs::metadata(&so).and_then(|m| m.modified());
-    let exe_time = std::fs::metadata(&exe).and_then(|m| m.modified()).unwrap();
-    match so_time {
-        Ok(t) if t + Duration::from_secs(120) >= exe_time => so,
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest_source = newest_mtime(&manifest_dir.join("src"))
+        .into_iter()
+        .chain(["Cargo.toml", "build.rs"].iter().filter_map(|f| {
+            std::fs::metadata(manifest_dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        }))
+        .max()
+        .expect("the crate's sources");
+    match std::fs::metadata(&so).and_then(|m| m.modified()) {
+        Ok(built) if built >= newest_source => so,
         _ => panic!(
-            "{} is missing or older than this test binary: `cargo test` does not rebuild the \
-             cdylib; run `cargo build` first (scripts/test.sh does)",
+            "{} is missing or older than the crate's sources: `cargo test` does not rebuild \
+             the cdylib; run `cargo build` first (scripts/test.sh does)",
             so.display()
         ),
     }
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() {
+                newest_mtime(&entry.path())
+            } else {
+                meta.modified().ok()
+            }
+        })
+        .max()
 }
 
 /// `gst-launch-1.0 ARGS` with the built plugin and a registry of its own (removed on drop of
