@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, summary, wait_for,
+    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, num, role, spawn_role, summary,
+    wait_for,
 };
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -422,23 +423,6 @@ fn a_killed_writer_is_followed_to_its_successor() {
     assert_eq!(num(&rs, "attached"), 2, "{rs:?}");
     assert_eq!(num(&rs, "lost"), 1, "{rs:?}");
     assert_eq!(num(&rs, "last"), 49, "ended with the successor's EOS");
-}
-
-/// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory.
-fn built_plugin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let so = dir.join("libgstshmframe.so");
-    let so_time = std::fs::metadata(&so).and_then(|m| m.modified());
-    let exe_time = std::fs::metadata(&exe).and_then(|m| m.modified()).unwrap();
-    match so_time {
-        Ok(t) if t + Duration::from_secs(120) >= exe_time => so,
-        _ => panic!(
-            "{} is missing or older than this test binary: `cargo test` does not rebuild the \
-             cdylib; run `cargo build` first (scripts/test.sh does)",
-            so.display()
-        ),
-    }
 }
 
 #[test]

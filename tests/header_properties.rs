@@ -144,7 +144,8 @@ fn specific_corruptions_name_the_field() {
     let e = Geometry::parse(&set_u32(12, 7), *len).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "corrupt segment header: field layout expected 1 (double) or 2 (ring), found 7"
+        "corrupt segment header: field layout expected 1 (double) or 2 (ring), found 7; the \
+         segment was damaged or not written by shmframe: remove the file and restart the writer"
     );
     let e = Geometry::parse(&set_u32(16, 5000), *len).unwrap_err();
     assert!(e.to_string().contains("field depth"), "{e}");

@@ -420,7 +420,8 @@ fn a_frame_larger_than_the_slot_is_an_error() {
     let e = w.write(&FrameMeta::default(), &[0u8; 101]).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "frame of 101 bytes does not fit a slot of 100 bytes"
+        "frame of 101 bytes does not fit a slot of 100 bytes; create the writer with a slot \
+         size of at least 101 bytes"
     );
     assert_eq!(w.frames_written(), 0);
 }

@@ -433,9 +433,10 @@ impl ObjectImpl for ShmFrameSink {
                 glib::ParamSpecUInt64::builder("reader-timeout")
                     .nick("Reader timeout")
                     .blurb(
-                        "Milliseconds a reader may hold up a blocked writer \
-                         (backpressure=block) without reading before it is evicted (it no \
-                         longer counts until it catches up)",
+                        "Milliseconds a reader may hold up the writer without reading before \
+                         it is evicted (it no longer counts until it catches up): a blocked \
+                         writer under backpressure=block, or every new frame dropped under \
+                         backpressure=drop-newest",
                     )
                     .minimum(1)
                     .maximum(MAX_READER_TIMEOUT_MS)

@@ -978,8 +978,12 @@ impl ShmFrameSrc {
                     self,
                     gst::StreamError::Format,
                     (
-                        "writer's stream is {} but shape expects {shape}",
-                        Shape::of(&video_info)
+                        "The writer's stream is {} but shape expects {shape}: unset the shape \
+                         property or set it to {}, or make the writer on shm-name {:?} send \
+                         {shape}",
+                        Shape::of(&video_info),
+                        Shape::of(&video_info),
+                        stream.shm_name
                     ),
                     [
                         "shm-name {:?}, writer caps {caps}; change or unset the shape property",

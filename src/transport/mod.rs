@@ -202,7 +202,9 @@ impl fmt::Display for Error {
                 found,
             } => write!(
                 f,
-                "truncated segment: {what} needs {expected} bytes, the file has {found}"
+                "truncated segment: {what} needs {expected} bytes, the file has {found}; a \
+                 shmframe writer never leaves a segment cut short: remove the file and restart \
+                 the writer"
             ),
             Error::Corrupt {
                 field,
@@ -210,12 +212,16 @@ impl fmt::Display for Error {
                 found,
             } => write!(
                 f,
-                "corrupt segment header: field {field} expected {expected}, found {found}"
+                "corrupt segment header: field {field} expected {expected}, found {found}; the \
+                 segment was damaged or not written by shmframe: remove the file and restart \
+                 the writer"
             ),
             Error::PermissionDenied { path, detail } => write!(
                 f,
-                "permission denied on {path}: {detail}; the writer's perms property (default \
-                 0600) decides who may attach"
+                "permission denied on {path}: {detail}; a reader needs read and write access, \
+                 which the writer's perms property grants (default 0600: the writer's user \
+                 only): run the reader as that user, or start the writer with perms=0660 (its \
+                 group) or perms=0666 (everyone)"
             ),
             Error::TooManyReaders { name, max } => write!(
                 f,
@@ -223,7 +229,8 @@ impl fmt::Display for Error {
             ),
             Error::FrameTooLarge { size, capacity } => write!(
                 f,
-                "frame of {size} bytes does not fit a slot of {capacity} bytes"
+                "frame of {size} bytes does not fit a slot of {capacity} bytes; create the \
+                 writer with a slot size of at least {size} bytes"
             ),
             Error::CapsTooLong { len, max } => write!(
                 f,

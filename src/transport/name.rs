@@ -25,12 +25,14 @@ pub fn validate_name(name: &str) -> Result<(), Error> {
     }
     if name.len() > MAX_NAME_LEN {
         return Err(invalid(&format!(
-            "it is {} bytes long, the limit is {MAX_NAME_LEN}",
+            "it is {} bytes long, the limit is {MAX_NAME_LEN}; choose a shorter name",
             name.len()
         )));
     }
     if name.starts_with('.') {
-        return Err(invalid("it starts with '.'"));
+        return Err(invalid(
+            "it starts with '.'; start it with a letter, digit, '_' or '-', e.g. \"cam0\"",
+        ));
     }
     if let Some(c) = name
         .chars()

@@ -607,6 +607,14 @@ impl Writer {
         n >= depth && self.slowest_cursor().is_some_and(|c| c <= n - depth)
     }
 
+    /// Under drop-newest a full ring drops the incoming frame; a reader that stopped advancing
+    /// (stopped, hung) must not make every later frame drop for all readers, so it is evicted
+    /// after the reader timeout, as under block. True if frame `n` still finds the ring full.
+    fn still_full_after_evicting_stalled(&mut self, n: u64) -> bool {
+        self.check_readers(true);
+        self.ring_full_for(n)
+    }
+
     /// True when the slowest live reader is `depth` frames behind.
     pub fn is_full(&self) -> bool {
         self.ring_full_for(self.head())
@@ -623,7 +631,10 @@ impl Writer {
     pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
         self.housekeeping_if_due();
         let n = self.head();
-        let full = self.ring_full_for(n);
+        let mut full = self.ring_full_for(n);
+        if full && self.backpressure == Backpressure::DropNewest {
+            full = self.still_full_after_evicting_stalled(n);
+        }
         if full && self.backpressure == Backpressure::DropNewest {
             self.count_full();
             self.count_drop();
@@ -763,7 +774,10 @@ impl Writer {
         }
         let started = Instant::now();
         let mut n = self.head();
-        let outcome_full = self.ring_full_for(n);
+        let mut outcome_full = self.ring_full_for(n);
+        if outcome_full && self.backpressure == Backpressure::DropNewest {
+            outcome_full = self.still_full_after_evicting_stalled(n);
+        }
         if outcome_full {
             match self.backpressure {
                 Backpressure::Block => {

@@ -193,3 +193,111 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Like `spawn_role`, but the child runs the binary `exe` as user `uid`, group `gid` with
+/// supplementary groups `groups` (the test must run as root), with `env` added.
+pub fn spawn_role_as(
+    exe: &std::path::Path,
+    entry: &str,
+    role: &str,
+    args: &[&str],
+    (uid, gid, groups): (u32, u32, &[u32]),
+    env: &[(&str, &std::ffi::OsStr)],
+) -> ChildGuard {
+    use std::os::unix::process::CommandExt;
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut command = Command::new(exe);
+    command
+        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
+        .env("SHMFRAME_ROLE", role)
+        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    // SAFETY: the closure runs between fork and exec and only makes the async-signal-safe
+    // calls setgroups, setgid and setuid on data prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("spawn child as another user");
+    ChildGuard {
+        child,
+        label: format!("child {role} {args:?} as uid {uid}"),
+    }
+}
+
+/// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory; panics if
+/// it is older than any source it is built from (`cargo test` builds the library for the test
+/// profile but does not refresh this file; `cargo build` does, and scripts/test.sh runs it).
+/// Comparing with the sources rather than with the test binary keeps the check right when
+/// the test binaries are built long after the cdylib (a fresh clone builds every dependency
+/// again for the test profile).
+pub fn built_plugin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let so = dir.join("libgstshmframe.so");
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest_source = newest_mtime(&manifest_dir.join("src"))
+        .into_iter()
+        .chain(["Cargo.toml", "build.rs"].iter().filter_map(|f| {
+            std::fs::metadata(manifest_dir.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        }))
+        .max()
+        .expect("the crate's sources");
+    match std::fs::metadata(&so).and_then(|m| m.modified()) {
+        Ok(built) if built >= newest_source => so,
+        _ => panic!(
+            "{} is missing or older than the crate's sources: `cargo test` does not rebuild \
+             the cdylib; run `cargo build` first (scripts/test.sh does)",
+            so.display()
+        ),
+    }
+}
+
+/// The newest modification time of the files under `dir`.
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let meta = entry.metadata().ok()?;
+            if meta.is_dir() {
+                newest_mtime(&entry.path())
+            } else {
+                meta.modified().ok()
+            }
+        })
+        .max()
+}
+
+/// `gst-launch-1.0 ARGS` with the built plugin and a registry of its own (removed on drop of
+/// the returned path's owner: the caller removes `registry`).
+pub fn gst_launch(args: &str, registry: &std::path::Path) -> ChildGuard {
+    let so = built_plugin();
+    let child = Command::new("gst-launch-1.0")
+        .args(args.split_whitespace())
+        .env("GST_PLUGIN_PATH", so.parent().unwrap())
+        .env("GST_REGISTRY", registry)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) is installed");
+    ChildGuard {
+        child,
+        label: format!("gst-launch-1.0 {args}"),
+    }
+}

@@ -1,0 +1,576 @@
+//! The bad-input matrix: every kind of bad input a user or a foreign process can hand the
+//! transport or the elements, each case a test asserting the exact error text (what was
+//! expected, what was found, what to do), and that nothing that is not ours is changed.
+
+mod common;
+
+use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use gst::prelude::*;
+use gstshmframe::transport::{
+    Backpressure, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult, Reader,
+    ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
+};
+use std::time::Duration;
+
+const ENTRY: &str = "child_entry";
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().unwrap();
+    });
+}
+
+/// Entry point of child processes: does nothing unless this process was spawned in a role.
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    assert_eq!(role, "writer");
+    // A writer that writes 4 KiB frames every 2 ms until it is killed.
+    let mut config = WriterConfig::new(&args[0], 4096);
+    config.backpressure = Backpressure::DropOldest;
+    let mut writer = Writer::create(&config).unwrap();
+    writer.set_caps("test/x-frames").unwrap();
+    for n in 0.. {
+        writer
+            .write_with(&FrameMeta::default(), 4096, |slot| fill_frame(n, slot))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn oldest() -> ReaderOptions {
+    ReaderOptions {
+        start: StartPosition::Oldest,
+    }
+}
+
+fn writer_error(config: &WriterConfig) -> String {
+    Writer::create(config).err().expect("refused").to_string()
+}
+
+fn reader_error(name: &str) -> String {
+    Reader::open(name, &oldest())
+        .err()
+        .expect("refused")
+        .to_string()
+}
+
+fn observer_error(name: &str) -> String {
+    Observer::open(name).err().expect("refused").to_string()
+}
+
+/// The text of the error an element posts when its pipeline starts (sinks and sources
+/// validate their settings in `start`), or while it runs (a source meeting a bad segment).
+fn element_error(factory: &str, props: &[(&str, &str)]) -> String {
+    init();
+    let element = gst::ElementFactory::make(factory).build().unwrap();
+    for (k, v) in props {
+        element.set_property_from_str(k, v);
+    }
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(&element).unwrap();
+    if factory == "shmframesrc" {
+        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+        pipeline.add(&sink).unwrap();
+        element.link(&sink).unwrap();
+    }
+    let _ = pipeline.set_state(gst::State::Playing);
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+        .unwrap_or_else(|| panic!("{factory} {props:?}: no error within 10 s"));
+    pipeline.set_state(gst::State::Null).unwrap();
+    match msg.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => unreachable!(),
+    }
+}
+
+/// A name refused everywhere with the same explanation: by the transport's writer, reader,
+/// observer and subscriber, by shmframesink and by shmframesrc; nothing is created.
+fn refused_name(bad: &str, why: &str) {
+    let expected = format!("invalid shm-name {bad:?}: {why}");
+    assert_eq!(writer_error(&WriterConfig::new(bad, 64)), expected);
+    assert_eq!(reader_error(bad), expected);
+    assert_eq!(observer_error(bad), expected);
+    assert_eq!(
+        Subscriber::new(bad, oldest()).err().unwrap().to_string(),
+        expected
+    );
+    assert_eq!(
+        element_error("shmframesink", &[("shm-name", bad)]),
+        expected
+    );
+    assert_eq!(element_error("shmframesrc", &[("shm-name", bad)]), expected);
+}
+
+const ONLY: &str = "only letters, digits, '.', '_' and '-' are allowed";
+
+#[test]
+fn a_name_with_a_slash_is_refused() {
+    refused_name("cam/0", &format!("it contains '/'; {ONLY}"));
+    refused_name("/dev/shm/cam0", &format!("it contains '/'; {ONLY}"));
+}
+
+#[test]
+fn a_name_with_dot_dot_is_refused() {
+    let why = "it starts with '.'; start it with a letter, digit, '_' or '-', e.g. \"cam0\"";
+    refused_name("..", why);
+    refused_name("../etc/passwd", why);
+    refused_name("cam..0/../x", &format!("it contains '/'; {ONLY}"));
+}
+
+#[test]
+fn an_empty_name_is_refused() {
+    let expected = "invalid shm-name \"\": it is empty; set shm-name to e.g. \"cam0\"";
+    assert_eq!(writer_error(&WriterConfig::new("", 64)), expected);
+    assert_eq!(reader_error(""), expected);
+    assert_eq!(observer_error(""), expected);
+    // The elements treat an empty shm-name as a missing one.
+    assert_eq!(
+        element_error("shmframesink", &[("shm-name", "")]),
+        "No shm-name set: shmframesink needs the name of the segment to create in /dev/shm \
+         (letters, digits, '.', '_' and '-', not starting with '.'), e.g. shmframesink \
+         shm-name=cam0"
+    );
+    assert_eq!(
+        element_error("shmframesrc", &[]),
+        "No shm-name set: set it to the name the writer uses, e.g. shmframesrc shm-name=cam0"
+    );
+}
+
+#[test]
+fn a_too_long_name_is_refused() {
+    let longest = "x".repeat(MAX_NAME_LEN);
+    let name = ShmName(longest.clone());
+    let w = Writer::create(&WriterConfig::new(&name, 64)).expect("200 bytes are fine");
+    drop(w);
+    let too_long = "x".repeat(MAX_NAME_LEN + 1);
+    refused_name(
+        &too_long,
+        "it is 201 bytes long, the limit is 200; choose a shorter name",
+    );
+}
+
+#[test]
+fn a_non_ascii_name_is_refused() {
+    refused_name("caméra", &format!("it contains 'é'; {ONLY}"));
+    // A NUL cannot even reach the elements (GObject strings end at NUL); the transport refuses it.
+    let nul = "cam\u{0}0";
+    let expected = format!("invalid shm-name {nul:?}: it contains '\\0'; {ONLY}");
+    assert_eq!(writer_error(&WriterConfig::new(nul, 64)), expected);
+    assert_eq!(reader_error(nul), expected);
+    refused_name("cam 0", &format!("it contains ' '; {ONLY}"));
+}
+
+fn foreign_text(name: &ShmName) -> String {
+    format!(
+        "{} exists and is not a shmframe segment; it was left untouched: remove it or choose \
+         another shm-name",
+        name.path().display()
+    )
+}
+
+/// Refused by writers and readers alike, and left as it was, byte for byte and mode.
+fn foreign_file_case(name: &ShmName, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(name.path(), content).unwrap();
+    std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::metadata(name.path()).unwrap();
+    let expected = foreign_text(name);
+    assert_eq!(writer_error(&WriterConfig::new(name, 64)), expected);
+    assert_eq!(
+        element_error(
+            "shmframesink",
+            &[("shm-name", name.as_str()), ("shape", "8x8:GRAY8")]
+        ),
+        expected
+    );
+    assert_eq!(reader_error(name), expected);
+    assert_eq!(observer_error(name), expected);
+    // shmframesrc waits for a writer, but a foreign file is an error, not something to wait on.
+    assert_eq!(
+        element_error("shmframesrc", &[("shm-name", name.as_str())]),
+        format!("Reading shm-name {:?} failed: {expected}", name.as_str())
+    );
+    let after = std::fs::metadata(name.path()).unwrap();
+    assert_eq!(std::fs::read(name.path()).unwrap(), content);
+    assert_eq!(after.permissions().mode(), before.permissions().mode());
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+}
+
+#[test]
+fn a_foreign_file_at_the_name_is_refused_and_left_untouched() {
+    let name = ShmName::new("bad-foreign");
+    let content: Vec<u8> = (0..20_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    foreign_file_case(&name, &content);
+}
+
+#[test]
+fn a_foreign_file_that_starts_like_a_segment_is_left_untouched_by_the_writer() {
+    let name = ShmName::new("bad-foreign-magic");
+    // "SHMFRAMX": almost our magic.
+    let mut content = b"SHMFRAMX".to_vec();
+    content.extend((0..9000u32).map(|i| i as u8));
+    foreign_file_case(&name, &content);
+}
+
+#[test]
+fn a_second_live_writer_is_refused_naming_the_holders_pid_and_the_first_is_unharmed() {
+    let name = ShmName::new("bad-second-writer");
+    let first: ChildGuard = spawn_role(ENTRY, "writer", &[&name]);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            inspect(&name).is_ok_and(|i| i.writer_alive && i.frames_written > 0)
+        }),
+        "the first writer is running"
+    );
+    let expected = format!(
+        "shm-name {:?} is already used by a live writer (pid {}); stop it or choose another \
+         shm-name",
+        name.as_str(),
+        first.pid()
+    );
+    assert_eq!(writer_error(&WriterConfig::new(&name, 4096)), expected);
+    assert_eq!(
+        element_error(
+            "shmframesink",
+            &[("shm-name", name.as_str()), ("shape", "32x32:RGBA")]
+        ),
+        expected
+    );
+    // The first writer still delivers: consecutive frames with their content.
+    let mut reader = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    assert_eq!(reader.writer_pid(), first.pid());
+    let mut buf = vec![0u8; 4096];
+    let mut numbers = Vec::new();
+    while numbers.len() < 20 {
+        match reader
+            .read_next(Duration::from_secs(5), |_, v| v.copy_to(&mut buf))
+            .unwrap()
+        {
+            ReadResult::Frame(info) => {
+                check_frame(info.number, &buf).unwrap();
+                numbers.push(info.number);
+            }
+            other => panic!("the first writer stopped delivering: {other:?}"),
+        }
+    }
+    assert!(numbers.windows(2).all(|p| p[0] < p[1]), "{numbers:?}");
+}
+
+/// A complete segment image (ring, depth 3, one spare slot, 5000-byte slots) as a writer
+/// leaves it, with its geometry.
+fn segment_image(name: &ShmName) -> (Vec<u8>, gstshmframe::transport::Geometry) {
+    let mut config = WriterConfig::new(name, 5000);
+    config.depth = 3;
+    config.spare_slots = 1;
+    let mut w = Writer::create(&config).unwrap();
+    w.set_caps("video/x-raw, format=(string)GRAY8, width=(int)100, height=(int)50")
+        .unwrap();
+    for n in 0..2 {
+        w.write_with(&FrameMeta::default(), 5000, |s| fill_frame(n, s))
+            .unwrap();
+    }
+    let bytes = std::fs::read(name.path()).unwrap();
+    let geo = Reader::open(name, &oldest()).unwrap().geometry().clone();
+    drop(w);
+    (bytes, geo)
+}
+
+fn truncated_text(what: &str, expected: u64, found: u64) -> String {
+    format!(
+        "truncated segment: {what} needs {expected} bytes, the file has {found}; a shmframe \
+         writer never leaves a segment cut short: remove the file and restart the writer"
+    )
+}
+
+#[test]
+fn a_segment_truncated_at_any_interesting_offset_is_refused_by_readers() {
+    let name = ShmName::new("bad-truncated");
+    let (image, geo) = segment_image(&name);
+    assert_eq!(image.len() as u64, geo.total_len);
+    const HEADER_REGION: u64 = 1024 + 4 * 1792;
+    let mut cuts: Vec<(u64, &str)> = vec![
+        (0, "empty file"),
+        (4, "inside the magic"),
+        (8, "after the magic"),
+        (12, "after the version"),
+        (100, "inside the geometry"),
+        (1024, "at the caps table"),
+        (HEADER_REGION - 1, "inside the caps table"),
+        (HEADER_REGION, "at the control region"),
+        (geo.index_offset, "at the ring index"),
+        (geo.desc_offset, "at the slot descriptors"),
+        (geo.data_offset, "at the first slot"),
+    ];
+    for k in 1..geo.slot_count as u64 {
+        cuts.push((geo.data_offset + k * geo.slot_stride, "at a slot boundary"));
+    }
+    cuts.push((geo.total_len - 1, "one byte short"));
+    for (cut, what) in cuts {
+        std::fs::write(name.path(), &image[..cut as usize]).unwrap();
+        let expected = if cut < HEADER_REGION {
+            truncated_text("header", HEADER_REGION, cut)
+        } else {
+            truncated_text("segment", geo.total_len, cut)
+        };
+        assert_eq!(reader_error(&name), expected, "cut {cut} ({what})");
+        assert_eq!(observer_error(&name), expected, "cut {cut} ({what})");
+        assert_eq!(
+            std::fs::metadata(name.path()).unwrap().len(),
+            cut,
+            "readers never change the file"
+        );
+    }
+    assert_eq!(
+        element_error("shmframesrc", &[("shm-name", name.as_str())]),
+        format!(
+            "Reading shm-name {:?} failed: {}",
+            name.as_str(),
+            truncated_text("segment", geo.total_len, geo.total_len - 1)
+        )
+    );
+    // The full image opens: the cuts above were the only problem.
+    std::fs::write(name.path(), &image).unwrap();
+    Reader::open(&name, &oldest()).unwrap();
+    // A writer reclaims a cut segment of a dead writer like any stale segment of its own.
+    std::fs::write(name.path(), &image[..HEADER_REGION as usize]).unwrap();
+    let w = Writer::create(&WriterConfig::new(&name, 5000)).unwrap();
+    assert_eq!(w.info().writer_pid, std::process::id());
+}
+
+#[test]
+fn a_segment_of_another_layout_version_is_refused_by_readers() {
+    let name = ShmName::new("bad-version");
+    let (mut image, _) = segment_image(&name);
+    for version in [0, LAYOUT_VERSION + 1, u32::MAX] {
+        image[8..12].copy_from_slice(&version.to_ne_bytes());
+        std::fs::write(name.path(), &image).unwrap();
+        let expected = format!(
+            "segment layout version {version} is not supported by this build (expects version \
+             {LAYOUT_VERSION}); use the same shmframe version for writer and readers"
+        );
+        assert_eq!(reader_error(&name), expected);
+        assert_eq!(observer_error(&name), expected);
+        assert_eq!(
+            element_error("shmframesrc", &[("shm-name", name.as_str())]),
+            format!("Reading shm-name {:?} failed: {expected}", name.as_str())
+        );
+        assert_eq!(std::fs::read(name.path()).unwrap(), image);
+    }
+}
+
+#[test]
+fn a_shape_that_does_not_match_the_writers_stream_names_both_shapes() {
+    init();
+    let name = ShmName::new("bad-shape");
+    // The writer: 64x48 RGBA frames.
+    let mut config = WriterConfig::new(&name, 64 * 48 * 4);
+    config.backpressure = Backpressure::DropOldest;
+    let mut writer = Writer::create(&config).unwrap();
+    writer
+        .set_caps(
+            "video/x-raw, format=(string)RGBA, width=(int)64, height=(int)48, \
+             framerate=(fraction)30/1",
+        )
+        .unwrap();
+    for (shape, found_expected) in [
+        ("32x24", "64x48:RGBA but shape expects 32x24"),
+        ("64x48:GRAY8", "64x48:RGBA but shape expects 64x48:GRAY8"),
+    ] {
+        let src = gst::ElementFactory::make("shmframesrc")
+            .property("shm-name", name.as_str())
+            .property("shape", shape)
+            .build()
+            .unwrap();
+        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
+        let pipeline = gst::Pipeline::new();
+        pipeline.add_many([&src, &sink]).unwrap();
+        src.link(&sink).unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let observer = writer.observer();
+        assert!(wait_for(Duration::from_secs(10), || observer
+            .reader_count()
+            > 0));
+        writer
+            .write_with(&FrameMeta::default(), 64 * 48 * 4, |s| fill_frame(0, s))
+            .unwrap();
+        let msg = pipeline
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+            .expect("a shape error");
+        pipeline.set_state(gst::State::Null).unwrap();
+        let gst::MessageView::Error(e) = msg.view() else {
+            unreachable!()
+        };
+        assert_eq!(
+            e.error().to_string(),
+            format!(
+                "The writer's stream is {found_expected}: unset the shape property or set it \
+                 to 64x48:RGBA, or make the writer on shm-name {:?} send {shape}",
+                name.as_str()
+            )
+        );
+    }
+}
+
+/// The sink's shape constrains the caps it accepts, so a stream of another shape is refused
+/// when the pipeline is linked; GStreamer's message names the caps the sink cannot take.
+#[test]
+fn a_sink_shape_that_does_not_fit_the_stream_refuses_it_at_link_time() {
+    init();
+    let name = ShmName::new("bad-sink-shape");
+    let err = gst::parse::launch(&format!(
+        "videotestsrc name=camera num-buffers=1 ! video/x-raw,format=RGBA,width=64,height=48 \
+         ! shmframesink name=out shm-name={} shape=32x24",
+        name.as_str()
+    ))
+    .expect_err("linking fails");
+    assert_eq!(
+        err.to_string(),
+        "could not link camera to out, out can't handle caps \
+         video/x-raw, format=(string)RGBA, width=(int)64, height=(int)48"
+    );
+    assert!(!name.path().exists());
+}
+
+#[test]
+fn a_malformed_shape_property_says_what_is_expected() {
+    let usage = "expected WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT, e.g. 1920x1080 or 640x480:RGBA";
+    for (shape, expected) in [
+        ("64by48", format!("invalid shape \"64by48\": {usage}")),
+        (
+            "0x48",
+            format!("invalid shape \"0x48\": width \"0\" is not a number in 1..=32768; {usage}"),
+        ),
+        (
+            "64x48:NOPE",
+            "invalid shape \"64x48:NOPE\": \"NOPE\" is not a GstVideoFormat name (e.g. RGBA, \
+             I420, NV12, GRAY8)"
+                .to_string(),
+        ),
+    ] {
+        assert_eq!(
+            element_error("shmframesrc", &[("shm-name", "cam0"), ("shape", shape)]),
+            expected
+        );
+        assert_eq!(
+            element_error("shmframesink", &[("shm-name", "cam0"), ("shape", shape)]),
+            format!("The shape property was refused: {expected}")
+        );
+    }
+}
+
+#[test]
+fn writer_settings_out_of_range_are_refused_with_the_range() {
+    let name = ShmName::new("bad-config");
+    let refused = |f: &dyn Fn(&mut WriterConfig)| {
+        let mut c = WriterConfig::new(&name, 64);
+        f(&mut c);
+        let text = writer_error(&c);
+        assert!(!name.path().exists(), "nothing created for: {text}");
+        text
+    };
+    assert_eq!(
+        refused(&|c| c.depth = 0),
+        "invalid configuration: depth 0 is out of range: expected 1..=1024"
+    );
+    assert_eq!(
+        refused(&|c| c.depth = 1025),
+        "invalid configuration: depth 1025 is out of range: expected 1..=1024"
+    );
+    assert_eq!(
+        refused(&|c| c.spare_slots = 65),
+        "invalid configuration: spare slots 65 is out of range: expected 0..=64"
+    );
+    assert_eq!(
+        refused(&|c| c.slot_size = 0),
+        "invalid configuration: slot size 0 bytes is out of range: expected 1..=268435456"
+    );
+    assert_eq!(
+        refused(&|c| c.slot_size = (256 << 20) + 1),
+        "invalid configuration: slot size 268435457 bytes is out of range: expected \
+         1..=268435456"
+    );
+    for perms in [0o400, 0o1777, 0o066] {
+        assert_eq!(
+            refused(&|c| c.perms = perms),
+            format!(
+                "invalid configuration: perms {perms:o} must be an octal file mode of at most \
+                 0777 that includes 0600 (the writer and its readers need read and write \
+                 access)"
+            )
+        );
+    }
+    // Double always has two slots, whatever depth says.
+    let mut c = WriterConfig::new(&name, 64);
+    c.layout = Layout::Double;
+    c.depth = 0;
+    assert_eq!(Writer::create(&c).unwrap().info().depth, 2);
+}
+
+#[test]
+fn element_properties_out_of_range_are_refused_and_keep_their_value() {
+    init();
+    let sink = gst::ElementFactory::make("shmframesink").build().unwrap();
+    for (element, prop, bad, kept) in [
+        (&sink, "depth", 0u64, 4u64),
+        (&sink, "depth", 1025, 4),
+        (&sink, "perms", 0o400, 0o600),
+        (&sink, "perms", 0o1000, 0o600),
+        (&sink, "reader-timeout", 0, 1000),
+    ] {
+        let pspec = element.find_property(prop).unwrap();
+        let value = if pspec.value_type() == u64::static_type() {
+            bad.to_value()
+        } else {
+            (bad as u32).to_value()
+        };
+        // GLib refuses a value outside the param spec's range (a critical warning, which
+        // gstreamer-rs turns into a panic) and keeps the previous one.
+        let refused = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            element.set_property_from_value(prop, &value)
+        }))
+        .is_err();
+        assert!(refused, "{prop}={bad} was accepted");
+        let now = element.property_value(prop);
+        let now = now
+            .get::<u64>()
+            .unwrap_or_else(|_| now.get::<u32>().unwrap() as u64);
+        assert_eq!(now, kept, "{prop} kept its value");
+    }
+}
+
+#[test]
+fn a_frame_larger_than_the_slot_is_refused_with_the_size_needed() {
+    let name = ShmName::new("bad-too-large");
+    let mut w = Writer::create(&WriterConfig::new(&name, 100)).unwrap();
+    let capacity = w.slot_capacity();
+    let too_large = capacity + 1;
+    let expected = format!(
+        "frame of {too_large} bytes does not fit a slot of {capacity} bytes; create the writer \
+         with a slot size of at least {too_large} bytes"
+    );
+    let data = vec![0u8; too_large as usize];
+    assert_eq!(
+        w.write(&FrameMeta::default(), &data)
+            .unwrap_err()
+            .to_string(),
+        expected
+    );
+    assert_eq!(
+        w.write_with(&FrameMeta::default(), too_large, |_| {})
+            .unwrap_err()
+            .to_string(),
+        expected
+    );
+    assert_eq!(w.frames_written(), 0);
+    // The writer still works with a frame that fits.
+    w.write(&FrameMeta::default(), &[7u8; 100]).unwrap();
+    assert_eq!(w.frames_written(), 1);
+}

@@ -1,0 +1,370 @@
+//! Who may attach: a segment is created 0600 by default, a reader running as another user gets
+//! a permission error that says what to change, and the sink's `perms` property widens access
+//! deliberately. The readers are this test binary re-run as user `nobody` (uid and gids are
+//! switched in the child before exec), so the tests need root; run as another user they say
+//! why they are skipped and pass.
+
+mod common;
+
+use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role_as, wait_for};
+use gst::prelude::*;
+use gstshmframe::transport::{Observer, ReadResult, Reader, ReaderOptions, StartPosition};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const NOBODY: u32 = 65534;
+const NOGROUP: u32 = 65534;
+const FRAMES: u64 = 5;
+const FRAME_SIZE: usize = 16 * 16 * 4;
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+const ENTRY: &str = "child_entry";
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().unwrap();
+    });
+}
+
+/// Entry point of the child readers: does nothing unless this process was spawned in a role.
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    assert_eq!(role, "read");
+    let (name, how) = (&args[0], args[1].as_str());
+    let outcome = match how {
+        "reader" => read_with_reader(name),
+        "observer" => read_with_observer(name),
+        "element" => read_with_element(name),
+        other => panic!("unknown way to read: {other}"),
+    };
+    match outcome {
+        Ok(frames) => println!("FRAMES {frames}"),
+        Err(text) => println!("ERROR {text}"),
+    }
+    std::process::exit(0);
+}
+
+/// Reads the writer's frames 0..FRAMES through a `Reader`, checking each one's content.
+fn read_with_reader(name: &str) -> Result<u64, String> {
+    let opts = ReaderOptions {
+        start: StartPosition::Oldest,
+    };
+    let mut reader = Reader::open(name, &opts).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; FRAME_SIZE];
+    for n in 0..FRAMES {
+        let result = reader
+            .read_next(Duration::from_secs(10), |_, view| view.copy_to(&mut buf))
+            .map_err(|e| e.to_string())?;
+        let ReadResult::Frame(info) = result else {
+            panic!("expected frame {n}, got {result:?}");
+        };
+        assert_eq!(info.number, n);
+        check_frame(n, &buf).unwrap();
+    }
+    Ok(FRAMES)
+}
+
+/// Reads frames 0..FRAMES through a read-only `Observer`, checking each one's content.
+fn read_with_observer(name: &str) -> Result<u64, String> {
+    let observer = Observer::open(name).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; FRAME_SIZE];
+    for n in 0..FRAMES {
+        let info = observer
+            .read_frame(n, |_, view| view.copy_to(&mut buf))
+            .map_err(|e| e.to_string())?
+            .unwrap_or_else(|| panic!("frame {n} is held"));
+        assert_eq!(info.number, n);
+        check_frame(n, &buf).unwrap();
+    }
+    Ok(FRAMES)
+}
+
+/// Reads frames 0..FRAMES with `shmframesrc`, checking each one's content; the error text is
+/// the one the src posts on the bus.
+fn read_with_element(name: &str) -> Result<u64, String> {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "shmframesrc shm-name={name} start=oldest ! appsink name=out sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let mut received = 0;
+    let result = loop {
+        if let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+            let gst::MessageView::Error(e) = msg.view() else {
+                unreachable!()
+            };
+            break Err(e.error().to_string());
+        }
+        if received == FRAMES {
+            break Ok(FRAMES);
+        }
+        if let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(100)) {
+            let map = sample.buffer().unwrap().map_readable().unwrap();
+            check_frame(received, &map).unwrap();
+            received += 1;
+        }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    result
+}
+
+/// A writer pipeline in this process: `appsrc ! shmframesink` with `perms` (None: the
+/// default), holding frames 0..FRAMES of 16x16 RGBA.
+struct WriterPipeline(gst::Pipeline);
+
+impl WriterPipeline {
+    fn start(name: &str, perms: Option<&str>) -> WriterPipeline {
+        init();
+        let perms = perms.map(|p| format!("perms={p}")).unwrap_or_default();
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time ! shmframesink name=sink shm-name={name} \
+             shape=16x16:RGBA backpressure=drop-oldest depth=8 sync=false {perms}"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        src.set_caps(Some(
+            &gst::Caps::builder("video/x-raw")
+                .field("format", "RGBA")
+                .field("width", 16)
+                .field("height", 16)
+                .field("framerate", gst::Fraction::new(30, 1))
+                .build(),
+        ));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        for n in 0..FRAMES {
+            let mut buf = gst::Buffer::with_size(FRAME_SIZE).unwrap();
+            {
+                let b = buf.get_mut().unwrap();
+                b.set_pts(gst::ClockTime::from_mseconds(33 * n));
+                fill_frame(n, &mut b.map_writable().unwrap());
+            }
+            src.push_buffer(buf).unwrap();
+        }
+        let sink = pipeline.by_name("sink").unwrap();
+        assert!(
+            wait_for(Duration::from_secs(20), || {
+                sink.property::<gst::Structure>("stats")
+                    .get::<u64>("frames-written")
+                    .unwrap()
+                    == FRAMES
+            }),
+            "the writer wrote its frames"
+        );
+        WriterPipeline(pipeline)
+    }
+}
+
+impl Drop for WriterPipeline {
+    fn drop(&mut self) {
+        let _ = self.0.set_state(gst::State::Null);
+    }
+}
+
+/// A directory that belongs to `nobody` (its HOME and GStreamer registry), removed on drop;
+/// it also holds a copy of the test binary when nobody cannot reach the original.
+struct NobodyDir(PathBuf);
+
+impl NobodyDir {
+    fn new(test: &str) -> NobodyDir {
+        let dir = std::env::temp_dir().join(format!(
+            "shmframe-perms-{test}-{}-{}",
+            std::process::id(),
+            common::ShmName::new("dir")
+                .as_str()
+                .rsplit('-')
+                .next()
+                .unwrap()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOGROUP)).unwrap();
+        NobodyDir(dir)
+    }
+}
+
+impl Drop for NobodyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Why `nobody` (an "other" user to every file here) cannot execute `exe`, if it cannot:
+/// every directory on the way needs o+x, the binary o+rx.
+fn unreachable_for_others(exe: &Path) -> Option<String> {
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    if mode(exe).map_or(true, |m| m & 0o005 != 0o005) {
+        return Some(format!(
+            "{} is not readable and executable by others",
+            exe.display()
+        ));
+    }
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| mode(dir).map_or(true, |m| m & 0o001 == 0))
+        .map(|dir| format!("{} is not searchable by others", dir.display()))
+}
+
+/// The test binary as `nobody` can run it: the original if reachable, else a copy in `dir`.
+fn binary_for_nobody(dir: &NobodyDir) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    match unreachable_for_others(&exe) {
+        None => exe,
+        Some(why) => {
+            eprintln!(
+                "{why}: running a copy of the test binary from {}",
+                dir.0.display()
+            );
+            let copy = dir.0.join("permissions-test");
+            std::fs::copy(&exe, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            copy
+        }
+    }
+}
+
+fn running_as_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!(
+            "{test}: skipped: switching the reader to another user needs root (CI runs as root)"
+        );
+    }
+    root
+}
+
+/// Runs a reader as `nobody` (with extra supplementary groups) and returns what it printed:
+/// `FRAMES n` or `ERROR text`.
+fn read_as_nobody(dir: &NobodyDir, name: &str, how: &str, groups: &[u32]) -> String {
+    let exe = binary_for_nobody(dir);
+    let registry = dir.0.join("registry.bin");
+    let mut child: ChildGuard = spawn_role_as(
+        &exe,
+        ENTRY,
+        "read",
+        &[name, how],
+        (NOBODY, NOGROUP, groups),
+        &[
+            ("HOME", dir.0.as_os_str()),
+            ("XDG_CACHE_HOME", dir.0.as_os_str()),
+            ("GST_REGISTRY", registry.as_os_str()),
+        ],
+    );
+    let out = child.wait_ok(CHILD_LIMIT);
+    out.lines()
+        .find(|l| l.starts_with("FRAMES ") || l.starts_with("ERROR "))
+        .unwrap_or_else(|| panic!("no outcome in the child's output:\n{out}"))
+        .to_string()
+}
+
+fn mode_of(name: &ShmName) -> u32 {
+    std::fs::metadata(name.path()).unwrap().permissions().mode() & 0o7777
+}
+
+fn denied(name: &ShmName) -> String {
+    format!(
+        "permission denied on {}: Permission denied (os error 13); a reader needs read and \
+         write access, which the writer's perms property grants (default 0600: the writer's \
+         user only): run the reader as that user, or start the writer with perms=0660 (its \
+         group) or perms=0666 (everyone)",
+        name.path().display()
+    )
+}
+
+#[test]
+fn a_default_segment_is_0600_and_another_users_reader_is_told_what_to_change() {
+    if !running_as_root("a_default_segment_is_0600") {
+        return;
+    }
+    let name = ShmName::new("perm-default");
+    let dir = NobodyDir::new("default");
+    let _writer = WriterPipeline::start(&name, None);
+    assert_eq!(mode_of(&name), 0o600, "the default mode");
+    assert_eq!(
+        read_as_nobody(&dir, &name, "reader", &[]),
+        format!("ERROR {}", denied(&name))
+    );
+    assert_eq!(
+        read_as_nobody(&dir, &name, "observer", &[]),
+        format!("ERROR {}", denied(&name))
+    );
+    assert_eq!(
+        read_as_nobody(&dir, &name, "element", &[]),
+        format!(
+            "ERROR Reading shm-name \"{}\" failed: {}",
+            name.as_str(),
+            denied(&name)
+        )
+    );
+}
+
+#[test]
+fn perms_0666_lets_another_users_shmframesrc_read_every_frame() {
+    if !running_as_root("perms_0666_lets_another_users_shmframesrc_read_every_frame") {
+        return;
+    }
+    let name = ShmName::new("perm-0666");
+    let dir = NobodyDir::new("0666");
+    let _writer = WriterPipeline::start(&name, Some("0666"));
+    assert_eq!(mode_of(&name), 0o666);
+    assert_eq!(read_as_nobody(&dir, &name, "element", &[]), "FRAMES 5");
+    assert_eq!(read_as_nobody(&dir, &name, "reader", &[]), "FRAMES 5");
+}
+
+#[test]
+fn perms_0660_lets_the_writers_group_read_and_nobody_else() {
+    if !running_as_root("perms_0660_lets_the_writers_group_read_and_nobody_else") {
+        return;
+    }
+    let name = ShmName::new("perm-0660");
+    let dir = NobodyDir::new("0660");
+    let _writer = WriterPipeline::start(&name, Some("0660"));
+    assert_eq!(mode_of(&name), 0o660);
+    // SAFETY: getegid has no preconditions. The segment belongs to our effective group.
+    let group = unsafe { libc::getegid() };
+    assert_eq!(
+        read_as_nobody(&dir, &name, "reader", &[group]),
+        "FRAMES 5",
+        "a member of the writer's group reads"
+    );
+    assert_eq!(
+        read_as_nobody(&dir, &name, "reader", &[]),
+        format!("ERROR {}", denied(&name)),
+        "others do not"
+    );
+}
+
+#[test]
+fn perms_0644_lets_others_observe_but_not_attach_as_readers() {
+    if !running_as_root("perms_0644_lets_others_observe_but_not_attach_as_readers") {
+        return;
+    }
+    let name = ShmName::new("perm-0644");
+    let dir = NobodyDir::new("0644");
+    let _writer = WriterPipeline::start(&name, Some("0644"));
+    assert_eq!(mode_of(&name), 0o644);
+    // A reader writes its own entry in the control region, so it needs write access too.
+    assert_eq!(
+        read_as_nobody(&dir, &name, "reader", &[]),
+        format!("ERROR {}", denied(&name))
+    );
+    // The read-only view (statistics, get-frame, the inspector) needs only read access.
+    assert_eq!(read_as_nobody(&dir, &name, "observer", &[]), "FRAMES 5");
+}

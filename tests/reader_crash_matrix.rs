@@ -1,0 +1,494 @@
+//! The reader-side crash matrix through the elements, with real processes: for each layout and
+//! policy, a writer pipeline (`appsrc ! shmframesink`) runs while one `shmframesrc` reader is
+//! SIGKILLed and another SIGSTOPped. The surviving reader checks every frame it gets (its
+//! number and content) and keeps receiving; the writer is never held up much beyond
+//! `reader-timeout`; a restarted reader gets checked frames; the writer then crashes and a
+//! new writer process on the same name is followed by the running readers. Nothing is left
+//! in /dev/shm at the end.
+//!
+//! Children are this test binary re-run in a role (see `child_entry`), with the plugin
+//! registered statically, so they always run the code under test.
+
+mod common;
+
+use common::{ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, summary};
+use gst::prelude::*;
+use gstshmframe::transport::Observer;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+const ENTRY: &str = "child_entry";
+/// Frame contents of the second writer start here, so a reader's indices stay increasing
+/// across the writer restart and tell the two writers apart.
+const SECOND_WRITER_BASE: u64 = 1_000_000;
+const READER_TIMEOUT_MS: u64 = 300;
+const FIRST_WRITER_FRAMES: u64 = 700;
+const SECOND_WRITER_FRAMES: u64 = 150;
+
+fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().unwrap();
+    });
+}
+
+fn kv(args: &[String]) -> HashMap<String, String> {
+    args.iter()
+        .filter_map(|a| a.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Entry point of child processes: does nothing unless this process was spawned in a role.
+#[test]
+fn child_entry() {
+    let Some((role, args)) = role() else { return };
+    init();
+    let args = kv(&args);
+    let code = match role.as_str() {
+        "writer" => run_writer(&args),
+        "reader" => run_reader(&args),
+        other => panic!("unknown role {other}"),
+    };
+    std::process::exit(code);
+}
+
+/// writer name= frames= base= pace_ms= props= readers= end=eos|crash. Pushes 32x32 RGBA
+/// frames whose bytes encode `base + i` (see `fill_frame`); waits for `readers` readers after
+/// the first frame. Reports the longest time one push took (the writer held up by readers).
+/// `end=crash` SIGKILLs itself after the summary instead of sending EOS.
+fn run_writer(a: &HashMap<String, String>) -> i32 {
+    let frames: u64 = a["frames"].parse().unwrap();
+    let base: u64 = a["base"].parse().unwrap();
+    let pace = Duration::from_millis(a["pace_ms"].parse().unwrap());
+    let readers: u32 = a["readers"].parse().unwrap();
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time block=true max-buffers=1 ! \
+         shmframesink name=sink shm-name={} sync=false {}",
+        a["name"], a["props"]
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline.by_name("sink").unwrap();
+    let stat = |field: &str| {
+        sink.property::<gst::Structure>("stats")
+            .get::<u64>(field)
+            .unwrap()
+    };
+    src.set_caps(Some(
+        &gst_video::VideoCapsBuilder::new()
+            .format(gst_video::VideoFormat::Rgba)
+            .width(32)
+            .height(32)
+            .framerate(gst::Fraction::new(30, 1))
+            .build(),
+    ));
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut longest_push = Duration::ZERO;
+    for i in 0..frames {
+        let mut buf = gst::Buffer::with_size(32 * 32 * 4).unwrap();
+        {
+            let b = buf.get_mut().unwrap();
+            b.set_pts(gst::ClockTime::from_mseconds(33 * i));
+            fill_frame(base + i, &mut b.map_writable().unwrap());
+        }
+        let pushed = Instant::now();
+        src.push_buffer(buf).unwrap();
+        longest_push = longest_push.max(pushed.elapsed());
+        if i == 0 {
+            let attached = common::wait_for(Duration::from_secs(30), || {
+                sink.property::<gst::Structure>("stats")
+                    .get::<u32>("readers")
+                    .unwrap()
+                    >= readers
+            });
+            assert!(attached, "readers did not attach");
+        }
+        std::thread::sleep(pace);
+    }
+    let all_handled = common::wait_for(Duration::from_secs(30), || {
+        stat("frames-written") + stat("frames-dropped") == frames
+    });
+    assert!(all_handled, "the sink took every frame");
+    println!(
+        "SUMMARY written={} dropped={} longest_push_ms={} last_published={}",
+        stat("frames-written"),
+        stat("frames-dropped"),
+        longest_push.as_millis(),
+        newest_frame_content(&a["name"]),
+    );
+    if a["end"] == "crash" {
+        // SAFETY: raise(2) with a valid signal; the process ends here, as if it crashed.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    src.end_of_stream().unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(30),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("writer pipeline finished");
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("writer error: {} ({:?})", e.error(), e.debug());
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    0
+}
+
+/// The index that the newest frame of segment `name` holds: the last frame a reader can get
+/// (the drop policies, and zero-copy readers' pins filling every slot, may drop the last
+/// frames pushed).
+fn newest_frame_content(name: &str) -> u64 {
+    let observer = Observer::open(name).expect("the writer's segment");
+    let head = observer.info().head;
+    let mut first_word = [0u8; 8];
+    observer
+        .read_frame(head - 1, |_, view| {
+            let mut frame = vec![0u8; view.len()];
+            view.copy_to(&mut frame);
+            first_word.copy_from_slice(&frame[..8]);
+        })
+        .unwrap()
+        .expect("the newest frame is held");
+    u64::from_le_bytes(first_word) / 0x1_0000_0001
+}
+
+/// reader name= props=. Reads until EOS, checking every frame's content against the index
+/// its first word encodes, and reports the frames of each writer and the writer changes.
+fn run_reader(a: &HashMap<String, String>) -> i32 {
+    let pipeline = gst::parse::launch(&format!(
+        "shmframesrc name=src shm-name={} {} ! appsink name=out sync=false max-buffers=1",
+        a["name"], a["props"]
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let out = pipeline
+        .by_name("out")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let started = Instant::now();
+    let mut indices: Vec<u64> = Vec::new();
+    let mut torn = 0;
+    loop {
+        assert!(started.elapsed() < CHILD_LIMIT, "reader ran too long");
+        let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
+            if out.is_eos() {
+                break;
+            }
+            continue;
+        };
+        let map = sample.buffer().unwrap().map_readable().unwrap();
+        let index = u64::from_le_bytes(map[..8].try_into().unwrap()) / 0x1_0000_0001;
+        if let Err(why) = check_frame(index, &map) {
+            eprintln!("torn frame: {why}");
+            torn += 1;
+        }
+        indices.push(index);
+    }
+    let (first, second): (Vec<u64>, Vec<u64>) =
+        indices.iter().partition(|&&i| i < SECOND_WRITER_BASE);
+    let bus = pipeline.bus().unwrap();
+    let (mut attached, mut lost) = (0, 0);
+    while let Some(msg) = bus.pop() {
+        match msg.view() {
+            gst::MessageView::Element(e) => match e.structure().map(|s| s.name().as_str()) {
+                Some("shmframe-writer-attached") => attached += 1,
+                Some("shmframe-writer-lost") => lost += 1,
+                _ => {}
+            },
+            gst::MessageView::Error(e) => panic!("reader error: {} ({:?})", e.error(), e.debug()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    let last = |v: &[u64]| v.last().copied().map_or(-1, |i| i as i64);
+    println!(
+        "SUMMARY torn={torn} ordered={} first_frames={} first_last={} second_frames={} \
+         second_first={} second_last={} attached={attached} lost={lost}",
+        indices.windows(2).all(|p| p[0] < p[1]),
+        first.len(),
+        last(&first),
+        second.len(),
+        second.first().copied().map_or(-1, |i| i as i64),
+        last(&second),
+    );
+    0
+}
+
+fn reader(name: &str, props: &str) -> ChildGuard {
+    spawn_role(
+        ENTRY,
+        "reader",
+        &[&format!("name={name}"), &format!("props={props}")],
+    )
+}
+
+fn writer(name: &str, frames: u64, base: u64, props: &str, readers: u32, end: &str) -> ChildGuard {
+    spawn_role(
+        ENTRY,
+        "writer",
+        &[
+            &format!("name={name}"),
+            &format!("frames={frames}"),
+            &format!("base={base}"),
+            "pace_ms=2",
+            &format!("props={props} reader-timeout={READER_TIMEOUT_MS}"),
+            &format!("readers={readers}"),
+            &format!("end={end}"),
+        ],
+    )
+}
+
+/// The stdout of a child that ended by a signal (wait_ok expects success).
+fn output_of_killed(child: &mut ChildGuard) -> String {
+    let status = child
+        .wait_timeout(CHILD_LIMIT)
+        .unwrap_or_else(|| panic!("{} did not finish", child.label));
+    let mut out = String::new();
+    use std::io::Read;
+    child
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "{} was to crash: {status}\n{out}",
+        child.label
+    );
+    out
+}
+
+fn head_of(name: &str) -> u64 {
+    gstshmframe::transport::inspect(name).map_or(0, |i| i.head)
+}
+
+fn reader_faults_case(layout: &str, props: &str) {
+    let name = ShmName::new(&format!("rcm-{layout}"));
+    let case = |what: &str| format!("{layout}: {what}");
+    // Three readers from the start: `survivor` keeps running, `killed` is SIGKILLed and
+    // `stopped` SIGSTOPped while the writer runs.
+    let mut survivor = reader(&name, "start=oldest");
+    let mut killed = reader(&name, "start=oldest");
+    let stopped = reader(&name, "start=oldest");
+    let mut first = writer(&name, FIRST_WRITER_FRAMES, 0, props, 3, "crash");
+    assert!(
+        common::wait_for(CHILD_LIMIT, || head_of(&name) >= 150),
+        "{}",
+        case("the first writer did not get going")
+    );
+    killed.signal(libc::SIGKILL);
+    stopped.signal(libc::SIGSTOP);
+    let head_at_faults = head_of(&name);
+    let _ = killed.wait_timeout(Duration::from_secs(10));
+    // The restarted reader joins the running stream at its newest frame.
+    let mut restarted = reader(&name, "");
+
+    let w1 = summary(&output_of_killed(&mut first));
+    eprintln!("{layout}: first writer {w1:?}, faults at frame {head_at_faults}");
+    let written1 = num(&w1, "written");
+    assert_eq!(
+        written1 + num(&w1, "dropped"),
+        FIRST_WRITER_FRAMES,
+        "{}",
+        case(&format!(
+            "every frame written or counted as dropped: {w1:?}"
+        ))
+    );
+    assert!(
+        num(&w1, "longest_push_ms") < READER_TIMEOUT_MS + 2_000,
+        "{}",
+        case(&format!(
+            "the writer was held up beyond reader-timeout ({READER_TIMEOUT_MS} ms): {w1:?}"
+        ))
+    );
+
+    let last_published = num(&w1, "last_published");
+    eprintln!("{layout}: the first writer's last published frame holds {last_published}");
+    assert!(
+        last_published + 50 >= FIRST_WRITER_FRAMES,
+        "{}",
+        case(&format!(
+            "the writer stopped publishing after the faults (at frame {head_at_faults}): its \
+             last published frame holds {last_published} of 0..{FIRST_WRITER_FRAMES}"
+        ))
+    );
+
+    // A new writer process on the same name (the first one crashed, leaving its segment).
+    let mut second = writer(
+        &name,
+        SECOND_WRITER_FRAMES,
+        SECOND_WRITER_BASE,
+        props,
+        2,
+        "eos",
+    );
+    let w2 = summary(&second.wait_ok(CHILD_LIMIT));
+    eprintln!("{layout}: second writer {w2:?}");
+
+    for (who, child) in [("survivor", &mut survivor), ("restarted", &mut restarted)] {
+        let s = summary(&child.wait_ok(CHILD_LIMIT));
+        let what = |msg: &str| case(&format!("{who}: {msg}: {s:?}"));
+        assert_eq!(num(&s, "torn"), 0, "{}", what("torn frames"));
+        assert_eq!(s["ordered"], "true", "{}", what("frames out of order"));
+        assert!(
+            num(&s, "second_frames") > 0,
+            "{}",
+            what("follows the new writer")
+        );
+        assert_eq!(
+            num(&s, "second_last"),
+            num(&w2, "last_published"),
+            "{}",
+            what("reaches the new writer's last frame and EOS")
+        );
+        if layout == "block" {
+            // Nothing is lost under block: every frame of the new writer arrives.
+            assert_eq!(
+                (num(&s, "second_first"), num(&s, "second_frames")),
+                (SECOND_WRITER_BASE, SECOND_WRITER_FRAMES),
+                "{}",
+                what("frames lost under block")
+            );
+        }
+        if who == "survivor" {
+            // It kept receiving after the faults, up to the first writer's last frame.
+            assert_eq!(
+                num(&s, "first_last"),
+                last_published,
+                "{}",
+                what(&format!(
+                    "stopped receiving (faults at frame {head_at_faults})"
+                ))
+            );
+            assert_eq!(
+                (num(&s, "attached"), num(&s, "lost")),
+                (2, 1),
+                "{}",
+                what("the crash and the new writer were reported")
+            );
+            if layout == "block" {
+                assert_eq!(
+                    num(&s, "first_frames"),
+                    written1,
+                    "{}",
+                    what("frames lost under block")
+                );
+            }
+        }
+    }
+    drop(stopped);
+    assert!(
+        !name.path().exists(),
+        "{}",
+        case("a segment is left behind")
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(gstshmframe::transport::shm_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(name.as_str()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{}",
+        case(&format!("left behind: {leftovers:?}"))
+    );
+}
+
+#[test]
+fn killed_and_stopped_readers_harm_no_other_process_in_any_layout_or_policy() {
+    for (layout, props) in [
+        ("double", "layout=double"),
+        ("block", "layout=ring depth=4 backpressure=block"),
+        (
+            "drop-oldest",
+            "layout=ring depth=4 backpressure=drop-oldest",
+        ),
+        (
+            "drop-newest",
+            "layout=ring depth=4 backpressure=drop-newest",
+        ),
+    ] {
+        reader_faults_case(layout, props);
+    }
+}
+
+/// Regression test for the drop-newest case of the matrix: a reader that stops reading made a
+/// drop-newest writer drop every later frame for every reader, for ever. It is now evicted
+/// after the reader timeout, as under block, and the others receive frames again.
+#[test]
+fn a_stalled_reader_cannot_make_a_drop_newest_writer_drop_everything_for_ever() {
+    use gstshmframe::transport::{
+        Backpressure, FrameMeta, ReadResult, Reader, ReaderOptions, Writer, WriterConfig,
+    };
+    let name = ShmName::new("rcm-drop-newest-stall");
+    let mut config = WriterConfig::new(&name, 64);
+    config.depth = 4;
+    config.backpressure = Backpressure::DropNewest;
+    config.reader_timeout = Duration::from_millis(50);
+    let mut writer = Writer::create(&config).unwrap();
+    let stalled = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    let mut active = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    let write = |w: &mut Writer, n: u64| {
+        let mut data = [0u8; 64];
+        fill_frame(n, &mut data);
+        w.write(&FrameMeta::default(), &data).unwrap()
+    };
+    let mut buf = [0u8; 64];
+    let mut read = |r: &mut Reader| match r
+        .read_next(Duration::ZERO, |_, v| v.copy_to(&mut buf))
+        .unwrap()
+    {
+        ReadResult::Frame(_) => {
+            let index = u64::from_le_bytes(buf[..8].try_into().unwrap()) / 0x1_0000_0001;
+            check_frame(index, &buf).unwrap();
+            Some(index)
+        }
+        _ => None,
+    };
+    // The ring fills up behind the stalled reader: the next frames are dropped.
+    let mut pushed = 0;
+    for _ in 0..8 {
+        write(&mut writer, pushed);
+        pushed += 1;
+        while read(&mut active).is_some() {}
+    }
+    assert!(
+        writer.frames_dropped() > 0,
+        "the ring filled behind the stalled reader"
+    );
+    // Past the reader timeout, the stalled reader is evicted and frames flow again.
+    std::thread::sleep(Duration::from_millis(120));
+    let dropped = writer.frames_dropped();
+    let mut received = Vec::new();
+    for _ in 0..4 {
+        write(&mut writer, pushed);
+        pushed += 1;
+        while let Some(index) = read(&mut active) {
+            received.push(index);
+        }
+    }
+    assert_eq!(
+        writer.frames_dropped(),
+        dropped,
+        "no frame dropped after the eviction"
+    );
+    assert_eq!(received, (pushed - 4..pushed).collect::<Vec<_>>());
+    drop(stalled);
+}
