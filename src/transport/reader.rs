@@ -194,12 +194,7 @@ impl Reader {
         e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
         interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
         Ok(Reader {
-            lease: Arc::new(ReaderLease {
-                map: map.clone(),
-                index,
-                counts: (0..map.geo.slot_count).map(|_| AtomicU32::new(0)).collect(),
-                held: AtomicU32::new(0),
-            }),
+            lease: ReaderLease::new(map.clone(), index),
             map,
             index,
             session,
@@ -555,9 +550,41 @@ struct ReaderLease {
     /// Per-slot pin counts; the shared bit is set while a count is non-zero.
     counts: Vec<AtomicU32>,
     held: AtomicU32,
+    /// One per slot, made once: what a raw pin token points to (see [`PinnedFrame::into_raw`]),
+    /// so handing a pin to C code allocates nothing per frame.
+    records: Box<[PinRecord]>,
 }
 
+/// The target of a raw pin token: which lease and which slot to release.
+struct PinRecord {
+    /// The lease this record lives in (the value `Arc::into_raw` returns for it).
+    lease: *const ReaderLease,
+    slot: u32,
+}
+
+// SAFETY: `lease` is only dereferenced by `PinnedFrame::release_raw`, which owns a strong
+// reference to that lease (leaked by `into_raw`), from any thread: the lease is Send + Sync.
+unsafe impl Send for PinRecord {}
+// SAFETY: as above; a shared &PinRecord only reads plain fields.
+unsafe impl Sync for PinRecord {}
+
 impl ReaderLease {
+    fn new(map: Arc<Mapping>, index: u32) -> Arc<ReaderLease> {
+        let slot_count = map.geo.slot_count;
+        Arc::new_cyclic(|weak| ReaderLease {
+            counts: (0..slot_count).map(|_| AtomicU32::new(0)).collect(),
+            held: AtomicU32::new(0),
+            records: (0..slot_count)
+                .map(|slot| PinRecord {
+                    lease: weak.as_ptr(),
+                    slot,
+                })
+                .collect(),
+            map,
+            index,
+        })
+    }
+
     fn pin(lease: &Arc<ReaderLease>, n: u64) -> Result<Option<PinnedFrame>, Error> {
         let Some((slot, s1, info)) = locate(&lease.map, n)? else {
             return Ok(None);
@@ -633,6 +660,35 @@ impl PinnedFrame {
         unsafe {
             std::slice::from_raw_parts(self.lease.map.slot_ptr(self.slot), self.info.size as usize)
         }
+    }
+}
+
+impl PinnedFrame {
+    /// Turns the pin into a raw token for C code (e.g. a `GstMemory`'s destroy notify): the
+    /// slot stays pinned until [`PinnedFrame::release_raw`] is called with the token, exactly
+    /// once. Allocates nothing: the token points to a record made when the reader attached.
+    pub fn into_raw(self) -> *const std::ffi::c_void {
+        let this = std::mem::ManuallyDrop::new(self);
+        let record: *const PinRecord = &this.lease.records[this.slot as usize];
+        // SAFETY: `this` is never dropped, so its strong reference moves into the token once.
+        let lease = unsafe { std::ptr::read(&this.lease) };
+        let leaked = Arc::into_raw(lease);
+        debug_assert_eq!(leaked, this.lease.records[this.slot as usize].lease);
+        record as *const std::ffi::c_void
+    }
+
+    /// Releases a pin given away by [`PinnedFrame::into_raw`].
+    ///
+    /// # Safety
+    /// `token` was returned by `into_raw` and is not used again afterwards.
+    pub unsafe fn release_raw(token: *const std::ffi::c_void) {
+        // SAFETY: the caller guarantees the token came from into_raw, whose strong reference
+        // keeps the lease (and so the record inside it) alive until the Arc rebuilt here drops.
+        let (lease, slot) = unsafe {
+            let record = &*(token as *const PinRecord);
+            (Arc::from_raw(record.lease), record.slot)
+        };
+        lease.remove(slot);
     }
 }
 
