@@ -20,7 +20,9 @@
 //! A pad probe on the fakesink snapshots both counters at reader frames WARMUP,
 //! WARMUP + SHORT and WARMUP + SHORT + LONG. The assertion: each window allocates at most
 //! `SLACK` times in total (both pipelines, all threads) although it spans SHORT = 200 and
-//! LONG = 400 frames; one allocation per frame anywhere would give >= 200 and fail.
+//! LONG = 400 frames; one allocation per frame anywhere would give >= 200 and fail. A mode
+//! gets three tries, because a reader descheduled for longer than the ring's depth lets the
+//! ring fill, and each full event is announced (allocating) by contract.
 //! (`SLACK` leaves room for GLib's rare bookkeeping, e.g. a `g_slice` magazine refill; the
 //! measured figure is printed, and was 0 when written.)
 //!
@@ -266,6 +268,8 @@ const PACE_US: u32 = 300;
 /// At most this many allocations per measured window (both pipelines, every thread) for
 /// GLib's occasional bookkeeping; a per-frame allocation gives at least SHORT.
 const SLACK: u64 = 8;
+/// Measurements per mode before giving up (see the test).
+const ATTEMPTS: usize = 3;
 
 fn init() {
     gst::init().unwrap();
@@ -311,9 +315,9 @@ fn sanity_check_counters() {
 fn measure(test: &str, copy_mode: &str) -> (Counts, Counts) {
     let name = ShmName::new(test);
     let writer = gst::parse::launch(&format!(
-        "videotestsrc num-buffers=1 ! video/x-raw,format=RGBA,width=320,height=240,\
+        "videotestsrc num-buffers=1 ! video/x-raw,format=RGBA,width=160,height=120,\
          framerate=30/1 ! imagefreeze num-buffers=1000000 ! identity drop-allocation=true \
-         sleep-time={PACE_US} ! shmframesink shm-name={} depth=16 backpressure=block sync=false",
+         sleep-time={PACE_US} ! shmframesink shm-name={} depth=32 backpressure=block sync=false",
         name.as_str()
     ))
     .unwrap()
@@ -402,21 +406,34 @@ fn steady_state_allocates_nothing_per_frame() {
     sanity_check_counters();
     let mut failures = Vec::new();
     for copy_mode in ["copy", "zero-copy"] {
-        let (short, long) = measure(&format!("alloc-{copy_mode}"), copy_mode);
-        println!(
-            "sink copy path + shmframesrc copy-mode={copy_mode}: {SHORT} frames: {} Rust + {} C \
-             allocations; {LONG} frames: {} Rust + {} C",
-            short.rust, short.c, long.rust, long.c
-        );
-        for (frames, counts) in [(SHORT, short), (LONG, long)] {
-            if counts.total() > SLACK {
-                failures.push(format!(
-                    "copy-mode={copy_mode}: {} allocations ({} Rust, {} C) in {frames} frames",
-                    counts.total(),
-                    counts.rust,
-                    counts.c
-                ));
+        // A reader descheduled for longer than the ring's depth lets the ring fill, and a full
+        // event is announced (allocating) by contract: on a busy machine that can spoil one
+        // window, so a mode gets ATTEMPTS tries. An allocation per frame fails every one.
+        let mut seen = Vec::new();
+        let mut clean = false;
+        for attempt in 0..ATTEMPTS {
+            let (short, long) = measure(&format!("alloc-{copy_mode}-{attempt}"), copy_mode);
+            println!(
+                "sink copy path + shmframesrc copy-mode={copy_mode}: {SHORT} frames: {} Rust + \
+                 {} C allocations; {LONG} frames: {} Rust + {} C",
+                short.rust, short.c, long.rust, long.c
+            );
+            seen.push(format!(
+                "{SHORT} frames: {} ({} Rust, {} C), {LONG} frames: {} ({} Rust, {} C)",
+                short.total(),
+                short.rust,
+                short.c,
+                long.total(),
+                long.rust,
+                long.c
+            ));
+            if short.total() <= SLACK && long.total() <= SLACK {
+                clean = true;
+                break;
             }
+        }
+        if !clean {
+            failures.push(format!("copy-mode={copy_mode}: {seen:?}"));
         }
     }
     assert!(
