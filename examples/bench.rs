@@ -657,6 +657,7 @@ fn run(contender: Contender, case: &Case) -> RunResult {
 struct Bounded {
     child: Child,
     lines: Receiver<String>,
+    role: String,
 }
 
 impl Bounded {
@@ -678,6 +679,11 @@ impl Drop for Bounded {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        eprintln!(
+            "bench: a {} (pid {}) did not exit within 10 s of its work; killed",
+            self.role,
+            self.child.id()
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -702,7 +708,11 @@ fn spawn(role: &str, args: &[String]) -> Bounded {
             }
         }
     });
-    Bounded { child, lines }
+    Bounded {
+        child,
+        lines,
+        role: format!("{role} ({})", args[0]),
+    }
 }
 
 /// Runs one writer and `case.readers` readers; returns what each measured.
@@ -762,9 +772,23 @@ fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
         .next_line(Instant::now() + Duration::from_secs(20))
         .map(|l| parse_writer(&l))
         .unwrap_or_default();
+    let writer_pid = writer.child.id();
     drop(writer);
     let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_file(gstshmframe::transport::shm_dir().join(&id));
+    let shm_dir = gstshmframe::transport::shm_dir();
+    let _ = std::fs::remove_file(shm_dir.join(&id));
+    // A shmsink writer that had to be killed (some hang in their NULL transition after
+    // upstream drew into shmsink's memory) leaves its area, /dev/shm/shmpipe.<pid>.<n>.
+    let area_prefix = format!("shmpipe.{writer_pid}.");
+    for entry in std::fs::read_dir(&shm_dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&area_prefix)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     RunResult {
         writer: writer_result,
         readers: reader_results,
