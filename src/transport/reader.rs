@@ -847,3 +847,72 @@ impl Observer {
         read_held(&self.map, n, copy)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{FrameMeta, Writer, WriterConfig};
+
+    /// Removes the segment even if the test fails before the writer is dropped.
+    struct Cleanup(String);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(crate::transport::shm_dir().join(&self.0));
+        }
+    }
+
+    #[test]
+    fn a_raw_pin_token_holds_its_slot_after_the_reader_is_gone_until_released() {
+        let name = format!("shmframe-unit-pin-token-{}", std::process::id());
+        let _cleanup = Cleanup(name.clone());
+        let mut config = WriterConfig::new(&name, 64);
+        config.depth = 2;
+        config.spare_slots = 1;
+        config.backpressure = Backpressure::DropOldest;
+        let mut writer = Writer::create(&config).unwrap();
+        let mut reader = Reader::open(
+            &name,
+            &ReaderOptions {
+                start: StartPosition::Oldest,
+            },
+        )
+        .unwrap();
+        writer.write(&FrameMeta::default(), &[7u8; 64]).unwrap();
+        let mut pinned = None;
+        let read = reader
+            .pin_next(Duration::from_secs(5), &mut pinned)
+            .unwrap();
+        assert!(matches!(read, ReadResult::Frame(info) if info.number == 0));
+        let pinned = pinned.unwrap();
+        let (ptr, len) = (pinned.data().as_ptr(), pinned.data().len());
+        let token = pinned.into_raw();
+        assert_eq!(reader.pins_held(), 1);
+        drop(reader);
+
+        // SAFETY: the slot stays mapped while the token holds the lease (and its mapping).
+        let frame = || unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
+        for i in 1..=6u8 {
+            writer.write(&FrameMeta::default(), &[i; 64]).unwrap();
+        }
+        assert_eq!(frame(), vec![7u8; 64], "a pinned slot was overwritten");
+
+        // SAFETY: the token came from into_raw and is not used again.
+        unsafe { PinnedFrame::release_raw(token) };
+        let mapping = segment::open_read_only(&name).unwrap();
+        for i in 10..=13u8 {
+            writer.write(&FrameMeta::default(), &[i; 64]).unwrap();
+        }
+        // The slot was reused once released: read it through a mapping of our own.
+        let held: Vec<u8> = (0..mapping.geo.slot_count)
+            .map(|slot| {
+                // SAFETY: slot < slot_count; the first byte of a mapped slot.
+                unsafe { *mapping.slot_ptr(slot) }
+            })
+            .collect();
+        assert!(
+            !held.contains(&7),
+            "slots still hold frame 0 after release: {held:?}"
+        );
+    }
+}
