@@ -3,6 +3,12 @@
 //!     cargo run --release --example bench -- --quick     # about a minute
 //!     cargo run --release --example bench                # the full matrix
 //!     cargo run --release --example bench -- --csv out.csv
+//!     cargo run --release --example bench -- --quick --only latency,cpu   # some row groups
+//!
+//! Groups: throughput (camera-like source, both contenders copy in), zero-copy (upstream
+//! draws into the sink's memory: our pool, shmsink's allocator), src-mode (shmframesrc
+//! copy-mode), fan-out, latency, cpu (user + sys CPU seconds per frame of writer and readers,
+//! from `getrusage` in each process over its streaming window), policies.
 //!
 //! Every process is this binary re-run in a role (writer or reader) with the plugin registered
 //! statically, so what is measured is the code in this tree. Writers are gated until all their
@@ -13,6 +19,7 @@ use gst::prelude::*;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +29,32 @@ const ROLE_ENV: &str = "SHMFRAME_BENCH_ROLE";
 enum Contender {
     ShmFrame,
     ShmSink,
+    /// The writer's source alone, into a fakesink: what producing the frames costs.
+    SourceOnly,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::ShmFrame => "shmframe",
+            Contender::ShmSink => "shmsink",
+            Contender::SourceOnly => "source",
+        }
+    }
+}
+
+/// Where the writer's frames come from and whether the sink must copy them.
+#[derive(Clone, Copy, PartialEq)]
+enum Upstream {
+    /// Camera-like (BENCH.md): one frame re-pushed by imagefreeze in fresh system memory per
+    /// push (`identity drop-allocation=true`): each contender copies every frame in.
+    Camera,
+    /// videotestsrc draws every frame (`pattern=black`) into memory from the sink's allocation
+    /// proposal: our pool in shared memory, or shmsink's allocator. The zero-copy path; what it
+    /// costs includes drawing each frame, so its ceiling is the `SourceOnly` row.
+    DrawnIntoSink,
+    /// The same drawn frames in system memory (`identity drop-allocation=true`): draw + copy.
+    DrawnCopied,
 }
 
 #[derive(Clone)]
@@ -31,10 +64,15 @@ struct Case {
     format: &'static str,
     frames: u64,
     readers: usize,
-    /// Paced at 30 fps with latency stamps, instead of as fast as possible.
-    latency: bool,
+    upstream: Upstream,
+    /// Live source at this rate (frames are paced), instead of as fast as possible.
+    live_fps: Option<u32>,
+    /// The writer stamps CLOCK_MONOTONIC into each frame; readers report latencies.
+    stamp: bool,
     /// Extra shmframesink properties.
     props: &'static str,
+    /// Extra shmframesrc properties.
+    src_props: &'static str,
 }
 
 impl Case {
@@ -50,9 +88,9 @@ impl Case {
     }
 
     fn caps(&self) -> String {
-        let rate = if self.latency { "30/1" } else { "1000/1" };
+        let rate = self.live_fps.unwrap_or(1000);
         format!(
-            "video/x-raw,format={},width={},height={},framerate={rate}",
+            "video/x-raw,format={},width={},height={},framerate={rate}/1",
             self.format, self.width, self.height
         )
     }
@@ -63,7 +101,56 @@ impl Case {
 struct ReaderResult {
     frames: u64,
     fps: f64,
+    /// user + sys CPU seconds of the whole reader process from its first frame to its last.
+    cpu_s: f64,
     latencies_ns: Vec<u64>,
+}
+
+/// What the writer measured: user + sys CPU seconds from PLAYING to EOS, and frames pushed.
+#[derive(Debug, Default, Clone)]
+struct WriterResult {
+    cpu_s: f64,
+    frames: u64,
+    /// The rate at which frames entered the sink.
+    fps: f64,
+}
+
+/// One run: the writer's and each reader's measurements.
+#[derive(Debug, Default, Clone)]
+struct RunResult {
+    writer: WriterResult,
+    readers: Vec<ReaderResult>,
+}
+
+impl RunResult {
+    fn failed(readers: usize) -> RunResult {
+        RunResult {
+            writer: WriterResult::default(),
+            readers: vec![ReaderResult::default(); readers],
+        }
+    }
+
+    /// CPU seconds per frame, writer and all readers together.
+    fn cpu_per_frame(&self) -> f64 {
+        let total = self.writer.cpu_s + self.readers.iter().map(|r| r.cpu_s).sum::<f64>();
+        total / self.writer.frames.max(1) as f64
+    }
+
+    fn writer_cpu_per_frame(&self) -> f64 {
+        self.writer.cpu_s / self.writer.frames.max(1) as f64
+    }
+}
+
+/// user + sys CPU seconds of this process (all threads) so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the zeroed struct we own.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 fn main() {
@@ -87,10 +174,34 @@ fn main() {
         .iter()
         .position(|a| a == "--csv")
         .and_then(|i| args.get(i + 1).cloned());
-    run_matrix(quick, csv);
+    let only: Vec<String> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    run_matrix(quick, csv, &only);
 }
 
-fn run_matrix(quick: bool, csv: Option<String>) {
+/// Row groups, in table order; `--only GROUP[,GROUP]` runs a subset.
+const GROUPS: &[&str] = &[
+    "throughput",
+    "zero-copy",
+    "src-mode",
+    "fan-out",
+    "latency",
+    "cpu",
+    "policies",
+];
+
+fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
+    for o in only {
+        assert!(
+            GROUPS.contains(&o.as_str()),
+            "--only {o}: unknown group; groups are {GROUPS:?}"
+        );
+    }
+    let wanted = |group: &str| only.is_empty() || only.iter().any(|o| o == group);
     let scale = |n: u64| if quick { n / 4 } else { n };
     let base = Case {
         width: 1920,
@@ -98,13 +209,22 @@ fn run_matrix(quick: bool, csv: Option<String>) {
         format: "RGBA",
         frames: scale(1200),
         readers: 1,
-        latency: false,
+        upstream: Upstream::Camera,
+        live_fps: None,
+        stamp: false,
         props: "",
+        src_props: "",
     };
-    let command = format!(
+    let mut command = format!(
         "cargo run --release --example bench{}",
-        if quick { " -- --quick" } else { "" }
+        if quick || !only.is_empty() { " --" } else { "" }
     );
+    if quick {
+        command += " --quick";
+    }
+    if !only.is_empty() {
+        command += &format!(" --only {}", only.join(","));
+    }
     println!("# shmframe vs shmsink/shmsrc");
     println!();
     println!(
@@ -122,100 +242,257 @@ fn run_matrix(quick: bool, csv: Option<String>) {
         rows.push(row);
     };
 
-    // Throughput by frame size, one reader.
-    for (w, h, f, n) in [
-        (320, 240, "GRAY8", 20_000),
-        (640, 480, "RGBA", 6000),
-        (1920, 1080, "RGBA", 1200),
-        (3840, 2160, "NV12", 400),
-    ] {
-        let case = Case {
-            width: w,
-            height: h,
-            format: f,
-            frames: scale(n),
-            props: "backpressure=block",
-            ..base.clone()
-        };
-        let ours = fps_of(&run(Contender::ShmFrame, &case, quick));
-        let theirs = fps_of(&run_shmsink_best(&case, quick));
-        let limit = memcpy_fps(case.frame_size());
-        emit([
-            format!("throughput {w}x{h} {f}, 1 reader (fps)"),
-            format!("{ours:.0}"),
-            format!("{theirs:.0}"),
-            ratio(ours, theirs),
-        ]);
-        emit([
-            format!("  memcpy limit {w}x{h} {f} (fps, one copy)"),
-            format!("{limit:.0} ({:.0}% reached)", 100.0 * ours / limit),
-            "-".into(),
-            "-".into(),
-        ]);
+    // Throughput by frame size, one reader, camera-like source (both contenders copy in).
+    if wanted("throughput") {
+        for (w, h, f, n) in [
+            (320, 240, "GRAY8", 20_000),
+            (640, 480, "RGBA", 6000),
+            (1920, 1080, "RGBA", 1200),
+            (3840, 2160, "NV12", 400),
+        ] {
+            let case = Case {
+                width: w,
+                height: h,
+                format: f,
+                frames: scale(n),
+                props: "backpressure=block",
+                ..base.clone()
+            };
+            let ours = fps_of(&run(Contender::ShmFrame, &case).readers);
+            let theirs = fps_of(&run_shmsink_best(&case, quick).readers);
+            let limit = memcpy_fps(case.frame_size());
+            emit([
+                format!("throughput {w}x{h} {f}, 1 reader (fps)"),
+                format!("{ours:.0}"),
+                format!("{theirs:.0}"),
+                ratio(ours, theirs),
+            ]);
+            emit([
+                format!("  memcpy limit {w}x{h} {f} (fps, one copy)"),
+                format!("{limit:.0} ({:.0}% reached)", 100.0 * ours / limit),
+                "-".into(),
+                "-".into(),
+            ]);
+            if case.frame_size() >= 1 << 20
+                && let Some(streaming) = streaming_copy_fps(case.frame_size())
+            {
+                emit([
+                    format!("  streaming-store copy limit {w}x{h} {f} (fps, one copy)"),
+                    format!("{streaming:.0} ({:.0}% reached)", 100.0 * ours / streaming),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+        }
+    }
+
+    // Zero-copy writer (issue 6): upstream draws every frame into the memory the sink proposes
+    // (our pool in shared memory; shmsink's allocator) instead of system memory. The camera
+    // rows' imagefreeze cannot be used here: it re-pushes ONE buffer, so no frame would be
+    // drawn into a new slot; and shmsink hangs on it: a buffer already in its own memory is
+    // sent without waiting for free space, one socket message per push, and (seen with gdb
+    // on a hung run) the sink's streaming thread and shmsrc's both end up blocked in send(2),
+    // each waiting for the other to read.
+    if wanted("zero-copy") {
+        for (w, h, f, n) in [(320, 240, "GRAY8", 20_000), (1920, 1080, "RGBA", 600)] {
+            let drawn = |upstream| Case {
+                width: w,
+                height: h,
+                format: f,
+                frames: scale(n),
+                upstream,
+                props: "backpressure=block",
+                ..base.clone()
+            };
+            let into_sink = drawn(Upstream::DrawnIntoSink);
+            let copied = drawn(Upstream::DrawnCopied);
+            let ours = fps_of(&run(Contender::ShmFrame, &into_sink).readers);
+            let theirs = fps_of(&run_shmsink_best(&into_sink, quick).readers);
+            let ours_copied = fps_of(&run(Contender::ShmFrame, &copied).readers);
+            let theirs_copied = fps_of(&run_shmsink_best(&copied, quick).readers);
+            let source = source_fps(&into_sink);
+            emit([
+                format!(
+                    "zero-copy writer {w}x{h} {f}: upstream draws into the sink's memory (fps)"
+                ),
+                format!("{ours:.0}"),
+                format!("{theirs:.0}"),
+                ratio(ours, theirs),
+            ]);
+            emit([
+                "  same frames in system memory, copied by the sink (fps)".into(),
+                format!("{ours_copied:.0}"),
+                format!("{theirs_copied:.0}"),
+                ratio(ours_copied, theirs_copied),
+            ]);
+            emit([
+                format!("  drawing alone {w}x{h} {f} into a fakesink (fps, the ceiling)"),
+                format!("{source:.0}"),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
+    }
+
+    // shmframesrc copy-mode: copy every frame out, or push buffers wrapping the slots.
+    if wanted("src-mode") {
+        for (w, h, f, n) in [(640, 480, "RGBA", 6000), (1920, 1080, "RGBA", 1200)] {
+            let mode = |src_props| Case {
+                width: w,
+                height: h,
+                format: f,
+                frames: scale(n),
+                props: "backpressure=block",
+                src_props,
+                ..base.clone()
+            };
+            let copy = fps_of(&run(Contender::ShmFrame, &mode("copy-mode=copy")).readers);
+            let zero = fps_of(&run(Contender::ShmFrame, &mode("copy-mode=zero-copy")).readers);
+            emit([
+                format!("shmframesrc {w}x{h} {f}: copy-mode=copy / zero-copy (fps)"),
+                format!("{copy:.0} / {zero:.0}"),
+                "-".into(),
+                format!("zero-copy {}", ratio(zero, copy)),
+            ]);
+        }
     }
 
     // Fan-out.
-    for readers in [1usize, 3, 8] {
-        let case = Case {
-            readers,
-            frames: scale(600),
-            props: "backpressure=block",
-            ..base.clone()
-        };
-        let ours = run(Contender::ShmFrame, &case, quick);
-        let theirs = run_shmsink_best(&case, quick);
-        let (per_o, agg_o) = (mean_fps(&ours), agg_fps(&ours));
-        let (per_t, agg_t) = (mean_fps(&theirs), agg_fps(&theirs));
-        emit([
-            format!("fan-out 1920x1080 RGBA, {readers} readers: per-reader / aggregate fps"),
-            format!("{per_o:.0} / {agg_o:.0}"),
-            format!("{per_t:.0} / {agg_t:.0}"),
-            ratio(agg_o, agg_t),
-        ]);
+    if wanted("fan-out") {
+        for readers in [1usize, 3, 8] {
+            let case = Case {
+                readers,
+                frames: scale(600),
+                props: "backpressure=block",
+                ..base.clone()
+            };
+            let ours = run(Contender::ShmFrame, &case).readers;
+            let theirs = run_shmsink_best(&case, quick).readers;
+            let (per_o, agg_o) = (mean_fps(&ours), agg_fps(&ours));
+            let (per_t, agg_t) = (mean_fps(&theirs), agg_fps(&theirs));
+            emit([
+                format!("fan-out 1920x1080 RGBA, {readers} readers: per-reader / aggregate fps"),
+                format!("{per_o:.0} / {agg_o:.0}"),
+                format!("{per_t:.0} / {agg_t:.0}"),
+                ratio(agg_o, agg_t),
+            ]);
+        }
     }
 
-    // Latency at a paced 30 fps.
-    for (w, h) in [(1920, 1080), (640, 480)] {
-        let case = Case {
-            width: w,
-            height: h,
-            frames: if quick { 90 } else { 300 },
-            latency: true,
+    // Latency at a paced 30 fps: camera-like (both contenders copy the frame in; that copy
+    // is most of the p50), and with upstream drawing into the sink's memory (no copy).
+    if wanted("latency") {
+        for (w, h, upstream) in [
+            (1920, 1080, Upstream::Camera),
+            (640, 480, Upstream::Camera),
+            (640, 480, Upstream::DrawnIntoSink),
+        ] {
+            let case = Case {
+                width: w,
+                height: h,
+                frames: if quick { 90 } else { 300 },
+                upstream,
+                live_fps: Some(30),
+                stamp: true,
+                props: "backpressure=block",
+                ..base.clone()
+            };
+            let ours = run(Contender::ShmFrame, &case).readers;
+            let theirs = run_shmsink_best(&case, quick).readers;
+            let (o50, o99, omax) = percentiles(&ours);
+            let (t50, t99, tmax) = percentiles(&theirs);
+            let how = if upstream == Upstream::Camera {
+                ""
+            } else {
+                ", upstream draws into the sink's memory"
+            };
+            emit([
+                format!("latency {w}x{h} RGBA @30 fps{how}: p50 / p99 / max (µs)"),
+                format!("{o50:.0} / {o99:.0} / {omax:.0}"),
+                format!("{t50:.0} / {t99:.0} / {tmax:.0}"),
+                format!("p50 {}", ratio(t50, o50)),
+            ]);
+        }
+    }
+
+    // CPU cost of a paced stream (issue 6): user + sys seconds of the writer process and all
+    // reader processes, per frame. Both contenders zero-copy at both ends: upstream draws into
+    // the sink's memory, readers wrap the shared memory (shmsrc always does; shmframesrc
+    // copy-mode=zero-copy). Drawing the frame is part of the writer's cost for both; the
+    // source-only row shows how much of it that is.
+    if wanted("cpu") {
+        let paced = |readers| Case {
+            readers,
+            frames: if quick { 120 } else { 600 },
+            upstream: Upstream::DrawnIntoSink,
+            live_fps: Some(60),
             props: "backpressure=block",
+            src_props: "copy-mode=zero-copy",
             ..base.clone()
         };
-        let ours = run(Contender::ShmFrame, &case, quick);
-        let theirs = run_shmsink_best(&case, quick);
-        let (o50, o99, omax) = percentiles(&ours);
-        let (t50, t99, tmax) = percentiles(&theirs);
+        let ms = |s: f64| s * 1e3;
+        let three = paced(3);
+        let ours3 = run(Contender::ShmFrame, &three);
+        let theirs3 = run_shmsink_best(&three, quick);
+        let source = run_with(Contender::SourceOnly, &paced(0), 0);
         emit([
-            format!("latency {w}x{h} RGBA @30 fps: p50 / p99 / max (µs)"),
-            format!("{o50:.0} / {o99:.0} / {omax:.0}"),
-            format!("{t50:.0} / {t99:.0} / {tmax:.0}"),
-            format!("p50 {}", ratio(t50, o50)),
+            "CPU, 1920x1080 RGBA @60 fps to 3 readers: writer + readers (ms per frame; \
+             ratio shmsink / shmframe)"
+                .into(),
+            format!("{:.3}", ms(ours3.cpu_per_frame())),
+            format!("{:.3}", ms(theirs3.cpu_per_frame())),
+            ratio(theirs3.cpu_per_frame(), ours3.cpu_per_frame()),
+        ]);
+        emit([
+            "  of which the writer (ms per frame)".into(),
+            format!("{:.3}", ms(ours3.writer_cpu_per_frame())),
+            format!("{:.3}", ms(theirs3.writer_cpu_per_frame())),
+            ratio(theirs3.writer_cpu_per_frame(), ours3.writer_cpu_per_frame()),
+        ]);
+        emit([
+            "  drawing the frames alone, into a fakesink (ms per frame)".into(),
+            format!("{:.3}", ms(source.writer_cpu_per_frame())),
+            "-".into(),
+            "-".into(),
+        ]);
+        let ours1 = run(Contender::ShmFrame, &paced(1));
+        emit([
+            "writer CPU @60 fps, 1 vs 3 zero-copy readers (ms per frame)".into(),
+            format!(
+                "{:.3} / {:.3}",
+                ms(ours1.writer_cpu_per_frame()),
+                ms(ours3.writer_cpu_per_frame())
+            ),
+            "-".into(),
+            format!(
+                "3 readers cost {:+.0}%",
+                100.0 * (ours3.writer_cpu_per_frame() / ours1.writer_cpu_per_frame() - 1.0)
+            ),
         ]);
     }
 
     // Our layouts and policies, 1080p RGBA, one reader.
-    for props in [
-        "layout=double",
-        "layout=ring backpressure=block",
-        "layout=ring backpressure=drop-oldest",
-        "layout=ring backpressure=drop-newest",
-    ] {
-        let case = Case {
-            props,
-            frames: scale(1200),
-            ..base.clone()
-        };
-        let ours = run(Contender::ShmFrame, &case, quick);
-        let delivered: u64 = ours.iter().map(|r| r.frames).sum();
-        emit([
-            format!("1920x1080 RGBA `{props}` (fps, frames delivered)"),
-            format!("{:.0} ({delivered}/{})", fps_of(&ours), case.frames),
-            "-".into(),
-            "-".into(),
-        ]);
+    if wanted("policies") {
+        for props in [
+            "layout=double",
+            "layout=ring backpressure=block",
+            "layout=ring backpressure=drop-oldest",
+            "layout=ring backpressure=drop-newest",
+        ] {
+            let case = Case {
+                props,
+                frames: scale(1200),
+                ..base.clone()
+            };
+            let ours = run(Contender::ShmFrame, &case).readers;
+            let delivered: u64 = ours.iter().map(|r| r.frames).sum();
+            emit([
+                format!("1920x1080 RGBA `{props}` (fps, frames delivered)"),
+                format!("{:.0} ({delivered}/{})", fps_of(&ours), case.frames),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
     }
 
     if let Some(path) = csv {
@@ -233,6 +510,15 @@ fn run_matrix(quick: bool, csv: Option<String>) {
         println!();
         println!("CSV written to {path}");
     }
+}
+
+/// Frames per second of the writer's source alone (drawing into a fakesink).
+fn source_fps(case: &Case) -> f64 {
+    let case = Case {
+        readers: 0,
+        ..case.clone()
+    };
+    run_with(Contender::SourceOnly, &case, 0).writer.fps
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -287,61 +573,150 @@ fn memcpy_fps(size: u64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// shmsink with the best shm-size among 2, 4 and 8 frames (quick: 4 frames only).
-fn run_shmsink_best(case: &Case, quick: bool) -> Vec<ReaderResult> {
+/// Like [`memcpy_fps`], with non-temporal (streaming) stores that bypass the cache: the
+/// destination's lines are not read first (no read-for-ownership) and do not evict the
+/// source. For frames larger than the cache share, this is the copy the writer could make;
+/// None where AVX2 is missing.
+fn streaming_copy_fps(size: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            return None;
+        }
+        let src = vec![1u8; size as usize];
+        let mut slots: Vec<Vec<u8>> = (0..6).map(|_| vec![2u8; size as usize]).collect();
+        let started = Instant::now();
+        let mut n = 0usize;
+        while started.elapsed() < Duration::from_millis(500) {
+            let dst = &mut slots[n % 6];
+            // SAFETY: AVX2 was detected above; both slices have `size` bytes.
+            unsafe { streaming_copy(dst, &src) };
+            std::hint::black_box(dst);
+            n += 1;
+        }
+        Some(n as f64 / started.elapsed().as_secs_f64())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = size;
+        None
+    }
+}
+
+/// Copies `src` into `dst` with 32-byte non-temporal stores, then fences them.
+///
+/// # Safety
+/// The CPU supports AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn streaming_copy(dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::*;
+    assert_eq!(dst.len(), src.len());
+    // Unaligned head by plain copy, so that the streaming stores are 32-byte aligned.
+    let head = dst.as_ptr().align_offset(32).min(dst.len());
+    dst[..head].copy_from_slice(&src[..head]);
+    let body = (dst.len() - head) / 32 * 32;
+    let (d, s) = (dst[head..].as_mut_ptr(), src[head..].as_ptr());
+    for i in (0..body).step_by(32) {
+        // SAFETY: i + 32 <= body lies within both slices past `head`; d + i is 32-aligned.
+        unsafe {
+            let v = _mm256_loadu_si256(s.add(i) as *const __m256i);
+            _mm256_stream_si256(d.add(i) as *mut __m256i, v);
+        }
+    }
+    _mm_sfence();
+    dst[head + body..].copy_from_slice(&src[head + body..]);
+}
+
+/// shmsink with the best shm-size among 2, 4 and 8 frames (quick: 4 frames only): the
+/// highest aggregate fps, the lowest latency p50, or (paced, unstamped runs) the lowest CPU.
+fn run_shmsink_best(case: &Case, quick: bool) -> RunResult {
     let multiples: &[u64] = if quick { &[4] } else { &[2, 4, 8] };
+    let key = |r: &RunResult| {
+        if case.stamp {
+            -percentiles(&r.readers).0
+        } else if case.live_fps.is_some() {
+            -r.cpu_per_frame()
+        } else {
+            agg_fps(&r.readers)
+        }
+    };
     multiples
         .iter()
         .map(|m| run_with(Contender::ShmSink, case, *m))
-        .max_by(|a, b| {
-            let key = |r: &Vec<ReaderResult>| {
-                if case.latency {
-                    -percentiles(r).0
-                } else {
-                    agg_fps(r)
-                }
-            };
-            key(a).partial_cmp(&key(b)).unwrap()
-        })
+        .max_by(|a, b| key(a).partial_cmp(&key(b)).unwrap())
         .unwrap()
 }
 
-fn run(contender: Contender, case: &Case, _quick: bool) -> Vec<ReaderResult> {
+fn run(contender: Contender, case: &Case) -> RunResult {
     run_with(contender, case, 4)
 }
 
-struct Bounded(Child);
+/// A child process, killed if still running when dropped; its stdout lines arrive on a
+/// channel.
+struct Bounded {
+    child: Child,
+    lines: Receiver<String>,
+    role: String,
+}
+
+impl Bounded {
+    /// The next line the child prints, or None if it prints none before `deadline`.
+    fn next_line(&self, deadline: Instant) -> Option<String> {
+        self.lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+}
 
 impl Drop for Bounded {
     fn drop(&mut self) {
         // Give a child that finished its work a moment to exit cleanly, then kill it.
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
+            if let Ok(Some(_)) = self.child.try_wait() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        eprintln!(
+            "bench: a {} (pid {}) did not exit within 10 s of its work; killed",
+            self.role,
+            self.child.id()
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 fn spawn(role: &str, args: &[String]) -> Bounded {
-    Bounded(
-        Command::new(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, role)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn role"),
-    )
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(ROLE_ENV, role)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn role");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Bounded {
+        child,
+        lines,
+        role: format!("{role} ({})", args[0]),
+    }
 }
 
-/// Runs one writer and `case.readers` readers; returns each reader's measurement.
-fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> Vec<ReaderResult> {
+/// Runs one writer and `case.readers` readers; returns what each measured.
+fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
     let id = format!(
         "shmframe-bench-{}-{}",
         std::process::id(),
@@ -351,40 +726,41 @@ fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> Vec<ReaderRes
             .subsec_nanos()
     );
     let socket = std::env::temp_dir().join(format!("{id}.sock"));
+    let upstream = match case.upstream {
+        Upstream::Camera => "camera",
+        Upstream::DrawnIntoSink => "drawn-into-sink",
+        Upstream::DrawnCopied => "drawn-copied",
+    };
     let common = vec![
-        format!(
-            "contender={}",
-            if contender == Contender::ShmFrame {
-                "shmframe"
-            } else {
-                "shmsink"
-            }
-        ),
+        format!("contender={}", contender.name()),
         format!("name={id}"),
         format!("socket={}", socket.display()),
         format!("caps={}", case.caps()),
         format!("shape={}x{}:{}", case.width, case.height, case.format),
         format!("frames={}", case.frames),
         format!("readers={}", case.readers),
-        format!("latency={}", case.latency),
+        format!("upstream={upstream}"),
+        format!("live={}", case.live_fps.is_some()),
+        format!("stamp={}", case.stamp),
         format!("props={}", case.props),
+        format!("srcprops={}", case.src_props),
         format!("shmsize={}", case.frame_size() * shm_frames),
     ];
-    let mut writer = spawn("writer", &common);
-    let ready = first_line(&mut writer, Instant::now() + Duration::from_secs(30));
+    let writer = spawn("writer", &common);
+    let ready = writer.next_line(Instant::now() + Duration::from_secs(30));
     if ready.as_deref().map(str::trim) != Some("READY") {
         eprintln!("bench: writer did not start ({ready:?}); counting this run as 0 fps");
-        return vec![ReaderResult::default(); case.readers];
+        return RunResult::failed(case.readers);
     }
-    let mut readers: Vec<Bounded> = (0..case.readers)
+    let readers: Vec<Bounded> = (0..case.readers)
         .map(|_| spawn("reader", &common))
         .collect();
     // Every run is bounded: a hung contender is killed and reported as 0 fps.
     let limit = Instant::now() + Duration::from_secs(150);
-    let results: Vec<ReaderResult> = readers
-        .iter_mut()
-        .map(|r| match first_line(r, limit) {
-            Some(line) => parse_result(&line),
+    let reader_results: Vec<ReaderResult> = readers
+        .iter()
+        .map(|r| match r.next_line(limit) {
+            Some(line) => parse_reader(&line),
             None => {
                 eprintln!("bench: a reader hung; killed, counted as 0 fps");
                 ReaderResult::default()
@@ -392,32 +768,40 @@ fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> Vec<ReaderRes
         })
         .collect();
     drop(readers);
+    let writer_result = writer
+        .next_line(Instant::now() + Duration::from_secs(20))
+        .map(|l| parse_writer(&l))
+        .unwrap_or_default();
+    let writer_pid = writer.child.id();
     drop(writer);
     let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_file(gstshmframe::transport::shm_dir().join(&id));
-    results
+    let shm_dir = gstshmframe::transport::shm_dir();
+    let _ = std::fs::remove_file(shm_dir.join(&id));
+    // A shmsink writer that had to be killed (some hang in their NULL transition after
+    // upstream drew into shmsink's memory) leaves its area, /dev/shm/shmpipe.<pid>.<n>.
+    let area_prefix = format!("shmpipe.{writer_pid}.");
+    for entry in std::fs::read_dir(&shm_dir).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(&area_prefix)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    RunResult {
+        writer: writer_result,
+        readers: reader_results,
+    }
 }
 
-/// The first line a child prints, or None if it prints none before `deadline`.
-fn first_line(child: &mut Bounded, deadline: Instant) -> Option<String> {
-    let out = child.0.stdout.take()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(out).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        .ok()
-        .filter(|l| !l.is_empty())
-}
-
-fn parse_result(line: &str) -> ReaderResult {
+fn parse_reader(line: &str) -> ReaderResult {
     let mut r = ReaderResult::default();
     for kv in line.split_whitespace() {
         match kv.split_once('=') {
             Some(("frames", v)) => r.frames = v.parse().unwrap(),
             Some(("fps", v)) => r.fps = v.parse().unwrap(),
+            Some(("cpu", v)) => r.cpu_s = v.parse().unwrap(),
             Some(("lat", v)) if !v.is_empty() => {
                 r.latencies_ns = v.split(',').map(|x| x.parse().unwrap()).collect()
             }
@@ -427,35 +811,80 @@ fn parse_result(line: &str) -> ReaderResult {
     r
 }
 
+fn parse_writer(line: &str) -> WriterResult {
+    let mut w = WriterResult::default();
+    for kv in line.split_whitespace() {
+        match kv.split_once('=') {
+            Some(("cpu", v)) => w.cpu_s = v.parse().unwrap(),
+            Some(("frames", v)) => w.frames = v.parse().unwrap(),
+            Some(("fps", v)) => w.fps = v.parse().unwrap(),
+            _ => {}
+        }
+    }
+    w
+}
+
+/// Counts buffers passing a pad: first and last arrival (CLOCK_MONOTONIC) and how many.
+#[derive(Default)]
+struct Count {
+    n: u64,
+    first: u64,
+    last: u64,
+    cpu_at_first: f64,
+    lat: Vec<u64>,
+}
+
+impl Count {
+    fn fps(&self) -> f64 {
+        let span = (self.last - self.first) as f64 / 1e9;
+        if self.n > 1 && span > 0.0 {
+            (self.n - 1) as f64 / span
+        } else {
+            0.0
+        }
+    }
+}
+
 fn writer_role(a: &HashMap<String, String>) {
-    let shmframe = a["contender"] == "shmframe";
+    let contender = a["contender"].as_str();
     let frames: u64 = a["frames"].parse().unwrap();
     let readers: u32 = a["readers"].parse().unwrap();
-    let latency = a["latency"] == "true";
-    let source = if latency {
-        format!(
-            "videotestsrc is-live=true num-buffers={frames} ! {}",
-            a["caps"]
-        )
-    } else {
-        format!(
+    let stamp = a["stamp"] == "true";
+    let live = a["live"] == "true";
+    let upstream = a["upstream"].as_str();
+    let source = match upstream {
+        "camera" if !live => format!(
             "videotestsrc num-buffers=1 ! {} ! imagefreeze num-buffers={frames}",
             a["caps"]
-        )
+        ),
+        // A live camera-like source: a new frame per tick (the default pattern; drawing
+        // happens before the stamp, so it is not part of the latency).
+        "camera" => format!(
+            "videotestsrc is-live=true num-buffers={frames} ! {}",
+            a["caps"]
+        ),
+        _ => format!(
+            "videotestsrc is-live={live} pattern=black num-buffers={frames} ! {}",
+            a["caps"]
+        ),
     };
     // A camera hands the sink fresh system memory per frame: upstream must not use the
     // sink's allocator (BENCH.md).
-    let copy = "! identity drop-allocation=true ";
-    let sink = if shmframe {
-        format!(
+    let copy = if upstream == "drawn-into-sink" {
+        ""
+    } else {
+        "! identity drop-allocation=true "
+    };
+    let sink = match contender {
+        "shmframe" => format!(
             "shmframesink name=sink shm-name={} shape={} sync=false {}",
             a["name"], a["shape"], a["props"]
-        )
-    } else {
-        format!(
+        ),
+        "shmsink" => format!(
             "shmsink name=sink socket-path={} shm-size={} sync=false wait-for-connection=false",
             a["socket"], a["shmsize"]
-        )
+        ),
+        _ => "fakesink name=sink sync=false".into(),
     };
     let pipeline = gst::parse::launch(&format!("{source} {copy}! {sink}"))
         .unwrap()
@@ -463,38 +892,46 @@ fn writer_role(a: &HashMap<String, String>) {
         .unwrap();
     let sink = pipeline.by_name("sink").unwrap();
     let connected = Arc::new(Mutex::new(0u32));
-    if !shmframe {
+    if contender == "shmsink" {
         let c = connected.clone();
         sink.connect("client-connected", false, move |_| {
             *c.lock().unwrap() += 1;
             None
         });
     }
-    if latency {
-        // Stamp CLOCK_MONOTONIC into the first bytes just before the sink, for both contenders.
-        sink.static_pad("sink")
-            .unwrap()
-            .add_probe(gst::PadProbeType::BUFFER, |_, info| {
-                if let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
-                    let b = buffer.make_mut();
-                    let mut map = b.map_writable().unwrap();
-                    let now = gstshmframe::transport::sys::monotonic_ns();
-                    map[..8].copy_from_slice(&now.to_le_bytes());
-                }
-                gst::PadProbeReturn::Ok
-            });
-    }
+    let pushed = Arc::new(Mutex::new(Count::default()));
+    let p = pushed.clone();
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let now = gstshmframe::transport::sys::monotonic_ns();
+            if stamp && let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
+                // Stamp CLOCK_MONOTONIC into the first bytes just before the sink, for both
+                // contenders.
+                let b = buffer.make_mut();
+                let mut map = b.map_writable().unwrap();
+                map[..8].copy_from_slice(&now.to_le_bytes());
+            }
+            let mut p = p.lock().unwrap();
+            if p.n == 0 {
+                p.first = now;
+            }
+            p.last = now;
+            p.n += 1;
+            gst::PadProbeReturn::Ok
+        });
     pipeline.set_state(gst::State::Paused).unwrap();
     let _ = pipeline.state(gst::ClockTime::from_seconds(10));
     println!("READY");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let n = if shmframe {
-            sink.property::<gst::Structure>("stats")
+        let n = match contender {
+            "shmframe" => sink
+                .property::<gst::Structure>("stats")
                 .get::<u32>("readers")
-                .unwrap_or(0)
-        } else {
-            *connected.lock().unwrap()
+                .unwrap_or(0),
+            "shmsink" => *connected.lock().unwrap(),
+            _ => 0,
         };
         if n >= readers {
             break;
@@ -502,19 +939,27 @@ fn writer_role(a: &HashMap<String, String>) {
         assert!(Instant::now() < deadline, "readers did not connect");
         std::thread::sleep(Duration::from_millis(5));
     }
+    let cpu_start = cpu_seconds();
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let msg = bus.timed_pop_filtered(
         gst::ClockTime::from_seconds(120),
         &[gst::MessageType::Eos, gst::MessageType::Error],
     );
+    let cpu = cpu_seconds() - cpu_start;
     if let Some(msg) = msg
         && let gst::MessageView::Error(e) = msg.view()
     {
         eprintln!("writer error: {} {:?}", e.error(), e.debug());
     }
+    let (n, fps) = {
+        let p = pushed.lock().unwrap();
+        (p.n, p.fps())
+    };
+    // The parent reads this line after the readers' results.
+    println!("WRITER cpu={cpu:.6} frames={n} fps={fps:.2}");
     // shmsrc gets no EOS: give its readers time to drain before the socket goes away.
-    if !shmframe {
+    if contender == "shmsink" {
         std::thread::sleep(Duration::from_millis(1500));
     }
     pipeline.set_state(gst::State::Null).unwrap();
@@ -523,9 +968,12 @@ fn writer_role(a: &HashMap<String, String>) {
 fn reader_role(a: &HashMap<String, String>) {
     let shmframe = a["contender"] == "shmframe";
     let frames: u64 = a["frames"].parse().unwrap();
-    let latency = a["latency"] == "true";
+    let stamp = a["stamp"] == "true";
     let src = if shmframe {
-        format!("shmframesrc shm-name={} start=oldest", a["name"])
+        format!(
+            "shmframesrc shm-name={} start=oldest {}",
+            a["name"], a["srcprops"]
+        )
     } else {
         format!(
             "shmsrc socket-path={} is-live=true ! {}",
@@ -538,13 +986,6 @@ fn reader_role(a: &HashMap<String, String>) {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    #[derive(Default)]
-    struct Count {
-        n: u64,
-        first: u64,
-        last: u64,
-        lat: Vec<u64>,
-    }
     let count = Arc::new(Mutex::new(Count::default()));
     let c = count.clone();
     pipeline
@@ -556,10 +997,11 @@ fn reader_role(a: &HashMap<String, String>) {
             let mut c = c.lock().unwrap();
             if c.n == 0 {
                 c.first = now;
+                c.cpu_at_first = cpu_seconds();
             }
             c.last = now;
             c.n += 1;
-            if latency {
+            if stamp {
                 let map = buffer.map_readable().unwrap();
                 let stamp = u64::from_le_bytes(map[..8].try_into().unwrap());
                 c.lat.push(now.saturating_sub(stamp));
@@ -592,14 +1034,19 @@ fn reader_role(a: &HashMap<String, String>) {
             break;
         }
     }
+    let cpu_end = cpu_seconds();
     pipeline.set_state(gst::State::Null).unwrap();
     let c = count.lock().unwrap();
-    let span = (c.last - c.first) as f64 / 1e9;
-    let fps = if c.n > 1 && span > 0.0 {
-        (c.n - 1) as f64 / span
+    let cpu = if c.n > 0 {
+        cpu_end - c.cpu_at_first
     } else {
         0.0
     };
     let lat: Vec<String> = c.lat.iter().map(u64::to_string).collect();
-    println!("frames={} fps={fps:.2} lat={}", c.n, lat.join(","));
+    println!(
+        "frames={} fps={:.2} cpu={cpu:.6} lat={}",
+        c.n,
+        c.fps(),
+        lat.join(",")
+    );
 }

@@ -194,12 +194,7 @@ impl Reader {
         e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
         interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
         Ok(Reader {
-            lease: Arc::new(ReaderLease {
-                map: map.clone(),
-                index,
-                counts: (0..map.geo.slot_count).map(|_| AtomicU32::new(0)).collect(),
-                held: AtomicU32::new(0),
-            }),
+            lease: ReaderLease::new(map.clone(), index),
             map,
             index,
             session,
@@ -555,9 +550,41 @@ struct ReaderLease {
     /// Per-slot pin counts; the shared bit is set while a count is non-zero.
     counts: Vec<AtomicU32>,
     held: AtomicU32,
+    /// One per slot, made once: what a raw pin token points to (see [`PinnedFrame::into_raw`]),
+    /// so handing a pin to C code allocates nothing per frame.
+    records: Box<[PinRecord]>,
 }
 
+/// The target of a raw pin token: which lease and which slot to release.
+struct PinRecord {
+    /// The lease this record lives in (the value `Arc::into_raw` returns for it).
+    lease: *const ReaderLease,
+    slot: u32,
+}
+
+// SAFETY: `lease` is only dereferenced by `PinnedFrame::release_raw`, which owns a strong
+// reference to that lease (leaked by `into_raw`), from any thread: the lease is Send + Sync.
+unsafe impl Send for PinRecord {}
+// SAFETY: as above; a shared &PinRecord only reads plain fields.
+unsafe impl Sync for PinRecord {}
+
 impl ReaderLease {
+    fn new(map: Arc<Mapping>, index: u32) -> Arc<ReaderLease> {
+        let slot_count = map.geo.slot_count;
+        Arc::new_cyclic(|weak| ReaderLease {
+            counts: (0..slot_count).map(|_| AtomicU32::new(0)).collect(),
+            held: AtomicU32::new(0),
+            records: (0..slot_count)
+                .map(|slot| PinRecord {
+                    lease: weak.as_ptr(),
+                    slot,
+                })
+                .collect(),
+            map,
+            index,
+        })
+    }
+
     fn pin(lease: &Arc<ReaderLease>, n: u64) -> Result<Option<PinnedFrame>, Error> {
         let Some((slot, s1, info)) = locate(&lease.map, n)? else {
             return Ok(None);
@@ -633,6 +660,35 @@ impl PinnedFrame {
         unsafe {
             std::slice::from_raw_parts(self.lease.map.slot_ptr(self.slot), self.info.size as usize)
         }
+    }
+}
+
+impl PinnedFrame {
+    /// Turns the pin into a raw token for C code (e.g. a `GstMemory`'s destroy notify): the
+    /// slot stays pinned until [`PinnedFrame::release_raw`] is called with the token, exactly
+    /// once. Allocates nothing: the token points to a record made when the reader attached.
+    pub fn into_raw(self) -> *const std::ffi::c_void {
+        let this = std::mem::ManuallyDrop::new(self);
+        let record: *const PinRecord = &this.lease.records[this.slot as usize];
+        // SAFETY: `this` is never dropped, so its strong reference moves into the token once.
+        let lease = unsafe { std::ptr::read(&this.lease) };
+        let leaked = Arc::into_raw(lease);
+        debug_assert_eq!(leaked, this.lease.records[this.slot as usize].lease);
+        record as *const std::ffi::c_void
+    }
+
+    /// Releases a pin given away by [`PinnedFrame::into_raw`].
+    ///
+    /// # Safety
+    /// `token` was returned by `into_raw` and is not used again afterwards.
+    pub unsafe fn release_raw(token: *const std::ffi::c_void) {
+        // SAFETY: the caller guarantees the token came from into_raw, whose strong reference
+        // keeps the lease (and so the record inside it) alive until the Arc rebuilt here drops.
+        let (lease, slot) = unsafe {
+            let record = &*(token as *const PinRecord);
+            (Arc::from_raw(record.lease), record.slot)
+        };
+        lease.remove(slot);
     }
 }
 
@@ -789,5 +845,74 @@ impl Observer {
         copy: impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<Option<FrameInfo>, Error> {
         read_held(&self.map, n, copy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{FrameMeta, Writer, WriterConfig};
+
+    /// Removes the segment even if the test fails before the writer is dropped.
+    struct Cleanup(String);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(crate::transport::shm_dir().join(&self.0));
+        }
+    }
+
+    #[test]
+    fn a_raw_pin_token_holds_its_slot_after_the_reader_is_gone_until_released() {
+        let name = format!("shmframe-unit-pin-token-{}", std::process::id());
+        let _cleanup = Cleanup(name.clone());
+        let mut config = WriterConfig::new(&name, 64);
+        config.depth = 2;
+        config.spare_slots = 1;
+        config.backpressure = Backpressure::DropOldest;
+        let mut writer = Writer::create(&config).unwrap();
+        let mut reader = Reader::open(
+            &name,
+            &ReaderOptions {
+                start: StartPosition::Oldest,
+            },
+        )
+        .unwrap();
+        writer.write(&FrameMeta::default(), &[7u8; 64]).unwrap();
+        let mut pinned = None;
+        let read = reader
+            .pin_next(Duration::from_secs(5), &mut pinned)
+            .unwrap();
+        assert!(matches!(read, ReadResult::Frame(info) if info.number == 0));
+        let pinned = pinned.unwrap();
+        let (ptr, len) = (pinned.data().as_ptr(), pinned.data().len());
+        let token = pinned.into_raw();
+        assert_eq!(reader.pins_held(), 1);
+        drop(reader);
+
+        // SAFETY: the slot stays mapped while the token holds the lease (and its mapping).
+        let frame = || unsafe { std::slice::from_raw_parts(ptr, len) }.to_vec();
+        for i in 1..=6u8 {
+            writer.write(&FrameMeta::default(), &[i; 64]).unwrap();
+        }
+        assert_eq!(frame(), vec![7u8; 64], "a pinned slot was overwritten");
+
+        // SAFETY: the token came from into_raw and is not used again.
+        unsafe { PinnedFrame::release_raw(token) };
+        let mapping = segment::open_read_only(&name).unwrap();
+        for i in 10..=13u8 {
+            writer.write(&FrameMeta::default(), &[i; 64]).unwrap();
+        }
+        // The slot was reused once released: read it through a mapping of our own.
+        let held: Vec<u8> = (0..mapping.geo.slot_count)
+            .map(|slot| {
+                // SAFETY: slot < slot_count; the first byte of a mapped slot.
+                unsafe { *mapping.slot_ptr(slot) }
+            })
+            .collect();
+        assert!(
+            !held.contains(&7),
+            "slots still hold frame 0 after release: {held:?}"
+        );
     }
 }
