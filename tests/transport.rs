@@ -629,6 +629,43 @@ fn the_pin_budget_never_lets_pins_hold_up_a_block_writer() {
 }
 
 #[test]
+fn readers_share_one_pin_budget_so_a_double_writer_always_finds_a_slot() {
+    let name = ShmName::new("pin-shared");
+    let mut c = config(&name, Layout::Double, 2, Backpressure::DropOldest);
+    c.spare_slots = 2;
+    let mut w = Writer::create(&c).unwrap();
+    let mut readers: Vec<Reader> = (0..3)
+        .map(|_| Reader::open(&name, &ReaderOptions::default()).unwrap())
+        .collect();
+    // The readers take turns to pin the newest frame whenever they may, and keep every pin
+    // for ever (stopped processes): each would hold different frames.
+    let mut kept = Vec::new();
+    for n in 0..12 {
+        assert!(
+            write_frame(&mut w, n).frame().is_some(),
+            "frame {n} was dropped: pins hold every slot"
+        );
+        let turn = n as usize % readers.len();
+        for r in &mut readers[turn..=turn] {
+            if r.may_pin() {
+                let mut out = None;
+                if let ReadResult::Frame(_) = r.pin_next(Duration::from_secs(1), &mut out).unwrap()
+                {
+                    kept.extend(out);
+                }
+            }
+        }
+    }
+    let mut frames: Vec<u64> = kept.iter().map(|p| p.info().number).collect();
+    frames.dedup();
+    assert_eq!(
+        frames.len(),
+        2,
+        "the readers together pinned two frames, the spare slots' worth: {frames:?}"
+    );
+}
+
+#[test]
 fn pinned_frames_outlive_their_reader() {
     let name = ShmName::new("pin-outlives");
     let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);

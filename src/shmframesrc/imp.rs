@@ -89,8 +89,8 @@ pub enum TimestampMode {
 #[enum_type(name = "GstShmFrameSrcCopyMode")]
 pub enum CopyMode {
     #[enum_value(
-        name = "Auto: zero-copy while downstream holds few of our buffers, copies beyond that so \
-                a buffering downstream never holds the writer's slots",
+        name = "Auto: zero-copy while the readers together hold fewer frames than the writer's \
+                spare slots, copies beyond that so buffering downstreams never hold up the writer",
         nick = "auto"
     )]
     Auto = 0,
@@ -758,7 +758,7 @@ impl ShmFrameSrc {
             CopyMode::Auto => stream
                 .subscriber
                 .reader()
-                .is_none_or(|reader| reader.pins_held() < reader.pin_budget()),
+                .is_none_or(|reader| reader.may_pin()),
         }
     }
 

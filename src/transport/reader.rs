@@ -454,8 +454,8 @@ impl Reader {
         self.lease.held.load(Ordering::SeqCst)
     }
 
-    /// How many frames this reader may keep pinned without ever holding up the writer, however
-    /// long they are kept: the writer's spare slots. Without `block` one more is harmless too,
+    /// How many frames the readers together may keep pinned without ever holding up the
+    /// writer, however long they are kept: the writer's spare slots (see [`Self::may_pin`]). Without `block` one more is harmless too,
     /// since the writer never waits for pins then (drop-oldest overwrites the oldest unpinned
     /// frame, drop-newest drops the incoming one).
     pub fn pin_budget(&self) -> u32 {
@@ -466,6 +466,31 @@ impl Reader {
         } else {
             spare.max(1)
         }
+    }
+
+    /// Whether this reader may pin one more frame within the budget every reader shares: the
+    /// slots pinned by all readers together (a slot pinned by several counts once) stay below
+    /// [`Self::pin_budget`]. A budget per reader would let a few readers that each keep their
+    /// share pin every slot of the segment between them.
+    pub fn may_pin(&self) -> bool {
+        let geo = &self.map.geo;
+        let hwm = self
+            .map
+            .control()
+            .readers_hwm
+            .load(Ordering::Acquire)
+            .min(geo.max_readers);
+        let pinned_slots: u32 = (0..geo.pin_words)
+            .map(|w| {
+                (0..hwm)
+                    .filter(|&r| self.map.reader_entry(r).pid.load(Ordering::Acquire) != 0)
+                    .fold(0u64, |bits, r| {
+                        bits | self.map.pin_word(r, w).load(Ordering::Acquire)
+                    })
+                    .count_ones()
+            })
+            .sum();
+        pinned_slots < self.pin_budget()
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
