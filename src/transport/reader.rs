@@ -468,10 +468,13 @@ impl Reader {
         }
     }
 
-    /// Whether this reader may pin one more frame within the budget every reader shares: the
-    /// slots pinned by all readers together (a slot pinned by several counts once) stay below
-    /// [`Self::pin_budget`]. A budget per reader would let a few readers that each keep their
-    /// share pin every slot of the segment between them.
+    /// Whether this reader may pin one more frame within the budget every reader shares. A pin
+    /// on a frame still in the ring costs the writer nothing (it keeps that slot anyway); one
+    /// on a frame the ring has moved past holds a slot the writer would reuse. So the slots
+    /// pinned by all readers together (a slot pinned by several counts once) that hold such
+    /// older frames must stay below [`Self::pin_budget`]. Readers that release their frames
+    /// promptly never reach it; a budget per reader would let a few readers that keep their
+    /// buffers (stopped processes, deep queues) pin every slot of the segment between them.
     pub fn may_pin(&self) -> bool {
         let geo = &self.map.geo;
         let hwm = self
@@ -480,17 +483,27 @@ impl Reader {
             .readers_hwm
             .load(Ordering::Acquire)
             .min(geo.max_readers);
-        let pinned_slots: u32 = (0..geo.pin_words)
-            .map(|w| {
-                (0..hwm)
-                    .filter(|&r| self.map.reader_entry(r).pid.load(Ordering::Acquire) != 0)
-                    .fold(0u64, |bits, r| {
-                        bits | self.map.pin_word(r, w).load(Ordering::Acquire)
-                    })
-                    .count_ones()
-            })
-            .sum();
-        pinned_slots < self.pin_budget()
+        let head = self.map.header().head.load(Ordering::Acquire);
+        let keep_from = (head + 1).saturating_sub(geo.depth as u64);
+        let mut held_back = 0;
+        for w in 0..geo.pin_words {
+            let mut pinned = (0..hwm)
+                .filter(|&r| self.map.reader_entry(r).pid.load(Ordering::Acquire) != 0)
+                .fold(0u64, |bits, r| {
+                    bits | self.map.pin_word(r, w).load(Ordering::Acquire)
+                });
+            while pinned != 0 {
+                let slot = w * 64 + pinned.trailing_zeros();
+                pinned &= pinned - 1;
+                // A pinned slot's descriptor is stable (the writer does not touch it).
+                if slot < geo.slot_count
+                    && self.map.desc(slot).frame.load(Ordering::Acquire) < keep_from
+                {
+                    held_back += 1;
+                }
+            }
+        }
+        held_back < self.pin_budget()
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
