@@ -38,7 +38,7 @@
 
 mod common;
 
-use common::ShmName;
+use common::{ShmName, init};
 use gst::prelude::*;
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
@@ -270,11 +270,6 @@ const PACE_US: u32 = 300;
 const SLACK: u64 = 8;
 /// Measurements per mode before giving up (see the test).
 const ATTEMPTS: usize = 3;
-
-fn init() {
-    gst::init().unwrap();
-    gstshmframe::plugin_register_static().expect("register the shmframe plugin");
-}
 
 /// The counters must see Rust and C allocations, including GLib's, or the real test would
 /// pass whatever happens.

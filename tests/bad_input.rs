@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use common::{ChildGuard, ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for};
 use gst::prelude::*;
 use gstshmframe::transport::{
     Backpressure, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult, Reader,
@@ -13,14 +13,6 @@ use gstshmframe::transport::{
 use std::time::Duration;
 
 const ENTRY: &str = "child_entry";
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
 
 /// Entry point of child processes: does nothing unless this process was spawned in a role.
 #[test]

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, num, role, spawn_role, summary,
-    wait_for,
+    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, init, launch_with, num, role,
+    role_args, spawn_role, summary, wait_for,
 };
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -14,27 +14,11 @@ use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
-
-/// `key=value` arguments of a child role.
-fn kv(args: &[String]) -> HashMap<String, String> {
-    args.iter()
-        .filter_map(|a| a.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 #[test]
 fn child_entry() {
     let Some((role, args)) = role() else { return };
     init();
-    let args = kv(&args);
+    let args = role_args(&args);
     let code = match role.as_str() {
         "writer" => run_writer(&args),
         "reader" => run_reader(&args),
@@ -68,18 +52,13 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
     let size2 = a.get("size2").map(|s| parse_size(s));
     let pace = Duration::from_millis(a.get("pace_ms").map_or(0, |v| v.parse().unwrap()));
     let props = a.get("props").cloned().unwrap_or_default();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time block=true max-buffers=2 ! \
+    let (pipeline, src) = launch_with::<gst_app::AppSrc>(
+        &format!(
+            "appsrc name=src format=time block=true max-buffers=2 ! \
          shmframesink name=sink shm-name={name} sync=false {props}"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+        ),
+        "src",
+    );
     let sink = pipeline.by_name("sink").unwrap();
     src.set_caps(Some(&caps_for(w, h)));
     pipeline.set_state(gst::State::Playing).unwrap();
@@ -153,18 +132,13 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
     let name = &a["name"];
     let props = a.get("props").cloned().unwrap_or_default();
     let sleep = Duration::from_millis(a.get("sleep_ms").map_or(0, |v| v.parse().unwrap()));
-    let pipeline = gst::parse::launch(&format!(
-        "shmframesrc name=src shm-name={name} {props} ! \
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!(
+            "shmframesrc name=src shm-name={name} {props} ! \
          appsink name=out sync=false max-buffers=1 drop=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+        ),
+        "out",
+    );
     let src = pipeline.by_name("src").unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let started = Instant::now();

@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::ShmName;
+use common::{ShmName, init};
 use gst::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -24,14 +24,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 const WIDTH: u32 = 64;
 const HEIGHT: u32 = 48;
 const FRAMES: u32 = 60;
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
 
 fn elements_ready(test: &str) -> bool {
     init();

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, role, spawn_role_as, wait_for};
+use common::{
+    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, role, spawn_role_as, wait_for,
+};
 use gst::prelude::*;
 use gstshmframe::transport::{Observer, ReadResult, Reader, ReaderOptions, StartPosition};
 use std::os::unix::fs::PermissionsExt;
@@ -19,14 +21,6 @@ const FRAMES: u64 = 5;
 const FRAME_SIZE: usize = 16 * 16 * 4;
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 const ENTRY: &str = "child_entry";
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
 
 /// Entry point of the child readers: does nothing unless this process was spawned in a role.
 #[test]
@@ -86,17 +80,10 @@ fn read_with_observer(name: &str) -> Result<u64, String> {
 /// the one the src posts on the bus.
 fn read_with_element(name: &str) -> Result<u64, String> {
     init();
-    let pipeline = gst::parse::launch(&format!(
-        "shmframesrc shm-name={name} start=oldest ! appsink name=out sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!("shmframesrc shm-name={name} start=oldest ! appsink name=out sync=false"),
+        "out",
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
     let mut received = 0;
@@ -128,18 +115,13 @@ impl WriterPipeline {
     fn start(name: &str, perms: Option<&str>) -> WriterPipeline {
         init();
         let perms = perms.map(|p| format!("perms={p}")).unwrap_or_default();
-        let pipeline = gst::parse::launch(&format!(
-            "appsrc name=src format=time ! shmframesink name=sink shm-name={name} \
+        let (pipeline, src) = launch_with::<gst_app::AppSrc>(
+            &format!(
+                "appsrc name=src format=time ! shmframesink name=sink shm-name={name} \
              shape=16x16:RGBA backpressure=drop-oldest depth=8 sync=false {perms}"
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
+            ),
+            "src",
+        );
         src.set_caps(Some(
             &gst::Caps::builder("video/x-raw")
                 .field("format", "RGBA")

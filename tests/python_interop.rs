@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, wait_for};
+use common::{ChildGuard, ShmName, init, wait_for};
 use gst::prelude::*;
 use gst_video::{VideoFormat, VideoInfo};
 use gstshmframe::transport::{
@@ -38,14 +38,6 @@ const HEIGHT: u32 = 46;
 const FRAMES: u64 = 12;
 /// RGB and GRAY8 rows of 62 pixels are padded (stride 188 and 64): the layouts must agree on it.
 const FORMATS: [VideoFormat; 3] = [VideoFormat::Rgb, VideoFormat::Gray8, VideoFormat::Nv12];
-
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
 
 /// Whether Debian's Python with numpy is there; prints why not (once per test) otherwise.
 fn python_ready(test: &str) -> bool {

@@ -11,7 +11,10 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, summary};
+use common::{
+    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, num, role, role_args,
+    spawn_role, summary,
+};
 use gst::prelude::*;
 use gstshmframe::transport::Observer;
 use std::collections::HashMap;
@@ -26,27 +29,12 @@ const READER_TIMEOUT_MS: u64 = 300;
 const FIRST_WRITER_FRAMES: u64 = 700;
 const SECOND_WRITER_FRAMES: u64 = 150;
 
-fn init() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().unwrap();
-    });
-}
-
-fn kv(args: &[String]) -> HashMap<String, String> {
-    args.iter()
-        .filter_map(|a| a.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// Entry point of child processes: does nothing unless this process was spawned in a role.
 #[test]
 fn child_entry() {
     let Some((role, args)) = role() else { return };
     init();
-    let args = kv(&args);
+    let args = role_args(&args);
     let code = match role.as_str() {
         "writer" => run_writer(&args),
         "reader" => run_reader(&args),
@@ -64,19 +52,14 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
     let base: u64 = a["base"].parse().unwrap();
     let pace = Duration::from_millis(a["pace_ms"].parse().unwrap());
     let readers: u32 = a["readers"].parse().unwrap();
-    let pipeline = gst::parse::launch(&format!(
-        "appsrc name=src format=time block=true max-buffers=1 ! \
+    let (pipeline, src) = launch_with::<gst_app::AppSrc>(
+        &format!(
+            "appsrc name=src format=time block=true max-buffers=1 ! \
          shmframesink name=sink shm-name={} sync=false {}",
-        a["name"], a["props"]
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
+            a["name"], a["props"]
+        ),
+        "src",
+    );
     let sink = pipeline.by_name("sink").unwrap();
     let stat = |field: &str| {
         sink.property::<gst::Structure>("stats")
@@ -166,18 +149,13 @@ fn newest_frame_content(name: &str) -> u64 {
 /// reader name= props=. Reads until EOS, checking every frame's content against the index
 /// its first word encodes, and reports the frames of each writer and the writer changes.
 fn run_reader(a: &HashMap<String, String>) -> i32 {
-    let pipeline = gst::parse::launch(&format!(
-        "shmframesrc name=src shm-name={} {} ! appsink name=out sync=false max-buffers=1",
-        a["name"], a["props"]
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let out = pipeline
-        .by_name("out")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!(
+            "shmframesrc name=src shm-name={} {} ! appsink name=out sync=false max-buffers=1",
+            a["name"], a["props"]
+        ),
+        "out",
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     let started = Instant::now();
     let mut indices: Vec<u64> = Vec::new();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{ShmName, check_frame, fill_frame, wait_for};
+use common::{ShmName, check_frame, fill_frame, init, wait_for};
 use gst::glib;
 use gst::prelude::*;
 use gst_check::Harness;
@@ -15,7 +15,7 @@ use gstshmframe::transport::{
     SubscriberEvent, sys::monotonic_ns,
 };
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bound for anything the tests wait for (generous: CI machines are slow).
@@ -26,14 +26,6 @@ const RGBA_64X48: &str = "video/x-raw,format=RGBA,width=64,height=48,framerate=2
 const RGBA_64X48_SIZE: usize = 64 * 48 * 4;
 const RGBA_32X24: &str = "video/x-raw,format=RGBA,width=32,height=24,framerate=25/1";
 const RGBA_32X24_SIZE: usize = 32 * 24 * 4;
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().expect("register the shmframe plugin");
-    });
-}
 
 /// A sink on `name` with `props` (name, value as gst-launch would take it), on its own bus.
 fn new_sink(name: &str, props: &[(&str, &str)]) -> gst::Element {

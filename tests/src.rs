@@ -5,14 +5,13 @@
 
 mod common;
 
-use common::{ShmName, check_frame, fill_frame, role, spawn_role, wait_for};
+use common::{ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for};
 use gst::prelude::*;
 use gst_check::Harness;
 use gstshmframe::transport::{
     Backpressure, FrameMeta, Layout, WriteOutcome, Writer, WriterConfig, sys::monotonic_ns,
 };
 use std::str::FromStr;
-use std::sync::Once;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -25,14 +24,6 @@ const GRAY8_32X24_SIZE: usize = 32 * 24;
 
 /// Upper bound for anything the tests wait for (generous: CI machines are slow).
 const LIMIT: Duration = Duration::from_secs(20);
-
-fn init() {
-    static INIT: Once = Once::new();
-    INIT.call_once(|| {
-        gst::init().unwrap();
-        gstshmframe::plugin_register_static().expect("register the shmframe plugin");
-    });
-}
 
 fn new_writer(name: &str, depth: u32, backpressure: Backpressure) -> Writer {
     let mut config = WriterConfig::new(name, RGBA_64X48_SIZE as u64);

@@ -301,3 +301,39 @@ pub fn gst_launch(args: &str, registry: &std::path::Path) -> ChildGuard {
         label: format!("gst-launch-1.0 {args}"),
     }
 }
+
+/// Initialises GStreamer and registers this crate's elements statically, once per process
+/// (tests run the code under test, not an installed plugin).
+pub fn init() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstshmframe::plugin_register_static().expect("register the shmframe plugin");
+    });
+}
+
+/// The `key=value` arguments of a child role.
+pub fn role_args(args: &[String]) -> std::collections::HashMap<String, String> {
+    args.iter()
+        .filter_map(|a| a.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A pipeline from a gst-launch description, and its element `name` as a `T`.
+pub fn launch_with<T: gst::prelude::IsA<gst::Element>>(
+    description: &str,
+    name: &str,
+) -> (gst::Pipeline, T) {
+    use gst::prelude::*;
+    let pipeline = gst::parse::launch(description)
+        .unwrap_or_else(|e| panic!("{description}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+    let element = pipeline
+        .by_name(name)
+        .unwrap_or_else(|| panic!("no element {name} in {description}"))
+        .downcast::<T>()
+        .unwrap();
+    (pipeline, element)
+}
