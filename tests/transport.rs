@@ -666,6 +666,28 @@ fn readers_share_one_pin_budget_so_a_double_writer_always_finds_a_slot() {
 }
 
 #[test]
+fn a_reader_keeping_every_pin_it_may_never_makes_a_writer_without_spare_slots_drop() {
+    let name = ShmName::new("pin-no-spare");
+    let mut w =
+        Writer::create(&config(&name, Layout::Double, 2, Backpressure::DropOldest)).unwrap();
+    let mut r = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    let mut kept = Vec::new();
+    for n in 0..10 {
+        assert!(
+            write_frame(&mut w, n).frame().is_some(),
+            "frame {n} was dropped"
+        );
+        if r.may_pin() {
+            let mut out = None;
+            if let ReadResult::Frame(_) = r.pin_next(Duration::from_secs(1), &mut out).unwrap() {
+                kept.extend(out);
+            }
+        }
+    }
+    assert_eq!(kept.len(), 1, "one slot of two stays unpinned");
+}
+
+#[test]
 fn pinned_frames_outlive_their_reader() {
     let name = ShmName::new("pin-outlives");
     let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);

@@ -469,12 +469,13 @@ impl Reader {
     }
 
     /// Whether this reader may pin one more frame within the budget every reader shares. A pin
-    /// on a frame still in the ring costs the writer nothing (it keeps that slot anyway); one
-    /// on a frame the ring has moved past holds a slot the writer would reuse. So the slots
-    /// pinned by all readers together (a slot pinned by several counts once) that hold such
-    /// older frames must stay below [`Self::pin_budget`]. Readers that release their frames
-    /// promptly never reach it; a budget per reader would let a few readers that keep their
-    /// buffers (stopped processes, deep queues) pin every slot of the segment between them.
+    /// on a frame still in the ring costs the writer nothing yet (it keeps that slot anyway);
+    /// one on a frame the ring has moved past holds a slot the writer would reuse. So the
+    /// slots pinned by all readers together (a slot pinned by several counts once) that hold
+    /// such older frames must stay below [`Self::pin_budget`], and one slot at least must stay
+    /// unpinned. Readers that release their frames promptly never reach either bound; a budget
+    /// per reader would let a few readers that keep their buffers (stopped processes, deep
+    /// queues) pin every slot of the segment between them.
     pub fn may_pin(&self) -> bool {
         let geo = &self.map.geo;
         let hwm = self
@@ -485,13 +486,14 @@ impl Reader {
             .min(geo.max_readers);
         let head = self.map.header().head.load(Ordering::Acquire);
         let keep_from = (head + 1).saturating_sub(geo.depth as u64);
-        let mut held_back = 0;
+        let (mut held_back, mut pinned_slots) = (0, 0);
         for w in 0..geo.pin_words {
             let mut pinned = (0..hwm)
                 .filter(|&r| self.map.reader_entry(r).pid.load(Ordering::Acquire) != 0)
                 .fold(0u64, |bits, r| {
                     bits | self.map.pin_word(r, w).load(Ordering::Acquire)
                 });
+            pinned_slots += pinned.count_ones();
             while pinned != 0 {
                 let slot = w * 64 + pinned.trailing_zeros();
                 pinned &= pinned - 1;
@@ -503,7 +505,10 @@ impl Reader {
                 }
             }
         }
-        held_back < self.pin_budget()
+        // However new the pinned frames are now, the writer comes round to their slots; under
+        // drop-oldest (and double) it then overwrites the oldest unpinned frame instead, so at
+        // least one slot must stay unpinned.
+        held_back < self.pin_budget() && pinned_slots + 1 < geo.slot_count
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
