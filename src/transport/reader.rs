@@ -468,14 +468,15 @@ impl Reader {
         }
     }
 
-    /// Whether this reader may pin one more frame within the budget every reader shares. A pin
-    /// on a frame still in the ring costs the writer nothing yet (it keeps that slot anyway);
-    /// one on a frame the ring has moved past holds a slot the writer would reuse. So the
-    /// slots pinned by all readers together (a slot pinned by several counts once) that hold
-    /// such older frames must stay below [`Self::pin_budget`], and one slot at least must stay
-    /// unpinned. Readers that release their frames promptly never reach either bound; a budget
-    /// per reader would let a few readers that keep their buffers (stopped processes, deep
-    /// queues) pin every slot of the segment between them.
+    /// Whether this reader may pin one more frame. Three bounds, none of which readers that
+    /// release their frames promptly ever reach: this reader holds fewer than
+    /// [`Self::pin_budget`] frames (a downstream that queues buffers gets copies beyond that);
+    /// the slots pinned by all readers together (a slot pinned by several counts once) that
+    /// hold frames the ring has moved past stay below the same budget (a pin on a frame still
+    /// in the ring costs the writer nothing yet; one on an older frame holds a slot it would
+    /// reuse), so that a few readers keeping their share (stopped processes) cannot pin every
+    /// slot between them; and one slot at least stays unpinned, since the writer comes round
+    /// to every pinned slot and under drop-oldest must then overwrite another.
     pub fn may_pin(&self) -> bool {
         let geo = &self.map.geo;
         let hwm = self
@@ -508,7 +509,9 @@ impl Reader {
         // However new the pinned frames are now, the writer comes round to their slots; under
         // drop-oldest (and double) it then overwrites the oldest unpinned frame instead, so at
         // least one slot must stay unpinned.
-        held_back < self.pin_budget() && pinned_slots + 1 < geo.slot_count
+        self.pins_held() < self.pin_budget()
+            && held_back < self.pin_budget()
+            && pinned_slots + 1 < geo.slot_count
     }
 
     /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
