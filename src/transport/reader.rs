@@ -479,21 +479,11 @@ impl Reader {
     /// to every pinned slot and under drop-oldest must then overwrite another.
     pub fn may_pin(&self) -> bool {
         let geo = &self.map.geo;
-        let hwm = self
-            .map
-            .control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(geo.max_readers);
         let head = self.map.header().head.load(Ordering::Acquire);
         let keep_from = (head + 1).saturating_sub(geo.depth as u64);
         let (mut held_back, mut pinned_slots) = (0, 0);
         for w in 0..geo.pin_words {
-            let mut pinned = (0..hwm)
-                .filter(|&r| self.map.reader_entry(r).pid.load(Ordering::Acquire) != 0)
-                .fold(0u64, |bits, r| {
-                    bits | self.map.pin_word(r, w).load(Ordering::Acquire)
-                });
+            let mut pinned = self.map.pinned_bits(w);
             pinned_slots += pinned.count_ones();
             while pinned != 0 {
                 let slot = w * 64 + pinned.trailing_zeros();
@@ -842,13 +832,7 @@ impl Observer {
 
     /// Readers attached right now (evicted ones included: they still read).
     pub fn reader_count(&self) -> usize {
-        let hwm = self
-            .map
-            .control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(self.map.geo.max_readers);
-        (0..hwm)
+        (0..self.map.readers_hwm())
             .filter(|&i| {
                 let e = self.map.reader_entry(i);
                 e.pid.load(Ordering::Acquire) != 0

@@ -71,6 +71,25 @@ impl Mapping {
         self.ctrl_at(self.geo.pin_word_offset(reader, word) - self.geo.control_offset)
     }
 
+    /// One past the highest reader entry ever used (bounded by the table's size).
+    pub fn readers_hwm(&self) -> u32 {
+        self.control()
+            .readers_hwm
+            .load(Ordering::Acquire)
+            .min(self.geo.max_readers)
+    }
+
+    /// Pin word `word` of every live reader together: bit `s % 64` is set when some reader
+    /// pins slot `s`. SeqCst loads: the writer pairs them with its marking of a slot before it
+    /// checks pins (see `Writer::acquire`).
+    pub fn pinned_bits(&self, word: u32) -> u64 {
+        (0..self.readers_hwm())
+            .filter(|&r| self.reader_entry(r).pid.load(Ordering::SeqCst) != 0)
+            .fold(0, |bits, r| {
+                bits | self.pin_word(r, word).load(Ordering::SeqCst)
+            })
+    }
+
     pub fn index(&self, frame: u64) -> &AtomicU64 {
         self.at(self.geo.index_offset + (frame % self.geo.depth as u64) * 8)
     }
@@ -431,12 +450,7 @@ impl Mapping {
         let h = self.header();
         let head = h.head.load(Ordering::Acquire);
         let now = sys::monotonic_ns();
-        let hwm = self
-            .control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(self.geo.max_readers);
-        let readers = (0..hwm)
+        let readers = (0..self.readers_hwm())
             .filter_map(|i| {
                 let e = self.reader_entry(i);
                 let pid = e.pid.load(Ordering::Acquire);

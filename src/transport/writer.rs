@@ -184,21 +184,13 @@ impl Slots {
         self.map.header().head.load(Ordering::Acquire)
     }
 
-    fn readers_hwm(&self) -> u32 {
-        self.map
-            .control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(self.map.geo.max_readers)
-    }
-
     /// The smallest cursor among readers that count for backpressure, if any.
     fn slowest_cursor(&self) -> Option<u64> {
         if self.map.geo.layout == Layout::Double {
             return None;
         }
         let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        (0..self.readers_hwm())
+        (0..self.map.readers_hwm())
             .filter_map(|i| {
                 let e = self.map.reader_entry(i);
                 // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
@@ -210,12 +202,7 @@ impl Slots {
     }
 
     fn pinned(&self, slot: u32) -> bool {
-        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
-        (0..self.readers_hwm()).any(|r| {
-            let e = self.map.reader_entry(r);
-            e.pid.load(Ordering::SeqCst) != 0
-                && self.map.pin_word(r, word).load(Ordering::SeqCst) & bit != 0
-        })
+        self.map.pinned_bits(slot / 64) & (1 << (slot % 64)) != 0
     }
 
     /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
@@ -597,10 +584,6 @@ impl Writer {
         self.slots.slowest_cursor()
     }
 
-    fn readers_hwm(&self) -> u32 {
-        self.slots.readers_hwm()
-    }
-
     /// Whether publishing frame `n` would overwrite a frame a counted reader has not read.
     fn ring_full_for(&self, n: u64) -> bool {
         let depth = self.map.geo.depth as u64;
@@ -909,7 +892,7 @@ impl Writer {
         let head = self.head();
         let depth = self.map.geo.depth as u64;
         let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        for i in 0..self.readers_hwm() {
+        for i in 0..self.map.readers_hwm() {
             let e = self.map.reader_entry(i);
             let pid = e.pid.load(Ordering::Acquire);
             let state = e.state.load(Ordering::Acquire);
@@ -1062,7 +1045,7 @@ impl Writer {
         loop {
             let seq = ctrl.space_seq.load(Ordering::SeqCst);
             let head = self.head();
-            let all_drained = (0..self.readers_hwm()).all(|i| {
+            let all_drained = (0..map.readers_hwm()).all(|i| {
                 let e = map.reader_entry(i);
                 e.pid.load(Ordering::SeqCst) == 0
                     || e.state.load(Ordering::SeqCst) == reader_state::CLAIMING
