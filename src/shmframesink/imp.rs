@@ -327,6 +327,16 @@ impl<'a> FrameSource<'a> {
     }
 }
 
+/// How a frame reaches its slot.
+// Lives on render()'s stack for one frame (see FrameSource).
+#[allow(clippy::large_enum_variant)]
+enum Input<'a> {
+    /// Upstream drew it into this lent slot of our pool: published where it is.
+    InPlace(u32),
+    /// Anything else: copied into a slot.
+    Copy(FrameSource<'a>),
+}
+
 /// The name `backpressure` reports for what the policy did with a frame that met a full ring.
 fn outcome_name(outcome: &WriteOutcome) -> &'static str {
     match outcome {
@@ -1073,10 +1083,9 @@ impl ShmFrameSink {
             return Err(gst::FlowError::Error);
         }
         // A frame upstream wrote into a slot of our pool is published where it is.
-        let in_place = slot_holding(buffer, writer, info);
-        let source = match in_place {
-            Some(_) => None,
-            None => Some(FrameSource::new(buffer, info).map_err(|why| {
+        let input = match slot_holding(buffer, writer, info) {
+            Some(slot) => Input::InPlace(slot),
+            None => Input::Copy(FrameSource::new(buffer, info).map_err(|why| {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Format,
@@ -1093,16 +1102,15 @@ impl ShmFrameSink {
                 gst::info!(CAT, imp = self, "Clearing the depot");
                 writer.clear();
             }
-            let written = match (in_place, &source) {
-                (Some(slot), _) => writer.publish_lent(slot, meta, frame_size),
-                (None, Some(source)) => {
+            let written = match &input {
+                Input::InPlace(slot) => writer.publish_lent(*slot, meta, frame_size),
+                Input::Copy(source) => {
                     writer.write_with(meta, frame_size, |slot| source.copy_into(slot, info, cold))
                 }
-                (None, None) => unreachable!("a frame not in place has a source"),
             };
             match written {
                 Ok(outcome) => {
-                    if in_place.is_some() && outcome.frame().is_some() {
+                    if matches!(input, Input::InPlace(_)) && outcome.frame().is_some() {
                         self.frames_in_place.fetch_add(1, Ordering::Relaxed);
                     }
                     let outcome = match outcome {
