@@ -443,6 +443,12 @@ impl Geometry {
         self.desc_offset + slot as u64 * SLOT_DESC_SIZE
     }
 
+    /// The oldest frame the ring still holds once frame `n` is published: frames below it
+    /// have left the ring, and their slots may be reused.
+    pub fn keep_from(&self, n: u64) -> u64 {
+        (n + 1).saturating_sub(self.depth as u64)
+    }
+
     pub fn slot_data_offset(&self, slot: u32) -> u64 {
         self.data_offset + slot as u64 * self.slot_stride
     }

@@ -480,7 +480,7 @@ impl Reader {
     pub fn may_pin(&self) -> bool {
         let geo = &self.map.geo;
         let head = self.map.header().head.load(Ordering::Acquire);
-        let keep_from = (head + 1).saturating_sub(geo.depth as u64);
+        let keep_from = geo.keep_from(head);
         let (mut held_back, mut pinned_slots) = (0, 0);
         for w in 0..geo.pin_words {
             let mut pinned = self.map.pinned_bits(w);

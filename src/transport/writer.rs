@@ -210,8 +210,7 @@ impl Slots {
     /// holding a frame some counted reader still has to read. `may_sacrifice`: whether the
     /// oldest unpinned frame of the window may be taken when nothing else is free.
     fn free_slot(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
-        let depth = self.map.geo.depth as u64;
-        let keep_from = (n + 1).saturating_sub(depth);
+        let keep_from = self.map.geo.keep_from(n);
         let slowest = match self.backpressure {
             Backpressure::Block => self.slowest_cursor(),
             _ => None,
@@ -272,7 +271,7 @@ impl Slots {
     /// See [`Writer::lend`].
     fn lend(&self) -> Option<u32> {
         let beyond_depth = self.count() - self.map.geo.depth as usize;
-        let keep_from = (self.head() + 1).saturating_sub(self.map.geo.depth as u64);
+        let keep_from = self.map.geo.keep_from(self.head());
         let lent_outside_ring = (0..self.count())
             .filter(|&s| match self.held(s) {
                 holder::FILLING => true,
