@@ -1012,3 +1012,33 @@ fn frames_of_a_ring_larger_than_the_cache_are_streamed_in_intact() {
         assert!(read == data, "frame {n} arrived intact");
     }
 }
+
+/// Readers attaching at the same moment (say, all following a restarted writer) each end up
+/// in the table as active readers the writer counts, whichever entry they raced for.
+#[test]
+fn readers_attaching_at_once_are_all_counted() {
+    const READERS: usize = 12;
+    let name = ShmName::new("attach-race");
+    let w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    for round in 0..40 {
+        let barrier = std::sync::Barrier::new(READERS);
+        let readers: Vec<Reader> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..READERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        Reader::open(&name, &oldest()).unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let listed = w.observer().info().readers;
+        assert_eq!(
+            (w.reader_count(), listed.len()),
+            (READERS, READERS),
+            "round {round}: {READERS} readers attached, the table lists {listed:?}"
+        );
+        drop(readers);
+    }
+}

@@ -564,7 +564,10 @@ fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
         if !sys::try_lock_byte(&map.file, lock, false).unwrap_or(false) {
             continue;
         }
-        e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
+        // No store before the CAS: readers lock the byte shared, so another reader may be
+        // claiming the same entry now, and a store here could land on its entry after it won
+        // (an attached reader left `claiming`, uncounted by the writer). A free entry is
+        // `claiming` already: whoever freed it stored that before `pid = 0`.
         if e.pid
             .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
