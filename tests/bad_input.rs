@@ -566,3 +566,35 @@ fn a_frame_larger_than_the_slot_is_refused_with_the_size_needed() {
     w.write(&FrameMeta::default(), &[7u8; 100]).unwrap();
     assert_eq!(w.frames_written(), 1);
 }
+
+/// A ring that does not fit the shm file system (Docker's default /dev/shm is 64 MiB) is
+/// refused when the sink starts, saying how much room it needs, instead of faulting on the
+/// first write past the space there is.
+#[test]
+fn a_ring_larger_than_the_shm_file_system_is_refused_with_the_room_it_needs() {
+    let name = ShmName::new("bad-no-space");
+    let err = element_error(
+        "shmframesink",
+        &[
+            ("shm-name", name.as_str()),
+            ("shape", "8192x8192:RGBA"),
+            ("depth", "1024"),
+        ],
+    );
+    let needed: u64 = err
+        .strip_prefix("the segment needs ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    // 1024 ring slots and the sink's 2 spare slots of 256 MiB, plus the header.
+    assert!(needed > 1026 * (256 << 20), "{err}");
+    let dir = gstshmframe::transport::shm_dir().display().to_string();
+    assert!(
+        err.ends_with(&format!(
+            "free; lower depth or the frame size, remove segments no longer used, or give \
+             {dir} more room (Docker: --shm-size)"
+        )),
+        "{err}"
+    );
+    assert!(!name.path().exists());
+}

@@ -1011,3 +1011,41 @@ fn python_writer_to_gstreamer_reader() {
         }
     }
 }
+
+/// The Python writer allocates its segment up front too, and refuses one that cannot fit
+/// with the Rust writer's words.
+#[test]
+fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
+    if !python_ready("python_writer_refuses_a_segment_larger_than_the_shm_file_system") {
+        return;
+    }
+    let name = ShmName::new("py-no-space");
+    let script = format!(
+        "import sys; sys.path.insert(0, {dir:?}); import shmframe\n\
+         try:\n    shmframe.Writer({name:?}, 8192, 8192, 'RGBA', depth=1024)\n\
+         except shmframe.NoSpace as e:\n    print(e.needed, e.available); print(e)\n",
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"),
+        name = name.as_str(),
+    );
+    let out = Command::new(PYTHON)
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut lines = stdout.lines();
+    let numbers: Vec<u64> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no NoSpace: {}", String::from_utf8_lossy(&out.stderr)))
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let expected = gstshmframe::transport::Error::NoSpace {
+        dir: gstshmframe::transport::shm_dir().display().to_string(),
+        needed: numbers[0],
+        available: numbers[1],
+    };
+    assert!(numbers[0] > 1024 * (256 << 20));
+    assert_eq!(lines.next(), Some(expected.to_string().as_str()));
+    assert!(!name.path().exists());
+}

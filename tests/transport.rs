@@ -1013,6 +1013,99 @@ fn frames_of_a_ring_larger_than_the_cache_are_streamed_in_intact() {
     }
 }
 
+/// Minor page faults of the calling thread so far (other test threads do not count).
+fn thread_minor_faults() -> i64 {
+    // SAFETY: all-zero is a valid rusage (plain integers); getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is writable for the call.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+        0
+    );
+    usage.ru_minflt
+}
+
+#[test]
+fn a_fresh_segment_is_allocated_and_mapped_before_the_first_frame() {
+    const SLOT: usize = 1 << 20;
+    let name = ShmName::new("prefaulted");
+    let mut c = WriterConfig::new(&name, SLOT as u64);
+    c.depth = 6;
+    c.spare_slots = 2;
+    let mut w = Writer::create(&c).unwrap();
+    let file = std::fs::metadata(name.path()).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        file.blocks() * 512 >= file.len(),
+        "the segment's {} bytes are not all allocated: {} blocks",
+        file.len(),
+        file.blocks()
+    );
+    let r = Reader::open(&name, &oldest()).unwrap();
+
+    // Every slot is written once and read in place: without the mapping populated up front
+    // each 1 MiB slot takes 256 faults on each side on its first frame.
+    let writer_faults = thread_minor_faults();
+    for n in 0..8u64 {
+        w.write_with(&FrameMeta::default(), SLOT as u64, |slot| {
+            fill_frame(n, slot)
+        })
+        .unwrap();
+    }
+    let writer_faults = thread_minor_faults() - writer_faults;
+    let reader_faults = thread_minor_faults();
+    let mut checksum = 0u64;
+    for n in 0..6u64 {
+        let frame = r.pin(n + 2).unwrap().expect("frame held");
+        checksum = frame
+            .data()
+            .iter()
+            .step_by(4096)
+            .fold(checksum, |sum, &b| sum.wrapping_add(b as u64));
+    }
+    let reader_faults = thread_minor_faults() - reader_faults;
+    assert_ne!(checksum, 0, "the frames were read");
+    assert!(
+        writer_faults < 64 && reader_faults < 64,
+        "page faults while writing 8 MiB: {writer_faults}, while reading 6 MiB: \
+         {reader_faults} (expected next to none)"
+    );
+}
+
+#[test]
+fn a_segment_larger_than_the_shm_file_system_is_refused_with_the_room_it_needs() {
+    let name = ShmName::new("no-space");
+    // 1024 slots of 256 MiB: far more than any /dev/shm has free.
+    let mut c = WriterConfig::new(&name, 256 << 20);
+    c.depth = 1024;
+    let e = Writer::create(&c).err().unwrap();
+    let Error::NoSpace {
+        needed, available, ..
+    } = e
+    else {
+        panic!("expected NoSpace, got {e:?}");
+    };
+    assert!(needed > 1024 * (256 << 20) && available < needed);
+    let dir = shm_dir().display().to_string();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "the segment needs {needed} bytes ({} MiB) but {dir} has {available} bytes ({} MiB) \
+             free; lower depth or the frame size, remove segments no longer used, or give {dir} \
+             more room (Docker: --shm-size)",
+            needed.div_ceil(1 << 20),
+            available >> 20
+        )
+    );
+    assert!(!name.path().exists());
+    let leftovers: Vec<_> = std::fs::read_dir(shm_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(name.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 /// Readers attaching at the same moment (say, all following a restarted writer) each end up
 /// in the table as active readers the writer counts, whichever entry they raced for.
 #[test]

@@ -146,6 +146,17 @@ class TooManyReaders(ShmFrameError):
     pass
 
 
+class NoSpace(ShmFrameError, OSError):
+    def __init__(self, directory, needed, available):
+        self.directory, self.needed, self.available = directory, needed, available
+        super().__init__(
+            f"the segment needs {needed} bytes ({-(-needed // (1 << 20))} MiB) but "
+            f"{directory} has {available} bytes ({available >> 20} MiB) free; lower depth "
+            f"or the frame size, remove segments no longer used, or give {directory} more "
+            f"room (Docker: --shm-size)"
+        )
+
+
 class EndOfStream(ShmFrameError):
     """The writer ended the stream and every frame was read."""
 
@@ -406,6 +417,25 @@ class _Timespec(ctypes.Structure):
 
 def _lock_request(fd, cmd, kind, offset):
     return fcntl.fcntl(fd, cmd, _FLOCK.pack(kind, os.SEEK_SET, offset, 1, 0))
+
+
+# Page tables for every slot made at mapping time, not by faults on each slot's first frame.
+_MAP_SHARED_POPULATED = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _reserve(fd, needed):
+    """Allocates the whole segment now (tmpfs files are sparse: a write that later finds the
+    file system full faults instead of failing), or raises NoSpace."""
+    st = os.fstatvfs(fd)
+    if needed > st.f_bavail * st.f_frsize:
+        raise NoSpace(shm_dir(), needed, st.f_bavail * st.f_frsize)
+    try:
+        os.posix_fallocate(fd, 0, needed)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        st = os.fstatvfs(fd)
+        raise NoSpace(shm_dir(), needed, st.f_bavail * st.f_frsize) from e
 
 
 def _try_lock_byte(fd, offset, exclusive):
@@ -913,7 +943,7 @@ class Reader(_ClosedOnExit):
     def _attach(self, start):
         self.path, self._fd, geo = _open_segment(self.name)
         self.geometry = geo
-        self._mm = mmap.mmap(self._fd, geo.total_len, mmap.MAP_SHARED, mmap.PROT_READ)
+        self._mm = mmap.mmap(self._fd, geo.total_len, _MAP_SHARED_POPULATED, mmap.PROT_READ)
         self._cmm = mmap.mmap(
             self._fd,
             geo.control_len,
@@ -1385,11 +1415,12 @@ class Writer(_ClosedOnExit):
         try:
             os.fchmod(fd, perms)  # the umask may have narrowed the mode
             os.ftruncate(fd, geo.total_len)
+            _reserve(fd, geo.total_len)
             if not _try_lock_byte(fd, WRITER_LOCK_BYTE, True):
                 raise ShmFrameError("fresh segment file is already locked")
             self._fd = fd
             prot = mmap.PROT_READ | mmap.PROT_WRITE
-            self._mm = mmap.mmap(fd, geo.total_len, mmap.MAP_SHARED, prot)
+            self._mm = mmap.mmap(fd, geo.total_len, _MAP_SHARED_POPULATED, prot)
             self._v = _Views(self._mm, None, geo)
             self._init_header()
             self._publish_name(tmp)

@@ -163,6 +163,12 @@ pub enum Error {
         len: usize,
         max: usize,
     },
+    /// The shm file system has less room than the segment needs.
+    NoSpace {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
     /// The wait was interrupted from another thread (element unlock/flush).
     Interrupted,
     Io {
@@ -235,6 +241,18 @@ impl fmt::Display for Error {
             Error::CapsTooLong { len, max } => write!(
                 f,
                 "caps string of {len} bytes exceeds the header's {max}-byte caps area"
+            ),
+            Error::NoSpace {
+                dir,
+                needed,
+                available,
+            } => write!(
+                f,
+                "the segment needs {needed} bytes ({} MiB) but {dir} has {available} bytes \
+                 ({} MiB) free; lower depth or the frame size, remove segments no longer used, \
+                 or give {dir} more room (Docker: --shm-size)",
+                needed.div_ceil(1 << 20),
+                available >> 20
             ),
             Error::Interrupted => write!(f, "wait interrupted"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),

@@ -142,12 +142,16 @@ impl Mapping {
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let file_id = (meta.dev(), meta.ino());
         let map_err = |e| Error::io(format!("mmap {}", path.display()), e);
+        // Both mappings are populated: the page tables for every slot are made here, once,
+        // instead of by faults on the first frame each slot holds (measured: a 1.2 MB slot
+        // took up to 1.5 ms to fault in, the whole p99 latency at 640x480).
         let (whole, ctrl_map, base, ctrl) = if writable {
             // SAFETY: mapping a file we just sized; concurrent modification by other processes
             // is the point of shared memory and is handled by the atomics/seqlock protocol.
             let mut m = unsafe {
                 MmapOptions::new()
                     .len(geo.total_len as usize)
+                    .populate()
                     .map_mut(&file)
                     .map_err(map_err)?
             };
@@ -161,6 +165,7 @@ impl Mapping {
             let m = unsafe {
                 MmapOptions::new()
                     .len(geo.total_len as usize)
+                    .populate()
                     .map(&file)
                     .map_err(map_err)?
             };
@@ -328,6 +333,7 @@ fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Err
             .map_err(|e| Error::io(format!("chmod {}", tmp_path.display()), e))?;
         file.set_len(spec.geo.total_len)
             .map_err(|e| Error::io(format!("size {}", tmp_path.display()), e))?;
+        reserve(&file, &tmp_path, spec.geo.total_len)?;
         if !sys::try_lock_byte(&file, WRITER_LOCK_BYTE, true)
             .map_err(|e| Error::io(format!("lock {}", tmp_path.display()), e))?
         {
@@ -348,6 +354,29 @@ fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Err
             let _ = std::fs::remove_file(&tmp_path);
             Err(e)
         }
+    }
+}
+
+/// Allocates the whole segment, or says how much room it needs where.
+fn reserve(file: &File, path: &Path, needed: u64) -> Result<(), Error> {
+    let available = |file: &File| {
+        sys::available_bytes(file).map_err(|e| Error::io(format!("statvfs {}", path.display()), e))
+    };
+    let no_space = |available| Error::NoSpace {
+        dir: shm_dir().display().to_string(),
+        needed,
+        available,
+    };
+    // Checked first so that a segment that cannot fit is refused without filling the file
+    // system (and the memory behind it) on the way.
+    let before = available(file)?;
+    if needed > before {
+        return Err(no_space(before));
+    }
+    match sys::allocate(file, needed) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(no_space(available(file)?)),
+        Err(e) => Err(Error::io(format!("allocate {}", path.display()), e)),
     }
 }
 

@@ -50,6 +50,29 @@ pub fn process_start_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes an unprivileged process may still allocate on the file system holding `file`.
+pub fn available_bytes(file: &File) -> io::Result<u64> {
+    // SAFETY: all-zero is a valid statvfs (plain integers), filled in by the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the descriptor is open for the call and `st` is writable.
+    if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Allocates the first `len` bytes of `file` for real. On tmpfs a sized file is sparse: its
+/// pages are allocated when first written, and a write that finds the file system full
+/// faults (SIGBUS) instead of failing. Allocating up front turns that into an error at
+/// creation and spares the first pass through the ring its page allocation.
+pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+    // SAFETY: the descriptor is open for the call; posix_fallocate touches no memory of ours.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 /// Blocks while `*word == expected`, for at most `timeout`. Returns on a wake, a value change,
 /// a signal or the timeout; callers re-check their condition in every case.
 pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
