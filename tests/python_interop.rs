@@ -1049,3 +1049,99 @@ fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
     assert_eq!(lines.next(), Some(expected.to_string().as_str()));
     assert!(!name.path().exists());
 }
+
+/// The Python module refuses what the Rust transport refuses, with the same words: missing
+/// segments, foreign files, cut segments, another layout version, bad names, a name a live
+/// writer holds.
+#[test]
+fn python_errors_say_what_the_rust_errors_say() {
+    if !python_ready("python_errors_say_what_the_rust_errors_say") {
+        return;
+    }
+    use gstshmframe::transport::{LAYOUT_VERSION, Reader, ReaderOptions, StartPosition, Writer};
+    let rust_reader_error = |name: &str| {
+        Reader::open(
+            name,
+            &ReaderOptions {
+                start: StartPosition::Oldest,
+            },
+        )
+        .err()
+        .expect("refused")
+        .to_string()
+    };
+    // A complete segment image to cut and patch.
+    let source = ShmName::new("py-err-source");
+    let image = {
+        let mut w = Writer::create(&WriterConfig::new(&source, 5000)).unwrap();
+        w.set_caps("video/x-raw, format=(string)GRAY8, width=(int)100, height=(int)50")
+            .unwrap();
+        std::fs::read(source.path()).unwrap()
+    };
+    let mut files: Vec<(ShmName, Vec<u8>)> = Vec::new();
+    for cut in [0usize, 100, 8191, 8192, image.len() - 1] {
+        files.push((ShmName::new("py-err-cut"), image[..cut].to_vec()));
+    }
+    let mut other_version = image.clone();
+    other_version[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
+    files.push((ShmName::new("py-err-version"), other_version));
+    files.push((ShmName::new("py-err-foreign"), vec![0x5a; 20_000]));
+    for (name, bytes) in &files {
+        std::fs::write(name.path(), bytes).unwrap();
+    }
+    let missing = ShmName::new("py-err-missing");
+    let too_long = "n".repeat(201);
+    let mut reader_names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    reader_names.extend([
+        missing.as_str(),
+        "",
+        "a/b",
+        ".hidden",
+        "caf\u{e9}",
+        "cam 0",
+        "a\tb",
+        &too_long,
+    ]);
+
+    let held = ShmName::new("py-err-held");
+    let _writer = Writer::create(&WriterConfig::new(&held, 5000)).unwrap();
+    let script = format!(
+        "import sys; sys.path.insert(0, {dir:?}); import shmframe\n\
+         for name in sys.argv[2:]:\n    \
+             try:\n        shmframe.Reader(name, start='oldest')\n        print('opened')\n    \
+             except shmframe.ShmFrameError as e:\n        print(e)\n\
+         try:\n    shmframe.Writer(sys.argv[1], 10, 10, 'GRAY8')\n    print('created')\n\
+         except shmframe.ShmFrameError as e:\n    print(e)\n",
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"),
+    );
+    let out = Command::new(PYTHON)
+        .arg("-c")
+        .arg(&script)
+        .arg(held.as_str())
+        .args(&reader_names)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let python: Vec<&str> = stdout.lines().collect();
+    let mut rust: Vec<String> = reader_names.iter().map(|n| rust_reader_error(n)).collect();
+    rust.push(
+        Writer::create(&WriterConfig::new(&held, 5000))
+            .err()
+            .expect("refused")
+            .to_string(),
+    );
+    assert_eq!(
+        python.len(),
+        rust.len(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let differing: Vec<String> = rust
+        .iter()
+        .zip(&python)
+        .filter(|(r, p)| r != p)
+        .map(|(r, p)| format!("rust:   {r}\npython: {p}"))
+        .collect();
+    assert!(differing.is_empty(), "\n{}", differing.join("\n\n"));
+}

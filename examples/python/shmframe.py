@@ -94,6 +94,25 @@ class ShmFrameError(Exception):
     """Base class of every error this module raises."""
 
 
+# Error texts are the Rust transport's, word for word (tests/python_interop.rs checks it); these
+# quote a name or a character the way Rust's `{:?}` does.
+def _escaped(c, quote):
+    specials = {"\\": "\\\\", "\0": "\\0", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+    if c in specials:
+        return specials[c]
+    if c == quote:
+        return "\\" + c
+    return c if c.isprintable() else f"\\u{{{ord(c):x}}}"
+
+
+def _quoted(text):
+    return '"' + "".join(_escaped(c, '"') for c in text) + '"'
+
+
+def _quoted_char(c):
+    return "'" + _escaped(c, "'") + "'"
+
+
 class InvalidName(ShmFrameError, ValueError):
     pass
 
@@ -110,7 +129,7 @@ class VersionMismatch(ShmFrameError):
     def __init__(self, expected, found):
         self.expected, self.found = expected, found
         super().__init__(
-            f"segment layout version {found} is not supported by this module (expects version "
+            f"segment layout version {found} is not supported by this build (expects version "
             f"{expected}); use the same shmframe version for writer and readers"
         )
 
@@ -121,7 +140,9 @@ class CorruptSegment(ShmFrameError):
     def __init__(self, field, expected, found):
         self.field, self.expected, self.found = field, expected, found
         super().__init__(
-            f"corrupt segment header: field {field} expected {expected}, found {found}"
+            f"corrupt segment header: field {field} expected {expected}, found {found}; the "
+            f"segment was damaged or not written by shmframe: remove the file and restart the "
+            f"writer"
         )
 
 
@@ -129,7 +150,9 @@ class TruncatedSegment(ShmFrameError):
     def __init__(self, what, expected, found):
         self.field, self.expected, self.found = what, expected, found
         super().__init__(
-            f"truncated segment: {what} needs {expected} bytes, the file has {found}"
+            f"truncated segment: {what} needs {expected} bytes, the file has {found}; a "
+            f"shmframe writer never leaves a segment cut short: remove the file and restart "
+            f"the writer"
         )
 
 
@@ -137,7 +160,7 @@ class WriterExists(ShmFrameError):
     def __init__(self, name, pid):
         self.name, self.pid = name, pid
         super().__init__(
-            f"shm-name {name!r} is already used by a live writer (pid {pid}); stop it or "
+            f"shm-name {_quoted(name)} is already used by a live writer (pid {pid}); stop it or "
             f"choose another shm-name"
         )
 
@@ -229,7 +252,6 @@ _BACKPRESSURE_CODES = {
     "drop-newest": BP_DROP_NEWEST,
 }
 _LAYOUT_CODES = {"double": LAYOUT_DOUBLE, "ring": LAYOUT_RING}
-_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 
 def _page_round(n):
@@ -363,18 +385,24 @@ def shm_dir():
 
 
 def validate_name(name):
+    def invalid(why):
+        return InvalidName(f"invalid shm-name {_quoted(str(name))}: {why}")
+
     if not isinstance(name, str) or not name:
-        raise InvalidName(f"invalid shm-name {name!r}: it is empty; use e.g. \"cam0\"")
+        raise invalid('it is empty; set shm-name to e.g. "cam0"')
     if len(name.encode()) > MAX_NAME_LEN:
-        raise InvalidName(
-            f"invalid shm-name {name!r}: it is {len(name.encode())} bytes long, the limit is "
-            f"{MAX_NAME_LEN}"
+        raise invalid(
+            f"it is {len(name.encode())} bytes long, the limit is {MAX_NAME_LEN}; choose a "
+            f"shorter name"
         )
     if name.startswith("."):
-        raise InvalidName(f"invalid shm-name {name!r}: it starts with '.'")
-    if not _NAME_RE.match(name):
-        raise InvalidName(
-            f"invalid shm-name {name!r}: only letters, digits, '.', '_' and '-' are allowed"
+        raise invalid(
+            "it starts with '.'; start it with a letter, digit, '_' or '-', e.g. \"cam0\""
+        )
+    bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))), None)
+    if bad is not None:
+        raise invalid(
+            f"it contains {_quoted_char(bad)}; only letters, digits, '.', '_' and '-' are allowed"
         )
 
 
@@ -865,7 +893,7 @@ def _open_segment(name):
         fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         raise SegmentNotFound(
-            f"no shmframe segment named {name!r} exists (is its writer running?)"
+            f"no shmframe segment named {_quoted(name)} exists (is its writer running?)"
         ) from None
     except PermissionError as e:
         raise ShmFrameError(
@@ -879,7 +907,8 @@ def _open_segment(name):
             geo = Geometry.parse(data, file_len)
         except ForeignFile:
             raise ForeignFile(
-                f"{path} exists and is not a shmframe segment; it was left untouched"
+                f"{path} exists and is not a shmframe segment; it was left untouched: remove it "
+                f"or choose another shm-name"
             ) from None
         return path, fd, geo
     except BaseException:
@@ -1017,7 +1046,8 @@ class Reader(_ClosedOnExit):
                 _futex_op(v.ctrl_addr + C_READERS_HWM, FUTEX_OP_OR, i + 1, 0)
             return i
         raise TooManyReaders(
-            f"segment {self.name!r} already has the maximum of {geo.max_readers} readers attached"
+            f"segment {_quoted(self.name)} already has the maximum of {geo.max_readers} readers "
+            f"attached"
         )
 
     # -- shared fields --
