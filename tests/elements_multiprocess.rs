@@ -105,16 +105,7 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
         }
     }
     src.end_of_stream().unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("writer pipeline finished");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("writer error: {} ({:?})", e.error(), e.debug());
-    }
+    common::wait_for_eos(&pipeline, "writer pipeline", Duration::from_secs(30));
     let stats = sink.property::<gst::Structure>("stats");
     println!(
         "SUMMARY written={} dropped={} in_place={}",

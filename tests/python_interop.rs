@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, init, wait_for};
+use common::{ChildGuard, ShmName, init, wait_for, wait_for_eos};
 use gst::prelude::*;
 use gst_video::{VideoFormat, VideoInfo};
 use gstshmframe::transport::{
@@ -813,20 +813,6 @@ fn python_reader_killed_under_block_does_not_stall_the_writer() {
 // GStreamer elements <-> Python
 // ----------------------------------------------------------------------------------------------
 
-fn bus_wait(pipeline: &gst::Pipeline, what: &str) {
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(LIMIT.as_secs()),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .unwrap_or_else(|| panic!("{what}: no EOS within {LIMIT:?}"));
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{what}: {} ({:?})", e.error(), e.debug());
-    }
-}
-
 /// Sets a pipeline to NULL when dropped (also on a failed assertion).
 struct PipelineGuard(gst::Pipeline);
 
@@ -891,7 +877,7 @@ fn gst_writer_to_python_reader(format: VideoFormat, layout: Layout) {
         "--timeout",
         "50",
     ]);
-    bus_wait(&pipeline.0, "writer pipeline");
+    wait_for_eos(&pipeline.0, "writer pipeline", LIMIT);
     let lines = peer.finish(LIMIT);
     drop(pipeline);
 

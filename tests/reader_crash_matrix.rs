@@ -113,17 +113,7 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
         unsafe { libc::raise(libc::SIGKILL) };
     }
     src.end_of_stream().unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(30),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("writer pipeline finished");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("writer error: {} ({:?})", e.error(), e.debug());
-    }
+    common::wait_for_eos(&pipeline, "writer pipeline", Duration::from_secs(30));
     pipeline.set_state(gst::State::Null).unwrap();
     0
 }

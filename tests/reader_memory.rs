@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{ShmName, num, role, spawn_role, summary, wait_for};
+use common::{ShmName, num, role, spawn_role, summary, wait_for, wait_for_eos};
 use gst::prelude::*;
 use gstshmframe::transport::{Backpressure, FrameMeta, Layout, Writer, WriterConfig};
 use std::time::{Duration, Instant};
@@ -45,17 +45,7 @@ fn child_entry() {
     .downcast::<gst::Pipeline>()
     .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(
-            gst::ClockTime::from_seconds(LIMIT.as_secs()),
-            &[gst::MessageType::Eos, gst::MessageType::Error],
-        )
-        .expect("neither EOS nor an error in time");
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("reader error: {} ({:?})", e.error(), e.debug());
-    }
+    wait_for_eos(&pipeline, "reader pipeline", LIMIT);
     let stats = pipeline
         .by_name("src")
         .unwrap()

@@ -320,6 +320,23 @@ pub fn role_args(args: &[String]) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
+/// Waits up to `limit` for the pipeline's EOS; an error message, or nothing in time, fails the
+/// test naming `what`.
+pub fn wait_for_eos(pipeline: &gst::Pipeline, what: &str, limit: Duration) {
+    use gst::prelude::*;
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(
+            gst::ClockTime::from_nseconds(limit.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .unwrap_or_else(|| panic!("{what}: no EOS within {limit:?}"));
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{what}: {} ({:?})", e.error(), e.debug());
+    }
+}
+
 /// A pipeline from a gst-launch description, and its element `name` as a `T`.
 pub fn launch_with<T: gst::prelude::IsA<gst::Element>>(
     description: &str,
