@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{ShmName, num, role, spawn_role, summary, wait_for, wait_for_eos};
+use common::{ShmName, init, launch_with, num, role, spawn_role, summary, wait_for, wait_for_eos};
 use gst::prelude::*;
 use gstshmframe::transport::{Backpressure, FrameMeta, Layout, Writer, WriterConfig};
 use std::time::{Duration, Instant};
@@ -34,22 +34,18 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn child_entry() {
     let Some((role, args)) = role() else { return };
     assert_eq!(role, "reader");
-    gst::init().unwrap();
-    gstshmframe::plugin_register_static().unwrap();
+    init();
     let (name, copy_mode) = (&args[0], &args[1]);
-    let pipeline = gst::parse::launch(&format!(
-        "shmframesrc name=src shm-name={name} copy-mode={copy_mode} start=oldest ! \
-         fakesink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    let (pipeline, src) = launch_with::<gst::Element>(
+        &format!(
+            "shmframesrc name=src shm-name={name} copy-mode={copy_mode} start=oldest ! \
+             fakesink sync=false"
+        ),
+        "src",
+    );
     pipeline.set_state(gst::State::Playing).unwrap();
     wait_for_eos(&pipeline, "reader pipeline", LIMIT);
-    let stats = pipeline
-        .by_name("src")
-        .unwrap()
-        .property::<gst::Structure>("stats");
+    let stats = src.property::<gst::Structure>("stats");
     pipeline.set_state(gst::State::Null).unwrap();
     println!(
         "SUMMARY read={} missed={}",
