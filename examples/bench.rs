@@ -267,21 +267,17 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 format!("{theirs:.0}"),
                 ratio(ours, theirs),
             ]);
-            emit([
+            emit(ours_only(
                 format!("  memcpy limit {w}x{h} {f} (fps, one copy)"),
                 format!("{limit:.0} ({:.0}% reached)", 100.0 * ours / limit),
-                "-".into(),
-                "-".into(),
-            ]);
+            ));
             if case.frame_size() >= 1 << 20
                 && let Some(streaming) = streaming_copy_fps(case.frame_size())
             {
-                emit([
+                emit(ours_only(
                     format!("  streaming-store copy limit {w}x{h} {f} (fps, one copy)"),
                     format!("{streaming:.0} ({:.0}% reached)", 100.0 * ours / streaming),
-                    "-".into(),
-                    "-".into(),
-                ]);
+                ));
             }
         }
     }
@@ -325,12 +321,10 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 format!("{theirs_copied:.0}"),
                 ratio(ours_copied, theirs_copied),
             ]);
-            emit([
+            emit(ours_only(
                 format!("  drawing alone {w}x{h} {f} into a fakesink (fps, the ceiling)"),
                 format!("{source:.0}"),
-                "-".into(),
-                "-".into(),
-            ]);
+            ));
         }
     }
 
@@ -414,12 +408,10 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
             ]);
             if upstream == Upstream::Camera {
                 let (c50, c99, cmax) = paced_memcpy_us(case.frame_size(), case.frames as usize);
-                emit([
+                emit(ours_only(
                     format!("  paced memcpy {w}x{h} RGBA @30 fps, the copy alone (µs)"),
                     format!("{c50:.0} / {c99:.0} / {cmax:.0}"),
-                    "-".into(),
-                    "-".into(),
-                ]);
+                ));
             }
         }
     }
@@ -458,12 +450,10 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
             format!("{:.3}", ms(theirs3.writer_cpu_per_frame())),
             ratio(theirs3.writer_cpu_per_frame(), ours3.writer_cpu_per_frame()),
         ]);
-        emit([
+        emit(ours_only(
             "  drawing the frames alone, into a fakesink (ms per frame)".into(),
             format!("{:.3}", ms(source.writer_cpu_per_frame())),
-            "-".into(),
-            "-".into(),
-        ]);
+        ));
         let ours1 = run(Contender::ShmFrame, &paced(1));
         emit([
             "writer CPU @60 fps, 1 vs 3 zero-copy readers (ms per frame)".into(),
@@ -495,12 +485,10 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
             };
             let ours = run(Contender::ShmFrame, &case).readers;
             let delivered: u64 = ours.iter().map(|r| r.frames).sum();
-            emit([
+            emit(ours_only(
                 format!("1920x1080 RGBA `{props}` (fps, frames delivered)"),
                 format!("{:.0} ({delivered}/{})", fps_of(&ours), case.frames),
-                "-".into(),
-                "-".into(),
-            ]);
+            ));
         }
     }
 
@@ -555,6 +543,12 @@ fn agg_fps(r: &[ReaderResult]) -> f64 {
 
 fn percentiles(r: &[ReaderResult]) -> (f64, f64, f64) {
     percentiles_us(r.iter().flat_map(|x| x.latencies_ns.clone()).collect())
+}
+
+/// A row only shmframe has (a limit, a breakdown, a mode shmsink lacks): no shmsink figure,
+/// no ratio.
+fn ours_only(case: String, value: String) -> [String; 4] {
+    [case, value, "-".into(), "-".into()]
 }
 
 /// p50 / p99 / max in µs of durations in ns.
