@@ -17,22 +17,22 @@ fi
 export GST_PLUGIN_PATH="$target_dir/debug${GST_PLUGIN_PATH:+:$GST_PLUGIN_PATH}"
 echo "test: GST_PLUGIN_PATH=$GST_PLUGIN_PATH"
 
-echo "+ cargo build --all-targets"
-cargo build --all-targets
+echo "+ cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
 # Test output is also kept to print one total at the end.
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-echo "+ cargo test --doc"
-cargo test --doc 2>&1 | tee -a "$results"
-echo "+ cargo test --all-targets $*"
-cargo test --all-targets "$@" 2>&1 | tee -a "$results"
+echo "+ cargo test --workspace --doc"
+cargo test --workspace --doc 2>&1 | tee -a "$results"
+echo "+ cargo test --workspace --all-targets $*"
+cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$results"
 echo "+ cargo fmt --all -- --check"
 cargo fmt --all -- --check
-echo "+ cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "+ cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 # --all-targets lints examples without cfg(test); their tests are linted here.
-echo "+ cargo clippy --examples --profile test -- -D warnings"
-cargo clippy --examples --profile test -- -D warnings
+echo "+ cargo clippy --workspace --examples --profile test -- -D warnings"
+cargo clippy --workspace --examples --profile test -- -D warnings
 totals=$(awk '/^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed/) p += $i

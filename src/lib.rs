@@ -10,7 +10,7 @@ use gst::glib;
 mod shape;
 mod shmframesink;
 mod shmframesrc;
-pub mod transport;
+pub use shmframe_transport as transport;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     shmframesink::register(plugin)?;

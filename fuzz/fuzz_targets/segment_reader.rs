@@ -16,7 +16,7 @@
 //! segment's owner can truncate it).
 #![no_main]
 
-use gstshmframe::transport::{
+use shmframe_transport::{
     Backpressure, FrameInfo, FrameMeta, Layout, Observer, ReadResult, Reader, ReaderOptions,
     SlotView, StartPosition, Writer, WriterConfig,
 };

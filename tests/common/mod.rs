@@ -248,13 +248,19 @@ pub fn built_plugin() -> std::path::PathBuf {
     let dir = exe.parent().unwrap().parent().unwrap();
     let so = dir.join("libgstshmframe.so");
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest_source = newest_mtime(&manifest_dir.join("src"))
-        .into_iter()
-        .chain(["Cargo.toml", "build.rs"].iter().filter_map(|f| {
-            std::fs::metadata(manifest_dir.join(f))
-                .and_then(|m| m.modified())
-                .ok()
-        }))
+    // The cdylib links the transport crate statically: its sources count as the plugin's.
+    let newest_source = ["src", "transport/src"]
+        .iter()
+        .filter_map(|dir| newest_mtime(&manifest_dir.join(dir)))
+        .chain(
+            ["Cargo.toml", "build.rs", "transport/Cargo.toml"]
+                .iter()
+                .filter_map(|f| {
+                    std::fs::metadata(manifest_dir.join(f))
+                        .and_then(|m| m.modified())
+                        .ok()
+                }),
+        )
         .max()
         .expect("the crate's sources");
     match std::fs::metadata(&so).and_then(|m| m.modified()) {

@@ -884,14 +884,14 @@ impl Observer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::{FrameMeta, Writer, WriterConfig};
+    use crate::{FrameMeta, Writer, WriterConfig};
 
     /// Removes the segment even if the test fails before the writer is dropped.
     struct Cleanup(String);
 
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(crate::transport::shm_dir().join(&self.0));
+            let _ = std::fs::remove_file(crate::shm_dir().join(&self.0));
         }
     }
 

@@ -8,7 +8,7 @@
 //! Prints a markdown table: per-frame cost with writer and reader pipelined on two cores,
 //! throughput, and write-to-read-complete latency percentiles (CLOCK_MONOTONIC on both sides).
 
-use gstshmframe::transport::*;
+use shmframe_transport::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
