@@ -314,7 +314,7 @@ class Geometry:
     @classmethod
     def parse(cls, data, file_len):
         """Validates a header read from an untrusted file; raises naming field, expected value
-        and found value. Mirrors ``Geometry::parse`` in src/transport/layout.rs."""
+        and found value. Mirrors ``Geometry::parse`` in transport/src/layout.rs."""
         if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
             if len(data) < len(MAGIC) and MAGIC.startswith(data):
                 raise TruncatedSegment("header", HEADER_REGION, len(data))

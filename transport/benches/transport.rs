@@ -2,8 +2,8 @@
 //! processes, for 64 B, 300 KB and 8 MB frames. The child process (this binary re-run with
 //! SHMFRAME_BENCH_ROLE=reader) copies every frame out, as a reader element would.
 //!
-//!     cargo bench --bench transport            # full run
-//!     cargo bench --bench transport -- --quick
+//!     cargo bench -p shmframe-transport --bench transport            # full run
+//!     cargo bench -p shmframe-transport --bench transport -- --quick
 //!
 //! Prints a markdown table: per-frame cost with writer and reader pipelined on two cores,
 //! throughput, and write-to-read-complete latency percentiles (CLOCK_MONOTONIC on both sides).
@@ -25,7 +25,7 @@ fn main() {
     println!("# shmframe transport micro-benchmark");
     println!();
     println!(
-        "{} cores, layout ring depth 4 backpressure block, command: `cargo bench --bench transport{}`",
+        "{} cores, layout ring depth 4 backpressure block, command: `cargo bench -p shmframe-transport --bench transport{}`",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick { " -- --quick" } else { "" }
     );
