@@ -4,6 +4,13 @@
 //!     cargo run --release --example bench                # the full matrix
 //!     cargo run --release --example bench -- --csv out.csv
 //!     cargo run --release --example bench -- --quick --only latency,cpu   # some row groups
+//!     cargo run --release --example bench -- --rounds 5                   # rounds per row
+//!
+//! Each row is measured in several rounds (3 in a full run, 1 in a quick one), shmframe and
+//! shmsink interleaved: the first round runs shmframe first, the next shmsink first, and so on,
+//! so a machine that gets busier or quieter during a row weighs on both alike. A cell shows the
+//! median over the rounds and, with more than one round, the spread `[min-max]`; the ratio is the
+//! median of the rounds' own ratios (each taken from one round's side-by-side pair).
 //!
 //! Groups: throughput (camera-like source, both contenders copy in), zero-copy (upstream
 //! draws into the sink's memory: our pool, shmsink's allocator), src-mode (shmframesrc
@@ -180,7 +187,16 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .map(|v| v.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    run_matrix(quick, csv, &only);
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| match v.parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => panic!("--rounds {v}: expected a whole number of at least 1"),
+        })
+        .unwrap_or(if quick { 1 } else { 3 });
+    run_matrix(quick, rounds, csv, &only);
 }
 
 /// Row groups, in table order; `--only GROUP[,GROUP]` runs a subset.
@@ -194,7 +210,7 @@ const GROUPS: &[&str] = &[
     "policies",
 ];
 
-fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
+fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) {
     for o in only {
         assert!(
             GROUPS.contains(&o.as_str()),
@@ -215,23 +231,34 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
         props: "",
         src_props: "",
     };
-    let mut command = format!(
-        "cargo run --release --example bench{}",
-        if quick || !only.is_empty() { " --" } else { "" }
-    );
+    let default_rounds = if quick { 1 } else { 3 };
+    let mut options = Vec::new();
     if quick {
-        command += " --quick";
+        options.push("--quick".to_string());
     }
     if !only.is_empty() {
-        command += &format!(" --only {}", only.join(","));
+        options.push(format!("--only {}", only.join(",")));
+    }
+    if rounds != default_rounds {
+        options.push(format!("--rounds {rounds}"));
+    }
+    let mut command = "cargo run --release --example bench".to_string();
+    if !options.is_empty() {
+        command += &format!(" -- {}", options.join(" "));
     }
     println!("# shmframe vs shmsink/shmsrc");
     println!();
     println!(
-        "{} cores, {}, {}, command: `{command}`",
+        "{} cores, {}, {}, {rounds} interleaved round{} per row{}, command: `{command}`",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         gst::version_string(),
-        if quick { "quick run" } else { "full run" }
+        if quick { "quick run" } else { "full run" },
+        if rounds == 1 { "" } else { "s" },
+        if rounds == 1 {
+            ""
+        } else {
+            " (cells: median [min-max]; ratio: median of the rounds' ratios)"
+        }
     );
     println!();
     println!("| case | shmframe | shmsink | ratio |");
@@ -258,31 +285,48 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 props: "backpressure=block",
                 ..base.clone()
             };
-            let ours = fps_of(&run(Contender::ShmFrame, &case).readers);
-            let theirs = fps_of(&run_shmsink_best(&case, quick).readers);
-            let limit = memcpy_fps(case.frame_size());
+            let mut anchor = Anchor::new(&case, quick);
+            let (ours, theirs): (Samples, Samples) = interleaved(
+                rounds,
+                || fps_of(&run(Contender::ShmFrame, &case).readers),
+                || fps_of(&anchor.run().readers),
+            );
+            let limit: Samples = repeated(rounds, || memcpy_fps(case.frame_size()));
             emit([
                 format!("throughput {w}x{h} {f}, 1 reader (fps)"),
-                format!("{ours:.0}"),
-                format!("{theirs:.0}"),
-                ratio(ours, theirs),
+                ours.show(0),
+                theirs.show(0),
+                ratio_of(&ours, &theirs),
             ]);
             emit(ours_only(
                 format!("  memcpy limit {w}x{h} {f} (fps, one copy)"),
-                format!("{limit:.0} ({:.0}% reached)", 100.0 * ours / limit),
+                format!(
+                    "{} ({:.0}% reached)",
+                    limit.show(0),
+                    100.0 * ours.median() / limit.median()
+                ),
             ));
-            if case.frame_size() >= 1 << 20
-                && let Some(streaming) = streaming_copy_fps(case.frame_size())
-            {
+            let streaming: Option<Vec<f64>> = if case.frame_size() >= 1 << 20 {
+                repeated::<_, Vec<_>>(rounds, || streaming_copy_fps(case.frame_size()))
+                    .into_iter()
+                    .collect()
+            } else {
+                None
+            };
+            if let Some(streaming) = streaming.map(Samples) {
                 emit(ours_only(
                     format!("  streaming-store copy limit {w}x{h} {f} (fps, one copy)"),
-                    format!("{streaming:.0} ({:.0}% reached)", 100.0 * ours / streaming),
+                    format!(
+                        "{} ({:.0}% reached)",
+                        streaming.show(0),
+                        100.0 * ours.median() / streaming.median()
+                    ),
                 ));
             }
         }
     }
 
-    // Zero-copy writer (issue 6): upstream draws every frame into the memory the sink proposes
+    // Zero-copy writer: upstream draws every frame into the memory the sink proposes
     // (our pool in shared memory; shmsink's allocator) instead of system memory. The camera
     // rows' imagefreeze cannot be used here: it re-pushes ONE buffer, so no frame would be
     // drawn into a new slot; and shmsink hangs on it: a buffer already in its own memory is
@@ -302,28 +346,40 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
             };
             let into_sink = drawn(Upstream::DrawnIntoSink);
             let copied = drawn(Upstream::DrawnCopied);
-            let ours = fps_of(&run(Contender::ShmFrame, &into_sink).readers);
-            let theirs = fps_of(&run_shmsink_best(&into_sink, quick).readers);
-            let ours_copied = fps_of(&run(Contender::ShmFrame, &copied).readers);
-            let theirs_copied = fps_of(&run_shmsink_best(&copied, quick).readers);
-            let source = source_fps(&into_sink);
+            let mut anchor = Anchor::new(&into_sink, quick);
+            let (ours, theirs): (Samples, Samples) = interleaved(
+                rounds,
+                || fps_of(&run(Contender::ShmFrame, &into_sink).readers),
+                || fps_of(&anchor.run().readers),
+            );
+            let mut anchor = Anchor::new(&copied, quick);
+            let (ours_copied, theirs_copied): (Samples, Samples) = interleaved(
+                rounds,
+                || fps_of(&run(Contender::ShmFrame, &copied).readers),
+                || fps_of(&anchor.run().readers),
+            );
+            let source: Samples = repeated(rounds, || source_fps(&into_sink));
             emit([
                 format!(
                     "zero-copy writer {w}x{h} {f}: upstream draws into the sink's memory (fps)"
                 ),
-                format!("{ours:.0}"),
-                format!("{theirs:.0}"),
-                ratio(ours, theirs),
+                ours.show(0),
+                theirs.show(0),
+                ratio_of(&ours, &theirs),
             ]);
             emit([
                 "  same frames in system memory, copied by the sink (fps)".into(),
-                format!("{ours_copied:.0}"),
-                format!("{theirs_copied:.0}"),
-                ratio(ours_copied, theirs_copied),
+                ours_copied.show(0),
+                theirs_copied.show(0),
+                ratio_of(&ours_copied, &theirs_copied),
             ]);
             emit(ours_only(
                 format!("  drawing alone {w}x{h} {f} into a fakesink (fps, the ceiling)"),
-                format!("{source:.0}"),
+                format!(
+                    "{} (zero-copy writer at {:.0}% of it)",
+                    source.show(0),
+                    100.0 * ours.median() / source.median()
+                ),
             ));
         }
     }
@@ -340,13 +396,16 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 src_props,
                 ..base.clone()
             };
-            let copy = fps_of(&run(Contender::ShmFrame, &mode("copy-mode=copy")).readers);
-            let zero = fps_of(&run(Contender::ShmFrame, &mode("copy-mode=zero-copy")).readers);
+            let (zero, copy): (Samples, Samples) = interleaved(
+                rounds,
+                || fps_of(&run(Contender::ShmFrame, &mode("copy-mode=zero-copy")).readers),
+                || fps_of(&run(Contender::ShmFrame, &mode("copy-mode=copy")).readers),
+            );
             emit([
                 format!("shmframesrc {w}x{h} {f}: copy-mode=copy / zero-copy (fps)"),
-                format!("{copy:.0} / {zero:.0}"),
+                format!("{} / {}", copy.show(0), zero.show(0)),
                 "-".into(),
-                format!("zero-copy {}", ratio(zero, copy)),
+                format!("zero-copy {}", ratio_of(&zero, &copy)),
             ]);
         }
     }
@@ -360,15 +419,19 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 props: "backpressure=block",
                 ..base.clone()
             };
-            let ours = run(Contender::ShmFrame, &case).readers;
-            let theirs = run_shmsink_best(&case, quick).readers;
-            let (per_o, agg_o) = (mean_fps(&ours), agg_fps(&ours));
-            let (per_t, agg_t) = (mean_fps(&theirs), agg_fps(&theirs));
+            let mut anchor = Anchor::new(&case, quick);
+            let (ours, theirs): (Vec<_>, Vec<_>) = interleaved(
+                rounds,
+                || run(Contender::ShmFrame, &case).readers,
+                || anchor.run().readers,
+            );
+            let per = |runs: &[Vec<ReaderResult>]| Samples::of(runs, |r| mean_fps(r));
+            let agg = |runs: &[Vec<ReaderResult>]| Samples::of(runs, |r| agg_fps(r));
             emit([
                 format!("fan-out 1920x1080 RGBA, {readers} readers: per-reader / aggregate fps"),
-                format!("{per_o:.0} / {agg_o:.0}"),
-                format!("{per_t:.0} / {agg_t:.0}"),
-                ratio(agg_o, agg_t),
+                format!("{} / {}", per(&ours).show(0), agg(&ours).show(0)),
+                format!("{} / {}", per(&theirs).show(0), agg(&theirs).show(0)),
+                ratio_of(&agg(&ours), &agg(&theirs)),
             ]);
         }
     }
@@ -391,32 +454,37 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 props: "backpressure=block",
                 ..base.clone()
             };
-            let ours = run(Contender::ShmFrame, &case).readers;
-            let theirs = run_shmsink_best(&case, quick).readers;
-            let (o50, o99, omax) = percentiles(&ours);
-            let (t50, t99, tmax) = percentiles(&theirs);
+            let mut anchor = Anchor::new(&case, quick);
+            let (ours, theirs): (Vec<_>, Vec<_>) = interleaved(
+                rounds,
+                || percentiles(&run(Contender::ShmFrame, &case).readers),
+                || percentiles(&anchor.run().readers),
+            );
             let how = if upstream == Upstream::Camera {
                 ""
             } else {
                 ", upstream draws into the sink's memory"
             };
+            let p50 = |runs: &[(f64, f64, f64)]| Samples::of(runs, |p| p.0);
             emit([
                 format!("latency {w}x{h} RGBA @30 fps{how}: p50 / p99 / max (µs)"),
-                format!("{o50:.0} / {o99:.0} / {omax:.0}"),
-                format!("{t50:.0} / {t99:.0} / {tmax:.0}"),
-                format!("p50 {}", ratio(t50, o50)),
+                show_percentiles(&ours),
+                show_percentiles(&theirs),
+                format!("p50 {}", ratio_of(&p50(&theirs), &p50(&ours))),
             ]);
             if upstream == Upstream::Camera {
-                let (c50, c99, cmax) = paced_memcpy_us(case.frame_size(), case.frames as usize);
+                let copies: Vec<_> = repeated(rounds, || {
+                    paced_memcpy_us(case.frame_size(), case.frames as usize)
+                });
                 emit(ours_only(
                     format!("  paced memcpy {w}x{h} RGBA @30 fps, the copy alone (µs)"),
-                    format!("{c50:.0} / {c99:.0} / {cmax:.0}"),
+                    show_percentiles(&copies),
                 ));
             }
         }
     }
 
-    // CPU cost of a paced stream (issue 6): user + sys seconds of the writer process and all
+    // CPU cost of a paced stream: user + sys seconds of the writer process and all
     // reader processes, per frame. Both contenders zero-copy at both ends: upstream draws into
     // the sink's memory, readers wrap the shared memory (shmsrc always does; shmframesrc
     // copy-mode=zero-copy). Drawing the frame is part of the writer's cost for both; the
@@ -431,41 +499,41 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
             src_props: "copy-mode=zero-copy",
             ..base.clone()
         };
-        let ms = |s: f64| s * 1e3;
         let three = paced(3);
-        let ours3 = run(Contender::ShmFrame, &three);
-        let theirs3 = run_shmsink_best(&three, quick);
-        let source = run_with(Contender::SourceOnly, &paced(0), 0);
+        let mut anchor = Anchor::new(&three, quick);
+        let (ours3, theirs3): (Vec<_>, Vec<_>) =
+            interleaved(rounds, || run(Contender::ShmFrame, &three), || anchor.run());
+        let source: Vec<_> = repeated(rounds, || run_with(Contender::SourceOnly, &paced(0), 0));
+        let ours1: Vec<_> = repeated(rounds, || run(Contender::ShmFrame, &paced(1)));
+        // Milliseconds per frame.
+        let total_ms = |runs: &[RunResult]| Samples::of(runs, |r| 1e3 * r.cpu_per_frame());
+        let writer_ms = |runs: &[RunResult]| Samples::of(runs, |r| 1e3 * r.writer_cpu_per_frame());
         emit([
             "CPU, 1920x1080 RGBA @60 fps to 3 readers: writer + readers (ms per frame; \
              ratio shmsink / shmframe)"
                 .into(),
-            format!("{:.3}", ms(ours3.cpu_per_frame())),
-            format!("{:.3}", ms(theirs3.cpu_per_frame())),
-            ratio(theirs3.cpu_per_frame(), ours3.cpu_per_frame()),
+            total_ms(&ours3).show(3),
+            total_ms(&theirs3).show(3),
+            ratio_of(&total_ms(&theirs3), &total_ms(&ours3)),
         ]);
         emit([
             "  of which the writer (ms per frame)".into(),
-            format!("{:.3}", ms(ours3.writer_cpu_per_frame())),
-            format!("{:.3}", ms(theirs3.writer_cpu_per_frame())),
-            ratio(theirs3.writer_cpu_per_frame(), ours3.writer_cpu_per_frame()),
+            writer_ms(&ours3).show(3),
+            writer_ms(&theirs3).show(3),
+            ratio_of(&writer_ms(&theirs3), &writer_ms(&ours3)),
         ]);
         emit(ours_only(
             "  drawing the frames alone, into a fakesink (ms per frame)".into(),
-            format!("{:.3}", ms(source.writer_cpu_per_frame())),
+            writer_ms(&source).show(3),
         ));
-        let ours1 = run(Contender::ShmFrame, &paced(1));
+        let (one, three) = (writer_ms(&ours1), writer_ms(&ours3));
         emit([
             "writer CPU @60 fps, 1 vs 3 zero-copy readers (ms per frame)".into(),
-            format!(
-                "{:.3} / {:.3}",
-                ms(ours1.writer_cpu_per_frame()),
-                ms(ours3.writer_cpu_per_frame())
-            ),
+            format!("{} / {}", one.show(3), three.show(3)),
             "-".into(),
             format!(
                 "3 readers cost {:+.0}%",
-                100.0 * (ours3.writer_cpu_per_frame() / ours1.writer_cpu_per_frame() - 1.0)
+                100.0 * (three.median() / one.median() - 1.0)
             ),
         ]);
     }
@@ -483,11 +551,12 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
                 frames: scale(1200),
                 ..base.clone()
             };
-            let ours = run(Contender::ShmFrame, &case).readers;
-            let delivered: u64 = ours.iter().map(|r| r.frames).sum();
+            let runs: Vec<_> = repeated(rounds, || run(Contender::ShmFrame, &case).readers);
+            let fps = Samples::of(&runs, |r| fps_of(r));
+            let delivered = Samples::of(&runs, |r| r.iter().map(|x| x.frames).sum::<u64>() as f64);
             emit(ours_only(
                 format!("1920x1080 RGBA `{props}` (fps, frames delivered)"),
-                format!("{:.0} ({delivered}/{})", fps_of(&ours), case.frames),
+                format!("{} ({}/{})", fps.show(0), delivered.show(0), case.frames),
             ));
         }
     }
@@ -518,12 +587,107 @@ fn source_fps(case: &Case) -> f64 {
     run_with(Contender::SourceOnly, &case, 0).writer.fps
 }
 
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 {
-        format!("{:.2}x", a / b)
-    } else {
-        "-".into()
+/// One quantity measured once per round of a row.
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn of<T>(runs: &[T], value: impl Fn(&T) -> f64) -> Samples {
+        Samples(runs.iter().map(value).collect())
     }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut v = self.0.clone();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    /// The median with `digits` decimals, and the spread `[min-max]` when there are several
+    /// rounds.
+    fn show(&self, digits: usize) -> String {
+        let v = self.sorted();
+        match (v.first(), v.last()) {
+            (Some(min), Some(max)) if v.len() > 1 => {
+                format!("{:.digits$} [{min:.digits$}-{max:.digits$}]", self.median())
+            }
+            _ => format!("{:.digits$}", self.median()),
+        }
+    }
+}
+
+impl From<Vec<f64>> for Samples {
+    fn from(v: Vec<f64>) -> Samples {
+        Samples(v)
+    }
+}
+
+/// Runs `ours` and `theirs` once per round, alternating which goes first.
+fn interleaved<T, A: From<Vec<T>>>(
+    rounds: usize,
+    mut ours: impl FnMut() -> T,
+    mut theirs: impl FnMut() -> T,
+) -> (A, A) {
+    let (mut a, mut b) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            a.push(ours());
+            b.push(theirs());
+        } else {
+            b.push(theirs());
+            a.push(ours());
+        }
+    }
+    (a.into(), b.into())
+}
+
+/// Runs `measure` once per round.
+fn repeated<T, A: From<Vec<T>>>(rounds: usize, measure: impl FnMut() -> T) -> A {
+    std::iter::repeat_with(measure)
+        .take(rounds)
+        .collect::<Vec<T>>()
+        .into()
+}
+
+/// The median of the rounds' ratios a / b: each round's pair ran side by side, so their ratio
+/// holds where the absolute figures drift; the spread follows with several rounds.
+fn ratio_of(a: &Samples, b: &Samples) -> String {
+    let ratios = Samples(
+        a.0.iter()
+            .zip(&b.0)
+            .filter(|(_, b)| **b > 0.0)
+            .map(|(a, b)| a / b)
+            .collect(),
+    );
+    if ratios.0.is_empty() {
+        return "-".into();
+    }
+    let v = ratios.sorted();
+    if v.len() > 1 {
+        format!(
+            "{:.2}x [{:.2}-{:.2}]",
+            ratios.median(),
+            v[0],
+            v[v.len() - 1]
+        )
+    } else {
+        format!("{:.2}x", ratios.median())
+    }
+}
+
+/// p50 / p99 / max in µs, each the median over the rounds.
+fn show_percentiles(runs: &[(f64, f64, f64)]) -> String {
+    let p50 = Samples::of(runs, |p| p.0);
+    let p99 = Samples::of(runs, |p| p.1);
+    let max = Samples::of(runs, |p| p.2);
+    format!("{} / {} / {}", p50.show(0), p99.show(0), max.show(0))
 }
 
 fn fps_of(r: &[ReaderResult]) -> f64 {
@@ -660,22 +824,45 @@ unsafe fn streaming_copy(dst: &mut [u8], src: &[u8]) {
 
 /// shmsink with the best shm-size among 2, 4 and 8 frames (quick: 4 frames only): the
 /// highest aggregate fps, the lowest latency p50, or (paced, unstamped runs) the lowest CPU.
-fn run_shmsink_best(case: &Case, quick: bool) -> RunResult {
-    let multiples: &[u64] = if quick { &[4] } else { &[2, 4, 8] };
-    let key = |r: &RunResult| {
-        if case.stamp {
-            -percentiles(&r.readers).0
-        } else if case.live_fps.is_some() {
-            -r.cpu_per_frame()
-        } else {
-            agg_fps(&r.readers)
+/// The first round of a row tries every size; later rounds use the one that won.
+struct Anchor<'a> {
+    case: &'a Case,
+    candidates: &'static [u64],
+    best: Option<u64>,
+}
+
+impl<'a> Anchor<'a> {
+    fn new(case: &'a Case, quick: bool) -> Anchor<'a> {
+        Anchor {
+            case,
+            candidates: if quick { &[4] } else { &[2, 4, 8] },
+            best: None,
         }
-    };
-    multiples
-        .iter()
-        .map(|m| run_with(Contender::ShmSink, case, *m))
-        .max_by(|a, b| key(a).partial_cmp(&key(b)).unwrap())
-        .unwrap()
+    }
+
+    fn run(&mut self) -> RunResult {
+        if let Some(frames) = self.best {
+            return run_with(Contender::ShmSink, self.case, frames);
+        }
+        let case = self.case;
+        let key = |r: &RunResult| {
+            if case.stamp {
+                -percentiles(&r.readers).0
+            } else if case.live_fps.is_some() {
+                -r.cpu_per_frame()
+            } else {
+                agg_fps(&r.readers)
+            }
+        };
+        let (frames, best) = self
+            .candidates
+            .iter()
+            .map(|m| (*m, run_with(Contender::ShmSink, case, *m)))
+            .max_by(|a, b| key(&a.1).total_cmp(&key(&b.1)))
+            .unwrap();
+        self.best = Some(frames);
+        best
+    }
 }
 
 fn run(contender: Contender, case: &Case) -> RunResult {
