@@ -112,11 +112,23 @@ impl Drop for ChildGuard {
 /// Re-runs the current test binary as a child in role `role` (see `peer_main`-style entry
 /// points in each test file): it runs only the test named `entry`, with `SHMFRAME_ROLE` set.
 pub fn spawn_role(entry: &str, role: &str, args: &[&str]) -> ChildGuard {
+    spawn_role_with_env(entry, role, args, &[])
+}
+
+/// Like `spawn_role`, with `env` added to the child's environment (e.g. `SHMFRAME_DIR`, which
+/// a test must not set in its own process: tests run in parallel).
+pub fn spawn_role_with_env(
+    entry: &str,
+    role: &str,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> ChildGuard {
     let exe = std::env::current_exe().expect("test binary path");
     let child = Command::new(exe)
         .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env("SHMFRAME_ROLE", role)
         .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
