@@ -400,13 +400,20 @@ fn a_stale_segment_of_root_is_explained_to_another_users_writer() {
         };
         std::fs::write(name.path(), &image).unwrap();
         std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(mode)).unwrap();
-        let expected = gstshmframe::transport::Error::NotReplaceable {
-            path: name.path().display().to_string(),
-            owner: 0,
-            user: NOBODY,
-            stale,
-        }
-        .to_string();
+        let path = name.path().display().to_string();
+        let expected = if stale {
+            format!(
+                "{path} was left by a writer that is gone, but it belongs to uid 0 and this \
+                 process (uid {NOBODY}) may not replace it: remove it as uid 0 or root (rm \
+                 {path}), or choose another shm-name"
+            )
+        } else {
+            format!(
+                "{path} belongs to uid 0 and this process (uid {NOBODY}) may not open it to \
+                 check whether its writer is alive: if that writer is gone, remove it as uid 0 \
+                 or root (rm {path}); otherwise choose another shm-name"
+            )
+        };
         for how in ["writer", "sink"] {
             assert_eq!(
                 read_as_nobody(&dir, &name, how, &[]),

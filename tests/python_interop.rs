@@ -1037,8 +1037,9 @@ fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
 }
 
 /// The Python module refuses what the Rust transport refuses, with the same words: missing
-/// segments, foreign files, cut segments, another layout version, bad names, a name a live
-/// writer holds.
+/// segments, foreign files, cut segments, another layout version, a sparse segment, a FIFO, a
+/// directory, a socket and symbolic links at the name (readers and writers), bad names, a
+/// name a live writer holds.
 #[test]
 fn python_errors_say_what_the_rust_errors_say() {
     if !python_ready("python_errors_say_what_the_rust_errors_say") {
@@ -1075,9 +1076,31 @@ fn python_errors_say_what_the_rust_errors_say() {
     for (name, bytes) in &files {
         std::fs::write(name.path(), bytes).unwrap();
     }
+    // A valid header in a file with holes.
+    let sparse = ShmName::new("py-err-sparse");
+    let file = std::fs::File::create(sparse.path()).unwrap();
+    std::io::Write::write_all(&mut &file, &image[..8192]).unwrap();
+    file.set_len(image.len() as u64).unwrap();
+    drop(file);
+    // Things that are not regular files: a FIFO would hang an open that blocks.
+    let fifo = ShmName::new("py-err-fifo");
+    let fifo_path = std::ffi::CString::new(fifo.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo_path.as_ptr(), 0o600) }, 0);
+    let directory = ShmName::new("py-err-dir");
+    std::fs::create_dir(directory.path()).unwrap();
+    let dangling = ShmName::new("py-err-dangling");
+    std::os::unix::fs::symlink("/nonexistent/shmframe-target", dangling.path()).unwrap();
+    let to_null = ShmName::new("py-err-to-null");
+    std::os::unix::fs::symlink("/dev/null", to_null.path()).unwrap();
+    let socket = ShmName::new("py-err-socket");
+    let _listener = std::os::unix::net::UnixListener::bind(socket.path()).unwrap();
+    let not_files = [&fifo, &directory, &dangling, &to_null, &socket];
     let missing = ShmName::new("py-err-missing");
     let too_long = "n".repeat(201);
     let mut reader_names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    reader_names.push(sparse.as_str());
+    reader_names.extend(not_files.iter().map(|n| n.as_str()));
     reader_names.extend([
         missing.as_str(),
         "",
@@ -1091,38 +1114,45 @@ fn python_errors_say_what_the_rust_errors_say() {
 
     let held = ShmName::new("py-err-held");
     let _writer = Writer::create(&WriterConfig::new(&held, 5000)).unwrap();
+    // Readers on every name before "--writers", writers on every name after it.
     let script = format!(
         "import sys; sys.path.insert(0, {dir:?}); import shmframe\n\
-         for name in sys.argv[2:]:\n    \
+         split = sys.argv.index('--writers')\n\
+         for name in sys.argv[1:split]:\n    \
              try:\n        shmframe.Reader(name, start='oldest')\n        print('opened')\n    \
              except shmframe.ShmFrameError as e:\n        print(e)\n\
-         try:\n    shmframe.Writer(sys.argv[1], 10, 10, 'GRAY8')\n    print('created')\n\
-         except shmframe.ShmFrameError as e:\n    print(e)\n",
+         for name in sys.argv[split + 1:]:\n    \
+             try:\n        shmframe.Writer(name, 10, 10, 'GRAY8')\n        print('created')\n    \
+             except shmframe.ShmFrameError as e:\n        print(e)\n",
         dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"),
     );
-    let out = Command::new(PYTHON)
+    let mut writer_names = vec![held.as_str()];
+    writer_names.extend(not_files.iter().map(|n| n.as_str()));
+    let child = Command::new(PYTHON)
         .arg("-c")
         .arg(&script)
-        .arg(held.as_str())
         .args(&reader_names)
+        .arg("--writers")
+        .args(&writer_names)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = ChildGuard {
+        child,
+        label: "python error texts".into(),
+    }
+    .wait_ok(LIMIT);
     let python: Vec<&str> = stdout.lines().collect();
     let mut rust: Vec<String> = reader_names.iter().map(|n| rust_reader_error(n)).collect();
-    rust.push(
-        Writer::create(&WriterConfig::new(&held, 5000))
+    rust.extend(writer_names.iter().map(|n| {
+        Writer::create(&WriterConfig::new(n, 5000))
             .err()
             .expect("refused")
-            .to_string(),
-    );
-    assert_eq!(
-        python.len(),
-        rust.len(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            .to_string()
+    }));
+    assert_eq!(python.len(), rust.len(), "{stdout}");
     let differing: Vec<String> = rust
         .iter()
         .zip(&python)

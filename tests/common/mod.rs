@@ -30,7 +30,10 @@ impl ShmName {
 
 impl Drop for ShmName {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
+        // A test may have put a directory at the name.
+        if std::fs::remove_file(self.path()).is_err() {
+            let _ = std::fs::remove_dir(self.path());
+        }
         if let Ok(dir) = std::fs::read_dir(gstshmframe::transport::shm_dir()) {
             let prefix = format!(".shmframe-new-{}-", self.0);
             for e in dir.flatten() {
