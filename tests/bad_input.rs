@@ -662,7 +662,7 @@ fn not_a_file_case(name: &ShmName, what: &str) {
             writer_error(&WriterConfig::new(&owned, 64)),
             reader_error(&owned),
             observer_error(&owned),
-            inspect(&owned).err().expect("refused").to_string(),
+            inspect(&owned).expect_err("refused").to_string(),
         ]
     });
     assert_eq!(transport, [(); 4].map(|_| expected.clone()), "{what}");
