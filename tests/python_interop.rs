@@ -1161,3 +1161,147 @@ fn python_errors_say_what_the_rust_errors_say() {
         .collect();
     assert!(differing.is_empty(), "\n{}", differing.join("\n\n"));
 }
+
+/// `python3 -c SCRIPT ARGS` with the module importable and `env` added, bounded by LIMIT when
+/// waited for.
+fn python_script(script: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> ChildGuard {
+    let child = Command::new(PYTHON)
+        .arg("-c")
+        .arg(format!(
+            "import sys, time; sys.path.insert(0, {:?}); import shmframe\n{script}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python")
+        ))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python");
+    ChildGuard {
+        child,
+        label: format!("python {args:?}"),
+    }
+}
+
+/// A Python Writer of 2048x2048 GRAY8 frames, depth 4, on the name argv[1].
+const PY_BIG_WRITER: &str = "shmframe.Writer(sys.argv[1], 2048, 2048, 'GRAY8', depth=4)";
+
+/// Python writers killed (SIGKILL and SIGTERM in turn) while they build their segment leave
+/// temporary files; the next Python writer removes those of dead builders, so after the kills
+/// and one clean start and stop nothing of the name is left. 20 kills in CI;
+/// `SHMFRAME_CREATE_KILLS=200` for the full run.
+#[test]
+fn python_writers_killed_while_creating_leave_nothing_behind() {
+    if !python_ready("python_writers_killed_while_creating_leave_nothing_behind") {
+        return;
+    }
+    let kills: u64 = std::env::var("SHMFRAME_CREATE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let name = ShmName::new("py-create-kills");
+    let creator = format!("while True:\n    {PY_BIG_WRITER}.close()\n");
+    let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
+    let mut left_by_kills = 0;
+    for round in 0..kills {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut python = python_script(&creator, &[&name], &[]);
+        assert!(
+            wait_for(LIMIT, || !name.files().is_empty()),
+            "round {round}: the Python writer did not start"
+        );
+        std::thread::sleep(Duration::from_micros(seed % 30_000));
+        python.signal(if round % 2 == 0 {
+            libc::SIGKILL
+        } else {
+            libc::SIGTERM
+        });
+        assert!(
+            python.wait_timeout(LIMIT).is_some(),
+            "round {round}: the Python writer did not die"
+        );
+        left_by_kills += name.files().iter().filter(|f| f.starts_with('.')).count();
+    }
+    eprintln!("{kills} kills during creation; temporary files found after them: {left_by_kills}");
+    assert!(
+        left_by_kills > 0,
+        "no kill landed while a segment was being built: the test did not test anything"
+    );
+    python_script(&format!("{PY_BIG_WRITER}.close()\n"), &[&name], &[]).wait_ok(LIMIT);
+    assert_eq!(name.files(), Vec::<String>::new());
+}
+
+/// Two Python writers of different names start at the same moment on a shm file system with
+/// room for one of them: exactly one succeeds, and the other's message (the Rust text) gives
+/// the room it found after its allocation failed, less than it needs. 5 rounds in CI;
+/// `SHMFRAME_RACE_ROUNDS` for more.
+#[test]
+fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
+    if !python_ready("python_writers_racing_for_room_for_one_leave_exactly_one_running") {
+        return;
+    }
+    let rounds: u64 = std::env::var("SHMFRAME_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let probe = ShmName::new("py-race-probe");
+    let needed: u64 = python_script(
+        &format!("w = {PY_BIG_WRITER}\nprint(w.geometry.total_len)\nw.close()\n"),
+        &[&probe],
+        &[],
+    )
+    .wait_ok(LIMIT)
+    .trim()
+    .parse()
+    .unwrap();
+    let tmpfs = match common::SmallTmpfs::mount("py-race", needed * 3 / 2) {
+        Ok(t) => t,
+        Err(why) => {
+            // SAFETY: geteuid has no preconditions.
+            assert_ne!(unsafe { libc::geteuid() }, 0, "root could not mount: {why}");
+            eprintln!("NOTICE: python_writers_racing_for_room_for_one skipped: {why}");
+            return;
+        }
+    };
+    let env = [("SHMFRAME_DIR", tmpfs.0.as_os_str())];
+    let dir = tmpfs.0.display().to_string();
+    let racer = format!(
+        "start = int(sys.argv[2])\n\
+         while time.monotonic_ns() < start:\n    pass\n\
+         try:\n    w = {PY_BIG_WRITER}\n    print('CREATED', flush=True)\n    time.sleep(2)\n    \
+         w.close()\n\
+         except shmframe.ShmFrameError as e:\n    print('ERROR', e)\n"
+    );
+    for round in 0..rounds {
+        let start = (transport::sys::monotonic_ns() + 1_500_000_000).to_string();
+        let mut racers: Vec<ChildGuard> = ["a", "b"]
+            .iter()
+            .map(|n| python_script(&racer, &[&format!("race-{round}-{n}"), &start], &env))
+            .collect();
+        let mut outcomes: Vec<String> = racers
+            .iter_mut()
+            .map(|r| r.wait_ok(LIMIT).trim().to_string())
+            .collect();
+        outcomes.sort();
+        assert_eq!(outcomes[0], "CREATED", "round {round}: {outcomes:?}");
+        let error = &outcomes[1];
+        let available: u64 = error
+            .split(&format!(" but {dir} has "))
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("round {round}: {outcomes:?}"));
+        let expected = transport::Error::NoSpace {
+            dir: dir.clone(),
+            needed,
+            available,
+        };
+        assert_eq!(*error, format!("ERROR {expected}"), "round {round}");
+        assert!(available < needed, "round {round}: {error}");
+        assert_eq!(tmpfs.entries(), Vec::<String>::new(), "round {round}");
+    }
+}

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, check_frame, fill_frame, num, role, spawn_role, spawn_role_with_env,
-    summary, wait_for,
+    ChildGuard, ShmName, SmallTmpfs, check_frame, fill_frame, num, role, spawn_role,
+    spawn_role_with_env, summary, wait_for,
 };
 use gstshmframe::transport::*;
 use std::time::{Duration, Instant};
@@ -559,20 +559,6 @@ fn readers_cannot_modify_frame_data() {
     check_frame(0, &buf).unwrap();
 }
 
-/// The files in the shm directory that belong to `name`: its segment and the temporary files
-/// its writers build it in.
-fn files_of(name: &ShmName) -> Vec<String> {
-    let temp_prefix = format!(".shmframe-new-{}-", name.as_str());
-    let mut files: Vec<String> = std::fs::read_dir(shm_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|f| f == name.as_str() || f.starts_with(&temp_prefix))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Writers killed (SIGKILL and SIGTERM in turn) while they build their segment leave their
 /// temporary files behind; the next writer removes those of dead builders, so after the kills
 /// and one clean start and stop nothing of the name is left. 20 kills in CI;
@@ -593,7 +579,7 @@ fn writers_killed_while_creating_their_segment_leave_nothing_behind() {
         seed ^= seed << 17;
         let mut creator = spawn_role(entry(), "creator", &[&name, &slot_size]);
         assert!(
-            wait_for(Duration::from_secs(20), || !files_of(&name).is_empty()),
+            wait_for(Duration::from_secs(20), || !name.files().is_empty()),
             "round {round}: the creator did not start"
         );
         std::thread::sleep(Duration::from_micros(seed % 30_000));
@@ -606,10 +592,7 @@ fn writers_killed_while_creating_their_segment_leave_nothing_behind() {
             creator.wait_timeout(Duration::from_secs(10)).is_some(),
             "round {round}: the creator did not die"
         );
-        left_by_kills += files_of(&name)
-            .iter()
-            .filter(|f| f.starts_with('.'))
-            .count();
+        left_by_kills += name.files().iter().filter(|f| f.starts_with('.')).count();
     }
     eprintln!("{kills} kills during creation; temporary files found after them: {left_by_kills}");
     assert!(
@@ -617,7 +600,7 @@ fn writers_killed_while_creating_their_segment_leave_nothing_behind() {
         "no kill landed while a segment was being built: the test did not test anything"
     );
     drop(Writer::create(&WriterConfig::new(&name, 4096)).unwrap());
-    assert_eq!(files_of(&name), Vec::<String>::new());
+    assert_eq!(name.files(), Vec::<String>::new());
 }
 
 /// SIGTERM removes every segment of a process, however many writers it has (200 here; the
@@ -652,65 +635,6 @@ fn sigterm_removes_every_segment_of_a_process_with_200_writers() {
         .map(|n| n.as_str())
         .collect();
     assert_eq!(left.len(), 0, "segments left: {left:?}");
-}
-
-/// A tmpfs of `bytes` mounted on a new directory for one test; unmounted and removed when
-/// dropped, also when the test fails.
-struct SmallTmpfs(std::path::PathBuf);
-
-impl SmallTmpfs {
-    /// Err: why it could not be mounted (mounting needs root).
-    fn mount(test: &str, bytes: u64) -> Result<SmallTmpfs, String> {
-        let dir =
-            std::env::temp_dir().join(format!("shmframe-tmpfs-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let out = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={bytes},mode=1777"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            let _ = std::fs::remove_dir(&dir);
-            return Err(format!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(SmallTmpfs(dir))
-    }
-
-    fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for SmallTmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            // Busy (a child still alive): detach it now, the kernel frees it when unused.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-        let _ = std::fs::remove_dir(&self.0);
-    }
 }
 
 /// Two writers of different names start at the same moment on a shm file system with room

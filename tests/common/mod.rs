@@ -28,6 +28,22 @@ impl ShmName {
     }
 }
 
+impl ShmName {
+    /// The files in the shm directory that belong to this name: its segment and the temporary
+    /// files its writers build it in.
+    pub fn files(&self) -> Vec<String> {
+        let temp_prefix = format!(".shmframe-new-{}-", self.0);
+        let mut files: Vec<String> = std::fs::read_dir(gstshmframe::transport::shm_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| *f == self.0 || f.starts_with(&temp_prefix))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
 impl Drop for ShmName {
     fn drop(&mut self) {
         // A test may have put a directory at the name.
@@ -368,4 +384,63 @@ pub fn launch_with<T: gst::prelude::IsA<gst::Element>>(
         .downcast::<T>()
         .unwrap();
     (pipeline, element)
+}
+
+/// A tmpfs of `bytes` mounted on a new directory for one test; unmounted and removed when
+/// dropped, also when the test fails.
+pub struct SmallTmpfs(pub std::path::PathBuf);
+
+impl SmallTmpfs {
+    /// Err: why it could not be mounted (mounting needs root).
+    pub fn mount(test: &str, bytes: u64) -> Result<SmallTmpfs, String> {
+        let dir =
+            std::env::temp_dir().join(format!("shmframe-tmpfs-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=1777"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallTmpfs(dir))
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy (a child still alive): detach it now, the kernel frees it when unused.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
