@@ -598,3 +598,201 @@ fn a_ring_larger_than_the_shm_file_system_is_refused_with_the_room_it_needs() {
     );
     assert!(!name.path().exists());
 }
+
+/// Runs `f` on a thread and returns its result, failing the test (naming `what`) if it takes
+/// longer than 20 s: a hung open must fail the test, not hang it.
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("{what} did not return within 20 s (hung in open?)"))
+}
+
+/// Every error shmframesink posts when `upstream ! shmframesink` (no `shape`: the segment is
+/// created at the first caps) starts on `name`: collected until 2 s after the first. (The
+/// pipeline's own consequential messages are not the sink's.)
+fn sink_errors(name: &str) -> Vec<String> {
+    init();
+    let pipeline = gst::parse::launch(&format!(
+        "videotestsrc num-buffers=10 ! video/x-raw,format=GRAY8,width=8,height=8 ! \
+         shmframesink name=sink shm-name={name}"
+    ))
+    .unwrap();
+    let _ = pipeline.set_state(gst::State::Playing);
+    let bus = pipeline.bus().unwrap();
+    let mut errors = Vec::new();
+    let mut limit = gst::ClockTime::from_seconds(10);
+    while let Some(msg) = bus.timed_pop_filtered(limit, &[gst::MessageType::Error]) {
+        if let gst::MessageView::Error(e) = msg.view()
+            && msg.src().is_some_and(|s| s.name() == "sink")
+        {
+            errors.push(e.error().to_string());
+        }
+        limit = gst::ClockTime::from_seconds(2);
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    errors
+}
+
+/// What GstBaseSink posts after its subclass's `start` failed (with its own message).
+const BASESINK_START_FALLBACK: &str = "GStreamer error: state change failed and some element \
+                                       failed to post a proper error message with the reason \
+                                       for the failure.";
+
+fn not_a_file_text(name: &ShmName, what: &str) -> String {
+    format!(
+        "{} is {what}, not a shmframe segment (segments are regular files); it was left \
+         untouched: remove it or choose another shm-name",
+        name.path().display()
+    )
+}
+
+/// Something that is not a regular file at the name: every writer and reader (transport,
+/// both elements, the src's `get-frame`, `inspect`) says what is there, once, without hanging,
+/// and leaves it as it was.
+fn not_a_file_case(name: &ShmName, what: &str) {
+    let file_type = || std::fs::symlink_metadata(name.path()).unwrap().file_type();
+    let before = file_type();
+    let expected = not_a_file_text(name, what);
+    let owned = name.to_string();
+    let transport = within("the transport", move || {
+        [
+            writer_error(&WriterConfig::new(&owned, 64)),
+            reader_error(&owned),
+            observer_error(&owned),
+            inspect(&owned).expect_err("refused").to_string(),
+        ]
+    });
+    assert_eq!(transport, [(); 4].map(|_| expected.clone()), "{what}");
+    let owned = name.to_string();
+    let with_shape = within("shmframesink with a shape", move || {
+        element_error(
+            "shmframesink",
+            &[("shm-name", owned.as_str()), ("shape", "8x8:GRAY8")],
+        )
+    });
+    assert_eq!(with_shape, expected, "{what}");
+    let owned = name.to_string();
+    let sink = within("shmframesink", move || sink_errors(&owned));
+    // GstBaseSink follows any failed start with its own generic fallback error.
+    assert_eq!(
+        sink,
+        [expected.clone(), BASESINK_START_FALLBACK.to_string()],
+        "{what}: posted once"
+    );
+    let owned = name.to_string();
+    let src = within("shmframesrc", move || {
+        element_error("shmframesrc", &[("shm-name", owned.as_str())])
+    });
+    assert_eq!(
+        src,
+        format!("Reading shm-name {:?} failed: {expected}", name.as_str()),
+        "{what}"
+    );
+    let owned = name.to_string();
+    let frame = within("get-frame", move || {
+        init();
+        let src = gst::ElementFactory::make("shmframesrc")
+            .property("shm-name", owned.as_str())
+            .build()
+            .unwrap();
+        src.emit_by_name::<Option<gst::Sample>>("get-frame", &[&0u64])
+            .is_none()
+    });
+    assert!(frame, "{what}: get-frame has no frame to give");
+    assert_eq!(file_type(), before, "{what} is left as it was");
+}
+
+#[test]
+fn a_fifo_at_the_name_hangs_nothing_and_is_named() {
+    let name = ShmName::new("bad-fifo");
+    let path = std::ffi::CString::new(name.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    not_a_file_case(&name, "a FIFO (named pipe)");
+}
+
+#[test]
+fn a_directory_at_the_name_is_named_once() {
+    let name = ShmName::new("bad-dir");
+    std::fs::create_dir(name.path()).unwrap();
+    not_a_file_case(&name, "a directory");
+}
+
+#[test]
+fn a_socket_at_the_name_is_named() {
+    let name = ShmName::new("bad-socket");
+    let _listener = std::os::unix::net::UnixListener::bind(name.path()).unwrap();
+    not_a_file_case(&name, "a socket");
+}
+
+#[test]
+fn symbolic_links_at_the_name_are_named_with_their_target() {
+    let name = ShmName::new("bad-dangling");
+    let target = "/nonexistent/shmframe-target";
+    std::os::unix::fs::symlink(target, name.path()).unwrap();
+    not_a_file_case(
+        &name,
+        &format!("a symbolic link to {target} (which does not exist)"),
+    );
+    let name = ShmName::new("bad-link-null");
+    std::os::unix::fs::symlink("/dev/null", name.path()).unwrap();
+    not_a_file_case(&name, "a symbolic link to /dev/null");
+}
+
+#[test]
+fn a_device_at_the_name_is_named() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("NOTICE: a_device_at_the_name_is_named skipped: mknod needs root");
+        return;
+    }
+    let name = ShmName::new("bad-device");
+    let path = std::ffi::CString::new(name.path().as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; 1:3 is /dev/null's device number.
+    let made = unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+    assert_eq!(made, 0, "{}", std::io::Error::last_os_error());
+    not_a_file_case(&name, "a character device");
+}
+
+/// A segment with a valid header whose file is larger than what is allocated (a broken or
+/// hostile writer): mapping it populated would allocate the holes until the shm file system is
+/// full, then fault (SIGBUS). Readers refuse it before mapping anything, and allocate nothing.
+#[test]
+fn a_sparse_segment_is_refused_by_readers_before_mapping() {
+    use std::os::unix::fs::MetadataExt;
+    let name = ShmName::new("bad-sparse");
+    let (image, geo) = segment_image(&name);
+    const HEADER_REGION: usize = 1024 + 4 * 1792;
+    let file = std::fs::File::create(name.path()).unwrap();
+    std::io::Write::write_all(&mut &file, &image[..HEADER_REGION]).unwrap();
+    file.set_len(geo.total_len).unwrap();
+    drop(file);
+    let allocated = std::fs::metadata(name.path()).unwrap().blocks() * 512;
+    assert!(allocated < geo.total_len, "the file has holes");
+    let expected = format!(
+        "{} is not fully allocated: the file has {} bytes but only {allocated} of them are \
+         backed by memory, and mapping it would fill the shm file system (a shmframe writer \
+         allocates its whole segment before publishing it): remove the file and restart the \
+         writer",
+        name.path().display(),
+        geo.total_len
+    );
+    assert_eq!(reader_error(&name), expected);
+    assert_eq!(observer_error(&name), expected);
+    assert_eq!(
+        element_error("shmframesrc", &[("shm-name", name.as_str())]),
+        format!("Reading shm-name {:?} failed: {expected}", name.as_str())
+    );
+    let after = std::fs::metadata(name.path()).unwrap();
+    assert_eq!(
+        (after.len(), after.blocks() * 512),
+        (geo.total_len, allocated),
+        "readers allocate nothing"
+    );
+    // A writer replaces it like any segment of a dead writer.
+    let w = Writer::create(&WriterConfig::new(&name, 5000)).unwrap();
+    assert_eq!(w.info().writer_pid, std::process::id());
+}

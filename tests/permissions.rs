@@ -10,7 +10,9 @@ use common::{
     ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, role, spawn_role_as, wait_for,
 };
 use gst::prelude::*;
-use gstshmframe::transport::{Observer, ReadResult, Reader, ReaderOptions, StartPosition};
+use gstshmframe::transport::{
+    Observer, ReadResult, Reader, ReaderOptions, StartPosition, Writer, WriterConfig,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,6 +34,11 @@ fn child_entry() {
         "reader" => read_with_reader(name),
         "observer" => read_with_observer(name),
         "element" => read_with_element(name),
+        // Not reading: taking the name as a writer (0 frames read when that succeeds).
+        "writer" => Writer::create(&WriterConfig::new(name, 4096))
+            .map(|_| 0)
+            .map_err(|e| e.to_string()),
+        "sink" => start_sink(name),
         other => panic!("unknown way to read: {other}"),
     };
     match outcome {
@@ -102,6 +109,29 @@ fn read_with_element(name: &str) -> Result<u64, String> {
             check_frame(received, &map).unwrap();
             received += 1;
         }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    result
+}
+
+/// Starts `shmframesink` (with a shape: the segment is made at once) on `name`; the error
+/// text is the one the sink posts.
+fn start_sink(name: &str) -> Result<u64, String> {
+    init();
+    let (pipeline, _sink) = launch_with::<gst::Element>(
+        &format!("appsrc ! shmframesink name=sink shm-name={name} shape=16x16:RGBA"),
+        "sink",
+    );
+    let _ = pipeline.set_state(gst::State::Paused);
+    let result = match pipeline.bus().unwrap().timed_pop_filtered(
+        gst::ClockTime::from_seconds(10),
+        &[gst::MessageType::Error, gst::MessageType::AsyncDone],
+    ) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(e) => Err(e.error().to_string()),
+            _ => Ok(0),
+        },
+        None => Ok(0),
     };
     pipeline.set_state(gst::State::Null).unwrap();
     result
@@ -349,4 +379,49 @@ fn perms_0644_lets_others_observe_but_not_attach_as_readers() {
     );
     // The read-only view (statistics, get-frame, the inspector) needs only read access.
     assert_eq!(read_as_nobody(&dir, &name, "observer", &[]), "FRAMES 5");
+}
+
+/// A segment left by a dead writer of root's is not another user's to take over: a writer
+/// running as `nobody` is told what is there and what to do (instead of "Operation not
+/// permitted"), through the transport and the sink, whatever the segment's mode, and the file
+/// is left as it was.
+#[test]
+fn a_stale_segment_of_root_is_explained_to_another_users_writer() {
+    if !running_as_root("a_stale_segment_of_root_is_explained_to_another_users_writer") {
+        return;
+    }
+    let dir = NobodyDir::new("stale-root");
+    for (mode, stale) in [(0o666, true), (0o644, true), (0o600, false)] {
+        let name = ShmName::new("perm-stale-root");
+        // A dead writer's segment: the image of a live one, without the live writer's lock.
+        let image = {
+            let _writer = Writer::create(&WriterConfig::new(&name, 4096)).unwrap();
+            std::fs::read(name.path()).unwrap()
+        };
+        std::fs::write(name.path(), &image).unwrap();
+        std::fs::set_permissions(name.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let path = name.path().display().to_string();
+        let expected = if stale {
+            format!(
+                "{path} was left by a writer that is gone, but it belongs to uid 0 and this \
+                 process (uid {NOBODY}) may not replace it: remove it as uid 0 or root (rm \
+                 {path}), or choose another shm-name"
+            )
+        } else {
+            format!(
+                "{path} belongs to uid 0 and this process (uid {NOBODY}) may not open it to \
+                 check whether its writer is alive: if that writer is gone, remove it as uid 0 \
+                 or root (rm {path}); otherwise choose another shm-name"
+            )
+        };
+        for how in ["writer", "sink"] {
+            assert_eq!(
+                read_as_nobody(&dir, &name, how, &[]),
+                format!("ERROR {expected}"),
+                "mode {mode:o}, {how}"
+            );
+        }
+        assert_eq!(std::fs::read(name.path()).unwrap(), image, "left as it was");
+        assert_eq!(mode_of(&name), mode);
+    }
 }

@@ -58,6 +58,7 @@ import mmap
 import os
 import platform
 import re
+import stat
 import struct
 import time
 import zlib
@@ -76,6 +77,9 @@ __all__ = [
     "InvalidName",
     "SegmentNotFound",
     "ForeignFile",
+    "NotAFile",
+    "NotReplaceable",
+    "SparseSegment",
     "VersionMismatch",
     "CorruptSegment",
     "TruncatedSegment",
@@ -123,6 +127,50 @@ class SegmentNotFound(ShmFrameError, FileNotFoundError):
 
 class ForeignFile(ShmFrameError):
     """A file exists at the path but is not a shmframe segment (it is never modified)."""
+
+
+class NotAFile(ShmFrameError):
+    """Something other than a regular file is at the path (it is never modified)."""
+
+    def __init__(self, path, what):
+        self.path, self.what = path, what
+        super().__init__(
+            f"{path} is {what}, not a shmframe segment (segments are regular files); it was "
+            f"left untouched: remove it or choose another shm-name"
+        )
+
+
+class NotReplaceable(ShmFrameError):
+    """Another user's file at the path that this process may not take over."""
+
+    def __init__(self, path, owner, user, stale):
+        self.path, self.owner, self.user, self.stale = path, owner, user, stale
+        if stale:
+            text = (
+                f"{path} was left by a writer that is gone, but it belongs to uid {owner} and "
+                f"this process (uid {user}) may not replace it: remove it as uid {owner} or "
+                f"root (rm {path}), or choose another shm-name"
+            )
+        else:
+            text = (
+                f"{path} belongs to uid {owner} and this process (uid {user}) may not open it "
+                f"to check whether its writer is alive: if that writer is gone, remove it as "
+                f"uid {owner} or root (rm {path}); otherwise choose another shm-name"
+            )
+        super().__init__(text)
+
+
+class SparseSegment(ShmFrameError):
+    """A segment file with holes: mapping it would fill the shm file system."""
+
+    def __init__(self, path, size, allocated):
+        self.path, self.size, self.allocated = path, size, allocated
+        super().__init__(
+            f"{path} is not fully allocated: the file has {size} bytes but only {allocated} "
+            f"of them are backed by memory, and mapping it would fill the shm file system "
+            f"(a shmframe writer allocates its whole segment before publishing it): remove "
+            f"the file and restart the writer"
+        )
 
 
 class VersionMismatch(ShmFrameError):
@@ -451,19 +499,38 @@ def _lock_request(fd, cmd, kind, offset):
 _MAP_SHARED_POPULATED = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
-def _reserve(fd, needed):
+#: How long racing allocations are retried while the room they need is free (as in Rust).
+_ALLOCATION_RACE_LIMIT_S = 5
+
+
+def _reserve(fd, needed, path):
     """Allocates the whole segment now (tmpfs files are sparse: a write that later finds the
-    file system full faults instead of failing), or raises NoSpace."""
+    file system full faults instead of failing), or raises NoSpace. The allocation decides;
+    a segment larger than the whole file system is refused without trying."""
     st = os.fstatvfs(fd)
-    if needed > st.f_bavail * st.f_frsize:
+    if needed > st.f_blocks * st.f_frsize:
         raise NoSpace(shm_dir(), needed, st.f_bavail * st.f_frsize)
-    try:
-        os.posix_fallocate(fd, 0, needed)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
+    deadline = time.monotonic() + _ALLOCATION_RACE_LIMIT_S
+    while True:
+        try:
+            os.posix_fallocate(fd, 0, needed)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        # What is free now plus what the failed allocation still holds.
         st = os.fstatvfs(fd)
-        raise NoSpace(shm_dir(), needed, st.f_bavail * st.f_frsize) from e
+        room = st.f_bavail * st.f_frsize + os.fstat(fd).st_blocks * 512
+        if room < needed:
+            raise NoSpace(shm_dir(), needed, room)
+        # Another allocation was under way at the same moment: retry after a random pause.
+        if time.monotonic() >= deadline:
+            raise ShmFrameError(
+                f"allocate {path}: no space left although {room} bytes are free now: other "
+                f"processes kept allocating in {shm_dir()} for {_ALLOCATION_RACE_LIMIT_S}s; "
+                f"try again"
+            )
+        time.sleep(0.001 + (_random_u64() % 20_000) / 1e6)
 
 
 def _try_lock_byte(fd, offset, exclusive):
@@ -887,33 +954,153 @@ def _time(v):
     return None if v == NO_TIME else v
 
 
+def _describe(path, mode):
+    """What a file of ``mode`` at ``path`` is, in words (as the Rust transport says it)."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            return "a symbolic link"
+        if not os.path.exists(path):
+            return f"a symbolic link to {target} (which does not exist)"
+        return f"a symbolic link to {target}"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a regular file"
+
+
+def _not_found(name):
+    return SegmentNotFound(
+        f"no shmframe segment named {_quoted(name)} exists (is its writer running?)"
+    )
+
+
+def _permission_denied(path, e):
+    return ShmFrameError(
+        f"permission denied on {path}: {e.strerror} (os error {e.errno}); a reader needs read "
+        f"and write access, which the writer's perms property grants (default 0600: the "
+        f"writer's user only): run the reader as that user, or start the writer with "
+        f"perms=0660 (its group) or perms=0666 (everyone)"
+    )
+
+
+def _open_segment_file(path, name, write):
+    """Opens the file at a segment path without ever blocking (a FIFO) or following a symbolic
+    link, and refuses anything but a regular file; checked before opening (opening some
+    devices has effects) and on the descriptor (the path may have changed meanwhile)."""
+
+    def check(mode):
+        if not stat.S_ISREG(mode):
+            raise NotAFile(path, _describe(path, mode))
+
+    try:
+        check(os.lstat(path).st_mode)
+        flags = os.O_RDWR if write else os.O_RDONLY
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise _not_found(name) from None
+    except PermissionError as e:
+        raise _permission_denied(path, e) from None
+    except OSError:
+        try:
+            check(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            raise _not_found(name) from None
+        raise
+    try:
+        check(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _foreign(path):
+    return ForeignFile(
+        f"{path} exists and is not a shmframe segment; it was left untouched: remove it or "
+        f"choose another shm-name"
+    )
+
+
+def _segment_holder(fd, path):
+    """The writer pid a segment file's header names; a file that is not a segment is refused."""
+    data = os.pread(fd, min(os.fstat(fd).st_size, HEADER_REGION), 0)
+    if data[: len(MAGIC)] != MAGIC:
+        raise _foreign(path)
+    return struct.unpack_from("=I", data, H_WRITER_PID)[0] if len(data) >= 40 else 0
+
+
 def _open_segment(name):
     path = segment_path(name)
+    fd = _open_segment_file(path, name, write=True)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise SegmentNotFound(
-            f"no shmframe segment named {_quoted(name)} exists (is its writer running?)"
-        ) from None
-    except PermissionError as e:
-        raise ShmFrameError(
-            f"permission denied on {path}: {e.strerror}; the writer's perms (default 0600) "
-            f"decide who may attach"
-        ) from None
-    try:
-        file_len = os.fstat(fd).st_size
-        data = os.pread(fd, min(file_len, HEADER_REGION), 0)
+        st = os.fstat(fd)
+        data = os.pread(fd, min(st.st_size, HEADER_REGION), 0)
         try:
-            geo = Geometry.parse(data, file_len)
+            geo = Geometry.parse(data, st.st_size)
         except ForeignFile:
-            raise ForeignFile(
-                f"{path} exists and is not a shmframe segment; it was left untouched: remove it "
-                f"or choose another shm-name"
-            ) from None
+            raise _foreign(path) from None
+        # Mapping a file with holes (populated) would allocate them, filling the file system.
+        if st.st_blocks * 512 < st.st_size:
+            raise SparseSegment(path, st.st_size, st.st_blocks * 512)
         return path, fd, geo
     except BaseException:
         os.close(fd)
         raise
+
+
+def _other_owner(path):
+    """(owner, this user) if ``path`` belongs to another user, else None."""
+    try:
+        owner = os.lstat(path).st_uid
+    except OSError:
+        return None
+    return (owner, os.geteuid()) if owner != os.geteuid() else None
+
+
+def _still_named(fd, path):
+    """Whether ``path`` still names the open file ``fd``."""
+    try:
+        a, b = os.fstat(fd), os.lstat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+_TEMP_PREFIX = ".shmframe-new-"
+
+
+def _reclaim_orphaned_temp_files():
+    """Removes temporary files of writers that died while building a segment: a builder holds
+    its temporary file's writer lock from creation to rename, and the kernel drops the lock
+    when it dies (as in the Rust transport)."""
+    try:
+        entries = os.listdir(shm_dir())
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.startswith(_TEMP_PREFIX):
+            continue
+        path = os.path.join(shm_dir(), entry)
+        try:
+            fd = _open_segment_file(path, "", write=True)
+        except (ShmFrameError, OSError):
+            continue
+        try:
+            if _try_lock_byte(fd, WRITER_LOCK_BYTE, True) and _still_named(fd, path):
+                os.unlink(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1436,19 +1623,30 @@ class Writer(_ClosedOnExit):
 
     # -- creation --
 
+    def _new_temp_file(self, perms):
+        """A new temporary file holding its writer lock, which tells other writers its builder
+        is alive; if another writer took it for an orphan before the lock, a new one."""
+        for _attempt in range(8):
+            tmp = os.path.join(
+                shm_dir(), f"{_TEMP_PREFIX}{self.name}-{os.getpid()}-{_random_u64():x}"
+            )
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perms)
+            if _try_lock_byte(fd, WRITER_LOCK_BYTE, True) and _still_named(fd, tmp):
+                return tmp, fd
+            if _still_named(fd, tmp):
+                os.unlink(tmp)
+            os.close(fd)
+        raise ShmFrameError("create a temporary segment file: it was taken away 8 times in a row")
+
     def _create(self, perms):
         geo = self.geometry
-        tmp = os.path.join(
-            shm_dir(), f".shmframe-new-{self.name}-{os.getpid()}-{_random_u64():x}"
-        )
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perms)
+        _reclaim_orphaned_temp_files()
+        tmp, fd = self._new_temp_file(perms)
+        self._fd = fd
         try:
             os.fchmod(fd, perms)  # the umask may have narrowed the mode
             os.ftruncate(fd, geo.total_len)
-            _reserve(fd, geo.total_len)
-            if not _try_lock_byte(fd, WRITER_LOCK_BYTE, True):
-                raise ShmFrameError("fresh segment file is already locked")
-            self._fd = fd
+            _reserve(fd, geo.total_len, tmp)
             prot = mmap.PROT_READ | mmap.PROT_WRITE
             self._mm = mmap.mmap(fd, geo.total_len, _MAP_SHARED_POPULATED, prot)
             self._v = _Views(self._mm, None, geo)
@@ -1519,29 +1717,47 @@ class Writer(_ClosedOnExit):
         """True: the dead writer's segment at the path was replaced by ``tmp``. False: the path
         changed meanwhile (retry). Raises for a live writer or a foreign file."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = _open_segment_file(self.path, self.name, write=True)
+        except SegmentNotFound:
             return False
+        except ShmFrameError as e:
+            if "permission denied" not in str(e) or _other_owner(self.path) is None:
+                raise
+            raise self._not_ours() from None
         try:
-            data = os.pread(fd, min(os.fstat(fd).st_size, HEADER_REGION), 0)
-            if data[: len(MAGIC)] != MAGIC:
-                raise ForeignFile(
-                    f"{self.path} exists and is not a shmframe segment; it was left untouched: "
-                    f"remove it or choose another shm-name"
-                )
+            pid = _segment_holder(fd, self.path)
             if not _try_lock_byte(fd, WRITER_LOCK_BYTE, True):
-                pid = struct.unpack_from("=I", data, H_WRITER_PID)[0] if len(data) >= 40 else 0
                 raise WriterExists(self.name, pid)
             # We hold the dead writer's lock: make sure the path still names this very file.
-            st_ours = os.fstat(fd)
+            if not _still_named(fd, self.path):
+                return False
             try:
-                st_path = os.stat(self.path)
-            except FileNotFoundError:
-                return False
-            if (st_ours.st_dev, st_ours.st_ino) != (st_path.st_dev, st_path.st_ino):
-                return False
-            os.rename(tmp, self.path)
+                os.rename(tmp, self.path)
+            except PermissionError:
+                # The shm directory is sticky: only a file's owner (or root) may replace it.
+                if _other_owner(self.path) is None:
+                    raise
+                owner, user = _other_owner(self.path)
+                raise NotReplaceable(self.path, owner, user, True) from None
             return True
+        finally:
+            os.close(fd)
+
+    def _not_ours(self):
+        """Why another user's file we may not open for writing cannot be taken over: reading
+        it, if allowed, tells whether a live writer holds it (as in the Rust transport)."""
+        owner, user = _other_owner(self.path)
+        try:
+            fd = _open_segment_file(self.path, self.name, write=False)
+        except ShmFrameError:
+            return NotReplaceable(self.path, owner, user, False)
+        try:
+            pid = _segment_holder(fd, self.path)
+            if _byte_is_locked(fd, WRITER_LOCK_BYTE, False):
+                return WriterExists(self.name, pid)
+            return NotReplaceable(self.path, owner, user, True)
+        except ShmFrameError as e:
+            return e
         finally:
             os.close(fd)
 

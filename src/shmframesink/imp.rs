@@ -989,27 +989,11 @@ struct ProposedPool {
     max_buffers: u32,
 }
 
-/// Refuses, before anything is created, a name held by a live writer (naming its pid) or
-/// taken by a file that is not a segment. A segment left by a dead writer is fine: creating
-/// reclaims it.
+/// Refuses, before anything is created, a name a writer could not take (see
+/// `transport::check_name_for_writer`).
 fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
-    let refuse = |err: transport::Error| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}"));
-    match Observer::open(shm_name) {
-        Ok(observer) => {
-            let info = observer.info();
-            if info.writer_alive {
-                return Err(refuse(transport::Error::WriterExists {
-                    name: shm_name.to_string(),
-                    pid: info.writer_pid,
-                }));
-            }
-            Ok(())
-        }
-        Err(err @ transport::Error::ForeignFile { .. })
-        | Err(err @ transport::Error::PermissionDenied { .. }) => Err(refuse(err)),
-        // Nothing there, or something Writer::create knows how to deal with (or to explain).
-        Err(_) => Ok(()),
-    }
+    transport::check_name_for_writer(shm_name)
+        .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))
 }
 
 impl ShmFrameSink {

@@ -28,9 +28,28 @@ impl ShmName {
     }
 }
 
+impl ShmName {
+    /// The files in the shm directory that belong to this name: its segment and the temporary
+    /// files its writers build it in.
+    pub fn files(&self) -> Vec<String> {
+        let temp_prefix = format!(".shmframe-new-{}-", self.0);
+        let mut files: Vec<String> = std::fs::read_dir(gstshmframe::transport::shm_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|f| *f == self.0 || f.starts_with(&temp_prefix))
+            .collect();
+        files.sort();
+        files
+    }
+}
+
 impl Drop for ShmName {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.path());
+        // A test may have put a directory at the name.
+        if std::fs::remove_file(self.path()).is_err() {
+            let _ = std::fs::remove_dir(self.path());
+        }
         if let Ok(dir) = std::fs::read_dir(gstshmframe::transport::shm_dir()) {
             let prefix = format!(".shmframe-new-{}-", self.0);
             for e in dir.flatten() {
@@ -112,11 +131,23 @@ impl Drop for ChildGuard {
 /// Re-runs the current test binary as a child in role `role` (see `peer_main`-style entry
 /// points in each test file): it runs only the test named `entry`, with `SHMFRAME_ROLE` set.
 pub fn spawn_role(entry: &str, role: &str, args: &[&str]) -> ChildGuard {
+    spawn_role_with_env(entry, role, args, &[])
+}
+
+/// Like `spawn_role`, with `env` added to the child's environment (e.g. `SHMFRAME_DIR`, which
+/// a test must not set in its own process: tests run in parallel).
+pub fn spawn_role_with_env(
+    entry: &str,
+    role: &str,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> ChildGuard {
     let exe = std::env::current_exe().expect("test binary path");
     let child = Command::new(exe)
         .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
         .env("SHMFRAME_ROLE", role)
         .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -359,4 +390,63 @@ pub fn launch_with<T: gst::prelude::IsA<gst::Element>>(
         .downcast::<T>()
         .unwrap();
     (pipeline, element)
+}
+
+/// A tmpfs of `bytes` mounted on a new directory for one test; unmounted and removed when
+/// dropped, also when the test fails.
+pub struct SmallTmpfs(pub std::path::PathBuf);
+
+impl SmallTmpfs {
+    /// Err: why it could not be mounted (mounting needs root).
+    pub fn mount(test: &str, bytes: u64) -> Result<SmallTmpfs, String> {
+        let dir =
+            std::env::temp_dir().join(format!("shmframe-tmpfs-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=1777"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(format!(
+                "mount -t tmpfs failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(SmallTmpfs(dir))
+    }
+
+    pub fn entries(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy (a child still alive): detach it now, the kernel frees it when unused.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }

@@ -9,49 +9,88 @@
 //! is never replaced.
 //!
 //! The handler only uses async-signal-safe calls (`stat`, `unlink`, `signal`, `raise`) and
-//! reads fixed, pre-allocated slots; registering and unregistering never allocate in them.
+//! walks a list of pre-allocated nodes: registering allocates a node only when every node is in
+//! use (outside the handler), nodes are pushed with a compare-and-swap and never freed, so the
+//! handler can follow the list at any moment, however many segments the process writes.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::ptr;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-const SLOTS: usize = 32;
 const PATH_MAX: usize = 512;
 
 const FREE: u32 = 0;
 const BUSY: u32 = 1;
 const READY: u32 = 2;
 
-struct Slot {
+struct Node {
     state: AtomicU32,
     dev: AtomicU64,
     ino: AtomicU64,
-    /// NUL-terminated path; written only while the slot is BUSY.
+    /// NUL-terminated path; written only while the node is BUSY.
     path: std::cell::UnsafeCell<[u8; PATH_MAX]>,
+    /// The node pushed before this one; set before the node is published, then never changed.
+    next: *const Node,
 }
 
-// SAFETY: `path` is written only by the thread that moved `state` FREE -> BUSY, and read (by the
-// signal handler) only while `state` is READY, which that thread publishes with Release after
-// writing.
-unsafe impl Sync for Slot {}
+// SAFETY: `path` is written only by the thread that moved `state` FREE -> BUSY (or that made
+// the node BUSY), and read (by the signal handler) only while `state` is READY, which that
+// thread publishes with Release after writing. `next` is immutable once the node is shared.
+unsafe impl Sync for Node {}
 
-#[allow(clippy::declare_interior_mutable_const)]
-const EMPTY: Slot = Slot {
-    state: AtomicU32::new(FREE),
-    dev: AtomicU64::new(0),
-    ino: AtomicU64::new(0),
-    path: std::cell::UnsafeCell::new([0; PATH_MAX]),
-};
-
-static REGISTERED: [Slot; SLOTS] = [EMPTY; SLOTS];
+/// The most recently pushed node; the list only grows and nodes live for ever.
+static HEAD: AtomicPtr<Node> = AtomicPtr::new(ptr::null_mut());
 static INSTALL: Once = Once::new();
 
+/// Every node of the list, newest first.
+fn nodes() -> impl Iterator<Item = &'static Node> {
+    // SAFETY: every pointer in the list comes from a leaked Box (see `claim_node`), so it is
+    // valid for 'static; Acquire on HEAD pairs with the Release push, making `next` visible.
+    let mut at = HEAD.load(Ordering::Acquire) as *const Node;
+    std::iter::from_fn(move || {
+        // SAFETY: see above.
+        let node = unsafe { at.as_ref()? };
+        at = node.next;
+        Some(node)
+    })
+}
+
+/// A node in state BUSY: a free one of the list, or a new one pushed onto it.
+fn claim_node() -> &'static Node {
+    if let Some(node) = nodes().find(|n| {
+        n.state
+            .compare_exchange(FREE, BUSY, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }) {
+        return node;
+    }
+    let node = Box::into_raw(Box::new(Node {
+        state: AtomicU32::new(BUSY),
+        dev: AtomicU64::new(0),
+        ino: AtomicU64::new(0),
+        path: std::cell::UnsafeCell::new([0; PATH_MAX]),
+        next: ptr::null(),
+    }));
+    let mut head = HEAD.load(Ordering::Relaxed);
+    loop {
+        // SAFETY: the node is not shared yet: we are its only user.
+        unsafe { (*node).next = head };
+        match HEAD.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(current) => head = current,
+        }
+    }
+    // SAFETY: leaked on purpose: the handler may walk the list at any time.
+    unsafe { &*node }
+}
+
 /// Unlinks the segment at `path` (whose file is `dev`/`ino`) if the process gets SIGTERM,
-/// until dropped. `None` if every slot is taken or the path is too long: the segment is then
-/// simply not cleaned up on SIGTERM.
-pub(crate) struct OnTerminate(usize);
+/// until dropped. `None` if the path is too long: the segment is then simply not cleaned up
+/// on SIGTERM.
+pub(crate) struct OnTerminate(&'static Node);
 
 impl OnTerminate {
     pub(crate) fn register(path: &Path, (dev, ino): (u64, u64)) -> Option<OnTerminate> {
@@ -61,25 +100,21 @@ impl OnTerminate {
             return None;
         }
         install_handler();
-        let (index, slot) = REGISTERED.iter().enumerate().find(|(_, s)| {
-            s.state
-                .compare_exchange(FREE, BUSY, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        })?;
-        // SAFETY: we own the slot (state BUSY); the handler does not read it in that state.
+        let node = claim_node();
+        // SAFETY: we own the node (state BUSY); the handler does not read it in that state.
         unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), slot.path.get() as *mut u8, bytes.len())
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), node.path.get() as *mut u8, bytes.len())
         };
-        slot.dev.store(dev, Ordering::Relaxed);
-        slot.ino.store(ino, Ordering::Relaxed);
-        slot.state.store(READY, Ordering::Release);
-        Some(OnTerminate(index))
+        node.dev.store(dev, Ordering::Relaxed);
+        node.ino.store(ino, Ordering::Relaxed);
+        node.state.store(READY, Ordering::Release);
+        Some(OnTerminate(node))
     }
 }
 
 impl Drop for OnTerminate {
     fn drop(&mut self) {
-        REGISTERED[self.0].state.store(FREE, Ordering::Release);
+        self.0.state.store(FREE, Ordering::Release);
     }
 }
 
@@ -102,19 +137,19 @@ fn install_handler() {
 }
 
 extern "C" fn on_sigterm(_signal: libc::c_int) {
-    for slot in &REGISTERED {
-        if slot.state.load(Ordering::Acquire) != READY {
+    for node in nodes() {
+        if node.state.load(Ordering::Acquire) != READY {
             continue;
         }
-        let path = slot.path.get() as *const libc::c_char;
-        // SAFETY: the slot is READY, so `path` holds a NUL-terminated string; stat and unlink
+        let path = node.path.get() as *const libc::c_char;
+        // SAFETY: the node is READY, so `path` holds a NUL-terminated string; stat and unlink
         // are async-signal-safe. Only our own file is removed: the name may already belong to
         // a new writer.
         unsafe {
             let mut st: libc::stat = std::mem::zeroed();
             if libc::stat(path, &mut st) == 0
-                && st.st_dev == slot.dev.load(Ordering::Relaxed)
-                && st.st_ino == slot.ino.load(Ordering::Relaxed)
+                && st.st_dev == node.dev.load(Ordering::Relaxed)
+                && st.st_ino == node.ino.load(Ordering::Relaxed)
             {
                 libc::unlink(path);
             }

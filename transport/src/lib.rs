@@ -29,7 +29,7 @@ pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
 pub use reader::{
     FrameInfo, Interrupt, Observer, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
 };
-pub use segment::{ReaderInfo, SegmentInfo, inspect};
+pub use segment::{ReaderInfo, SegmentInfo, check_name_for_writer, inspect};
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use writer::{
     FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
@@ -133,6 +133,26 @@ pub enum Error {
     ForeignFile {
         path: String,
     },
+    /// Something other than a regular file is at the path (a directory, a FIFO, a symbolic
+    /// link...): `what` says which. It was left untouched.
+    NotAFile {
+        path: String,
+        what: String,
+    },
+    /// Another user's file at the path that this process may not take over.
+    NotReplaceable {
+        path: String,
+        owner: u32,
+        user: u32,
+        /// Whether its writer is known to be gone (else: it could not even be checked).
+        stale: bool,
+    },
+    /// A segment file of which only `allocated` of its `size` bytes are backed by memory.
+    Sparse {
+        path: String,
+        size: u64,
+        allocated: u64,
+    },
     VersionMismatch {
         expected: u32,
         found: u32,
@@ -196,6 +216,44 @@ impl fmt::Display for Error {
                 f,
                 "{path} exists and is not a shmframe segment; it was left untouched: remove it \
                  or choose another shm-name"
+            ),
+            Error::NotAFile { path, what } => write!(
+                f,
+                "{path} is {what}, not a shmframe segment (segments are regular files); it was \
+                 left untouched: remove it or choose another shm-name"
+            ),
+            Error::NotReplaceable {
+                path,
+                owner,
+                user,
+                stale: true,
+            } => write!(
+                f,
+                "{path} was left by a writer that is gone, but it belongs to uid {owner} and \
+                 this process (uid {user}) may not replace it: remove it as uid {owner} or root \
+                 (rm {path}), or choose another shm-name"
+            ),
+            Error::NotReplaceable {
+                path,
+                owner,
+                user,
+                stale: false,
+            } => write!(
+                f,
+                "{path} belongs to uid {owner} and this process (uid {user}) may not open it to \
+                 check whether its writer is alive: if that writer is gone, remove it as uid \
+                 {owner} or root (rm {path}); otherwise choose another shm-name"
+            ),
+            Error::Sparse {
+                path,
+                size,
+                allocated,
+            } => write!(
+                f,
+                "{path} is not fully allocated: the file has {size} bytes but only {allocated} \
+                 of them are backed by memory, and mapping it would fill the shm file system \
+                 (a shmframe writer allocates its whole segment before publishing it): remove \
+                 the file and restart the writer"
             ),
             Error::VersionMismatch { expected, found } => write!(
                 f,

@@ -9,6 +9,7 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 enum WholeMap {
     ReadOnly(#[allow(dead_code)] Mmap),
@@ -217,6 +218,108 @@ fn open_error(path: &Path, e: std::io::Error, name: &str) -> Error {
     }
 }
 
+/// What a file of type `file_type` at `path` is, in words, for errors about things that are
+/// not segments.
+fn describe(path: &Path, file_type: std::fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a directory".into()
+    } else if file_type.is_symlink() {
+        match std::fs::read_link(path) {
+            Ok(target) if std::fs::metadata(path).is_err() => format!(
+                "a symbolic link to {} (which does not exist)",
+                target.display()
+            ),
+            Ok(target) => format!("a symbolic link to {}", target.display()),
+            Err(_) => "a symbolic link".into(),
+        }
+    } else if file_type.is_fifo() {
+        "a FIFO (named pipe)".into()
+    } else if file_type.is_socket() {
+        "a socket".into()
+    } else if file_type.is_char_device() {
+        "a character device".into()
+    } else if file_type.is_block_device() {
+        "a block device".into()
+    } else {
+        "not a regular file".into()
+    }
+}
+
+/// Opens the file at a segment path, read-write if `write`, without ever blocking or following
+/// a symbolic link, and refuses anything but a regular file: opening a FIFO waits for a peer
+/// for ever, a device or a socket is not shared memory, and a segment is never a link. The
+/// type is checked before opening (opening some devices has effects) and again on the open
+/// descriptor (the path may have changed in between).
+fn open_segment_file(path: &Path, name: &str, write: bool) -> Result<File, Error> {
+    let not_a_file = |file_type| Error::NotAFile {
+        path: path.display().to_string(),
+        what: describe(path, file_type),
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => return Err(not_a_file(meta.file_type())),
+        Ok(_) => {}
+        Err(e) => return Err(open_error(path, e, name)),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_file() => not_a_file(meta.file_type()),
+            _ => open_error(path, e, name),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    if !meta.file_type().is_file() {
+        return Err(not_a_file(meta.file_type()));
+    }
+    Ok(file)
+}
+
+/// Refuses a segment file with holes. Every page of a reader's mapping is populated when it
+/// attaches: a hole would be allocated then, by the reader, filling the shm file system until
+/// the mapping faults (SIGBUS). A writer allocates its whole segment before publishing it, so
+/// only a broken or hostile writer leaves holes.
+fn refuse_sparse(file: &File, path: &Path) -> Result<(), Error> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    let allocated = meta.blocks() * 512;
+    if allocated < meta.len() {
+        return Err(Error::Sparse {
+            path: path.display().to_string(),
+            size: meta.len(),
+            allocated,
+        });
+    }
+    Ok(())
+}
+
+/// Parses the header of an opened segment file (a foreign file is named by its path) and
+/// refuses a file with holes, all before anything is mapped.
+fn validated_geometry(file: &File, path: &Path) -> Result<Geometry, Error> {
+    let (bytes, len) = read_header_bytes(file, path)?;
+    let geo = Geometry::parse(&bytes, len).map_err(|e| match e {
+        Error::Foreign => Error::ForeignFile {
+            path: path.display().to_string(),
+        },
+        e => e,
+    })?;
+    refuse_sparse(file, path)?;
+    Ok(geo)
+}
+
+/// The uid of the owner of `path` if it is not this process's, else `None`.
+fn other_owner(path: &Path) -> Option<(u32, u32)> {
+    let owner = std::fs::symlink_metadata(path).ok()?.uid();
+    // SAFETY: geteuid has no preconditions.
+    let user = unsafe { libc::geteuid() };
+    (owner != user).then_some((owner, user))
+}
+
 /// Reads up to the header region of a file without mapping it.
 fn read_header_bytes(file: &File, path: &Path) -> Result<(Vec<u8>, u64), Error> {
     let len = file
@@ -236,12 +339,18 @@ fn read_header_bytes(file: &File, path: &Path) -> Result<(Vec<u8>, u64), Error> 
     Ok((buf, len))
 }
 
+/// Prefix of the temporary files segments are built in (followed by name, pid and a random
+/// number).
+const TEMP_PREFIX: &str = ".shmframe-new-";
+
 /// Creates a segment under `spec.name`, initialised by `init` before anyone can see it: it is
 /// built under a temporary name and renamed into place, so a reader never maps a half-written
 /// header. An existing segment whose writer is alive is refused; one whose writer died is
-/// replaced; anything else at the path is left untouched.
+/// replaced; anything else at the path is left untouched. Temporary files of writers that died
+/// while creating a segment are removed first.
 pub(crate) fn create(spec: &NewSegment) -> Result<Mapping, Error> {
     let path = segment_path(spec.name)?;
+    reclaim_orphaned_temp_files();
     for _attempt in 0..8 {
         let (tmp_path, mapping) = build_fresh(spec, &path)?;
         match sys::rename_noreplace(&tmp_path, &path) {
@@ -275,58 +384,181 @@ pub(crate) fn create(spec: &NewSegment) -> Result<Mapping, Error> {
 /// Ok(true): the stale segment at `path` was replaced by `tmp_path`. Ok(false): the path
 /// changed meanwhile, retry.
 fn reclaim_if_stale(path: &Path, name: &str, tmp_path: &Path) -> Result<bool, Error> {
-    let existing = match OpenOptions::new().read(true).write(true).open(path) {
+    let existing = match open_segment_file(path, name, true) {
         Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(open_error(path, e, name)),
+        Err(Error::NotFound { .. }) => return Ok(false),
+        Err(Error::PermissionDenied { .. }) if other_owner(path).is_some() => {
+            return Err(not_ours(path, name));
+        }
+        Err(e) => return Err(e),
     };
-    let (bytes, _len) = read_header_bytes(&existing, path)?;
-    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
-        return Err(Error::ForeignFile {
-            path: path.display().to_string(),
-        });
-    }
-    let holder_pid = || {
-        let off = std::mem::offset_of!(Header, writer_pid);
-        bytes
-            .get(off..off + 4)
-            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
-            .unwrap_or(0)
-    };
+    let holder_pid = segment_holder(&existing, path)?;
     if !sys::try_lock_byte(&existing, WRITER_LOCK_BYTE, true)
         .map_err(|e| Error::io(format!("lock {}", path.display()), e))?
     {
         return Err(Error::WriterExists {
             name: name.to_string(),
-            pid: holder_pid(),
+            pid: holder_pid,
         });
     }
     // We hold the dead writer's lock. Make sure the path still names this very file (another
     // writer may have replaced it between our open and our lock) before replacing it.
-    let ours = existing.metadata().map(|m| (m.dev(), m.ino())).ok();
-    let at_path = std::fs::metadata(path).map(|m| (m.dev(), m.ino())).ok();
-    if ours.is_none() || ours != at_path {
+    if !still_named(&existing, path) {
         return Ok(false);
     }
-    std::fs::rename(tmp_path, path)
-        .map_err(|e| Error::io(format!("replace stale {}", path.display()), e))?;
-    Ok(true)
+    match std::fs::rename(tmp_path, path) {
+        Ok(()) => Ok(true),
+        // The shm directory is sticky: only a file's owner (or root) may replace it.
+        Err(e) if e.kind() == ErrorKind::PermissionDenied && other_owner(path).is_some() => {
+            let (owner, user) = other_owner(path).unwrap_or_default();
+            Err(Error::NotReplaceable {
+                path: path.display().to_string(),
+                owner,
+                user,
+                stale: true,
+            })
+        }
+        Err(e) => Err(Error::io(format!("replace stale {}", path.display()), e)),
+    }
+}
+
+/// The pid a segment file's header names as its writer; a file that is not a segment is
+/// refused.
+fn segment_holder(file: &File, path: &Path) -> Result<u32, Error> {
+    let (bytes, _len) = read_header_bytes(file, path)?;
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(Error::ForeignFile {
+            path: path.display().to_string(),
+        });
+    }
+    let off = std::mem::offset_of!(Header, writer_pid);
+    Ok(bytes
+        .get(off..off + 4)
+        .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
+        .unwrap_or(0))
+}
+
+/// Why a writer cannot take over another user's file at `path` that it may not open for
+/// writing: a live writer holds it, it is not a segment, or it may not be replaced. Reading
+/// it, if allowed, tells which.
+fn not_ours(path: &Path, name: &str) -> Error {
+    let (owner, user) = other_owner(path).unwrap_or_default();
+    let readable = open_segment_file(path, name, false);
+    let stale = match &readable {
+        Ok(file) => match segment_holder(file, path) {
+            Err(e) => return e,
+            Ok(pid) if sys::byte_is_locked(file, WRITER_LOCK_BYTE, false) => {
+                return Error::WriterExists {
+                    name: name.to_string(),
+                    pid,
+                };
+            }
+            Ok(_) => true,
+        },
+        Err(_) => false,
+    };
+    Error::NotReplaceable {
+        path: path.display().to_string(),
+        owner,
+        user,
+        stale,
+    }
+}
+
+/// Refuses, without creating or changing anything, a name a writer could not take now: one
+/// held by a live writer (naming its pid), or taken by something a writer leaves untouched or
+/// may not replace. A segment left by a dead writer is no obstacle: creating reclaims it.
+pub fn check_name_for_writer(name: &str) -> Result<(), Error> {
+    let path = segment_path(name)?;
+    match open_read_only(name) {
+        Ok(m) if m.writer_alive() => Err(Error::WriterExists {
+            name: name.to_string(),
+            pid: m.header().writer_pid,
+        }),
+        Err(e @ (Error::ForeignFile { .. } | Error::NotAFile { .. })) => Err(e),
+        Err(e @ Error::PermissionDenied { .. }) => match other_owner(&path) {
+            Some(_) => Err(not_ours(&path, name)),
+            None => Err(e),
+        },
+        // Nothing there, or something `create` deals with or explains.
+        _ => Ok(()),
+    }
+}
+
+/// Whether `path` still names the open `file`.
+fn still_named(file: &File, path: &Path) -> bool {
+    let ours = file.metadata().map(|m| (m.dev(), m.ino())).ok();
+    let at_path = std::fs::symlink_metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
+    ours.is_some() && ours == at_path
+}
+
+/// Removes the temporary files of writers that died while building a segment (of any name).
+/// A builder holds the writer lock of its temporary file from the moment the file exists
+/// until it is renamed into place (see `build_fresh`), and the kernel drops that lock when
+/// the builder dies, however it dies: a temporary file whose lock we can take has no live
+/// builder. Files we may not open (another user's) are left alone.
+fn reclaim_orphaned_temp_files() {
+    let Ok(dir) = std::fs::read_dir(shm_dir()) else {
+        return;
+    };
+    for entry in dir.flatten() {
+        if !entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TEMP_PREFIX.as_bytes())
+        {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = open_segment_file(&path, "", true) else {
+            continue;
+        };
+        if sys::try_lock_byte(&file, WRITER_LOCK_BYTE, true).unwrap_or(false)
+            && still_named(&file, &path)
+        {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// A new temporary file, holding its writer lock: that lock is what tells other writers that
+/// its builder is alive (see `reclaim_orphaned_temp_files`).
+fn new_temp_file(spec: &NewSegment) -> Result<(PathBuf, File), Error> {
+    for _attempt in 0..8 {
+        let tmp_path = shm_dir().join(format!(
+            "{TEMP_PREFIX}{}-{}-{:x}",
+            spec.name,
+            std::process::id(),
+            sys::random_u64()
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(spec.perms)
+            .open(&tmp_path)
+            .map_err(|e| open_error(&tmp_path, e, spec.name))?;
+        // Another writer may have taken the file for an orphan in the instant before our lock
+        // (and removed it): then start over with a new one.
+        let locked = sys::try_lock_byte(&file, WRITER_LOCK_BYTE, true)
+            .map_err(|e| Error::io(format!("lock {}", tmp_path.display()), e))?;
+        if locked && still_named(&file, &tmp_path) {
+            return Ok((tmp_path, file));
+        }
+        if still_named(&file, &tmp_path) {
+            let _ = std::fs::remove_file(&tmp_path);
+        }
+    }
+    Err(Error::io(
+        "create a temporary segment file",
+        std::io::Error::other("it was taken away 8 times in a row"),
+    ))
 }
 
 fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Error> {
-    let tmp_path = shm_dir().join(format!(
-        ".shmframe-new-{}-{}-{:x}",
-        spec.name,
-        std::process::id(),
-        sys::random_u64()
-    ));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(spec.perms)
-        .open(&tmp_path)
-        .map_err(|e| open_error(&tmp_path, e, spec.name))?;
+    let (tmp_path, file) = new_temp_file(spec)?;
     let result = (|| {
         // The umask may have narrowed the mode; `perms` is what the user asked for.
         file.set_permissions(std::fs::Permissions::from_mode(spec.perms))
@@ -334,14 +566,6 @@ fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Err
         file.set_len(spec.geo.total_len)
             .map_err(|e| Error::io(format!("size {}", tmp_path.display()), e))?;
         reserve(&file, &tmp_path, spec.geo.total_len)?;
-        if !sys::try_lock_byte(&file, WRITER_LOCK_BYTE, true)
-            .map_err(|e| Error::io(format!("lock {}", tmp_path.display()), e))?
-        {
-            return Err(Error::io(
-                "lock new segment",
-                std::io::Error::other("fresh file already locked"),
-            ));
-        }
         let mut mapping = Mapping::map(file, path.to_path_buf(), spec.geo.clone(), true)?;
         init_header(&mapping, spec);
         // The mapping was made from the temporary path; record the final one for unlinking.
@@ -357,26 +581,54 @@ fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Err
     }
 }
 
-/// Allocates the whole segment, or says how much room it needs where.
+/// How long racing allocations are retried while the room they need is free.
+const ALLOCATION_RACE_LIMIT: Duration = Duration::from_secs(5);
+
+/// Allocates the whole segment, or says how much room it needs where. The allocation decides:
+/// the free space measured before it can be taken by another writer meanwhile, or be freed.
 fn reserve(file: &File, path: &Path, needed: u64) -> Result<(), Error> {
-    let available = |file: &File| {
-        sys::available_bytes(file).map_err(|e| Error::io(format!("statvfs {}", path.display()), e))
+    let space = |file: &File| {
+        sys::space(file).map_err(|e| Error::io(format!("statvfs {}", path.display()), e))
     };
+    let dir = shm_dir().display().to_string();
     let no_space = |available| Error::NoSpace {
-        dir: shm_dir().display().to_string(),
+        dir: dir.clone(),
         needed,
         available,
     };
-    // Checked first so that a segment that cannot fit is refused without filling the file
-    // system (and the memory behind it) on the way.
-    let before = available(file)?;
-    if needed > before {
-        return Err(no_space(before));
+    // A segment larger than the whole file system is refused without trying, which would
+    // fill the file system (and the memory behind it) on the way.
+    let (size, available) = space(file)?;
+    if needed > size {
+        return Err(no_space(available));
     }
-    match sys::allocate(file, needed) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Err(no_space(available(file)?)),
-        Err(e) => Err(Error::io(format!("allocate {}", path.display()), e)),
+    let deadline = Instant::now() + ALLOCATION_RACE_LIMIT;
+    loop {
+        match sys::allocate(file, needed) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {}
+            Err(e) => return Err(Error::io(format!("allocate {}", path.display()), e)),
+        }
+        // The room this segment could have now: what is free plus what the failed allocation
+        // still holds (tmpfs gives it back, other file systems may not).
+        let held = file.metadata().map_or(0, |m| m.blocks() * 512);
+        let room = space(file)?.1 + held;
+        if room < needed {
+            return Err(no_space(room));
+        }
+        // Enough room after all: another allocation was under way at the same moment (two of
+        // them can each take part of the room and both fail). Try again after a random pause,
+        // so that the racers do not meet again.
+        if Instant::now() >= deadline {
+            return Err(Error::io(
+                format!("allocate {}", path.display()),
+                std::io::Error::other(format!(
+                    "no space left although {room} bytes are free now: other processes kept \
+                     allocating in {dir} for {ALLOCATION_RACE_LIMIT:?}; try again"
+                )),
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(1000 + sys::random_u64() % 20_000));
     }
 }
 
@@ -422,18 +674,8 @@ fn init_header(m: &Mapping, spec: &NewSegment) {
 /// mapping anything, then maps data read-only and the control region read-write.
 pub(crate) fn open(name: &str) -> Result<Mapping, Error> {
     let path = segment_path(name)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| open_error(&path, e, name))?;
-    let (bytes, len) = read_header_bytes(&file, &path)?;
-    let geo = Geometry::parse(&bytes, len).map_err(|e| match e {
-        Error::Foreign => Error::ForeignFile {
-            path: path.display().to_string(),
-        },
-        e => e,
-    })?;
+    let file = open_segment_file(&path, name, true)?;
+    let geo = validated_geometry(&file, &path)?;
     Mapping::map(file, path, geo, false)
 }
 
@@ -599,14 +841,8 @@ pub(crate) fn write_caps(m: &Mapping, gen_: u64, caps: &str) {
 /// reader entry and write nothing.
 pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
     let path = segment_path(name)?;
-    let file = File::open(&path).map_err(|e| open_error(&path, e, name))?;
-    let (bytes, len) = read_header_bytes(&file, &path)?;
-    let geo = Geometry::parse(&bytes, len).map_err(|e| match e {
-        Error::Foreign => Error::ForeignFile {
-            path: path.display().to_string(),
-        },
-        e => e,
-    })?;
+    let file = open_segment_file(&path, name, false)?;
+    let geo = validated_geometry(&file, &path)?;
     // SAFETY: read-only mapping of a validated file of at least total_len bytes.
     let m = unsafe {
         MmapOptions::new()

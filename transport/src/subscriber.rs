@@ -144,7 +144,7 @@ impl Subscriber {
 
     fn try_attach(&mut self) -> Result<Option<SubscriberEvent>, Error> {
         let path = segment_path(&self.name)?;
-        let Ok(meta) = std::fs::metadata(&path) else {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
             return Ok(None);
         };
         if self.dead_file == Some((meta.dev(), meta.ino())) {

@@ -50,15 +50,17 @@ pub fn process_start_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Bytes an unprivileged process may still allocate on the file system holding `file`.
-pub fn available_bytes(file: &File) -> io::Result<u64> {
+/// The size of the file system holding `file`, and the bytes an unprivileged process may still
+/// allocate on it.
+pub fn space(file: &File) -> io::Result<(u64, u64)> {
     // SAFETY: all-zero is a valid statvfs (plain integers), filled in by the call.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is open for the call and `st` is writable.
     if unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let block = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * block, st.f_bavail as u64 * block))
 }
 
 /// Allocates the first `len` bytes of `file` for real. On tmpfs a sized file is sparse: its
