@@ -387,7 +387,8 @@ struct Timeline {
     /// The next frame starts a run (a new PLAYING period or a new writer): its shift is
     /// chosen afresh, so that it starts where the previous buffer ended, at the earliest.
     run_pending: bool,
-    /// Added to the run's mapped times: 0 unless its first frame lay before the previous end.
+    /// Added to the run's mapped times: 0 unless its first frame lay before the previous end;
+    /// it shrinks again where the writer's frames leave a gap.
     shift: i128,
     /// The previous buffer's PTS and end (PTS + duration, at least PTS + 1 ns).
     last: Option<(i128, i128)>,
@@ -407,11 +408,17 @@ impl Timeline {
         };
         let (last_pts, last_end) = self.last.unwrap_or((-1, 0));
         let before = self.shift;
+        // Just enough for this frame to start where the previous buffer ended.
+        let needed = (last_end - pts).max(0);
         if std::mem::take(&mut self.run_pending) {
-            self.shift = (last_end - pts).max(0);
-        } else if pts + self.shift <= last_pts {
-            // The writer's times went back within a run: continue just after the last buffer.
-            self.shift = last_pts + 1 - pts;
+            self.shift = needed;
+        } else {
+            // Within a run the shift only shrinks, where a gap leaves room for it.
+            self.shift = self.shift.min(needed);
+            if pts + self.shift <= last_pts {
+                // The writer's times went back: continue just after the previous buffer.
+                self.shift = last_pts + 1 - pts;
+            }
         }
         let pts = pts + self.shift;
         self.period_delivered = true;
