@@ -34,14 +34,14 @@ fn child_entry() {
     std::process::exit(code);
 }
 
-/// writer name=: a live 30 fps videotestsrc into shmframesink, for 60 s at most (the test
-/// kills it sooner).
+/// writer name= props=: a live 30 fps videotestsrc into shmframesink with `props`, for 60 s
+/// at most (the test kills it sooner).
 fn run_writer(a: &HashMap<String, String>) -> i32 {
     let (pipeline, _sink) = launch_with::<gst::Element>(
         &format!(
             "videotestsrc is-live=true num-buffers=1800 ! {WRITER_CAPS} ! \
-             shmframesink name=sink shm-name={}",
-            a["name"]
+             shmframesink name=sink shm-name={} {}",
+            a["name"], a["props"]
         ),
         "sink",
     );
@@ -57,8 +57,15 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
 
 /// The writer child, once its segment exists and it has been writing for a moment (readers
 /// join a running writer).
-fn running_writer(name: &ShmName) -> ChildGuard {
-    let writer = spawn_role(ENTRY, "writer", &[&format!("name={}", name.as_str())]);
+fn running_writer(name: &ShmName, props: &str) -> ChildGuard {
+    let writer = spawn_role(
+        ENTRY,
+        "writer",
+        &[
+            &format!("name={}", name.as_str()),
+            &format!("props={props}"),
+        ],
+    );
     assert!(
         wait_for(LIMIT, || name.path().exists()),
         "the writer did not create its segment"
@@ -144,9 +151,15 @@ fn assert_strictly_increasing(pushed: &[Pushed], what: &str) {
 #[test]
 fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
     init();
-    let name = ShmName::new("ts-cycles");
-    let _writer = running_writer(&name);
-    for props in ["", "start=oldest", "timestamp-mode=arrival"] {
+    // A `block` writer keeps what the source must deliver after a pause: it comes in order.
+    for (writer_props, props) in [
+        ("", ""),
+        ("", "start=oldest"),
+        ("", "timestamp-mode=arrival"),
+        ("backpressure=block", ""),
+    ] {
+        let name = ShmName::new("ts-cycles");
+        let _writer = running_writer(&name, writer_props);
         let (pipeline, src) = launch_with::<gst::Element>(
             &format!(
                 "shmframesrc name=src shm-name={} {props} ! fakesink sync=false",
@@ -162,7 +175,7 @@ fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
             pipeline.set_state(gst::State::Playing).unwrap();
             assert!(
                 wait_for(LIMIT, || count() >= before + 10),
-                "{props:?}: no buffers after {what}"
+                "{writer_props:?} {props:?}: no buffers after {what}"
             );
         };
         play_for_ten_buffers("the first PLAYING");
@@ -181,7 +194,10 @@ fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
             play_for_ten_buffers(&format!("{via:?} -> PLAYING"));
         }
         pipeline.set_state(gst::State::Null).unwrap();
-        assert_strictly_increasing(&pushed.lock().unwrap(), props);
+        assert_strictly_increasing(
+            &pushed.lock().unwrap(),
+            &format!("{writer_props:?} {props:?}"),
+        );
     }
 }
 
@@ -281,7 +297,7 @@ fn demuxed_frames(file: &std::path::Path, demuxer: &str) -> Vec<(gst::ClockTime,
 /// the file holds every frame the source pushed, with their duration (and not the pause's).
 fn recording_case(test: &str, mux: &str, demuxer: &str, extension: &str) {
     let name = ShmName::new(test);
-    let _writer = running_writer(&name);
+    let _writer = running_writer(&name, "");
     let file = std::env::temp_dir().join(format!("{}.{extension}", name.as_str()));
     let (play_ms, pause_ms) = (1500, 1500);
     let mut recorder = spawn_role(

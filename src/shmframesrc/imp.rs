@@ -1394,3 +1394,50 @@ impl ShmFrameSrc {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i128 = 1_000_000;
+    const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(33);
+
+    fn pts(timeline: &mut Timeline, mapped: i128) -> u64 {
+        timeline
+            .place((Some(mapped), None), Some(FRAME))
+            .0
+            .unwrap()
+            .nseconds()
+    }
+
+    #[test]
+    fn timeline_starts_at_zero_and_keeps_the_writers_spacing() {
+        let mut timeline = Timeline {
+            run_pending: true,
+            ..Timeline::default()
+        };
+        // Frames from before the pipeline started move together to 0, then in step.
+        let placed: Vec<u64> = [-66, -33, 0, 33]
+            .iter()
+            .map(|t| pts(&mut timeline, t * MS))
+            .collect();
+        let ms = |v: &[i128]| v.iter().map(|t| (t * MS) as u64).collect::<Vec<_>>();
+        assert_eq!(placed, ms(&[0, 33, 66, 99]));
+        // A gap gives the shift back: a frame 100 ms late starts where it was written.
+        assert_eq!(pts(&mut timeline, 200 * MS), (200 * MS) as u64);
+    }
+
+    #[test]
+    fn timeline_never_repeats_or_goes_back() {
+        let mut timeline = Timeline {
+            run_pending: true,
+            ..Timeline::default()
+        };
+        assert_eq!(pts(&mut timeline, 500 * MS), (500 * MS) as u64);
+        // Within a run a writer's step back continues just after the previous buffer.
+        assert_eq!(pts(&mut timeline, 400 * MS), (500 * MS + 1) as u64);
+        // A new run (a resume, a new writer) starts where the previous buffer ended.
+        timeline.run_pending = true;
+        assert_eq!(pts(&mut timeline, 300 * MS), (533 * MS + 1) as u64);
+    }
+}
