@@ -12,6 +12,7 @@ use common::{
 use gst::prelude::*;
 use gstshmframe::transport::Observer;
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,18 +36,24 @@ fn child_entry() {
     std::process::exit(code);
 }
 
-/// writer name= props=: a live 30 fps videotestsrc into shmframesink with `props`, for 60 s
-/// at most (the test kills it sooner).
+/// writer name= props= [grow_after_ms=M]: a live 30 fps videotestsrc into shmframesink with
+/// `props`, for 60 s at most (the test kills it sooner); after M ms its frames grow to
+/// 320x240, which the sink's slots cannot hold.
 fn run_writer(a: &HashMap<String, String>) -> i32 {
-    let (pipeline, _sink) = launch_with::<gst::Element>(
+    let (pipeline, caps) = launch_with::<gst::Element>(
         &format!(
-            "videotestsrc is-live=true num-buffers=1800 ! {WRITER_CAPS} ! \
-             shmframesink name=sink shm-name={} {}",
+            "videotestsrc is-live=true num-buffers=1800 ! capsfilter name=caps \
+             caps={WRITER_CAPS} ! shmframesink shm-name={} {}",
             a["name"], a["props"]
         ),
-        "sink",
+        "caps",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
+    if let Some(ms) = a.get("grow_after_ms") {
+        std::thread::sleep(Duration::from_millis(ms.parse().unwrap()));
+        let grown = WRITER_CAPS.replace("width=160,height=120", "width=320,height=240");
+        caps.set_property("caps", gst::Caps::from_str(&grown).unwrap());
+    }
     wait_for_eos(
         &pipeline,
         "writer pipeline",
@@ -82,6 +89,7 @@ struct Pushed {
     life: u32,
     /// The writer's frame number.
     offset: u64,
+    size: usize,
     pts: Option<gst::ClockTime>,
     duration: Option<gst::ClockTime>,
     base_time: Option<gst::ClockTime>,
@@ -106,6 +114,7 @@ fn record_pushes(src: &gst::Element, life: Arc<AtomicU32>) -> Arc<Mutex<Vec<Push
                 Some(gst::PadProbeData::Buffer(buffer)) => log.lock().unwrap().push(Pushed {
                     life: life.load(Ordering::SeqCst),
                     offset: buffer.offset(),
+                    size: buffer.size(),
                     pts: buffer.pts(),
                     duration: buffer.duration(),
                     base_time: element.base_time(),
@@ -164,7 +173,7 @@ fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
         ("backpressure=block", ""),
     ] {
         let name = ShmName::new("ts-cycles");
-        let _writer = running_writer(&name, writer_props);
+        let writer = running_writer(&name, writer_props);
         let observer = Observer::open(&name).expect("observe the writer's segment");
         let (pipeline, src) = launch_with::<gst::Element>(
             &format!(
@@ -216,6 +225,29 @@ fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
                 );
             }
         }
+        // While playing: the writer is killed and another one started, which soon changes its
+        // caps for frames that need a new segment (a renegotiation, not a second restart).
+        let before = count();
+        drop(writer);
+        let _writer = spawn_role(
+            ENTRY,
+            "writer",
+            &[
+                &format!("name={}", name.as_str()),
+                &format!("props={writer_props}"),
+                "grow_after_ms=700",
+            ],
+        );
+        let grown_size = 320 * 240 * 3 / 2;
+        assert!(
+            wait_for(LIMIT, || {
+                let pushed = pushed.lock().unwrap();
+                pushed.len() >= before + 20 && pushed.last().unwrap().size == grown_size
+            }),
+            "{writer_props:?} {props:?}: no frames of the grown new writer"
+        );
+        let stats = src.property::<gst::Structure>("stats");
+        assert_eq!(stats.get::<u32>("writer-restarts").unwrap(), 1, "{stats}");
         pipeline.set_state(gst::State::Null).unwrap();
         // A `block` writer's frames published while paused are all delivered after the
         // resume, at their spacing: the source's timestamps then run ahead of the clock by up
