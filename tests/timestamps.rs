@@ -352,12 +352,21 @@ fn demuxed_frames(file: &std::path::Path, demuxer: &str) -> Vec<(gst::ClockTime,
     frames
 }
 
+/// A file removed when dropped, also when the test fails.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A recording by `mux` of a running writer, paused in the middle: no timestamp warning, and
 /// the file holds every frame the source pushed, with their duration (and not the pause's).
 fn recording_case(test: &str, mux: &str, demuxer: &str, extension: &str) {
     let name = ShmName::new(test);
     let _writer = running_writer(&name, "");
-    let file = std::env::temp_dir().join(format!("{}.{extension}", name.as_str()));
+    let file = TempFile(std::env::temp_dir().join(format!("{}.{extension}", name.as_str())));
     let (play_ms, pause_ms) = (1500, 1500);
     let mut recorder = spawn_role(
         ENTRY,
@@ -365,14 +374,13 @@ fn recording_case(test: &str, mux: &str, demuxer: &str, extension: &str) {
         &[
             &format!("name={}", name.as_str()),
             &format!("mux={mux}"),
-            &format!("file={}", file.display()),
+            &format!("file={}", file.0.display()),
             &format!("play_ms={play_ms}"),
             &format!("pause_ms={pause_ms}"),
         ],
     );
     let out = recorder.wait_ok(LIMIT * 2);
-    let frames = demuxed_frames(&file, demuxer);
-    let _ = std::fs::remove_file(&file);
+    let frames = demuxed_frames(&file.0, demuxer);
     let s = summary(&out);
     assert_eq!(num(&s, "logged"), 0, "{mux} logged warnings:\n{out}");
     let pushed = num(&s, "pushed");
