@@ -170,7 +170,13 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
     let bus = pipeline.bus().unwrap();
     let mut attached = 0;
     let mut lost = 0;
+    let mut restart_warnings = 0;
     while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Warning(w) = msg.view()
+            && w.error().to_string().contains("writer restarted")
+        {
+            restart_warnings += 1;
+        }
         if let gst::MessageView::Element(e) = msg.view() {
             match e.structure().map(|s| s.name().as_str()) {
                 Some("shmframe-writer-attached") => attached += 1,
@@ -185,13 +191,15 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
     pipeline.set_state(gst::State::Null).unwrap();
     println!(
         "SUMMARY frames={} first={} last={} ordered={ordered} torn={torn} sizes={} \
-         read={} missed={} attached={attached} lost={lost}",
+         read={} missed={} attached={attached} lost={lost} restarts={} \
+         restart_warnings={restart_warnings}",
         indices.len(),
         indices.first().copied().unwrap_or(u64::MAX),
         indices.last().copied().unwrap_or(u64::MAX),
         sizes.join(","),
         stats.get::<u64>("frames-read").unwrap(),
         stats.get::<u64>("frames-missed").unwrap(),
+        stats.get::<u32>("writer-restarts").unwrap(),
     );
     0
 }
@@ -347,6 +355,9 @@ fn caps_change_case(test: &str, from: &str, to: &str) {
     assert_eq!(rs["ordered"], "true");
     assert_eq!((num(&rs, "first"), num(&rs, "last")), (0, 59));
     assert_eq!(num(&rs, "frames"), 60, "nothing lost under block: {rs:?}");
+    // The same writer changed its frames: a renegotiation, never reported as a restart.
+    assert_eq!(num(&rs, "restarts"), 0, "{rs:?}");
+    assert_eq!(num(&rs, "restart_warnings"), 0, "{rs:?}");
 }
 
 #[test]
@@ -387,6 +398,12 @@ fn a_killed_writer_is_followed_to_its_successor() {
     assert_eq!(num(&rs, "torn"), 0, "{rs:?}");
     assert_eq!(num(&rs, "attached"), 2, "{rs:?}");
     assert_eq!(num(&rs, "lost"), 1, "{rs:?}");
+    assert_eq!(
+        num(&rs, "restarts"),
+        1,
+        "a new writer process is a restart: {rs:?}"
+    );
+    assert_eq!(num(&rs, "restart_warnings"), 1, "{rs:?}");
     assert_eq!(num(&rs, "last"), 49, "ended with the successor's EOS");
 }
 

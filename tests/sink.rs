@@ -564,9 +564,10 @@ fn a_caps_change_to_larger_frames_recreates_the_segment_and_a_subscriber_follows
         next(&mut subscriber, &mut data),
         SubscriberEvent::WriterLost { pid, clean: true }
     );
+    // The same writer in a new segment: a renegotiation, not a restart.
     assert!(matches!(
         next(&mut subscriber, &mut data),
-        SubscriberEvent::WriterAttached { pid: p, .. } if p == pid
+        SubscriberEvent::WriterAttached { pid: p, restart: false, .. } if p == pid
     ));
     h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
     let SubscriberEvent::Frame(info) = next(&mut subscriber, &mut data) else {

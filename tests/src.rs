@@ -214,6 +214,15 @@ impl Pipe {
         format!("{} ({:?})", e.error(), e.debug())
     }
 
+    /// Every bus message so far, including those that arrive within 100 ms.
+    fn messages_so_far(&mut self) -> &[gst::Message] {
+        let bus = self.pipeline.bus().unwrap();
+        while let Some(m) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            self.messages.push(m);
+        }
+        &self.messages
+    }
+
     fn warning_containing(&mut self, fragment: &str) -> String {
         let m = self.wait_message(fragment, |m| match m.view() {
             gst::MessageView::Warning(w) => w.error().to_string().contains(fragment),
@@ -590,6 +599,75 @@ fn follows_a_restarted_writer_and_says_so_on_the_bus() {
     let stats = stats(&pipe.src);
     assert_eq!(stats.get::<u64>("frames-read").unwrap(), 6);
     assert_eq!(stats.get::<u32>("writer-restarts").unwrap(), 1);
+    assert_eq!(stats.get::<u32>("writer-pid").unwrap(), pid);
+}
+
+#[test]
+fn a_writer_replacing_its_segment_for_new_caps_is_a_renegotiation_not_a_restart() {
+    let name = ShmName::new("src-replace");
+    let mut pipe = Pipe::new(&name, "");
+    pipe.play();
+    let pid = std::process::id();
+
+    let mut first = new_writer(&name, 4, Backpressure::Block);
+    first.set_caps(RGBA_64X48).unwrap();
+    wait_for_reader(&first);
+    for _ in 0..3 {
+        write_frame(&mut first, 1, RGBA_64X48_SIZE);
+    }
+    for number in 0..3 {
+        check_buffer(pipe.pull().buffer().unwrap(), 1, number, RGBA_64X48_SIZE);
+    }
+
+    // What shmframesink does when new caps need larger slots: the same writer, a new segment.
+    const RGBA_128X96: &str = "video/x-raw, format=(string)RGBA, width=(int)128, \
+                               height=(int)96, framerate=(fraction)30/1";
+    const RGBA_128X96_SIZE: usize = 128 * 96 * 4;
+    let mut config = WriterConfig::new(&name, RGBA_128X96_SIZE as u64);
+    config.backpressure = Backpressure::Block;
+    let mut replaced = first.replace(&config).expect("replace the segment");
+    replaced.set_caps(RGBA_128X96).unwrap();
+    wait_for_reader(&replaced);
+    for _ in 0..3 {
+        write_frame(&mut replaced, 2, RGBA_128X96_SIZE);
+    }
+    for number in 0..3 {
+        let sample = pipe.pull();
+        check_buffer(sample.buffer().unwrap(), 2, number, RGBA_128X96_SIZE);
+        assert_eq!(
+            sample.caps().unwrap(),
+            gst::Caps::from_str(RGBA_128X96).unwrap().as_ref()
+        );
+    }
+
+    // A renegotiation: attached again, to the same session, with restart=false; no warning.
+    let messages = pipe.messages_so_far();
+    let attached: Vec<_> = messages
+        .iter()
+        .filter_map(|m| m.structure())
+        .filter(|s| s.name() == "shmframe-writer-attached")
+        .map(|s| {
+            (
+                s.get::<u64>("session").unwrap(),
+                s.get::<bool>("restart").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        vec![(replaced.session(), false), (replaced.session(), false)]
+    );
+    let warnings: Vec<_> = messages
+        .iter()
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let stats = stats(&pipe.src);
+    assert_eq!(stats.get::<u64>("frames-read").unwrap(), 6);
+    assert_eq!(stats.get::<u32>("writer-restarts").unwrap(), 0);
     assert_eq!(stats.get::<u32>("writer-pid").unwrap(), pid);
 }
 

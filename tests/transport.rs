@@ -726,7 +726,8 @@ fn a_subscriber_waits_for_its_writer_and_follows_a_restart() {
         ev,
         SubscriberEvent::WriterAttached {
             pid: std::process::id(),
-            session: first_session
+            session: first_session,
+            restart: false
         }
     );
     write_frame(&mut w, 0);
@@ -745,7 +746,7 @@ fn a_subscriber_waits_for_its_writer_and_follows_a_restart() {
     let mut w2 = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
     let ev = sub.next(Duration::from_secs(1), |_, _| {}).unwrap();
     assert!(
-        matches!(ev, SubscriberEvent::WriterAttached { session, .. } if session == w2.session())
+        matches!(ev, SubscriberEvent::WriterAttached { session, restart: true, .. } if session == w2.session())
     );
     write_frame(&mut w2, 0);
     let mut buf = vec![0u8; FRAME];

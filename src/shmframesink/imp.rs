@@ -792,6 +792,8 @@ impl BaseSinkImpl for ShmFrameSink {
         let must_wait_for_followers = config.backpressure == Backpressure::Block;
         if !fits {
             let mut old_slot = None;
+            // The writer whose segment is replaced: its successor keeps its identity.
+            let mut predecessor = None;
             if let Some(mut old) = output_guard.take() {
                 followers = old.writer.reader_count();
                 // Readers see the old segment close and follow the name to the new one.
@@ -805,12 +807,17 @@ impl BaseSinkImpl for ShmFrameSink {
                      the segment",
                     old.writer.slot_capacity()
                 );
-                old.writer.close();
+                predecessor = Some(old.writer);
             }
-            let writer = match Writer::create(&WriterConfig {
+            let new_config = WriterConfig {
                 slot_size: frame_size,
                 ..config
-            }) {
+            };
+            let new_writer = match predecessor {
+                Some(old) => old.replace(&new_config),
+                None => Writer::create(&new_config),
+            };
+            let writer = match new_writer {
                 Ok(writer) => writer,
                 Err(err) => {
                     drop(output_guard);

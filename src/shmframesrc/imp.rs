@@ -13,13 +13,14 @@ use gst_base::subclass::base_src::CreateSuccess;
 use gst_base::subclass::prelude::*;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::shape::{self, Shape};
 use crate::transport::{
-    self, FrameInfo, Interrupt, Observer, PinnedFrame, ReaderOptions, SlotView, Subscriber,
-    SubscriberEvent,
+    self, Backpressure, FrameInfo, Interrupt, Observer, PinnedFrame, ReaderOptions, SlotView,
+    Subscriber, SubscriberEvent,
 };
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -161,8 +162,12 @@ struct Stream {
     copy_mode: CopyMode,
     /// Reused for copied frames, so steady-state reading allocates nothing: (frame size, pool).
     copy_pool: Option<(usize, gst::BufferPool)>,
-    /// Writers attached since `start()`; every one after the first is a restart.
-    writers_attached: u32,
+    start: StartPosition,
+    /// Frames written before the current PLAYING period began are delivered, not skipped:
+    /// the writer is `block` (nothing may be lost), or `start=oldest` asked for the frames
+    /// held at attach and no PLAYING period delivered a frame of this writer yet.
+    keep_earlier_frames: bool,
+    timeline: Timeline,
     /// The latest writer's pid, kept after it is lost so a restart warning can name both.
     last_writer_pid: Option<u32>,
     /// Caps generation of the last frame pushed, and its video info. Generations are per
@@ -338,33 +343,92 @@ fn wrap_pinned(pinned: PinnedFrame) -> gst::Buffer {
     buffer
 }
 
-/// Running-time timestamps for a frame: `writer` maps the writer's CLOCK_MONOTONIC times
-/// through this element's clock (`pts_mono + (clock_now - monotonic_now) - base_time`, clamped
-/// at 0); `arrival` is the running time now. Without a clock there is no running time: none.
-fn frame_timestamps(
+/// This element's running time now, and the offset that maps a CLOCK_MONOTONIC time into
+/// running time (`monotonic + offset`, negative before the pipeline started), through its
+/// clock. Without a clock or base time there is no running time: `None`.
+fn running_time_mapping(element: &gst::Element) -> Option<(i128, i128)> {
+    let (clock, base_time) = (element.clock()?, element.base_time()?);
+    let running_now = clock.time().nseconds() as i128 - base_time.nseconds() as i128;
+    let monotonic_now = transport::sys::monotonic_ns() as i128;
+    Some((running_now, running_now - monotonic_now))
+}
+
+/// A frame's PTS and DTS in running time as found, before a [`Timeline`] orders them:
+/// `writer` maps the writer's CLOCK_MONOTONIC times, `arrival` is the running time now.
+fn mapped_timestamps(
     element: &gst::Element,
     mode: TimestampMode,
     info: &FrameInfo,
-) -> (Option<gst::ClockTime>, Option<gst::ClockTime>) {
-    let (Some(clock), Some(base_time)) = (element.clock(), element.base_time()) else {
+) -> (Option<i128>, Option<i128>) {
+    let Some((running_now, offset)) = running_time_mapping(element) else {
         return (None, None);
     };
-    let clock_now = clock.time();
     match mode {
-        TimestampMode::Arrival => (Some(clock_now.saturating_sub(base_time)), None),
-        TimestampMode::Writer => {
-            let monotonic_now = transport::sys::monotonic_ns();
-            let offset =
-                clock_now.nseconds() as i128 - monotonic_now as i128 - base_time.nseconds() as i128;
-            let map = |t: Option<u64>| {
-                t.map(|t| {
-                    let running =
-                        (t as i128 + offset).clamp(0, gst::ClockTime::MAX.nseconds() as i128);
-                    gst::ClockTime::from_nseconds(running as u64)
-                })
-            };
-            (map(info.pts), map(info.dts))
+        TimestampMode::Arrival => (Some(running_now), None),
+        TimestampMode::Writer => (
+            info.pts.map(|t| t as i128 + offset),
+            info.dts.map(|t| t as i128 + offset),
+        ),
+    }
+}
+
+fn clock_time(running: i128) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(running.clamp(0, gst::ClockTime::MAX.nseconds() as i128) as u64)
+}
+
+/// The timestamps of one segment (`start()` to `stop()`): strictly increasing and never
+/// before the segment start (0), whatever the writer's times and the pipeline's pauses do.
+/// Mapped times are moved later only by the run's `shift`, so frames keep the writer's spacing
+/// (see the README's "Timestamps").
+#[derive(Default)]
+struct Timeline {
+    /// The PLAYING period (the element's `playing_since`) the last frame was taken in.
+    period: u64,
+    /// The next frame starts a run (a new PLAYING period or a new writer): its shift is
+    /// chosen afresh, so that it starts where the previous buffer ended, at the earliest.
+    run_pending: bool,
+    /// Added to the run's mapped times: 0 unless its first frame lay before the previous end;
+    /// it shrinks again where the writer's frames leave a gap.
+    shift: i128,
+    /// The previous buffer's PTS and end (PTS + duration, at least PTS + 1 ns).
+    last: Option<(i128, i128)>,
+    /// A buffer was placed in the current PLAYING period.
+    period_delivered: bool,
+}
+
+impl Timeline {
+    /// Output PTS and DTS for mapped ones; `true` when the shift changed.
+    fn place(
+        &mut self,
+        (pts, dts): (Option<i128>, Option<i128>),
+        duration: Option<gst::ClockTime>,
+    ) -> (Option<gst::ClockTime>, Option<gst::ClockTime>, bool) {
+        let Some(pts) = pts else {
+            return (None, dts.map(|dts| clock_time(dts + self.shift)), false);
+        };
+        let (last_pts, last_end) = self.last.unwrap_or((-1, 0));
+        let before = self.shift;
+        // Just enough for this frame to start where the previous buffer ended.
+        let needed = (last_end - pts).max(0);
+        if std::mem::take(&mut self.run_pending) {
+            self.shift = needed;
+        } else {
+            // Within a run the shift only shrinks, where a gap leaves room for it.
+            self.shift = self.shift.min(needed);
+            if pts + self.shift <= last_pts {
+                // The writer's times went back: continue just after the previous buffer.
+                self.shift = last_pts + 1 - pts;
+            }
         }
+        let pts = pts + self.shift;
+        self.period_delivered = true;
+        let length = duration.map_or(1, |d| (d.nseconds() as i128).max(1));
+        self.last = Some((pts, pts + length));
+        (
+            Some(clock_time(pts)),
+            dts.map(|dts| clock_time(dts + self.shift)),
+            self.shift != before,
+        )
     }
 }
 
@@ -412,6 +476,9 @@ pub struct ShmFrameSrc {
     /// `create()` waits.
     interrupt: Mutex<Option<Interrupt>>,
     stats: Mutex<Stats>,
+    /// CLOCK_MONOTONIC time of the last PAUSED -> PLAYING: frames written before it belong
+    /// to a time this source was not playing.
+    playing_since: AtomicU64,
     /// Read-only view for `get-frame` (name it was opened for, observer). Never waits.
     observer: Mutex<Option<(String, Observer)>>,
 }
@@ -582,6 +649,18 @@ impl ElementImpl for ShmFrameSrc {
         Some(&*METADATA)
     }
 
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::PausedToPlaying {
+            // Before the streaming thread may run: its next frame sees the new period.
+            self.playing_since
+                .store(transport::sys::monotonic_ns(), Ordering::Release);
+        }
+        self.parent_change_state(transition)
+    }
+
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             vec![
@@ -632,7 +711,9 @@ impl BaseSrcImpl for ShmFrameSrc {
             timestamp_mode: settings.timestamp_mode,
             copy_mode: settings.copy_mode,
             copy_pool: None,
-            writers_attached: 0,
+            start: settings.start,
+            keep_earlier_frames: false,
+            timeline: Timeline::default(),
             last_writer_pid: None,
             caps_gen: None,
             video_info: None,
@@ -797,8 +878,12 @@ impl ShmFrameSrc {
                         waiting_since = Instant::now();
                     }
                 }
-                Ok(SubscriberEvent::WriterAttached { pid, session }) => {
-                    self.on_writer_attached(stream, pid, session);
+                Ok(SubscriberEvent::WriterAttached {
+                    pid,
+                    session,
+                    restart,
+                }) => {
+                    self.on_writer_attached(stream, pid, session, restart);
                     waiting_since = Instant::now();
                 }
                 Ok(SubscriberEvent::WriterLost { pid, clean }) => {
@@ -824,6 +909,10 @@ impl ShmFrameSrc {
                         );
                         gst::FlowError::Error
                     })?;
+                    if self.skip_earlier_frame(stream, &info) {
+                        waiting_since = Instant::now();
+                        continue;
+                    }
                     if !self.prepare_caps(stream, &info)? {
                         waiting_since = Instant::now();
                         continue;
@@ -867,12 +956,12 @@ impl ShmFrameSrc {
         }
     }
 
-    fn on_writer_attached(&self, stream: &mut Stream, pid: u32, session: u64) {
-        let previous_pid = (stream.writers_attached > 0)
-            .then_some(stream.last_writer_pid)
-            .flatten();
-        stream.writers_attached += 1;
+    fn on_writer_attached(&self, stream: &mut Stream, pid: u32, session: u64, restart: bool) {
+        let previous_pid = stream.last_writer_pid.filter(|_| restart);
         stream.last_writer_pid = Some(pid);
+        stream.keep_earlier_frames =
+            stream.start == StartPosition::Oldest || Self::writer_blocks(stream);
+        stream.timeline.run_pending = true;
         stream.caps_gen = None;
         stream.video_info = None;
         stream.warned_missing_caps_gen = None;
@@ -902,7 +991,7 @@ impl ShmFrameSrc {
         {
             let mut stats = self.stats.lock().unwrap();
             stats.writer_pid = pid;
-            stats.writer_restarts = stream.writers_attached - 1;
+            stats.writer_restarts += u32::from(restart);
         }
 
         let obj = self.obj();
@@ -910,7 +999,7 @@ impl ShmFrameSrc {
             .field("shm-name", &stream.shm_name)
             .field("pid", pid)
             .field("session", session)
-            .field("restart", previous_pid.is_some())
+            .field("restart", restart)
             .build();
         let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
         if let Some(previous_pid) = previous_pid {
@@ -968,6 +1057,55 @@ impl ShmFrameSrc {
                 ["Restart the writer: this source follows it when it comes back"]
             );
         }
+    }
+
+    /// Whether the attached writer is `block`: it loses no frame, so neither may this source.
+    fn writer_blocks(stream: &Stream) -> bool {
+        stream
+            .subscriber
+            .reader()
+            .is_some_and(|reader| reader.info().backpressure == Backpressure::Block)
+    }
+
+    /// Skips (and counts missed) a frame written before the current PLAYING period began when
+    /// a newer one is already published: like a live capture source, a paused or not yet
+    /// playing source produces nothing, and a period begins with the current frame. Frames
+    /// that must all be delivered (`keep_earlier_frames`) are kept; their timestamps are put
+    /// in order by the timeline.
+    fn skip_earlier_frame(&self, stream: &mut Stream, info: &FrameInfo) -> bool {
+        let since = self.playing_since.load(Ordering::Acquire);
+        if since != stream.timeline.period {
+            stream.timeline.period = since;
+            stream.timeline.run_pending = true;
+            // `start=oldest` asks for the frames held at attach once, not for every pause's.
+            if std::mem::take(&mut stream.timeline.period_delivered) {
+                stream.keep_earlier_frames = Self::writer_blocks(stream);
+            }
+        }
+        let skip = !stream.keep_earlier_frames
+            && info.write_time_ns < since
+            && stream
+                .subscriber
+                .reader()
+                .is_some_and(|reader| info.number + 1 < reader.head());
+        if skip {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Frame {} was written before this source began playing and a newer one is \
+                 published: skipped",
+                info.number
+            );
+            self.count_skipped(stream, info);
+        }
+        skip
+    }
+
+    /// Counts a frame that is not delivered (and those missed before it) as missed; the next
+    /// buffer is DISCONT.
+    fn count_skipped(&self, stream: &mut Stream, info: &FrameInfo) {
+        self.stats.lock().unwrap().frames_missed += info.missed_before + 1;
+        stream.discont_pending = true;
     }
 
     /// Makes sure the caps of `info`'s generation are on the pad. `Ok(false)`: the generation
@@ -1068,11 +1206,7 @@ impl ShmFrameSrc {
             info.number,
             info.caps_gen
         );
-        {
-            let mut stats = self.stats.lock().unwrap();
-            stats.frames_missed += info.missed_before + 1;
-        }
-        stream.discont_pending = true;
+        self.count_skipped(stream, info);
         if stream.warned_missing_caps_gen != Some(info.caps_gen) {
             stream.warned_missing_caps_gen = Some(info.caps_gen);
             gst::element_imp_warning!(
@@ -1133,14 +1267,29 @@ impl ShmFrameSrc {
         mut buffer: gst::Buffer,
         info: &FrameInfo,
     ) -> gst::Buffer {
+        let fallback_duration = stream.video_info.as_ref().and_then(frame_duration_of);
+        let mapped = mapped_timestamps(self.obj().upcast_ref(), stream.timestamp_mode, info);
+        let duration = info
+            .duration
+            .map(gst::ClockTime::from_nseconds)
+            .or(fallback_duration);
+        let (pts, dts, moved) = stream.timeline.place(mapped, duration);
+        if moved {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Frame {} moved {} ns later to keep timestamps increasing",
+                info.number,
+                stream.timeline.shift
+            );
+        }
+        // Moving a frame later loses nothing: DISCONT stays for missed frames and new writers.
         let discont = info.missed_before > 0 || stream.discont_pending;
         stream.discont_pending = false;
-        let fallback_duration = stream.video_info.as_ref().and_then(frame_duration_of);
-        let timestamps = frame_timestamps(self.obj().upcast_ref(), stream.timestamp_mode, info);
         decorate_buffer(
             buffer.make_mut(),
             info,
-            timestamps,
+            (pts, dts),
             fallback_duration,
             discont,
         );
@@ -1228,7 +1377,8 @@ impl ShmFrameSrc {
             .as_ref()
             .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
             .and_then(|v| frame_duration_of(&v));
-        let timestamps = frame_timestamps(self.obj().upcast_ref(), TimestampMode::Writer, &info);
+        let (pts, dts) = mapped_timestamps(self.obj().upcast_ref(), TimestampMode::Writer, &info);
+        let timestamps = (pts.map(clock_time), dts.map(clock_time));
         decorate_buffer(
             buffer.make_mut(),
             &info,
@@ -1242,5 +1392,52 @@ impl ShmFrameSrc {
                 .caps_if_some(caps.as_ref())
                 .build(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i128 = 1_000_000;
+    const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(33);
+
+    fn pts(timeline: &mut Timeline, mapped: i128) -> u64 {
+        timeline
+            .place((Some(mapped), None), Some(FRAME))
+            .0
+            .unwrap()
+            .nseconds()
+    }
+
+    #[test]
+    fn timeline_starts_at_zero_and_keeps_the_writers_spacing() {
+        let mut timeline = Timeline {
+            run_pending: true,
+            ..Timeline::default()
+        };
+        // Frames from before the pipeline started move together to 0, then in step.
+        let placed: Vec<u64> = [-66, -33, 0, 33]
+            .iter()
+            .map(|t| pts(&mut timeline, t * MS))
+            .collect();
+        let ms = |v: &[i128]| v.iter().map(|t| (t * MS) as u64).collect::<Vec<_>>();
+        assert_eq!(placed, ms(&[0, 33, 66, 99]));
+        // A gap gives the shift back: a frame 100 ms late starts where it was written.
+        assert_eq!(pts(&mut timeline, 200 * MS), (200 * MS) as u64);
+    }
+
+    #[test]
+    fn timeline_never_repeats_or_goes_back() {
+        let mut timeline = Timeline {
+            run_pending: true,
+            ..Timeline::default()
+        };
+        assert_eq!(pts(&mut timeline, 500 * MS), (500 * MS) as u64);
+        // Within a run a writer's step back continues just after the previous buffer.
+        assert_eq!(pts(&mut timeline, 400 * MS), (500 * MS + 1) as u64);
+        // A new run (a resume, a new writer) starts where the previous buffer ended.
+        timeline.run_pending = true;
+        assert_eq!(pts(&mut timeline, 300 * MS), (533 * MS + 1) as u64);
     }
 }

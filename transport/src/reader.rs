@@ -245,8 +245,18 @@ impl Reader {
         self.map.header().writer_session
     }
 
+    /// The writer process's start time (with its pid, tells a reused pid from the same process).
+    pub fn writer_start_ticks(&self) -> u64 {
+        self.map.header().writer_start_ticks
+    }
+
     pub fn writer_alive(&self) -> bool {
         self.map.writer_alive()
+    }
+
+    /// Frames published so far: the number of the next frame.
+    pub fn head(&self) -> u64 {
+        self.map.header().head.load(Ordering::Acquire)
     }
 
     pub fn layout(&self) -> Layout {

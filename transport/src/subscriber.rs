@@ -15,10 +15,13 @@ const WRITER_POLL: Duration = Duration::from_millis(20);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubscriberEvent {
     Frame(FrameInfo),
-    /// Attached to a writer's segment (the first, or a new one after a restart).
+    /// Attached to a writer's segment: the first, a new writer's (`restart`), or a new segment
+    /// of the writer followed before (same pid, start time and session: it renegotiated
+    /// frames its old slots could not hold).
     WriterAttached {
         pid: u32,
         session: u64,
+        restart: bool,
     },
     /// The writer closed its segment (`clean`) or died; the subscriber waits for the next.
     WriterLost {
@@ -36,6 +39,8 @@ pub struct Subscriber {
     interrupt: Interrupt,
     /// The file of a writer that died: ignored until the name points elsewhere.
     dead_file: Option<(u64, u64)>,
+    /// The identity (pid, process start time, session) of the last writer attached to.
+    last_writer: Option<(u32, u64, u64)>,
     frames_read: u64,
     frames_missed: u64,
 }
@@ -49,6 +54,7 @@ impl Subscriber {
             reader: None,
             interrupt: Interrupt::new(),
             dead_file: None,
+            last_writer: None,
             frames_read: 0,
             frames_missed: 0,
         })
@@ -162,9 +168,17 @@ impl Subscriber {
             self.dead_file = Some(reader.file_id());
             return Ok(None);
         }
+        let identity = (
+            reader.writer_pid(),
+            reader.writer_start_ticks(),
+            reader.writer_session(),
+        );
+        let restart = self.last_writer.is_some_and(|last| last != identity);
+        self.last_writer = Some(identity);
         let event = SubscriberEvent::WriterAttached {
-            pid: reader.writer_pid(),
-            session: reader.writer_session(),
+            pid: identity.0,
+            session: identity.2,
+            restart,
         };
         self.reader = Some(reader);
         Ok(Some(event))

@@ -424,6 +424,19 @@ impl Writer {
     /// Creates the segment. Fails if the name is invalid, if a live writer holds it (naming
     /// its pid), or if a foreign file is in the way (left untouched).
     pub fn create(cfg: &WriterConfig) -> Result<Writer, Error> {
+        Self::create_as(cfg, sys::random_u64())
+    }
+
+    /// Closes this writer's segment and creates a new one with `cfg` (for frames its slots
+    /// cannot hold) under the same writer identity: pid, start time and session stay, so
+    /// readers that follow the name see the same writer renegotiating, not a restart.
+    pub fn replace(self, cfg: &WriterConfig) -> Result<Writer, Error> {
+        let session = self.session;
+        self.close();
+        Self::create_as(cfg, session)
+    }
+
+    fn create_as(cfg: &WriterConfig, session: u64) -> Result<Writer, Error> {
         if cfg.perms & !0o777 != 0 || cfg.perms & 0o600 != 0o600 {
             return Err(Error::InvalidConfig(format!(
                 "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (the \
@@ -442,7 +455,6 @@ impl Writer {
             backpressure.code(),
             cfg.slot_size,
         )?;
-        let session = sys::random_u64();
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
         let map = Arc::new(segment::create(&NewSegment {
             name: &cfg.name,
