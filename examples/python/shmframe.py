@@ -745,34 +745,45 @@ class FrameLayout:
             self._plane_view(out, p)[...] = src
         return out
 
-    def write_into(self, array, dst):
-        """Copies ``array`` (shaped like ``to_array`` returns, or raw bytes of ``size``) into
-        the 1-D uint8 buffer ``dst`` in the default layout."""
+    def checked(self, array):
+        """``array`` as a numpy array, if it is a frame of this layout: shaped like ``to_array``
+        returns it (packed formats: exactly ``shape``, of ``dtype`` or an unsigned type of the
+        same width), or the raw frame, ``size`` bytes as a 1-D uint8 array or a bytes-like
+        object. Anything else is refused naming what was expected and what came, even when its
+        byte count matches: a transposed array, or 16-bit samples for an 8-bit format, would
+        reach readers as a scrambled frame."""
         if isinstance(array, (bytes, bytearray, memoryview)):
             array = np.frombuffer(array, np.uint8)
         a = np.asarray(array)
         if self.packed and a.shape == self.shape:
             same_width_uint = a.dtype.kind == "u" and a.dtype.itemsize == self.dtype.itemsize
-            if a.dtype != self.dtype and not same_width_uint:
-                raise TypeError(f"{self.format} frames are {self.dtype} arrays, got {a.dtype}")
-            p = self.planes[0]
-            if p.stride != p.row_bytes:
-                # Zero the row padding too: frames are then byte-for-byte deterministic.
-                rows = np.ndarray((p.rows, p.stride), np.uint8, dst, 0, (p.stride, 1))
-                rows[:, p.row_bytes :] = 0
-            self._plane_view(dst, p)[...] = a
-            return
-        if a.nbytes == self.size and (a.ndim == 1 or not self.packed or a.flags.c_contiguous):
-            dst[: self.size] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            return
+            if a.dtype == self.dtype or same_width_uint:
+                return a
+        if a.shape == (self.size,) and a.dtype == np.uint8:
+            return a
+        raw = f"{self.size} raw bytes (shape ({self.size},), dtype uint8)"
         if self.packed:
-            want = f"an array of shape {self.shape} ({self.dtype})"
+            want = f"shape {self.shape}, dtype {self.dtype}, or {raw}"
         else:
-            want = "a 1-D uint8 buffer"
+            want = f"{raw}, e.g. from FrameLayout.pack"
         raise ValueError(
-            f"a {self.format} {self.width}x{self.height} frame must be {want} or {self.size} raw "
-            f"bytes; got shape {a.shape} ({a.dtype}, {a.nbytes} bytes)"
+            f"a {self.format} {self.width}x{self.height} frame must be {want}; got shape "
+            f"{a.shape}, dtype {a.dtype}"
         )
+
+    def write_into(self, array, dst):
+        """Copies ``array`` (a frame as ``checked`` accepts it) into the 1-D uint8 buffer
+        ``dst`` in the default layout."""
+        a = self.checked(array)
+        if a.shape != self.shape:  # the raw frame
+            dst[: self.size] = a
+            return
+        p = self.planes[0]
+        if p.stride != p.row_bytes:
+            # Zero the row padding too: frames are then byte-for-byte deterministic.
+            rows = np.ndarray((p.rows, p.stride), np.uint8, dst, 0, (p.stride, 1))
+            rows[:, p.row_bytes :] = 0
+        self._plane_view(dst, p)[...] = a
 
 
 _CAPS_FIELD = r"(?:^|[,;])\s*{name}\s*=\s*(?:\([A-Za-z0-9_]+\))?\s*\"?([^,;\"]+)\"?"
@@ -1730,6 +1741,8 @@ class Writer(_ClosedOnExit):
         number, or None if the frame was dropped (``drop-newest`` on a full ring, or every slot
         pinned)."""
         self._check_open()
+        # Refused before a slot is taken, so a wrong array costs no frame already held.
+        array = self.frame_layout.checked(array)
         geo = self.geometry
         if _monotonic_ns() - self._last_housekeeping >= self.HOUSEKEEPING_INTERVAL_NS:
             self._check_readers(False)
