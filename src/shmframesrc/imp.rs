@@ -596,25 +596,49 @@ impl ElementImpl for ShmFrameSrc {
         });
         PAD_TEMPLATES.as_ref()
     }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // Settings are refused here, before GstBaseSrc::start(): GstBaseSrc follows every failed
+        // start() with a second error of its own ("some element failed to post a proper error
+        // message"). What start() does after these checks cannot fail.
+        if transition == gst::StateChange::ReadyToPaused
+            && let Err(err) = checked_settings(&self.settings.lock().unwrap())
+        {
+            self.post_error_message(err);
+            return Err(gst::StateChangeError);
+        }
+        self.parent_change_state(transition)
+    }
+}
+
+/// The segment name and expected shape of valid settings, or the error that refuses them.
+fn checked_settings(settings: &Settings) -> Result<(String, Option<Shape>), gst::ErrorMessage> {
+    let Some(shm_name) = settings.shm_name.clone() else {
+        return Err(gst::error_msg!(
+            gst::ResourceError::Settings,
+            ("No shm-name set: set it to the name the writer uses, e.g. \
+                 shmframesrc shm-name=cam0")
+        ));
+    };
+    transport::validate_name(&shm_name)
+        .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
+    let shape = match settings.shape.as_deref().map(Shape::from_str) {
+        None => None,
+        Some(Ok(shape)) => Some(shape),
+        Some(Err(err)) => {
+            return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
+        }
+    };
+    Ok((shm_name, shape))
 }
 
 impl BaseSrcImpl for ShmFrameSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let Some(shm_name) = settings.shm_name else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("No shm-name set: set it to the name the writer uses, e.g. \
-                     shmframesrc shm-name=cam0")
-            ));
-        };
-        let shape = match settings.shape.as_deref().map(Shape::from_str) {
-            None => None,
-            Some(Ok(shape)) => Some(shape),
-            Some(Err(err)) => {
-                return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
-            }
-        };
+        let (shm_name, shape) = checked_settings(&settings)?;
         let subscriber = Subscriber::new(
             &shm_name,
             ReaderOptions {
