@@ -201,6 +201,35 @@ pub fn formats_in(caps: &gst::CapsRef) -> Vec<VideoFormat> {
     found
 }
 
+/// Why a writer's `caps` are not what the elements carry (system-memory `video/x-raw` in one
+/// of [`SUPPORTED_FORMATS`]), or `None` when they are. A segment's caps come from its writer,
+/// which may not be shmframesink: memory features (`memory:DMABuf`) would make downstream
+/// take system-memory buffers for something else.
+pub fn refusal_of(caps: &gst::CapsRef) -> Option<String> {
+    let structure = match caps.size() {
+        1 => caps.structure(0)?,
+        n => return Some(format!("{n} structures, not one")),
+    };
+    if structure.name() != "video/x-raw" {
+        return Some(format!("media type {}, not video/x-raw", structure.name()));
+    }
+    if let Some(features) = caps.features(0)
+        && !features.is_equal(&gst::CAPS_FEATURES_MEMORY_SYSTEM_MEMORY)
+    {
+        return Some(format!(
+            "caps features {features}: frames in a segment are system memory"
+        ));
+    }
+    match structure.get::<&str>("format") {
+        Ok(format) if SUPPORTED_FORMATS.contains(&VideoFormat::from_string(format)) => None,
+        Ok(format) => Some(format!(
+            "format {format}, not one of {}",
+            supported_format_names()
+        )),
+        Err(_) => Some("no single format".to_string()),
+    }
+}
+
 /// Raw video caps with any of the supported formats and any size.
 pub fn raw_video_caps() -> gst::Caps {
     gst_video::VideoCapsBuilder::new()

@@ -425,8 +425,6 @@ fn a_shape_that_does_not_match_the_writers_stream_names_both_shapes() {
     }
 }
 
-/// The sink's shape constrains the caps it accepts, so a stream of another shape is refused
-/// when the pipeline is linked; GStreamer's message names the caps the sink cannot take.
 /// A stream of another geometry than the sink's `shape` links (the shape is only the
 /// preferred caps, which converters upstream then produce), and the sink refuses its caps
 /// naming both shapes: not a link failure that does not say why.
@@ -639,4 +637,126 @@ fn a_ring_larger_than_the_shm_file_system_is_refused_with_the_room_it_needs() {
         "{err}"
     );
     assert!(!name.path().exists());
+}
+
+/// The error a `shmframesrc` posts for a writer that announces `caps` and writes one frame.
+fn src_error_for_writer_caps(name: &ShmName, caps: &str) -> String {
+    init();
+    let mut writer = Writer::create(&WriterConfig::new(name, 64 * 48 * 4)).unwrap();
+    writer.set_caps(caps).unwrap();
+    let (pipeline, _) = common::launch_with::<gst::Element>(
+        &format!("shmframesrc name=src shm-name={} ! fakesink", name.as_str()),
+        "src",
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let observer = writer.observer();
+    assert!(wait_for(Duration::from_secs(10), || observer
+        .reader_count()
+        > 0));
+    writer
+        .write_with(&FrameMeta::default(), 64 * 48 * 4, |s| fill_frame(0, s))
+        .unwrap();
+    let msg = pipeline
+        .bus()
+        .unwrap()
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+        .unwrap_or_else(|| panic!("no error for caps {caps}"));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let gst::MessageView::Error(e) = msg.view() else {
+        unreachable!()
+    };
+    e.error().to_string()
+}
+
+/// A segment's caps come from whoever wrote it: shmframesrc takes only system-memory raw video
+/// in the formats shmframesink accepts. Caps with a memory feature (frames in a segment are
+/// system memory, whatever the header says), another media type or another format are a clear
+/// error, not buffers pushed under caps that describe something else.
+#[test]
+fn caps_in_a_header_that_are_not_system_memory_raw_video_are_refused_by_readers() {
+    let supported = "RGB, BGR, RGBA, BGRA, ARGB, ABGR, RGBx, BGRx, xRGB, xBGR, GRAY8, \
+                     GRAY16_LE, GRAY16_BE, I420, YV12, NV12, NV21, YUY2, UYVY, Y42B, Y444, \
+                     RGB16, BGR16, ARGB64, AYUV64, P010_10LE, I420_10LE";
+    for (caps, why) in [
+        (
+            "video/x-raw(memory:DMABuf), format=(string)RGBA, width=(int)64, height=(int)48, \
+             framerate=(fraction)30/1",
+            "caps features memory:DMABuf: frames in a segment are system memory".to_string(),
+        ),
+        (
+            "video/x-raw, format=(string)v210, width=(int)64, height=(int)48, \
+             framerate=(fraction)30/1",
+            format!("format v210, not one of {supported}"),
+        ),
+        (
+            "image/jpeg, width=(int)64, height=(int)48, framerate=(fraction)30/1",
+            "media type image/jpeg, not video/x-raw".to_string(),
+        ),
+    ] {
+        let name = ShmName::new("bad-header-caps");
+        assert_eq!(
+            src_error_for_writer_caps(&name, caps),
+            format!(
+                "The writer on shm-name {:?} announced caps that shmframesrc does not carry \
+                 ({why}): {caps}",
+                name.as_str()
+            )
+        );
+    }
+}
+
+/// A head counter at or above 2^48 cannot be a writer's (the index keeps 48 bits for a frame
+/// number): readers refuse it as a corrupt segment, when they attach and when it appears
+/// under an attached reader, instead of discarding every frame in silence.
+#[test]
+fn a_head_counter_beyond_its_range_is_a_corrupt_segment() {
+    use std::os::unix::fs::FileExt;
+    const HEAD_OFFSET: u64 = 152;
+    let name = ShmName::new("bad-head");
+    let mut writer = Writer::create(&WriterConfig::new(&name, 4096)).unwrap();
+    writer.set_caps("test/x-frames").unwrap();
+    for n in 0..2 {
+        writer
+            .write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+            .unwrap();
+    }
+    let mut attached = Reader::open(&name, &oldest()).unwrap();
+    let set_head = |head: u64| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(name.path())
+            .unwrap()
+            .write_all_at(&head.to_ne_bytes(), HEAD_OFFSET)
+            .unwrap();
+    };
+    for head in [1u64 << 48, u64::MAX] {
+        set_head(head);
+        let expected = format!(
+            "corrupt segment header: field head expected a frame count below 2^48 \
+             (281474976710656), found {head}; the segment was damaged or not written by \
+             shmframe: remove the file and restart the writer"
+        );
+        assert_eq!(reader_error(&name), expected);
+        assert_eq!(
+            attached
+                .read_next(Duration::from_secs(1), |_, _| {})
+                .err()
+                .expect("refused")
+                .to_string(),
+            expected
+        );
+        assert_eq!(
+            element_error("shmframesrc", &[("shm-name", name.as_str())]),
+            format!("Reading shm-name {:?} failed: {expected}", name.as_str())
+        );
+    }
+    // Within its range, the same segment reads again.
+    set_head(2);
+    let frame = attached
+        .read_next(Duration::from_secs(1), |_, _| {})
+        .unwrap();
+    assert!(
+        matches!(frame, ReadResult::Frame(ref i) if i.number == 0),
+        "{frame:?}"
+    );
 }

@@ -905,7 +905,10 @@ impl ShmFrameSrc {
         // Until its first frame, the header's current caps answer caps queries.
         let header_caps = stream.subscriber.reader().and_then(|reader| {
             let caps = reader.caps(reader.current_caps_gen()).ok().flatten()?;
-            gst::Caps::from_str(&caps).ok()
+            // Caps we would refuse at the first frame are not offered meanwhile either.
+            gst::Caps::from_str(&caps)
+                .ok()
+                .filter(|caps| shape::refusal_of(caps).is_none())
         });
         gst::info!(
             CAT,
@@ -1029,6 +1032,21 @@ impl ShmFrameSrc {
                 );
                 gst::FlowError::NotNegotiated
             })?;
+            if let Some(why) = shape::refusal_of(&caps) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "The writer on shm-name {:?} announced caps that shmframesrc does not \
+                         carry ({why}): {caps}",
+                        stream.shm_name
+                    ),
+                    [
+                        "shmframesrc reads system-memory video/x-raw in the formats shmframesink accepts"
+                    ]
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
             let video_info = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
                 gst::element_imp_error!(
                     self,
