@@ -740,8 +740,7 @@ fn a_head_counter_beyond_its_range_is_a_corrupt_segment() {
         assert_eq!(
             attached
                 .read_next(Duration::from_secs(1), |_, _| {})
-                .err()
-                .expect("refused")
+                .expect_err("refused")
                 .to_string(),
             expected
         );
