@@ -10,7 +10,10 @@ use common::{
     ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, role, spawn_role_as, wait_for,
 };
 use gst::prelude::*;
-use gstshmframe::transport::{Observer, ReadResult, Reader, ReaderOptions, StartPosition};
+use gstshmframe::transport::{
+    FrameMeta, Observer, ReadResult, Reader, ReaderOptions, StartPosition, Writer, WriterConfig,
+    inspect,
+};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +29,9 @@ const ENTRY: &str = "child_entry";
 #[test]
 fn child_entry() {
     let Some((role, args)) = role() else { return };
+    if role == "write" {
+        write_for_everyone(&args[0]);
+    }
     assert_eq!(role, "read");
     let (name, how) = (&args[0], args[1].as_str());
     let outcome = match how {
@@ -38,6 +44,31 @@ fn child_entry() {
         Ok(frames) => println!("FRAMES {frames}"),
         Err(text) => println!("ERROR {text}"),
     }
+    std::process::exit(0);
+}
+
+/// A writer of frames 0..FRAMES with perms 0666 that says `READY` and then holds its segment
+/// until it is killed (at most CHILD_LIMIT).
+fn write_for_everyone(name: &str) -> ! {
+    let mut config = WriterConfig::new(name, FRAME_SIZE as u64);
+    config.perms = 0o666;
+    config.depth = 8;
+    let mut writer = Writer::create(&config).unwrap();
+    writer
+        .set_caps(
+            "video/x-raw, format=(string)RGBA, width=(int)16, height=(int)16, \
+             framerate=(fraction)30/1",
+        )
+        .unwrap();
+    for n in 0..FRAMES {
+        writer
+            .write_with(&FrameMeta::default(), FRAME_SIZE as u64, |s| {
+                fill_frame(n, s)
+            })
+            .unwrap();
+    }
+    println!("READY");
+    std::thread::sleep(CHILD_LIMIT);
     std::process::exit(0);
 }
 
@@ -349,4 +380,66 @@ fn perms_0644_lets_others_observe_but_not_attach_as_readers() {
     );
     // The read-only view (statistics, get-frame, the inspector) needs only read access.
     assert_eq!(read_as_nobody(&dir, &name, "observer", &[]), "FRAMES 5");
+}
+
+/// Permissions let root read any user's segment: the reader is told whose frames they are. A
+/// writer running as `nobody`, read by root: `shmframe-writer-attached` carries its `uid`,
+/// `stats` its `writer-uid` (4294967295 before a writer is attached), the inspector's
+/// snapshot its `writer_uid`.
+#[test]
+fn a_reader_is_told_which_user_runs_its_writer() {
+    if !running_as_root("a_reader_is_told_which_user_runs_its_writer") {
+        return;
+    }
+    use std::io::BufRead;
+    let name = ShmName::new("perm-owner");
+    let dir = NobodyDir::new("owner");
+    let exe = binary_for_nobody(&dir);
+    let mut writer = spawn_role_as(
+        &exe,
+        ENTRY,
+        "write",
+        &[&name],
+        (NOBODY, NOGROUP, &[]),
+        &[("HOME", dir.0.as_os_str())],
+    );
+    let stdout = writer.child.stdout.take().unwrap();
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "READY");
+    assert!(ready, "the writer running as nobody made its segment");
+    assert_eq!(inspect(&name).unwrap().writer_uid, NOBODY);
+
+    init();
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!(
+            "shmframesrc name=src shm-name={} start=oldest ! appsink name=out sync=false",
+            name.as_str()
+        ),
+        "out",
+    );
+    let src = pipeline.by_name("src").unwrap();
+    let writer_uid = |src: &gst::Element| {
+        src.property::<gst::Structure>("stats")
+            .get::<u32>("writer-uid")
+            .unwrap()
+    };
+    assert_eq!(writer_uid(&src), u32::MAX);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for n in 0..FRAMES {
+        let sample = out
+            .try_pull_sample(gst::ClockTime::from_seconds(20))
+            .unwrap_or_else(|| panic!("frame {n}"));
+        check_frame(n, &sample.buffer().unwrap().map_readable().unwrap()).unwrap();
+    }
+    assert_eq!(writer_uid(&src), NOBODY);
+    let bus = pipeline.bus().unwrap();
+    let attached = std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element]))
+        .filter_map(|m| m.structure().map(|s| s.to_owned()))
+        .find(|s| s.name() == "shmframe-writer-attached")
+        .expect("shmframe-writer-attached");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(attached.get::<u32>("uid").unwrap(), NOBODY);
+    assert_eq!(attached.get::<u32>("pid").unwrap(), writer.pid());
 }

@@ -177,15 +177,34 @@ struct Stream {
     evictions_before: u64,
 }
 
-#[derive(Default)]
 struct Stats {
     frames_read: u64,
     frames_missed: u64,
     latency_sum_ns: u128,
     latency_max_ns: u64,
     writer_pid: u32,
+    /// `NO_WRITER_UID` while no writer is attached.
+    writer_uid: u32,
     writer_restarts: u32,
     evictions: u64,
+}
+
+/// `writer-uid` while no writer is attached: (uid_t) -1, which names no user.
+const NO_WRITER_UID: u32 = u32::MAX;
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            frames_read: 0,
+            frames_missed: 0,
+            latency_sum_ns: 0,
+            latency_max_ns: 0,
+            writer_pid: 0,
+            writer_uid: NO_WRITER_UID,
+            writer_restarts: 0,
+            evictions: 0,
+        }
+    }
 }
 
 impl Stats {
@@ -201,6 +220,7 @@ impl Stats {
             .field("latency-mean", latency_mean_ns)
             .field("latency-max", self.latency_max_ns)
             .field("writer-pid", self.writer_pid)
+            .field("writer-uid", self.writer_uid)
             .field("writer-restarts", self.writer_restarts)
             .field("evictions", self.evictions)
             .build()
@@ -476,7 +496,8 @@ impl ObjectImpl for ShmFrameSrc {
                     .nick("Statistics")
                     .blurb(
                         "frames-read, frames-missed, latency-mean and latency-max (ns from \
-                         the writer's write to this source's push), writer-pid, \
+                         the writer's write to this source's push), writer-pid, writer-uid \
+                         (the user the writer runs as; 4294967295 while none is attached), \
                          writer-restarts, evictions",
                     )
                     .read_only()
@@ -892,6 +913,10 @@ impl ShmFrameSrc {
     }
 
     fn on_writer_attached(&self, stream: &mut Stream, pid: u32, session: u64) {
+        let uid = stream
+            .subscriber
+            .reader()
+            .map_or(NO_WRITER_UID, |reader| reader.writer_uid());
         let previous_pid = (stream.writers_attached > 0)
             .then_some(stream.last_writer_pid)
             .flatten();
@@ -913,7 +938,8 @@ impl ShmFrameSrc {
         gst::info!(
             CAT,
             imp = self,
-            "Attached to writer pid {pid} (session {session:#x}) on shm-name {:?}, caps {:?}",
+            "Attached to writer pid {pid} (uid {uid}, session {session:#x}) on shm-name {:?}, \
+             caps {:?}",
             stream.shm_name,
             header_caps
         );
@@ -929,6 +955,7 @@ impl ShmFrameSrc {
         {
             let mut stats = self.stats.lock().unwrap();
             stats.writer_pid = pid;
+            stats.writer_uid = uid;
             stats.writer_restarts = stream.writers_attached - 1;
         }
 
@@ -936,6 +963,7 @@ impl ShmFrameSrc {
         let structure = gst::Structure::builder("shmframe-writer-attached")
             .field("shm-name", &stream.shm_name)
             .field("pid", pid)
+            .field("uid", uid)
             .field("session", session)
             .field("restart", previous_pid.is_some())
             .build();
@@ -973,6 +1001,7 @@ impl ShmFrameSrc {
         {
             let mut stats = self.stats.lock().unwrap();
             stats.writer_pid = 0;
+            stats.writer_uid = NO_WRITER_UID;
             stream.evictions_before = stats.evictions;
         }
 

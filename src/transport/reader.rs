@@ -244,6 +244,12 @@ impl Reader {
         self.map.header().writer_session
     }
 
+    /// The user the writer runs as (the owner of the segment file), so that a reader allowed
+    /// to read another user's segment (root, or through `perms`) can tell whose frames they are.
+    pub fn writer_uid(&self) -> u32 {
+        self.map.owner_uid()
+    }
+
     pub fn writer_alive(&self) -> bool {
         self.map.writer_alive()
     }
