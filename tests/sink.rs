@@ -266,6 +266,35 @@ fn stats_are_a_structure_with_every_counter() {
     assert_eq!(s.get::<u64>("slot-size").unwrap(), 0);
 }
 
+/// What gst-inspect-1.0 shows for `stats` names every field the structure has, on both
+/// elements (`frames-in-place` was missing from the sink's).
+#[test]
+fn the_stats_description_names_every_field() {
+    init();
+    for factory in ["shmframesink", "shmframesrc"] {
+        let element = gst::ElementFactory::make(factory).build().unwrap();
+        let blurb = element
+            .find_property("stats")
+            .unwrap()
+            .blurb()
+            .unwrap()
+            .to_string();
+        let words: Vec<&str> = blurb
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        let stats = stats(&element);
+        let missing: Vec<&str> = stats
+            .fields()
+            .map(|f| f.as_str())
+            .filter(|field| !words.contains(field))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{factory}: {missing:?} not described in {blurb:?}"
+        );
+    }
+}
+
 #[test]
 fn every_frame_reaches_a_reader_with_its_number_content_and_caps() {
     init();

@@ -469,9 +469,11 @@ impl ObjectImpl for ShmFrameSink {
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
-                        "shmframesink-stats: frames-written, frames-dropped, readers, \
-                         full-events, readers-evicted (counted since start, over every segment \
-                         a caps change created), caps, slot-size; after stop, the last run's",
+                        "shmframesink-stats: frames-written, frames-in-place (of those, \
+                         drawn by upstream straight into a slot of the proposed pool, not \
+                         copied), frames-dropped, readers, full-events, readers-evicted \
+                         (counted since start, over every segment a caps change created), caps, \
+                         slot-size; after stop, the last run's",
                     )
                     .read_only()
                     .build(),
