@@ -87,10 +87,11 @@ impl Pipe {
                 gst::MessageView::Error(e) => {
                     panic!("{}: {} ({:?})", self.what, e.error(), e.debug())
                 }
-                gst::MessageView::Warning(w) => self
-                    .warnings
-                    .borrow_mut()
-                    .push(format!("{} ({:?})", w.error(), w.debug())),
+                gst::MessageView::Warning(w) => {
+                    self.warnings
+                        .borrow_mut()
+                        .push(format!("{} ({:?})", w.error(), w.debug()))
+                }
                 gst::MessageView::Eos(_) => return true,
                 _ => {}
             }

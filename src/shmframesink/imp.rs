@@ -422,8 +422,10 @@ impl ObjectImpl for ShmFrameSink {
                     .nick("Shape")
                     .blurb(
                         "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. 640x480 or 640x480:RGBA): \
-                         accept only this geometry and create the segment at start, before \
-                         caps arrive; empty = any size, segment created with the first caps",
+                         accept only this geometry (asked of upstream first; other caps are an \
+                         error naming both shapes) and create the segment at start, before caps \
+                         arrive, without a format sized for the largest format upstream offers; \
+                         empty = any size, segment created with the first caps",
                     )
                     .mutable_ready()
                     .build(),
