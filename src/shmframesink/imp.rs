@@ -646,6 +646,94 @@ impl ElementImpl for ShmFrameSink {
     }
 }
 
+impl ShmFrameSink {
+    /// What BaseSink::start() would do (see change_state): checks the settings and, with a
+    /// `shape`, creates the segment.
+    fn open_segment(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = self.settings.lock().unwrap().clone();
+        let Some(shm_name) = settings.shm_name.clone() else {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("No shm-name set: shmframesink needs the name of the segment to create in \
+                     /dev/shm (letters, digits, '.', '_' and '-', not starting with '.'), e.g. \
+                     shmframesink shm-name=cam0")
+            ));
+        };
+        transport::validate_name(&shm_name)
+            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
+        if let Some(refused) = &settings.refused_shape {
+            return Err(gst::error_msg!(
+                gst::ResourceError::Settings,
+                ("The shape property was refused: {refused}")
+            ));
+        }
+        check_name_is_free(&shm_name)?;
+
+        let config = WriterConfig {
+            name: shm_name.clone(),
+            layout: settings.layout.into(),
+            depth: settings.depth,
+            spare_slots: settings.spare_slots,
+            backpressure: settings.backpressure.into(),
+            slot_size: 0,
+            perms: settings.perms,
+            reader_timeout: Duration::from_millis(settings.reader_timeout_ms),
+        };
+        self.flushing.store(false, Ordering::SeqCst);
+        self.clear_pending.store(false, Ordering::SeqCst);
+        self.frames_in_place.store(0, Ordering::Relaxed);
+
+        let mut started = Started {
+            config: config.clone(),
+            shape: settings.shape,
+            observer: None,
+            slot_size: 0,
+            caps: None,
+            before: Counters::default(),
+        };
+        let mut output = None;
+        if let Some(shape) = settings.shape {
+            // The segment exists from now on, so readers can attach before the first caps. A
+            // shape without a format is sized for the largest format upstream can send at that
+            // size (upstream elements answer caps queries in READY already).
+            let offered = match shape.format {
+                Some(_) => Vec::new(),
+                None => {
+                    shape::formats_in(&self.obj().sink_pad().peer_query_caps(Some(&shape.caps())))
+                }
+            };
+            let slot_size = shape.slot_size(&offered);
+            let writer = Writer::create(&WriterConfig {
+                slot_size,
+                ..config
+            })
+            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
+            started.observer = Some(writer.observer());
+            started.slot_size = writer.slot_capacity();
+            self.install_writer_handles(&writer);
+            output = Some(Output {
+                writer,
+                video_info: None,
+            });
+            gst::info!(
+                CAT,
+                imp = self,
+                "Created segment {shm_name:?} for shape {shape} (slots of {} bytes)",
+                started.slot_size
+            );
+        } else {
+            gst::info!(
+                CAT,
+                imp = self,
+                "Started; segment {shm_name:?} is created with the first caps"
+            );
+        }
+        *self.output.lock().unwrap() = output;
+        *self.state.lock().unwrap() = State::Started(Box::new(started));
+        Ok(())
+    }
+}
+
 impl BaseSinkImpl for ShmFrameSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // End any write still waiting for room before taking the writer's lock.
@@ -967,92 +1055,6 @@ fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
 }
 
 impl ShmFrameSink {
-    /// What BaseSink::start() would do (see change_state): checks the settings and, with a
-    /// `shape`, creates the segment.
-    fn open_segment(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = self.settings.lock().unwrap().clone();
-        let Some(shm_name) = settings.shm_name.clone() else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("No shm-name set: shmframesink needs the name of the segment to create in \
-                     /dev/shm (letters, digits, '.', '_' and '-', not starting with '.'), e.g. \
-                     shmframesink shm-name=cam0")
-            ));
-        };
-        transport::validate_name(&shm_name)
-            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
-        if let Some(refused) = &settings.refused_shape {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("The shape property was refused: {refused}")
-            ));
-        }
-        check_name_is_free(&shm_name)?;
-
-        let config = WriterConfig {
-            name: shm_name.clone(),
-            layout: settings.layout.into(),
-            depth: settings.depth,
-            spare_slots: settings.spare_slots,
-            backpressure: settings.backpressure.into(),
-            slot_size: 0,
-            perms: settings.perms,
-            reader_timeout: Duration::from_millis(settings.reader_timeout_ms),
-        };
-        self.flushing.store(false, Ordering::SeqCst);
-        self.clear_pending.store(false, Ordering::SeqCst);
-        self.frames_in_place.store(0, Ordering::Relaxed);
-
-        let mut started = Started {
-            config: config.clone(),
-            shape: settings.shape,
-            observer: None,
-            slot_size: 0,
-            caps: None,
-            before: Counters::default(),
-        };
-        let mut output = None;
-        if let Some(shape) = settings.shape {
-            // The segment exists from now on, so readers can attach before the first caps. A
-            // shape without a format is sized for the largest format upstream can send at that
-            // size (upstream elements answer caps queries in READY already).
-            let offered = match shape.format {
-                Some(_) => Vec::new(),
-                None => {
-                    shape::formats_in(&self.obj().sink_pad().peer_query_caps(Some(&shape.caps())))
-                }
-            };
-            let slot_size = shape.slot_size(&offered);
-            let writer = Writer::create(&WriterConfig {
-                slot_size,
-                ..config
-            })
-            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
-            started.observer = Some(writer.observer());
-            started.slot_size = writer.slot_capacity();
-            self.install_writer_handles(&writer);
-            output = Some(Output {
-                writer,
-                video_info: None,
-            });
-            gst::info!(
-                CAT,
-                imp = self,
-                "Created segment {shm_name:?} for shape {shape} (slots of {} bytes)",
-                started.slot_size
-            );
-        } else {
-            gst::info!(
-                CAT,
-                imp = self,
-                "Started; segment {shm_name:?} is created with the first caps"
-            );
-        }
-        *self.output.lock().unwrap() = output;
-        *self.state.lock().unwrap() = State::Started(Box::new(started));
-        Ok(())
-    }
-
     /// The frame's descriptor: times as absolute CLOCK_MONOTONIC nanoseconds (see the wire
     /// conventions): `running_time + base_time + (monotonic_now - clock_now)`, or the write
     /// time when there is no clock or base time yet.
