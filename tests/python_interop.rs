@@ -1037,8 +1037,8 @@ fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
 }
 
 /// The Python module refuses what the Rust transport refuses, with the same words: missing
-/// segments, foreign files, cut segments, another layout version, bad names, a name a live
-/// writer holds.
+/// segments, foreign files, cut segments, another layout version, a head counter beyond its
+/// range, bad names, a name a live writer holds.
 #[test]
 fn python_errors_say_what_the_rust_errors_say() {
     if !python_ready("python_errors_say_what_the_rust_errors_say") {
@@ -1072,6 +1072,10 @@ fn python_errors_say_what_the_rust_errors_say() {
     other_version[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
     files.push((ShmName::new("py-err-version"), other_version));
     files.push((ShmName::new("py-err-foreign"), vec![0x5a; 20_000]));
+    // A head counter beyond its range (2^48; the header's head is at byte 152).
+    let mut head_beyond = image.clone();
+    head_beyond[152..160].copy_from_slice(&(1u64 << 48).to_ne_bytes());
+    files.push((ShmName::new("py-err-head"), head_beyond));
     for (name, bytes) in &files {
         std::fs::write(name.path(), bytes).unwrap();
     }

@@ -203,6 +203,8 @@ LAYOUT_VERSION = 1
 PAGE = 4096
 MAX_DEPTH = 1024
 MAX_SPARE_SLOTS = 64
+#: The head counter stays below this (an index entry keeps 48 bits for frame + 1).
+HEAD_LIMIT = 1 << 48
 MAX_READERS = 64
 MAX_SLOT_CAPACITY = 256 << 20
 MAX_NAME_LEN = 200
@@ -993,13 +995,14 @@ class Reader(_ClosedOnExit):
         )
         self._v = _Views(self._mm, self._cmm, geo)
         v = self._v
+        self._checked_head()  # a header check, before liveness and before claiming an entry
         self.writer_pid = int(v.u32[H_WRITER_PID >> 2])
         self.writer_session = int(v.u64[H_WRITER_SESSION >> 3])
         if not _byte_is_locked(self._fd, WRITER_LOCK_BYTE, False):
             raise WriterGone(self.writer_pid, bool(v.u32[H_STREAM_STATE >> 2] == STATE_CLOSED))
         self._index = self._claim_entry()
         self.session = _random_u64()
-        head = self._h64(H_HEAD)
+        head = self._checked_head()
         tail = self._oldest_held(head)
         self.cursor = tail if start == "oldest" else max(head - 1, tail, 0)
         e = geo.reader_entry(self._index)
@@ -1069,6 +1072,13 @@ class Reader(_ClosedOnExit):
     def _h32(self, off):
         return int(self._v.u32[off >> 2])
 
+    def _checked_head(self):
+        """The writer's head counter; a corrupt segment when outside its range (HEAD_LIMIT)."""
+        head = self._h64(H_HEAD)
+        if head >= HEAD_LIMIT:
+            raise CorruptSegment("head", f"a frame count below 2^48 ({HEAD_LIMIT})", head)
+        return head
+
     def _oldest_held(self, head):
         floor = self._h64(H_CLEAR_FLOOR)
         return min(max(head - self.geometry.depth, floor, 0), head)
@@ -1133,7 +1143,7 @@ class Reader(_ClosedOnExit):
         if v.c32[self._entry(R_STATE) >> 2] == READER_EVICTED:
             # The writer evicted us for stalling it: rejoin at the oldest frame still held. Only
             # the writer sets EVICTED (from ACTIVE) and only we leave it, so a plain store is safe.
-            self._skip_to(self._oldest_held(self._h64(H_HEAD)))
+            self._skip_to(self._oldest_held(self._checked_head()))
             v.c64[self._entry(R_CURSOR) >> 3] = self.cursor
             _fence()
             v.c32[self._entry(R_STATE) >> 2] = READER_ACTIVE
@@ -1256,7 +1266,7 @@ class Reader(_ClosedOnExit):
         geo = self.geometry
         while True:
             self._rejoin_if_evicted()
-            head = self._h64(H_HEAD)
+            head = self._checked_head()
             tail = self._oldest_held(head)
             if geo.layout == LAYOUT_DOUBLE and head > 0:
                 tail = max(tail, head - 1)  # latest-frame semantics

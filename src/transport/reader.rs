@@ -170,6 +170,8 @@ impl Reader {
         interrupt: Interrupt,
     ) -> Result<Reader, Error> {
         let map = Arc::new(segment::open(name)?);
+        // Checked before an entry is claimed too, so a corrupt segment costs no entry.
+        checked_head(&map)?;
         let session = sys::random_u64();
         let pid = std::process::id();
         let index = claim_entry(&map, pid).ok_or_else(|| Error::TooManyReaders {
