@@ -268,6 +268,61 @@ fn a_second_live_writer_is_refused_naming_the_holders_pid_and_the_first_is_unhar
     assert!(numbers.windows(2).all(|p| p[0] < p[1]), "{numbers:?}");
 }
 
+/// What a user sees: `gst-launch-1.0` of a second writer prints the refusal, naming the
+/// holder's pid, as its only error; not followed by GStreamer's generic "some element failed
+/// to post a proper error message" (which GstBaseSink adds after any failed start()).
+#[test]
+fn a_second_writer_in_gst_launch_prints_one_error_naming_the_holder() {
+    let name = ShmName::new("bad-second-launch");
+    let first: ChildGuard = spawn_role(ENTRY, "writer", &[&name]);
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            inspect(&name).is_ok_and(|i| i.writer_alive && i.frames_written > 0)
+        }),
+        "the first writer is running"
+    );
+    let so = common::built_plugin();
+    let registry = std::env::temp_dir().join(format!("{}.registry", name.as_str()));
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg("gst-launch-1.0")
+        .args(
+            format!(
+                "videotestsrc num-buffers=1 ! video/x-raw,format=GRAY8,width=64,height=48 ! \
+                 shmframesink shm-name={}",
+                name.as_str()
+            )
+            .split_whitespace(),
+        )
+        .env("GST_PLUGIN_PATH", so.parent().unwrap())
+        .env("GST_REGISTRY", &registry)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("gst-launch-1.0 (gstreamer1.0-tools) is installed");
+    let _ = std::fs::remove_file(&registry);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("ERROR: from element"))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "ERROR: from element /GstPipeline:pipeline0/GstShmFrameSink:shmframesink0: shm-name \
+             {:?} is already used by a live writer (pid {}); stop it or choose another shm-name",
+            name.as_str(),
+            first.pid()
+        )],
+        "{text}"
+    );
+    assert!(!text.contains("proper error message"), "{text}");
+    assert!(!out.status.success(), "{text}");
+}
+
 /// A complete segment image (ring, depth 3, one spare slot, 5000-byte slots) as a writer
 /// leaves it, with its geometry.
 fn segment_image(name: &ShmName) -> (Vec<u8>, gstshmframe::transport::Geometry) {
