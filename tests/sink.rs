@@ -1518,3 +1518,34 @@ fn the_pool_takes_any_minimum_upstream_asks_for_and_stops_cleanly() {
     }
     pool.set_active(false).expect("the pool stops");
 }
+
+/// Every writer command in the README and docs/ that draws with videotestsrc says which
+/// `format` it sends: without one videotestsrc negotiates AYUV64 (8 bytes per pixel), so a
+/// reader copying the example gets a segment several times larger than the frames need.
+#[test]
+fn documented_writer_pipelines_name_a_format() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents = vec![root.join("README.md")];
+    documents.extend(
+        std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    let mut formatless = Vec::new();
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        // Shell commands, with their backslash continuations joined.
+        for command in text.replace("\\\n", " ").lines() {
+            if command.contains("gst-launch-1.0")
+                && command.contains("videotestsrc")
+                && command.contains("shmframesink")
+                && !command.contains("format=")
+            {
+                formatless.push(format!("{}: {}", document.display(), command.trim()));
+            }
+        }
+    }
+    assert!(formatless.is_empty(), "{formatless:#?}");
+}
