@@ -1,7 +1,7 @@
 //! `shmframesink` implementation: a `GstBaseSink` over [`transport::Writer`].
 //!
 //! Locking (order: `output` before `state`; `settings`, `interrupt` and `lender` are leaves):
-//! * `settings`: property values, copied out by `start()`.
+//! * `settings`: property values, copied out by `open_segment()` (the start, see `change_state`).
 //! * `state`: what `stats`, `set_caps()` and `stop()` need to know about the running stream
 //!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
 //!   Held for a few instructions only, never across a wait.
