@@ -18,6 +18,44 @@ packages=(
     python3-numpy
 )
 
+# How long to wait for another package manager (apt, unattended-upgrades, a desktop updater)
+# to release apt's and dpkg's locks before giving up.
+lock_wait=${SHMFRAME_APT_LOCK_WAIT:-600}
+
+# Prints the first of apt's and dpkg's lock files that a process holds (apt and dpkg take
+# fcntl locks, which /proc/locks lists by device and inode); fails if none is held.
+held_apt_lock() {
+    local file id
+    for file in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock \
+        /var/cache/apt/archives/lock; do
+        [[ -e "$file" ]] || continue
+        id=$(stat -c '%Hd %Ld %i' "$file" | { read -r major minor inode; printf '%02x:%02x:%s' "$major" "$minor" "$inode"; })
+        if grep -q " $id " /proc/locks 2>/dev/null; then
+            echo "$file"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# Waits (at most $lock_wait seconds) until no other package manager holds apt's locks.
+wait_for_apt_locks() {
+    local held waited=0
+    while held=$(held_apt_lock); do
+        if ((waited == 0)); then
+            echo "setup: $held is held by another package manager (apt, unattended-upgrades?);" \
+                "waiting up to ${lock_wait} s for it (SHMFRAME_APT_LOCK_WAIT sets the limit)"
+        fi
+        if ((waited >= lock_wait)); then
+            echo "setup: $held is still held after ${lock_wait} s; let the other apt or dpkg" \
+                "finish (or stop it), then run scripts/setup.sh again" >&2
+            exit 1
+        fi
+        sleep 2
+        waited=$((waited + 2))
+    done
+}
+
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -44,11 +82,21 @@ else
     fi
     export DEBIAN_FRONTEND=noninteractive
     echo "setup: installing missing packages: ${missing[*]}"
+    wait_for_apt_locks
+    # apt's own wait covers a package manager that starts between our check and apt-get.
+    apt_wait=(-o "DPkg::Lock::Timeout=${lock_wait}")
     echo "+ apt-get update"
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "${apt_wait[@]}" update -q
     echo "+ apt-get install -y --no-install-recommends ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends "${missing[@]}"
+        apt-get "${apt_wait[@]}" install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# python3-numpy is numpy for Debian's own interpreter, the one the Python module's tests and
+# docs use; a python3 found earlier on PATH (a virtualenv, pyenv) needs its own numpy.
+if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
+    echo "setup: /usr/bin/python3 cannot import numpy although python3-numpy is installed;" \
+        "the Python tests (tests/python_interop.rs) will be skipped" >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

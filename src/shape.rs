@@ -87,6 +87,13 @@ impl FromStr for Shape {
                          I420, NV12, GRAY8)"
                     ));
                 }
+                if !SUPPORTED_FORMATS.contains(&vf) {
+                    return Err(format!(
+                        "invalid shape {s:?}: shmframe does not carry {f}; the formats it \
+                         carries are {}",
+                        supported_format_names()
+                    ));
+                }
                 Some(vf)
             }
         };
@@ -115,22 +122,31 @@ impl Shape {
         }
     }
 
-    /// Bytes of one frame in the largest format the shape allows.
-    pub fn max_frame_size(&self) -> u64 {
-        let formats: Vec<VideoFormat> = match self.format {
-            Some(f) => vec![f],
-            None => SUPPORTED_FORMATS.to_vec(),
+    /// Bytes a slot needs for this shape: one frame in its format or, for a shape without a
+    /// format, in the largest of the `offered` formats (what upstream can send; every
+    /// supported format when it does not say) whose frame fits a slot at all. A larger format
+    /// negotiated later makes the sink recreate the segment, as without a shape.
+    pub fn slot_size(&self, offered: &[VideoFormat]) -> u64 {
+        let frame_size = |f: VideoFormat| {
+            gst_video::VideoInfo::builder(f, self.width, self.height)
+                .build()
+                .ok()
+                .map(|i| i.size() as u64)
         };
-        formats
+        if let Some(format) = self.format {
+            return frame_size(format).unwrap_or(u64::MAX);
+        }
+        let offered: Vec<u64> = SUPPORTED_FORMATS
+            .iter()
+            .filter(|f| offered.is_empty() || offered.contains(f))
+            .filter_map(|&f| frame_size(f))
+            .collect();
+        let smallest = offered.iter().copied().min().unwrap_or(u64::MAX);
+        offered
             .into_iter()
-            .filter_map(|f| {
-                gst_video::VideoInfo::builder(f, self.width, self.height)
-                    .build()
-                    .ok()
-                    .map(|i| i.size() as u64)
-            })
+            .filter(|&size| size <= crate::transport::MAX_SLOT_CAPACITY)
             .max()
-            .unwrap_or(self.width as u64 * self.height as u64 * 8)
+            .unwrap_or(smallest)
     }
 
     /// Caps restricting a raw video pad to this shape.
@@ -154,6 +170,66 @@ impl Shape {
     }
 }
 
+/// The supported formats' names, comma-separated, for messages.
+pub fn supported_format_names() -> String {
+    SUPPORTED_FORMATS
+        .iter()
+        .map(|f| f.to_str().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The supported formats `caps` allows (every supported format for caps that name none).
+pub fn formats_in(caps: &gst::CapsRef) -> Vec<VideoFormat> {
+    let mut found = Vec::new();
+    for structure in caps.iter() {
+        let names: Vec<String> = match structure.value("format") {
+            Err(_) => return SUPPORTED_FORMATS.to_vec(),
+            Ok(value) => match (value.get::<String>(), value.get::<gst::List>()) {
+                (Ok(name), _) => vec![name],
+                (_, Ok(list)) => list.iter().filter_map(|v| v.get::<String>().ok()).collect(),
+                _ => return SUPPORTED_FORMATS.to_vec(),
+            },
+        };
+        found.extend(
+            names
+                .iter()
+                .map(|n| VideoFormat::from_string(n))
+                .filter(|f| SUPPORTED_FORMATS.contains(f)),
+        );
+    }
+    found
+}
+
+/// Why a writer's `caps` are not what the elements carry (system-memory `video/x-raw` in one
+/// of [`SUPPORTED_FORMATS`]), or `None` when they are. A segment's caps come from its writer,
+/// which may not be shmframesink: memory features (`memory:DMABuf`) would make downstream
+/// take system-memory buffers for something else.
+pub fn refusal_of(caps: &gst::CapsRef) -> Option<String> {
+    let structure = match caps.size() {
+        1 => caps.structure(0)?,
+        n => return Some(format!("{n} structures, not one")),
+    };
+    if structure.name() != "video/x-raw" {
+        return Some(format!("media type {}, not video/x-raw", structure.name()));
+    }
+    if let Some(features) = caps.features(0)
+        && !features.is_equal(&gst::CAPS_FEATURES_MEMORY_SYSTEM_MEMORY)
+    {
+        return Some(format!(
+            "caps features {features}: frames in a segment are system memory"
+        ));
+    }
+    match structure.get::<&str>("format") {
+        Ok(format) if SUPPORTED_FORMATS.contains(&VideoFormat::from_string(format)) => None,
+        Ok(format) => Some(format!(
+            "format {format}, not one of {}",
+            supported_format_names()
+        )),
+        Err(_) => Some("no single format".to_string()),
+    }
+}
+
 /// Raw video caps with any of the supported formats and any size.
 pub fn raw_video_caps() -> gst::Caps {
     gst_video::VideoCapsBuilder::new()
@@ -173,9 +249,17 @@ mod tests {
         let s: Shape = "1920x1080:RGBA".parse().unwrap();
         assert_eq!(s.format, Some(VideoFormat::Rgba));
         assert_eq!(s.to_string(), "1920x1080:RGBA");
-        assert_eq!(s.max_frame_size(), 1920 * 1080 * 4);
+        assert_eq!(s.slot_size(&[]), 1920 * 1080 * 4);
         let any: Shape = "16x16".parse().unwrap();
-        assert_eq!(any.max_frame_size(), 16 * 16 * 8);
+        assert_eq!(any.slot_size(&[]), 16 * 16 * 8);
+        assert_eq!(any.slot_size(&[VideoFormat::Gray8]), 16 * 16);
+        assert_eq!(
+            any.slot_size(&[VideoFormat::Gray8, VideoFormat::Rgba]),
+            16 * 16 * 4
+        );
+        // 8 bytes per pixel would not fit a slot: the largest format that does.
+        let huge: Shape = "8192x8192".parse().unwrap();
+        assert_eq!(huge.slot_size(&[]), 8192 * 8192 * 4);
     }
 
     #[test]
@@ -188,6 +272,10 @@ mod tests {
             ("640x-1", "height \"-1\""),
             ("99999x1", "width \"99999\""),
             ("640x480:NOPE", "\"NOPE\" is not a GstVideoFormat name"),
+            (
+                "64x48:v210",
+                "shmframe does not carry v210; the formats it carries are RGB,",
+            ),
         ] {
             let err = s.parse::<Shape>().unwrap_err();
             assert!(err.contains(fragment), "{s:?}: {err}");

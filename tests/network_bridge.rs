@@ -57,6 +57,7 @@ fn free_udp_port() -> u16 {
 struct Pipe {
     pipeline: gst::Pipeline,
     what: &'static str,
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Pipe {
@@ -65,7 +66,11 @@ impl Pipe {
             .unwrap_or_else(|e| panic!("{what}: {e}: {description}"))
             .downcast::<gst::Pipeline>()
             .unwrap();
-        Pipe { pipeline, what }
+        Pipe {
+            pipeline,
+            what,
+            warnings: Default::default(),
+        }
     }
 
     fn play(&self) {
@@ -74,19 +79,30 @@ impl Pipe {
             .unwrap_or_else(|e| panic!("{}: cannot play: {e}", self.what));
     }
 
-    /// Panics on an error message; true once EOS was posted.
+    /// Panics on an error message; true once EOS was posted. Keeps the warnings.
     fn poll_eos(&self) -> bool {
         let bus = self.pipeline.bus().unwrap();
-        while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Eos, gst::MessageType::Error]) {
+        while let Some(msg) = bus.pop() {
             match msg.view() {
                 gst::MessageView::Error(e) => {
                     panic!("{}: {} ({:?})", self.what, e.error(), e.debug())
+                }
+                gst::MessageView::Warning(w) => {
+                    self.warnings
+                        .borrow_mut()
+                        .push(format!("{} ({:?})", w.error(), w.debug()))
                 }
                 gst::MessageView::Eos(_) => return true,
                 _ => {}
             }
         }
         false
+    }
+
+    /// The warnings posted so far, as `text (debug)`.
+    fn warnings(&self) -> Vec<String> {
+        self.poll_eos();
+        self.warnings.borrow().clone()
     }
 
     fn appsink(&self, name: &str) -> gst_app::AppSink {
@@ -144,14 +160,16 @@ fn rtp_raw_video_bridge_over_loopback_udp() {
         ),
     );
     // RTP raw video carries no caps in band: the receiver states them (as the payloader
-    // announces them; `gst-launch-1.0 -v` on the sender prints them).
+    // announces them; `gst-launch-1.0 -v` on the sender prints them). The queue gives the
+    // receiver the buffering udpsrc lacks: without it the sink warns, at each latency
+    // query, "Pipeline construction is invalid, please add queues".
     let receiver = Pipe::launch(
         "receiver",
         &format!(
             "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp, media=video, \
              clock-rate=90000, encoding-name=RAW, sampling=RGBA, depth=(string)8, \
              width=(string){WIDTH}, height=(string){HEIGHT}, colorimetry=(string)SMPTE240M, \
-             payload=96\" ! rtpvrawdepay ! shmframesink shm-name={}",
+             payload=96\" ! rtpvrawdepay ! queue ! shmframesink shm-name={}",
             there.as_str()
         ),
     );
@@ -232,6 +250,11 @@ fn rtp_raw_video_bridge_over_loopback_udp() {
         "the writer's EOS reached the sender through the segment"
     );
     assert!(!received.is_empty(), "no frame crossed the bridge");
+    assert_eq!(
+        receiver.warnings(),
+        Vec::<String>::new(),
+        "the receiver as documented runs without warnings"
+    );
     assert!(
         received.windows(2).all(|w| w[0] < w[1]),
         "the far segment numbers frames in order: {received:?}"

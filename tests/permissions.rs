@@ -11,7 +11,8 @@ use common::{
 };
 use gst::prelude::*;
 use gstshmframe::transport::{
-    Observer, ReadResult, Reader, ReaderOptions, StartPosition, Writer, WriterConfig,
+    FrameMeta, Observer, ReadResult, Reader, ReaderOptions, StartPosition, Writer, WriterConfig,
+    inspect,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,9 @@ const ENTRY: &str = "child_entry";
 #[test]
 fn child_entry() {
     let Some((role, args)) = role() else { return };
+    if role == "write" {
+        write_for_everyone(&args[0]);
+    }
     assert_eq!(role, "read");
     let (name, how) = (&args[0], args[1].as_str());
     let outcome = match how {
@@ -45,6 +49,31 @@ fn child_entry() {
         Ok(frames) => println!("FRAMES {frames}"),
         Err(text) => println!("ERROR {text}"),
     }
+    std::process::exit(0);
+}
+
+/// A writer of frames 0..FRAMES with perms 0666 that says `READY` and then holds its segment
+/// until it is killed (at most CHILD_LIMIT).
+fn write_for_everyone(name: &str) -> ! {
+    let mut config = WriterConfig::new(name, FRAME_SIZE as u64);
+    config.perms = 0o666;
+    config.depth = 8;
+    let mut writer = Writer::create(&config).unwrap();
+    writer
+        .set_caps(
+            "video/x-raw, format=(string)RGBA, width=(int)16, height=(int)16, \
+             framerate=(fraction)30/1",
+        )
+        .unwrap();
+    for n in 0..FRAMES {
+        writer
+            .write_with(&FrameMeta::default(), FRAME_SIZE as u64, |s| {
+                fill_frame(n, s)
+            })
+            .unwrap();
+    }
+    println!("READY");
+    std::thread::sleep(CHILD_LIMIT);
     std::process::exit(0);
 }
 
@@ -424,4 +453,66 @@ fn a_stale_segment_of_root_is_explained_to_another_users_writer() {
         assert_eq!(std::fs::read(name.path()).unwrap(), image, "left as it was");
         assert_eq!(mode_of(&name), mode);
     }
+}
+
+/// Permissions let root read any user's segment: the reader is told whose frames they are. A
+/// writer running as `nobody`, read by root: `shmframe-writer-attached` carries its `uid`,
+/// `stats` its `writer-uid` (4294967295 before a writer is attached), the inspector's
+/// snapshot its `writer_uid`.
+#[test]
+fn a_reader_is_told_which_user_runs_its_writer() {
+    if !running_as_root("a_reader_is_told_which_user_runs_its_writer") {
+        return;
+    }
+    use std::io::BufRead;
+    let name = ShmName::new("perm-owner");
+    let dir = NobodyDir::new("owner");
+    let exe = binary_for_nobody(&dir);
+    let mut writer = spawn_role_as(
+        &exe,
+        ENTRY,
+        "write",
+        &[&name],
+        (NOBODY, NOGROUP, &[]),
+        &[("HOME", dir.0.as_os_str())],
+    );
+    let stdout = writer.child.stdout.take().unwrap();
+    let ready = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "READY");
+    assert!(ready, "the writer running as nobody made its segment");
+    assert_eq!(inspect(&name).unwrap().writer_uid, NOBODY);
+
+    init();
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!(
+            "shmframesrc name=src shm-name={} start=oldest ! appsink name=out sync=false",
+            name.as_str()
+        ),
+        "out",
+    );
+    let src = pipeline.by_name("src").unwrap();
+    let writer_uid = |src: &gst::Element| {
+        src.property::<gst::Structure>("stats")
+            .get::<u32>("writer-uid")
+            .unwrap()
+    };
+    assert_eq!(writer_uid(&src), u32::MAX);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    for n in 0..FRAMES {
+        let sample = out
+            .try_pull_sample(gst::ClockTime::from_seconds(20))
+            .unwrap_or_else(|| panic!("frame {n}"));
+        check_frame(n, &sample.buffer().unwrap().map_readable().unwrap()).unwrap();
+    }
+    assert_eq!(writer_uid(&src), NOBODY);
+    let bus = pipeline.bus().unwrap();
+    let attached = std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element]))
+        .filter_map(|m| m.structure().map(|s| s.to_owned()))
+        .find(|s| s.name() == "shmframe-writer-attached")
+        .expect("shmframe-writer-attached");
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(attached.get::<u32>("uid").unwrap(), NOBODY);
+    assert_eq!(attached.get::<u32>("pid").unwrap(), writer.pid());
 }

@@ -1037,9 +1037,9 @@ fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
 }
 
 /// The Python module refuses what the Rust transport refuses, with the same words: missing
-/// segments, foreign files, cut segments, another layout version, a sparse segment, a FIFO, a
-/// directory, a socket and symbolic links at the name (readers and writers), bad names, a
-/// name a live writer holds.
+/// segments, foreign files, cut segments, another layout version, a head counter beyond its
+/// range, a sparse segment, a FIFO, a directory, a socket and symbolic links at the name
+/// (readers and writers), bad names, a name a live writer holds.
 #[test]
 fn python_errors_say_what_the_rust_errors_say() {
     if !python_ready("python_errors_say_what_the_rust_errors_say") {
@@ -1073,6 +1073,10 @@ fn python_errors_say_what_the_rust_errors_say() {
     other_version[8..12].copy_from_slice(&(LAYOUT_VERSION + 1).to_ne_bytes());
     files.push((ShmName::new("py-err-version"), other_version));
     files.push((ShmName::new("py-err-foreign"), vec![0x5a; 20_000]));
+    // A head counter beyond its range (2^48; the header's head is at byte 152).
+    let mut head_beyond = image.clone();
+    head_beyond[152..160].copy_from_slice(&(1u64 << 48).to_ne_bytes());
+    files.push((ShmName::new("py-err-head"), head_beyond));
     for (name, bytes) in &files {
         std::fs::write(name.path(), bytes).unwrap();
     }
@@ -1304,4 +1308,70 @@ fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
         assert!(available < needed, "round {round}: {error}");
         assert_eq!(tmpfs.entries(), Vec::<String>::new(), "round {round}");
     }
+}
+
+/// The Python writer publishes only arrays that are frames of its caps: a transposed array, or
+/// 16-bit samples for an 8-bit format, has the right byte count but would reach readers
+/// scrambled. Each is refused before a slot is taken, naming the shape and dtype expected and
+/// the ones given; the frames written around them are the only ones published.
+#[test]
+fn python_writer_refuses_arrays_of_another_shape_or_dtype() {
+    if !python_ready("python_writer_refuses_arrays_of_another_shape_or_dtype") {
+        return;
+    }
+    let name = ShmName::new("py-wrong-array");
+    let script = format!(
+        "import sys; sys.path.insert(0, {dir:?}); import shmframe, numpy as np\n\
+         def attempt(w, a):\n    \
+             try:\n        print('written', w.write(a))\n    \
+             except ValueError as e:\n        print(e)\n\
+         with shmframe.Writer({name:?}, 64, 48, 'GRAY8') as w:\n    \
+             attempt(w, np.zeros((48, 64), np.uint8))\n    \
+             attempt(w, np.zeros((64, 48), np.uint8))\n    \
+             attempt(w, np.zeros((48, 32), np.uint16))\n    \
+             attempt(w, np.zeros((48, 64), np.uint16))\n    \
+             attempt(w, np.zeros(1536, np.uint16))\n    \
+             attempt(w, bytes(3072))\n    \
+             print('head', w.head)\n\
+         with shmframe.Writer({name:?}, 64, 48, 'RGB') as w:\n    \
+             attempt(w, np.zeros((64, 48, 3), np.uint8))\n    \
+             attempt(w, np.zeros((48, 64, 3), np.float32))\n\
+         with shmframe.Writer({name:?}, 64, 48, 'NV12') as w:\n    \
+             attempt(w, np.zeros((72, 64), np.uint8))\n    \
+             attempt(w, np.zeros(4608, np.uint8))\n",
+        dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python"),
+        name = name.as_str(),
+    );
+    let out = Command::new(PYTHON)
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gray = "a GRAY8 64x48 frame must be shape (48, 64), dtype uint8, or 3072 raw bytes \
+                (shape (3072,), dtype uint8)";
+    let rgb = "a RGB 64x48 frame must be shape (48, 64, 3), dtype uint8, or 9216 raw bytes \
+               (shape (9216,), dtype uint8)";
+    let nv12 = "a NV12 64x48 frame must be 4608 raw bytes (shape (4608,), dtype uint8), e.g. \
+                from FrameLayout.pack";
+    let expected = [
+        "written 0".to_string(),
+        format!("{gray}; got shape (64, 48), dtype uint8"),
+        format!("{gray}; got shape (48, 32), dtype uint16"),
+        format!("{gray}; got shape (48, 64), dtype uint16"),
+        format!("{gray}; got shape (1536,), dtype uint16"),
+        "written 1".to_string(),
+        "head 2".to_string(),
+        format!("{rgb}; got shape (64, 48, 3), dtype uint8"),
+        format!("{rgb}; got shape (48, 64, 3), dtype float32"),
+        format!("{nv12}; got shape (72, 64), dtype uint8"),
+        "written 0".to_string(),
+    ];
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!name.path().exists());
 }

@@ -266,6 +266,35 @@ fn stats_are_a_structure_with_every_counter() {
     assert_eq!(s.get::<u64>("slot-size").unwrap(), 0);
 }
 
+/// What gst-inspect-1.0 shows for `stats` names every field the structure has, on both
+/// elements (`frames-in-place` was missing from the sink's).
+#[test]
+fn the_stats_description_names_every_field() {
+    init();
+    for factory in ["shmframesink", "shmframesrc"] {
+        let element = gst::ElementFactory::make(factory).build().unwrap();
+        let blurb = element
+            .find_property("stats")
+            .unwrap()
+            .blurb()
+            .unwrap()
+            .to_string();
+        let words: Vec<&str> = blurb
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .collect();
+        let stats = stats(&element);
+        let missing: Vec<&str> = stats
+            .fields()
+            .map(|f| f.as_str())
+            .filter(|field| !words.contains(field))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{factory}: {missing:?} not described in {blurb:?}"
+        );
+    }
+}
+
 #[test]
 fn every_frame_reaches_a_reader_with_its_number_content_and_caps() {
     init();
@@ -625,6 +654,8 @@ fn a_caps_change_that_fits_keeps_the_segment() {
     assert!(element_messages(&sink, "shmframe-segment-recreated").is_empty());
 }
 
+/// The shape comes first in the caps the sink accepts (so converters upstream produce it);
+/// caps of another shape are then refused, naming both shapes.
 #[test]
 fn the_shape_constrains_the_caps() {
     init();
@@ -632,19 +663,48 @@ fn the_shape_constrains_the_caps() {
     let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
     let h = harness(&sink);
     let caps = sink.static_pad("sink").unwrap().query_caps(None);
-    assert_eq!(caps.size(), 1);
-    let s = caps.structure(0).unwrap();
-    assert_eq!(s.get::<i32>("width").unwrap(), 64);
-    assert_eq!(s.get::<i32>("height").unwrap(), 48);
-    assert!(caps.can_intersect(&gst::Caps::from_str(RGBA_64X48).unwrap()));
-    assert!(!caps.can_intersect(&gst::Caps::from_str(RGBA_32X24).unwrap()));
-    assert!(!caps.can_intersect(
-        &gst::Caps::from_str("video/x-raw,format=GRAY8,width=64,height=48").unwrap()
-    ));
+    let preferred = caps.structure(0).unwrap();
+    assert_eq!(preferred.get::<&str>("format").unwrap(), "RGBA");
+    assert_eq!(preferred.get::<i32>("width").unwrap(), 64);
+    assert_eq!(preferred.get::<i32>("height").unwrap(), 48);
     // Caps of another shape are refused.
     let other = gst::event::Caps::new(&gst::Caps::from_str(RGBA_32X24).unwrap());
     assert!(!sink.static_pad("sink").unwrap().send_event(other));
+    assert_eq!(
+        error_text(&sink).split(" (").next().unwrap(),
+        "The stream's shape 32x24:RGBA does not fit the shape property 64x48:RGBA: set shape to \
+         32x24:RGBA or leave it empty, or convert the stream"
+    );
     drop(h);
+}
+
+/// A `shape` without a format reserves slots for the largest frame among the formats upstream
+/// can send at that size, not for the largest format there is: an 8192x8192 GRAY8 stream,
+/// which works without a shape, works with `shape=8192x8192` (64 MiB slots, where 8 bytes per
+/// pixel would exceed the largest slot), and `shape=5000x5000` gives a GRAY8 stream 25 MB
+/// slots, not 200 MB ones.
+#[test]
+fn a_shape_without_a_format_reserves_slots_for_the_formats_upstream_sends() {
+    init();
+    for (size, depth) in [(8192u64, 1), (5000, 4)] {
+        let name = ShmName::new("shape-sizing");
+        let (pipeline, sink) = common::launch_with::<gst::Element>(
+            &format!(
+                "videotestsrc num-buffers=2 pattern=black ! \
+                 video/x-raw,format=GRAY8,width={size},height={size} ! shmframesink name=out \
+                 shm-name={} shape={size}x{size} depth={depth} spare-slots=0",
+                name.as_str()
+            ),
+            "out",
+        );
+        pipeline.set_state(gst::State::Playing).unwrap();
+        common::wait_for_eos(&pipeline, &format!("shape={size}x{size}"), LIMIT * 3);
+        let stats = stats(&sink);
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(stats.get::<u64>("slot-size").unwrap(), size * size);
+        assert_eq!(stats.get::<u64>("frames-written").unwrap(), 2);
+        assert!(!name.path().exists());
+    }
 }
 
 #[test]
@@ -1458,4 +1518,35 @@ fn the_pool_takes_any_minimum_upstream_asks_for_and_stops_cleanly() {
         check_frame(n as u64, &data).unwrap();
     }
     pool.set_active(false).expect("the pool stops");
+}
+
+/// Every writer command in the README and docs/ that draws with videotestsrc says which
+/// `format` it sends: without one videotestsrc negotiates AYUV64 (8 bytes per pixel), so a
+/// reader copying the example gets a segment several times larger than the frames need.
+#[test]
+fn documented_writer_pipelines_name_a_format() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut documents = vec![root.join("README.md")];
+    documents.extend(
+        std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    let mut formatless = Vec::new();
+    for document in &documents {
+        let text = std::fs::read_to_string(document).unwrap();
+        // Shell commands, with their backslash continuations joined.
+        for command in text.replace("\\\n", " ").lines() {
+            if command.contains("gst-launch-1.0")
+                && command.contains("videotestsrc")
+                && command.contains("shmframesink")
+                && !command.contains("format=")
+            {
+                formatless.push(format!("{}: {}", document.display(), command.trim()));
+            }
+        }
+    }
+    assert!(formatless.is_empty(), "{formatless:#?}");
 }

@@ -251,6 +251,8 @@ LAYOUT_VERSION = 1
 PAGE = 4096
 MAX_DEPTH = 1024
 MAX_SPARE_SLOTS = 64
+#: The head counter stays below this (an index entry keeps 48 bits for frame + 1).
+HEAD_LIMIT = 1 << 48
 MAX_READERS = 64
 MAX_SLOT_CAPACITY = 256 << 20
 MAX_NAME_LEN = 200
@@ -812,34 +814,45 @@ class FrameLayout:
             self._plane_view(out, p)[...] = src
         return out
 
-    def write_into(self, array, dst):
-        """Copies ``array`` (shaped like ``to_array`` returns, or raw bytes of ``size``) into
-        the 1-D uint8 buffer ``dst`` in the default layout."""
+    def checked(self, array):
+        """``array`` as a numpy array, if it is a frame of this layout: shaped like ``to_array``
+        returns it (packed formats: exactly ``shape``, of ``dtype`` or an unsigned type of the
+        same width), or the raw frame, ``size`` bytes as a 1-D uint8 array or a bytes-like
+        object. Anything else is refused naming what was expected and what came, even when its
+        byte count matches: a transposed array, or 16-bit samples for an 8-bit format, would
+        reach readers as a scrambled frame."""
         if isinstance(array, (bytes, bytearray, memoryview)):
             array = np.frombuffer(array, np.uint8)
         a = np.asarray(array)
         if self.packed and a.shape == self.shape:
             same_width_uint = a.dtype.kind == "u" and a.dtype.itemsize == self.dtype.itemsize
-            if a.dtype != self.dtype and not same_width_uint:
-                raise TypeError(f"{self.format} frames are {self.dtype} arrays, got {a.dtype}")
-            p = self.planes[0]
-            if p.stride != p.row_bytes:
-                # Zero the row padding too: frames are then byte-for-byte deterministic.
-                rows = np.ndarray((p.rows, p.stride), np.uint8, dst, 0, (p.stride, 1))
-                rows[:, p.row_bytes :] = 0
-            self._plane_view(dst, p)[...] = a
-            return
-        if a.nbytes == self.size and (a.ndim == 1 or not self.packed or a.flags.c_contiguous):
-            dst[: self.size] = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            return
+            if a.dtype == self.dtype or same_width_uint:
+                return a
+        if a.shape == (self.size,) and a.dtype == np.uint8:
+            return a
+        raw = f"{self.size} raw bytes (shape ({self.size},), dtype uint8)"
         if self.packed:
-            want = f"an array of shape {self.shape} ({self.dtype})"
+            want = f"shape {self.shape}, dtype {self.dtype}, or {raw}"
         else:
-            want = "a 1-D uint8 buffer"
+            want = f"{raw}, e.g. from FrameLayout.pack"
         raise ValueError(
-            f"a {self.format} {self.width}x{self.height} frame must be {want} or {self.size} raw "
-            f"bytes; got shape {a.shape} ({a.dtype}, {a.nbytes} bytes)"
+            f"a {self.format} {self.width}x{self.height} frame must be {want}; got shape "
+            f"{a.shape}, dtype {a.dtype}"
         )
+
+    def write_into(self, array, dst):
+        """Copies ``array`` (a frame as ``checked`` accepts it) into the 1-D uint8 buffer
+        ``dst`` in the default layout."""
+        a = self.checked(array)
+        if a.shape != self.shape:  # the raw frame
+            dst[: self.size] = a
+            return
+        p = self.planes[0]
+        if p.stride != p.row_bytes:
+            # Zero the row padding too: frames are then byte-for-byte deterministic.
+            rows = np.ndarray((p.rows, p.stride), np.uint8, dst, 0, (p.stride, 1))
+            rows[:, p.row_bytes :] = 0
+        self._plane_view(dst, p)[...] = a
 
 
 _CAPS_FIELD = r"(?:^|[,;])\s*{name}\s*=\s*(?:\([A-Za-z0-9_]+\))?\s*\"?([^,;\"]+)\"?"
@@ -1169,13 +1182,14 @@ class Reader(_ClosedOnExit):
         )
         self._v = _Views(self._mm, self._cmm, geo)
         v = self._v
+        self._checked_head()  # a header check, before liveness and before claiming an entry
         self.writer_pid = int(v.u32[H_WRITER_PID >> 2])
         self.writer_session = int(v.u64[H_WRITER_SESSION >> 3])
         if not _byte_is_locked(self._fd, WRITER_LOCK_BYTE, False):
             raise WriterGone(self.writer_pid, bool(v.u32[H_STREAM_STATE >> 2] == STATE_CLOSED))
         self._index = self._claim_entry()
         self.session = _random_u64()
-        head = self._h64(H_HEAD)
+        head = self._checked_head()
         tail = self._oldest_held(head)
         self.cursor = tail if start == "oldest" else max(head - 1, tail, 0)
         e = geo.reader_entry(self._index)
@@ -1245,6 +1259,13 @@ class Reader(_ClosedOnExit):
     def _h32(self, off):
         return int(self._v.u32[off >> 2])
 
+    def _checked_head(self):
+        """The writer's head counter; a corrupt segment when outside its range (HEAD_LIMIT)."""
+        head = self._h64(H_HEAD)
+        if head >= HEAD_LIMIT:
+            raise CorruptSegment("head", f"a frame count below 2^48 ({HEAD_LIMIT})", head)
+        return head
+
     def _oldest_held(self, head):
         floor = self._h64(H_CLEAR_FLOOR)
         return min(max(head - self.geometry.depth, floor, 0), head)
@@ -1309,7 +1330,7 @@ class Reader(_ClosedOnExit):
         if v.c32[self._entry(R_STATE) >> 2] == READER_EVICTED:
             # The writer evicted us for stalling it: rejoin at the oldest frame still held. Only
             # the writer sets EVICTED (from ACTIVE) and only we leave it, so a plain store is safe.
-            self._skip_to(self._oldest_held(self._h64(H_HEAD)))
+            self._skip_to(self._oldest_held(self._checked_head()))
             v.c64[self._entry(R_CURSOR) >> 3] = self.cursor
             _fence()
             v.c32[self._entry(R_STATE) >> 2] = READER_ACTIVE
@@ -1432,7 +1453,7 @@ class Reader(_ClosedOnExit):
         geo = self.geometry
         while True:
             self._rejoin_if_evicted()
-            head = self._h64(H_HEAD)
+            head = self._checked_head()
             tail = self._oldest_held(head)
             if geo.layout == LAYOUT_DOUBLE and head > 0:
                 tail = max(tail, head - 1)  # latest-frame semantics
@@ -1946,6 +1967,8 @@ class Writer(_ClosedOnExit):
         number, or None if the frame was dropped (``drop-newest`` on a full ring, or every slot
         pinned)."""
         self._check_open()
+        # Refused before a slot is taken, so a wrong array costs no frame already held.
+        array = self.frame_layout.checked(array)
         geo = self.geometry
         if _monotonic_ns() - self._last_housekeeping >= self.HOUSEKEEPING_INTERVAL_NS:
             self._check_readers(False)

@@ -1,7 +1,7 @@
 //! `shmframesink` implementation: a `GstBaseSink` over [`transport::Writer`].
 //!
 //! Locking (order: `output` before `state`; `settings`, `interrupt` and `lender` are leaves):
-//! * `settings`: property values, copied out by `start()`.
+//! * `settings`: property values, copied out by `open_segment()` (the start, see `change_state`).
 //! * `state`: what `stats`, `set_caps()` and `stop()` need to know about the running stream
 //!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
 //!   Held for a few instructions only, never across a wait.
@@ -422,8 +422,10 @@ impl ObjectImpl for ShmFrameSink {
                     .nick("Shape")
                     .blurb(
                         "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. 640x480 or 640x480:RGBA): \
-                         accept only this geometry and create the segment at start, before \
-                         caps arrive; empty = any size, segment created with the first caps",
+                         accept only this geometry (asked of upstream first; other caps are an \
+                         error naming both shapes) and create the segment at start, before caps \
+                         arrive, without a format sized for the largest format upstream offers; \
+                         empty = any size, segment created with the first caps",
                     )
                     .mutable_ready()
                     .build(),
@@ -469,9 +471,11 @@ impl ObjectImpl for ShmFrameSink {
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
-                        "shmframesink-stats: frames-written, frames-dropped, readers, \
-                         full-events, readers-evicted (counted since start, over every segment \
-                         a caps change created), caps, slot-size; after stop, the last run's",
+                        "shmframesink-stats: frames-written, frames-in-place (of those, \
+                         drawn by upstream straight into a slot of the proposed pool, not \
+                         copied), frames-dropped, readers, full-events, readers-evicted \
+                         (counted since start, over every segment a caps change created), caps, \
+                         slot-size; after stop, the last run's",
                     )
                     .read_only()
                     .build(),
@@ -620,10 +624,32 @@ impl ElementImpl for ShmFrameSink {
         });
         PAD_TEMPLATES.as_ref()
     }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // The segment is opened here rather than in BaseSink::start(): GstBaseSink follows
+        // every failed start() with a second error of its own ("some element failed to post a
+        // proper error message"), so a refused start would print ours and then that one.
+        if transition == gst::StateChange::ReadyToPaused
+            && let Err(err) = self.open_segment()
+        {
+            self.post_error_message(err);
+            return Err(gst::StateChangeError);
+        }
+        let result = self.parent_change_state(transition);
+        if transition == gst::StateChange::ReadyToPaused && result.is_err() {
+            let _ = BaseSinkImpl::stop(self);
+        }
+        result
+    }
 }
 
-impl BaseSinkImpl for ShmFrameSink {
-    fn start(&self) -> Result<(), gst::ErrorMessage> {
+impl ShmFrameSink {
+    /// What BaseSink::start() would do (see change_state): checks the settings and, with a
+    /// `shape`, creates the segment.
+    fn open_segment(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
         let Some(shm_name) = settings.shm_name.clone() else {
             return Err(gst::error_msg!(
@@ -667,9 +693,16 @@ impl BaseSinkImpl for ShmFrameSink {
         };
         let mut output = None;
         if let Some(shape) = settings.shape {
-            // The segment exists from now on, sized for the largest frame the shape allows,
-            // so readers can attach before the first caps.
-            let slot_size = shape.max_frame_size();
+            // The segment exists from now on, so readers can attach before the first caps. A
+            // shape without a format is sized for the largest format upstream can send at that
+            // size (upstream elements answer caps queries in READY already).
+            let offered = match shape.format {
+                Some(_) => Vec::new(),
+                None => {
+                    shape::formats_in(&self.obj().sink_pad().peer_query_caps(Some(&shape.caps())))
+                }
+            };
+            let slot_size = shape.slot_size(&offered);
             let writer = Writer::create(&WriterConfig {
                 slot_size,
                 ..config
@@ -699,7 +732,9 @@ impl BaseSinkImpl for ShmFrameSink {
         *self.state.lock().unwrap() = State::Started(Box::new(started));
         Ok(())
     }
+}
 
+impl BaseSinkImpl for ShmFrameSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // End any write still waiting for room before taking the writer's lock.
         self.flushing.store(true, Ordering::SeqCst);
@@ -737,7 +772,14 @@ impl BaseSinkImpl for ShmFrameSink {
         let shape = self.settings.lock().unwrap().shape;
         let template = self.obj().sink_pad().pad_template_caps();
         let caps = match shape {
-            Some(shape) => template.intersect(&shape.caps()),
+            // The shape first, so that upstream converters produce it; then anything else, so
+            // that a stream of another shape links and set_caps refuses it naming both shapes
+            // (instead of a link failure that does not say why).
+            Some(shape) => {
+                let mut preferred = template.intersect(&shape.caps());
+                preferred.merge(template);
+                preferred
+            }
             None => template,
         };
         Some(match filter {

@@ -182,15 +182,34 @@ struct Stream {
     evictions_before: u64,
 }
 
-#[derive(Default)]
 struct Stats {
     frames_read: u64,
     frames_missed: u64,
     latency_sum_ns: u128,
     latency_max_ns: u64,
     writer_pid: u32,
+    /// `NO_WRITER_UID` while no writer is attached.
+    writer_uid: u32,
     writer_restarts: u32,
     evictions: u64,
+}
+
+/// `writer-uid` while no writer is attached: (uid_t) -1, which names no user.
+const NO_WRITER_UID: u32 = u32::MAX;
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            frames_read: 0,
+            frames_missed: 0,
+            latency_sum_ns: 0,
+            latency_max_ns: 0,
+            writer_pid: 0,
+            writer_uid: NO_WRITER_UID,
+            writer_restarts: 0,
+            evictions: 0,
+        }
+    }
 }
 
 impl Stats {
@@ -206,6 +225,7 @@ impl Stats {
             .field("latency-mean", latency_mean_ns)
             .field("latency-max", self.latency_max_ns)
             .field("writer-pid", self.writer_pid)
+            .field("writer-uid", self.writer_uid)
             .field("writer-restarts", self.writer_restarts)
             .field("evictions", self.evictions)
             .build()
@@ -543,7 +563,8 @@ impl ObjectImpl for ShmFrameSrc {
                     .nick("Statistics")
                     .blurb(
                         "frames-read, frames-missed, latency-mean and latency-max (ns from \
-                         the writer's write to this source's push), writer-pid, \
+                         the writer's write to this source's push), writer-pid, writer-uid \
+                         (the user the writer runs as; 4294967295 while none is attached), \
                          writer-restarts, evictions",
                     )
                     .read_only()
@@ -649,18 +670,6 @@ impl ElementImpl for ShmFrameSrc {
         Some(&*METADATA)
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
-        if transition == gst::StateChange::PausedToPlaying {
-            // Before the streaming thread may run: its next frame sees the new period.
-            self.playing_since
-                .store(transport::sys::monotonic_ns(), Ordering::Release);
-        }
-        self.parent_change_state(transition)
-    }
-
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             vec![
@@ -675,25 +684,54 @@ impl ElementImpl for ShmFrameSrc {
         });
         PAD_TEMPLATES.as_ref()
     }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        // Settings are refused here, before GstBaseSrc::start(): GstBaseSrc follows every failed
+        // start() with a second error of its own ("some element failed to post a proper error
+        // message"). What start() does after these checks cannot fail.
+        if transition == gst::StateChange::ReadyToPaused
+            && let Err(err) = checked_settings(&self.settings.lock().unwrap())
+        {
+            self.post_error_message(err);
+            return Err(gst::StateChangeError);
+        }
+        if transition == gst::StateChange::PausedToPlaying {
+            // Before the streaming thread may run: its next frame sees the new period.
+            self.playing_since
+                .store(transport::sys::monotonic_ns(), Ordering::Release);
+        }
+        self.parent_change_state(transition)
+    }
+}
+
+/// The segment name and expected shape of valid settings, or the error that refuses them.
+fn checked_settings(settings: &Settings) -> Result<(String, Option<Shape>), gst::ErrorMessage> {
+    let Some(shm_name) = settings.shm_name.clone() else {
+        return Err(gst::error_msg!(
+            gst::ResourceError::Settings,
+            ("No shm-name set: set it to the name the writer uses, e.g. \
+                 shmframesrc shm-name=cam0")
+        ));
+    };
+    transport::validate_name(&shm_name)
+        .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
+    let shape = match settings.shape.as_deref().map(Shape::from_str) {
+        None => None,
+        Some(Ok(shape)) => Some(shape),
+        Some(Err(err)) => {
+            return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
+        }
+    };
+    Ok((shm_name, shape))
 }
 
 impl BaseSrcImpl for ShmFrameSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let Some(shm_name) = settings.shm_name else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("No shm-name set: set it to the name the writer uses, e.g. \
-                     shmframesrc shm-name=cam0")
-            ));
-        };
-        let shape = match settings.shape.as_deref().map(Shape::from_str) {
-            None => None,
-            Some(Ok(shape)) => Some(shape),
-            Some(Err(err)) => {
-                return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
-            }
-        };
+        let (shm_name, shape) = checked_settings(&settings)?;
         let subscriber = Subscriber::new(
             &shm_name,
             ReaderOptions {
@@ -957,6 +995,10 @@ impl ShmFrameSrc {
     }
 
     fn on_writer_attached(&self, stream: &mut Stream, pid: u32, session: u64, restart: bool) {
+        let uid = stream
+            .subscriber
+            .reader()
+            .map_or(NO_WRITER_UID, |reader| reader.writer_uid());
         let previous_pid = stream.last_writer_pid.filter(|_| restart);
         stream.last_writer_pid = Some(pid);
         stream.keep_earlier_frames =
@@ -970,12 +1012,16 @@ impl ShmFrameSrc {
         // Until its first frame, the header's current caps answer caps queries.
         let header_caps = stream.subscriber.reader().and_then(|reader| {
             let caps = reader.caps(reader.current_caps_gen()).ok().flatten()?;
-            gst::Caps::from_str(&caps).ok()
+            // Caps we would refuse at the first frame are not offered meanwhile either.
+            gst::Caps::from_str(&caps)
+                .ok()
+                .filter(|caps| shape::refusal_of(caps).is_none())
         });
         gst::info!(
             CAT,
             imp = self,
-            "Attached to writer pid {pid} (session {session:#x}) on shm-name {:?}, caps {:?}",
+            "Attached to writer pid {pid} (uid {uid}, session {session:#x}) on shm-name {:?}, \
+             caps {:?}",
             stream.shm_name,
             header_caps
         );
@@ -991,6 +1037,7 @@ impl ShmFrameSrc {
         {
             let mut stats = self.stats.lock().unwrap();
             stats.writer_pid = pid;
+            stats.writer_uid = uid;
             stats.writer_restarts += u32::from(restart);
         }
 
@@ -998,6 +1045,7 @@ impl ShmFrameSrc {
         let structure = gst::Structure::builder("shmframe-writer-attached")
             .field("shm-name", &stream.shm_name)
             .field("pid", pid)
+            .field("uid", uid)
             .field("session", session)
             .field("restart", restart)
             .build();
@@ -1035,6 +1083,7 @@ impl ShmFrameSrc {
         {
             let mut stats = self.stats.lock().unwrap();
             stats.writer_pid = 0;
+            stats.writer_uid = NO_WRITER_UID;
             stream.evictions_before = stats.evictions;
         }
 
@@ -1143,6 +1192,21 @@ impl ShmFrameSrc {
                 );
                 gst::FlowError::NotNegotiated
             })?;
+            if let Some(why) = shape::refusal_of(&caps) {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    (
+                        "The writer on shm-name {:?} announced caps that shmframesrc does not \
+                         carry ({why}): {caps}",
+                        stream.shm_name
+                    ),
+                    [
+                        "shmframesrc reads system-memory video/x-raw in the formats shmframesink accepts"
+                    ]
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
             let video_info = gst_video::VideoInfo::from_caps(&caps).map_err(|_| {
                 gst::element_imp_error!(
                     self,

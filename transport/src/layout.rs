@@ -41,6 +41,11 @@ pub const CONTROL_HEADER_SIZE: u64 = 64;
 pub const WRITER_LOCK_BYTE: u64 = 0;
 pub const READER_LOCK_BASE: u64 = 1;
 
+/// The head counter (frames published) stays below this: an index entry keeps 48 bits for
+/// `frame + 1`. No writer gets there (2^48 frames are 8,900 years at 1,000 fps), so a reader
+/// finding a head at or above it is looking at a corrupt segment.
+pub const HEAD_LIMIT: u64 = 1 << 48;
+
 /// Index entry value meaning "no frame".
 pub const INDEX_EMPTY: u64 = 0;
 pub const NO_TIME: u64 = u64::MAX;

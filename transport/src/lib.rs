@@ -81,6 +81,17 @@ impl Backpressure {
     }
 }
 
+/// The policy as users name it: the value of shmframesink's `backpressure` property.
+impl fmt::Display for Backpressure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backpressure::Block => "block",
+            Backpressure::DropOldest => "drop-oldest",
+            Backpressure::DropNewest => "drop-newest",
+        })
+    }
+}
+
 /// Where a new reader starts in the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum StartPosition {

@@ -170,14 +170,15 @@ impl Reader {
         interrupt: Interrupt,
     ) -> Result<Reader, Error> {
         let map = Arc::new(segment::open(name)?);
+        // Checked before an entry is claimed too, so a corrupt segment costs no entry.
+        checked_head(&map)?;
         let session = sys::random_u64();
         let pid = std::process::id();
         let index = claim_entry(&map, pid).ok_or_else(|| Error::TooManyReaders {
             name: name.to_string(),
             max: map.geo.max_readers,
         })?;
-        let h = map.header();
-        let head = h.head.load(Ordering::Acquire);
+        let head = checked_head(&map)?;
         let tail = oldest_held(&map, head);
         let cursor = match opts.start {
             StartPosition::Oldest => tail,
@@ -250,6 +251,12 @@ impl Reader {
         self.map.header().writer_start_ticks
     }
 
+    /// The user the writer runs as (the owner of the segment file), so that a reader allowed
+    /// to read another user's segment (root, or through `perms`) can tell whose frames they are.
+    pub fn writer_uid(&self) -> u32 {
+        self.map.owner_uid()
+    }
+
     pub fn writer_alive(&self) -> bool {
         self.map.writer_alive()
     }
@@ -316,11 +323,11 @@ impl Reader {
     }
 
     /// An evicted reader rejoins at the oldest frame still held, counting what it lost.
-    fn rejoin_if_evicted(&mut self) {
+    fn rejoin_if_evicted(&mut self) -> Result<(), Error> {
         let map = self.map.clone();
         let e = map.reader_entry(self.index);
         if e.state.load(Ordering::Acquire) == reader_state::EVICTED {
-            let head = map.header().head.load(Ordering::Acquire);
+            let head = checked_head(&map)?;
             self.skip_to(oldest_held(&map, head));
             e.cursor.store(self.cursor, Ordering::SeqCst);
             let _ = e.state.compare_exchange(
@@ -330,6 +337,7 @@ impl Reader {
                 Ordering::Relaxed,
             );
         }
+        Ok(())
     }
 
     /// Waits up to `timeout` for the next frame and copies it out through `copy`, which is
@@ -376,9 +384,8 @@ impl Reader {
             if self.interrupt.is_set() {
                 return Err(Error::Interrupted);
             }
-            self.rejoin_if_evicted();
-            let h = self.map.header();
-            let head = h.head.load(Ordering::Acquire);
+            self.rejoin_if_evicted()?;
+            let head = checked_head(&self.map)?;
             let mut tail = oldest_held(&self.map, head);
             if self.map.geo.layout == Layout::Double && head > 0 {
                 // Latest-frame semantics: always the newest complete frame.
@@ -544,7 +551,7 @@ fn read_held(
     n: u64,
     mut copy: impl FnMut(&FrameInfo, &SlotView),
 ) -> Result<Option<FrameInfo>, Error> {
-    let head = map.header().head.load(Ordering::Acquire);
+    let head = checked_head(map)?;
     if n >= head || n < oldest_held(map, head) {
         return Ok(None);
     }
@@ -552,6 +559,21 @@ fn read_held(
         TryRead::Got(info) => Some(info),
         TryRead::Gone => None,
     })
+}
+
+/// The writer's head counter, or a corrupt-segment error when it is outside its range
+/// ([`HEAD_LIMIT`]): frames past it cannot be named by the index, so a reader would otherwise
+/// discard every frame and wait for ever without saying why.
+fn checked_head(map: &Mapping) -> Result<u64, Error> {
+    let head = map.header().head.load(Ordering::Acquire);
+    if head >= HEAD_LIMIT {
+        return Err(Error::Corrupt {
+            field: "head".into(),
+            expected: format!("a frame count below 2^48 ({HEAD_LIMIT})"),
+            found: head,
+        });
+    }
+    Ok(head)
 }
 
 /// Frame numbers below this are gone from the ring (or cleared).

@@ -130,6 +130,13 @@ impl Mapping {
         sys::byte_is_locked(&self.file, WRITER_LOCK_BYTE, false)
     }
 
+    /// The user owning the segment file: the user its writer runs as (the writer creates the
+    /// file; nobody else can hand it to another user but root). `u32::MAX` ((uid_t) -1, "no
+    /// user") if the file cannot be examined.
+    pub fn owner_uid(&self) -> u32 {
+        self.file.metadata().map_or(u32::MAX, |m| m.uid())
+    }
+
     /// Whether the path still names the file this mapping was made from.
     pub fn path_still_ours(&self) -> bool {
         std::fs::metadata(&self.path)
@@ -690,6 +697,8 @@ pub struct SegmentInfo {
     pub total_len: u64,
     pub backpressure: Backpressure,
     pub writer_pid: u32,
+    /// The user the writer runs as (the owner of the segment file).
+    pub writer_uid: u32,
     pub writer_session: u64,
     pub writer_alive: bool,
     pub state: StreamState,
@@ -754,6 +763,7 @@ impl Mapping {
             total_len: self.geo.total_len,
             backpressure: Backpressure::from_code(self.geo.backpressure),
             writer_pid: h.writer_pid,
+            writer_uid: self.owner_uid(),
             writer_session: h.writer_session,
             writer_alive: self.writer_alive(),
             state: self.stream_state(),
