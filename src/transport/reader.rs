@@ -192,6 +192,11 @@ impl Reader {
         e.frames_read.store(0, Ordering::Relaxed);
         e.frames_missed.store(0, Ordering::Relaxed);
         e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
+        // A writer waiting for readers counts itself in writer_waiting before counting the
+        // table (SeqCst on both sides): either it sees this entry or we see it and wake it.
+        if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+            map.kick(WaitWord::Space);
+        }
         interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
         Ok(Reader {
             lease: ReaderLease::new(map.clone(), index),
