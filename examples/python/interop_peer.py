@@ -113,14 +113,11 @@ def cmd_write(a):
         layout=a.layout,
         depth=a.depth,
         backpressure=a.backpressure,
+        pace=False,
+        wait_for_readers=a.wait_readers,
+        wait_for_readers_timeout=a.wait,
     ) as writer:
         out(f"created caps=\"{writer.caps}\"")
-        deadline = time.monotonic() + a.wait
-        while writer.reader_count() < a.wait_readers:
-            if time.monotonic() > deadline:
-                out("timeout waiting for readers")
-                return 2
-            time.sleep(0.005)
         for n in range(a.frames):
             planes = [pattern(n, p, pl.rows, pl.row_bytes) for p, pl in enumerate(layout.planes)]
             if layout.packed:
@@ -129,7 +126,11 @@ def cmd_write(a):
                 frame = layout.pack([pl.reshape(p.shape) for pl, p in zip(planes, layout.planes)])
             stored = np.zeros(layout.size, np.uint8)
             layout.write_into(frame, stored)
-            number = writer.write(frame)
+            try:
+                number = writer.write(frame)
+            except shmframe.ReadersMissing as missing:
+                out(f"timeout waiting for readers: {missing}")
+                return 2
             if number is None:
                 out("dropped")
                 continue

@@ -180,6 +180,19 @@ class NoSpace(ShmFrameError, OSError):
         )
 
 
+class ReadersMissing(ShmFrameError, TimeoutError):
+    """The writer waited for ``wanted`` readers before its first frame and only ``attached``
+    came in time; it publishes from now on without waiting."""
+
+    def __init__(self, name, wanted, attached, waited_s):
+        self.name, self.wanted, self.attached = name, wanted, attached
+        super().__init__(
+            f"only {attached} of the {wanted} readers waited for attached to shm-name "
+            f"{_quoted(name)} within {int(waited_s * 1000)} ms; the writer publishes from now "
+            f"on without waiting for the others: start the readers first, or wait longer"
+        )
+
+
 class EndOfStream(ShmFrameError):
     """The writer ended the stream and every frame was read."""
 
@@ -942,7 +955,9 @@ class Reader(_ClosedOnExit):
 
     ``start``: ``"newest"`` (the newest complete frame) or ``"oldest"`` (the oldest one the
     segment still holds). ``wait``: seconds to wait for the segment to appear (and for a live
-    writer) instead of raising ``SegmentNotFound`` / ``WriterGone`` at once.
+    writer) instead of raising ``SegmentNotFound`` / ``WriterGone`` at once; a reader that had
+    to wait starts at the oldest frame still held, whatever ``start`` says (the writer began
+    after it).
     """
 
     #: Longest single sleep: writer liveness is re-checked and the heartbeat refreshed this often.
@@ -964,6 +979,10 @@ class Reader(_ClosedOnExit):
                 self._release_mapping()
                 if time.monotonic() >= deadline:
                     raise
+                # The writer we will find began its stream after we started waiting: read it
+                # from its oldest frame still held, so nothing published before we attach is
+                # lost.
+                start = "oldest"
             except BaseException:
                 self.close()
                 raise
@@ -1003,6 +1022,10 @@ class Reader(_ClosedOnExit):
         _ordering_fence()
         v.c32[(e + R_STATE) >> 2] = READER_ACTIVE
         _fence()
+        # A writer waiting for readers stores writer_waiting and then counts the table: store
+        # then load on both sides, so either it sees us or we see it waiting and wake it.
+        if v.c32[C_WRITER_WAITING >> 2] != 0:
+            _kick(v.ctrl_addr + C_SPACE_SEQ)
         self.frames_read = 0
         self.frames_missed = 0
         self._missed_since_last = 0
@@ -1369,8 +1392,15 @@ class Writer(_ClosedOnExit):
     ``"double"`` (latest frame only). ``backpressure`` (ring): ``"block"`` (wait for the slowest
     live reader; a dead one is detected, a stalled one evicted after ``reader_timeout`` s),
     ``"drop-oldest"`` (overwrite) or ``"drop-newest"`` (drop the incoming frame). ``perms``:
-    file mode (must include 0o600). ``fps``: announced frame rate (int or (num, den)).
+    file mode (must include 0o600). ``fps``: the frame rate (int or (num, den)) announced in
+    the caps and, with ``pace`` (default), kept by ``write``, which waits until each frame is
+    due, as a live source would; ``pace=False`` writes as fast as the readers allow.
     ``spare_slots``: extra slots so readers pinning frames (zero-copy) do not cost drops.
+    ``wait_for_readers``: the first ``write`` waits until this many readers are attached (as
+    ``shmframesink wait-for-readers``), for at most ``wait_for_readers_timeout`` seconds
+    (None: for ever); readers started first then get the stream from its first frame, every
+    frame under ``block``. When the timeout runs out that ``write`` raises ``ReadersMissing``
+    (the frame is not published) and later ones publish without waiting.
 
     Fails with ``WriterExists`` (naming the pid) if a live writer holds the name, with
     ``ForeignFile`` if a non-shmframe file is in the way; a dead writer's segment is replaced.
@@ -1393,6 +1423,9 @@ class Writer(_ClosedOnExit):
         fps=30,
         spare_slots=0,
         reader_timeout=1.0,
+        pace=True,
+        wait_for_readers=0,
+        wait_for_readers_timeout=None,
     ):
         self._fd = None
         self._mm = self._v = None
@@ -1416,6 +1449,10 @@ class Writer(_ClosedOnExit):
             raise ValueError(f"caps string exceeds {CAPS_CAPACITY} bytes")
         fps_num, fps_den = (fps, 1) if isinstance(fps, int) else fps
         self._duration = fps_den * 1_000_000_000 // fps_num if fps_num > 0 else NO_TIME
+        self._pace = pace and self._duration != NO_TIME
+        self._next_due = None
+        self._readers_awaited = wait_for_readers
+        self._readers_wait_timeout = wait_for_readers_timeout
         layout_code = _LAYOUT_CODES[layout]
         bp = BP_DROP_OLDEST if layout_code == LAYOUT_DOUBLE else _BACKPRESSURE_CODES[backpressure]
         depth = 2 if layout_code == LAYOUT_DOUBLE else depth
@@ -1682,6 +1719,53 @@ class Writer(_ClosedOnExit):
         finally:
             v.c32[C_WRITER_WAITING >> 2] = 0
 
+    def wait_for_readers(self, count, timeout=None):
+        """Waits until at least ``count`` live readers are attached (woken by each reader that
+        attaches, in bounded slices). True once they are, False after ``timeout`` seconds
+        (None: wait for ever)."""
+        self._check_open()
+        v = self._v
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                seq = self._c32(C_SPACE_SEQ)
+                v.c32[C_WRITER_WAITING >> 2] = 1
+                # Store writer_waiting, then count the readers: needs a full fence (an attaching
+                # reader stores its entry, then loads writer_waiting).
+                _fence()
+                if self.reader_count() >= count:
+                    return True
+                left = self.BLOCKED_WAIT_SLICE_S
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                _futex_wait(v.ctrl_addr + C_SPACE_SEQ, seq, left)
+        finally:
+            v.c32[C_WRITER_WAITING >> 2] = 0
+
+    def _await_readers(self):
+        """The wait of ``wait_for_readers`` before the first frame, unless it is over."""
+        wanted = self._readers_awaited
+        if not wanted:
+            return
+        started = time.monotonic()
+        all_attached = self.wait_for_readers(wanted, self._readers_wait_timeout)
+        self._readers_awaited = 0
+        if not all_attached:
+            raise ReadersMissing(self.name, wanted, self.reader_count(), time.monotonic() - started)
+
+    def _keep_pace(self):
+        """Waits until the next frame is due at ``fps``; a writer that fell behind starts a new
+        schedule from now rather than catching up in a burst."""
+        now = _monotonic_ns()
+        due = self._next_due
+        if due is not None and now < due:
+            time.sleep((due - now) / 1e9)
+        else:
+            due = now
+        self._next_due = due + self._duration
+
     def _check_readers(self, blocked):
         """Frees entries of dead readers (their lock is gone); when ``blocked``, evicts readers
         that hold the writer up without advancing for longer than the reader timeout."""
@@ -1728,8 +1812,12 @@ class Writer(_ClosedOnExit):
         formats), or ``FrameLayout.size`` raw bytes (any format; planar buffers from
         ``FrameLayout.pack``). ``pts`` defaults to CLOCK_MONOTONIC now (ns). Returns the frame
         number, or None if the frame was dropped (``drop-newest`` on a full ring, or every slot
-        pinned)."""
+        pinned). Waits first for the readers of ``wait_for_readers`` (the first time) and, with
+        ``pace``, until the frame is due at ``fps``."""
         self._check_open()
+        self._await_readers()
+        if self._pace:
+            self._keep_pace()
         geo = self.geometry
         if _monotonic_ns() - self._last_housekeeping >= self.HOUSEKEEPING_INTERVAL_NS:
             self._check_readers(False)

@@ -272,7 +272,7 @@ impl fmt::Display for Error {
                 f,
                 "only {attached} of the {wanted} readers waited for attached to shm-name \
                  {name:?} within {} ms; the writer publishes from now on without waiting for \
-                 the others: start the readers first, or raise the timeout (0 waits for ever)",
+                 the others: start the readers first, or wait longer",
                 waited.as_millis()
             ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),

@@ -187,6 +187,92 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     }
 }
 
+/// Watches a directory for an entry of one name appearing (created, or renamed into place), so
+/// that a reader waiting for its writer's segment notices it at once instead of at its next
+/// poll of the name.
+pub struct NameWatch {
+    inotify: std::os::fd::OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl NameWatch {
+    /// Watches `path`'s directory for `path`'s name.
+    pub fn new(path: &std::path::Path) -> io::Result<NameWatch> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let dir = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: plain system call without pointers.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let inotify = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `dir` is a valid NUL-terminated path.
+        let wd = unsafe {
+            libc::inotify_add_watch(fd, dir.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO)
+        };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NameWatch {
+            inotify,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// Waits up to `timeout` for the name to appear. True if it did (or if events were lost
+    /// and it may have); false on timeout. Events for other names are consumed and ignored.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let deadline = std::time::Instant::now() + timeout;
+        // inotify_event is 16 bytes plus a NUL-padded name of at most NAME_MAX + 1 bytes.
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.inotify.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+                return false;
+            }
+            // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
+            let n = unsafe {
+                libc::read(
+                    self.inotify.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                )
+            };
+            let mut at = 0usize;
+            let head = std::mem::size_of::<libc::inotify_event>();
+            while n > 0 && at + head <= n as usize {
+                // SAFETY: the kernel wrote whole events: `head` bytes are in `buf` at `at`
+                // (read unaligned: the buffer has byte alignment).
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                let name_end = (at + head + event.len as usize).min(n as usize);
+                let name = &buf[at + head..name_end];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if event.mask & libc::IN_Q_OVERFLOW != 0 || name == self.name.as_bytes() {
+                    return true;
+                }
+                at = name_end;
+            }
+            if left.is_zero() {
+                return false;
+            }
+        }
+    }
+}
+
 /// The size of the largest CPU cache (the last level, shared by the cores), from sysfs;
 /// 8 MiB when the kernel does not say.
 pub fn last_level_cache_bytes() -> u64 {
