@@ -348,6 +348,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_name_watch_wakes_for_its_name_only() {
+        let dir = std::env::temp_dir().join(format!("shmframe-namewatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let watched = dir.join("cam0");
+        let watch = NameWatch::new(&watched).unwrap();
+        std::fs::write(dir.join("cam1"), b"other").unwrap();
+        assert!(!watch.wait(Duration::from_millis(50)), "another name");
+        // Renamed into place, as a writer publishes its segment.
+        let writer = std::thread::spawn({
+            let (tmp, watched) = (dir.join(".cam0-new"), watched.clone());
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(&tmp, b"segment").unwrap();
+                std::fs::rename(&tmp, &watched).unwrap();
+            }
+        });
+        assert!(watch.wait(Duration::from_secs(20)), "the name appeared");
+        writer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn streaming_copy_is_exact_at_every_alignment_and_length() {
         let src: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
         let mut dst = vec![0u8; 5100];
