@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with,
-    num, role, role_args, spawn_role, summary, wait_for,
+    num, readers_first_frames, role, role_args, spawn_role, summary, wait_for,
 };
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -425,15 +425,6 @@ fn gst_launch_with_the_built_plugin_moves_frames_between_processes() {
     let chains = out.lines().filter(|l| l.contains("chain")).count();
     assert!(chains >= 1, "the reader received frames:\n{out}");
     let _ = std::fs::remove_file(registry);
-}
-
-/// Frames of the readers-started-first test: 10,000 by default (a few seconds), more under
-/// SHMFRAME_READERS_FIRST_FRAMES.
-fn readers_first_frames() -> u64 {
-    std::env::var("SHMFRAME_READERS_FIRST_FRAMES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
 }
 
 #[test]
