@@ -233,7 +233,10 @@ fn the_python_reader_example_runs_as_written() {
         assert_eq!(fields.len(), 3, "a frame line: {line:?}");
         let number: u64 = fields[0].parse().unwrap();
         let mean: f64 = fields[1].parse().unwrap();
-        assert!(mean > 0.0 && mean < 255.0, "videotestsrc's colour bars: {line}");
+        assert!(
+            mean > 0.0 && mean < 255.0,
+            "videotestsrc's colour bars: {line}"
+        );
         frames.push(number);
     }
     assert!(

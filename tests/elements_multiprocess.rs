@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with,
-    num, readers_first_frames, role, role_args, spawn_role, summary, wait_for,
+    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with, num,
+    readers_first_frames, role, role_args, spawn_role, summary, wait_for,
 };
 use gst::prelude::*;
 use std::collections::HashMap;

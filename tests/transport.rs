@@ -1205,7 +1205,11 @@ fn a_wait_for_readers_that_times_out_fails_one_write_and_then_publishes() {
         )),
         "{err}"
     );
-    assert_eq!(w.frames_written(), 0, "the frame that waited was not published");
+    assert_eq!(
+        w.frames_written(),
+        0,
+        "the frame that waited was not published"
+    );
     assert_eq!(w.awaiting_readers(), None, "the wait is over");
     assert_eq!(write_frame(&mut w, 0), WriteOutcome::Written { frame: 0 });
 }
@@ -1251,10 +1255,12 @@ fn a_subscriber_that_waited_for_its_writer_reads_from_the_first_frame_whatever_s
         SubscriberEvent::WriterAttached { .. }
     ));
     let numbers: Vec<u64> = (0..3)
-        .map(|_| match sub.next(Duration::from_secs(5), ignore).unwrap() {
-            SubscriberEvent::Frame(info) => info.number,
-            other => panic!("{other:?}"),
-        })
+        .map(
+            |_| match sub.next(Duration::from_secs(5), ignore).unwrap() {
+                SubscriberEvent::Frame(info) => info.number,
+                other => panic!("{other:?}"),
+            },
+        )
         .collect();
     assert_eq!(numbers, [0, 1, 2], "start=newest would begin at frame 2");
 }

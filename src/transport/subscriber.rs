@@ -177,12 +177,11 @@ impl Subscriber {
         if self.waited_for_writer {
             opts.start = StartPosition::Oldest;
         }
-        let reader =
-            match Reader::open_with_interrupt(&self.name, &opts, self.interrupt.clone()) {
-                Ok(r) => r,
-                Err(Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
+        let reader = match Reader::open_with_interrupt(&self.name, &opts, self.interrupt.clone()) {
+            Ok(r) => r,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if !reader.writer_alive() || reader.stream_state() == StreamState::Closed {
             // A segment left by a writer that died, or one being closed: wait for a new writer
             // to replace it.

@@ -244,13 +244,8 @@ impl NameWatch {
                 return false;
             }
             // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
-            let n = unsafe {
-                libc::read(
-                    self.inotify.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                )
-            };
+            let n =
+                unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             let mut at = 0usize;
             let head = std::mem::size_of::<libc::inotify_event>();
             while n > 0 && at + head <= n as usize {

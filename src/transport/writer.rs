@@ -904,7 +904,8 @@ impl Writer {
         timeout: Option<Duration>,
     ) -> Result<bool, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let attached = self.wait_within(deadline, |w| (w.attached_readers() >= count).then_some(()))?;
+        let attached =
+            self.wait_within(deadline, |w| (w.attached_readers() >= count).then_some(()))?;
         Ok(attached.is_some())
     }
 
