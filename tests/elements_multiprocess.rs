@@ -491,21 +491,27 @@ fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer() {
     let name = ShmName::new("el-mp4-first");
     let mp4 = TempFile(std::env::temp_dir().join(format!("{}.mp4", name.as_str())));
     let registry = TempFile(std::env::temp_dir().join(format!("{}.registry", name.as_str())));
+    // Stamped on arrival: the writer stamps its first frame when its pipeline starts, which
+    // on a loaded machine can be before this pipeline's own start, and writer timestamps from
+    // before the start are a matter of their own; this test is about which frames arrive.
     let mut recorder = gst_launch(
         &format!(
-            "-q shmframesrc shm-name={} ! videoconvert ! openh264enc ! h264parse ! mp4mux ! \
-             filesink location={}",
+            "-q shmframesrc shm-name={} timestamp-mode=arrival ! videoconvert ! openh264enc ! \
+             h264parse ! mp4mux ! filesink location={}",
             name.as_str(),
             mp4.0.display()
         ),
         &registry.0,
     );
     std::thread::sleep(Duration::from_millis(500));
+    // A recorder setting up its encoder on a loaded machine may not read for more than the
+    // default second; it must not be evicted for it (that is what reader-timeout is for).
     let mut w = gst_launch(
         &format!(
             "-q videotestsrc num-buffers=300 ! \
              video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! \
-             shmframesink shm-name={} wait-for-readers=1 backpressure=block sync=false",
+             shmframesink shm-name={} wait-for-readers=1 backpressure=block sync=false \
+             reader-timeout=60000",
             name.as_str()
         ),
         &registry.0,
