@@ -220,6 +220,12 @@ fn the_python_reader_example_runs_as_written() {
     let sandbox = Sandbox::new("reader");
     // The document's order: the pipeline first, then the Python program.
     let (launch, launch_lines) = sandbox.shell(block(&blocks, "sh"));
+    // The example waits 5 s for the segment; a loaded machine may take longer to start
+    // gst-launch-1.0 with a fresh registry.
+    assert!(
+        wait_for(LIMIT, || sandbox.has_segment("cam0")),
+        "the pipeline created cam0"
+    );
     let (python, python_lines) = sandbox.python(block(&blocks, "python"));
     // Frames as the example prints them: number, mean, frames missed.
     let mut frames = Vec::new();
