@@ -208,6 +208,29 @@ fn a_reader_wait_is_interrupted_from_another_thread() {
 }
 
 #[test]
+fn a_subscriber_waiting_for_its_writer_is_interrupted_from_another_thread() {
+    let name = ShmName::new("interrupt-subscriber");
+    let mut sub = Subscriber::new(&name, oldest()).unwrap();
+    let handle = sub.interrupt_handle();
+    let t = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            handle.interrupt();
+        }
+    });
+    let started = std::time::Instant::now();
+    let res = sub.next(Duration::from_secs(10), |_, _| {});
+    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    t.join().unwrap();
+    // Cleared, the wait goes on until its timeout.
+    handle.clear();
+    let res = sub.next(Duration::from_millis(50), |_, _| {});
+    assert_eq!(res.unwrap(), SubscriberEvent::Timeout);
+}
+
+#[test]
 fn frames_are_retrievable_by_number_while_held() {
     let name = ShmName::new("by-number");
     let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::DropOldest)).unwrap();

@@ -152,9 +152,12 @@ impl Subscriber {
             }
             let slice = remaining.min(WRITER_POLL);
             match &self.name_watch {
-                // An interrupt is seen within a slice.
+                // An interrupt ends the wait (the loop then reports it).
                 Some(watch) => {
-                    watch.wait(slice);
+                    let wake = self.interrupt.wake_fd();
+                    if !self.interrupt.is_set() {
+                        watch.wait(slice, wake);
+                    }
                 }
                 None => {
                     if !self.interrupt.sleep(slice) {

@@ -224,23 +224,29 @@ impl NameWatch {
         })
     }
 
-    /// Waits up to `timeout` for the name to appear. True if it did (or if events were lost
-    /// and it may have); false on timeout. Events for other names are consumed and ignored.
-    pub fn wait(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` for the name to appear, or for `wake` to become readable. True if
+    /// the name appeared (or events were lost and it may have); false on timeout or wake-up.
+    /// Events for other names are consumed and ignored.
+    pub fn wait(&self, timeout: Duration, wake: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
         use std::os::unix::ffi::OsStrExt;
         let deadline = std::time::Instant::now() + timeout;
         // inotify_event is 16 bytes plus a NUL-padded name of at most NAME_MAX + 1 bytes.
         let mut buf = [0u8; 4096];
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let mut pfd = libc::pollfd {
-                fd: self.inotify.as_raw_fd(),
+            let poll_fd = |fd: std::os::fd::RawFd| libc::pollfd {
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-            // SAFETY: one valid pollfd.
-            if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            // A negative descriptor is ignored by poll.
+            let mut pfds = [
+                poll_fd(self.inotify.as_raw_fd()),
+                poll_fd(wake.as_ref().map_or(-1, |fd| fd.as_raw_fd())),
+            ];
+            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: two valid pollfds.
+            if unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) } <= 0 || pfds[1].revents != 0 {
                 return false;
             }
             // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
@@ -266,6 +272,33 @@ impl NameWatch {
             }
         }
     }
+}
+
+/// A non-blocking eventfd (a counter another thread makes readable).
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable.
+pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of `one` to a descriptor we own; a full counter (EAGAIN)
+    // is readable already.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Makes an eventfd unreadable again.
+pub fn eventfd_drain(fd: &std::os::fd::OwnedFd) {
+    let mut count: u64 = 0;
+    // SAFETY: reads at most 8 bytes into `count`; non-blocking (EAGAIN when already drained).
+    unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
 }
 
 /// The size of the largest CPU cache (the last level, shared by the cores), from sysfs;
@@ -349,7 +382,7 @@ mod tests {
         let watched = dir.join("cam0");
         let watch = NameWatch::new(&watched).unwrap();
         std::fs::write(dir.join("cam1"), b"other").unwrap();
-        assert!(!watch.wait(Duration::from_millis(50)), "another name");
+        assert!(!watch.wait(Duration::from_millis(50), None), "another name");
         // Renamed into place, as a writer publishes its segment.
         let writer = std::thread::spawn({
             let (tmp, watched) = (dir.join(".cam0-new"), watched.clone());
@@ -359,7 +392,17 @@ mod tests {
                 std::fs::rename(&tmp, &watched).unwrap();
             }
         });
-        assert!(watch.wait(Duration::from_secs(20)), "the name appeared");
+        assert!(
+            watch.wait(Duration::from_secs(20), None),
+            "the name appeared"
+        );
+        // A wake-up descriptor that is readable ends the wait at once.
+        let wake = eventfd().unwrap();
+        eventfd_signal(&wake);
+        let started = std::time::Instant::now();
+        use std::os::fd::AsFd;
+        assert!(!watch.wait(Duration::from_secs(20), Some(wake.as_fd())));
+        assert!(started.elapsed() < Duration::from_secs(10));
         writer.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
