@@ -625,6 +625,73 @@ fn rust_transport_writer_to_python_reader() {
     }
 }
 
+/// A Python reader started before its writer, with `start=newest`, reads that writer from its
+/// first frame: frames written before it attached (fewer than the ring holds) are not skipped.
+#[test]
+fn a_python_reader_that_waited_for_its_writer_reads_from_the_first_frame() {
+    if !python_ready("a_python_reader_that_waited_for_its_writer_reads_from_the_first_frame") {
+        return;
+    }
+    init();
+    let info = video_info(VideoFormat::Gray8);
+    let name = ShmName::new("py-waited");
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--start",
+        "newest",
+        "--wait",
+        "50",
+        "--timeout",
+        "50",
+    ]);
+    peer.expect("opening", LIMIT);
+    // The reader watches the shm directory once it found no segment. Stopped then, it attaches
+    // only after the writer has written its first frames (else the watch would let it attach
+    // before the first frame, which proves nothing about where it starts).
+    let pid = peer.guard.pid();
+    let watching = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().contains("inotify"))
+            })
+        })
+    };
+    assert!(
+        wait_for(LIMIT, watching),
+        "the reader waits for the segment"
+    );
+    peer.guard.signal(libc::SIGSTOP);
+    let mut cfg = WriterConfig::new(&name, info.size() as u64);
+    cfg.depth = 4;
+    cfg.backpressure = Backpressure::Block;
+    let mut writer = Writer::create(&cfg).unwrap();
+    writer
+        .set_caps(&info.to_caps().unwrap().to_string())
+        .unwrap();
+    let write = |writer: &mut Writer, n: u64| {
+        let outcome = writer
+            .write(&FrameMeta::default(), &pattern_frame(&info, n))
+            .unwrap();
+        assert_eq!(outcome.frame(), Some(n));
+    };
+    for n in 0..3 {
+        write(&mut writer, n);
+    }
+    peer.guard.signal(libc::SIGCONT);
+    assert!(writer.wait_for_readers(1, Some(LIMIT)).unwrap());
+    for n in 3..FRAMES {
+        write(&mut writer, n);
+    }
+    writer.end_of_stream();
+    peer.expect("attached", LIMIT);
+    let lines = peer.finish(LIMIT);
+    drop(writer);
+    let numbers: Vec<u64> = frame_lines(&lines, "frame").iter().map(|f| f.0).collect();
+    assert_eq!(numbers, (0..FRAMES).collect::<Vec<_>>(), "{lines:#?}");
+}
+
 /// The same with zero-copy reads: the Python reader pins each slot while it looks at it, so
 /// a `block` writer without spare slots waits for the pin to go (and is woken when it does).
 #[test]

@@ -9,6 +9,7 @@ line that prints one line per event, so the Rust side can compare frame content.
     interop_peer.py layout FORMAT:WxH ...
 
 Output lines (space separated key=value fields after a keyword):
+    opening NAME                                       (reader, before it looks for NAME)
     attached index=I layout=L depth=D caps="..."     (reader attached)
     frame N raw=CRC pix=CRC shape=A,B,C dtype=T missed=M
     eos read=R missed=M | gone clean=0|1 | timeout
@@ -52,6 +53,7 @@ def pixel_crc(layout, buf):
 
 def cmd_read(a):
     deadline = time.monotonic() + a.timeout
+    out(f"opening {a.name}")
     reader = shmframe.Reader(a.name, start=a.start, wait=a.wait)
     caps = reader.caps or ""
     out(

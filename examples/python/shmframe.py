@@ -58,6 +58,7 @@ import mmap
 import os
 import platform
 import re
+import select
 import struct
 import time
 import zlib
@@ -524,6 +525,56 @@ def _futex_wait(addr, expected, timeout_s):
     )
 
 
+IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW = 0x100, 0x80, 0x4000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len; then the NUL-padded name
+
+
+class _NameWatch:
+    """Wakes a reader waiting for its segment as soon as the name appears in the shm directory
+    (created, or renamed into place as writers publish segments), as the Rust subscriber does.
+    ``wait`` returns on that, or after ``timeout_s``; callers look at the name either way."""
+
+    def __init__(self, path):
+        self.fd = None
+        self.name = os.fsencode(os.path.basename(path))
+        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        directory = os.fsencode(os.path.dirname(path) or ".")
+        if _libc.inotify_add_watch(fd, directory, IN_CREATE | IN_MOVED_TO) < 0:
+            err = ctypes.get_errno()
+            self.close()
+            raise OSError(err, "inotify_add_watch")
+
+    def wait(self, timeout_s):
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(max(1, int(left * 1000))):
+                return False
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                continue
+            at = 0
+            while at + _INOTIFY_EVENT.size <= len(data):
+                _, mask, _, length = _INOTIFY_EVENT.unpack_from(data, at)
+                at += _INOTIFY_EVENT.size
+                name = data[at : at + length].split(b"\0", 1)[0]
+                at += length
+                if mask & IN_Q_OVERFLOW or name == self.name:
+                    return True
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 def _futex_op(addr, op, oparg, nr_wake, private=False):
     """Atomically ``*addr = *addr <op> oparg`` (FUTEX_WAKE_OP: the kernel performs it as a
     locked read-modify-write, a full memory barrier), then wakes up to ``nr_wake`` waiters on
@@ -971,22 +1022,37 @@ class Reader(_ClosedOnExit):
         self._mm = self._cmm = self._v = None
         self._index = None
         deadline = time.monotonic() + wait
-        while True:
-            try:
-                self._attach(start)
-                return
-            except (SegmentNotFound, WriterGone):
-                self._release_mapping()
-                if time.monotonic() >= deadline:
+        watch = None
+        try:
+            while True:
+                try:
+                    self._attach(start)
+                    return
+                except (SegmentNotFound, WriterGone):
+                    self._release_mapping()
+                    if time.monotonic() >= deadline:
+                        raise
+                    # The writer we will find began its stream after we started waiting: read
+                    # it from its oldest frame still held, so nothing published before we
+                    # attach is lost.
+                    start = "oldest"
+                except BaseException:
+                    self.close()
                     raise
-                # The writer we will find began its stream after we started waiting: read it
-                # from its oldest frame still held, so nothing published before we attach is
-                # lost.
-                start = "oldest"
-            except BaseException:
-                self.close()
-                raise
-            time.sleep(0.02)
+                if watch is None:
+                    try:
+                        watch = _NameWatch(segment_path(self.name))
+                        continue  # look again: the name may have appeared before the watch
+                    except OSError:
+                        watch = False  # no inotify: poll only
+                # The name is re-checked every 20 ms anyway, in case an event is missed.
+                if watch:
+                    watch.wait(min(0.02, max(0.0, deadline - time.monotonic())))
+                else:
+                    time.sleep(0.02)
+        finally:
+            if watch:
+                watch.close()
 
     def _attach(self, start):
         self.path, self._fd, geo = _open_segment(self.name)
