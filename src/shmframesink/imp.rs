@@ -6,7 +6,8 @@
 //!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
 //!   Held for a few instructions only, never across a wait.
 //! * `output`: the [`Writer`] itself, in a mutex of its own that is held for the whole write,
-//!   including a wait for room under `backpressure=block`. We keep the writer in place rather
+//!   including a wait for room under `backpressure=block` (and for the whole wait of
+//!   `wait-for-readers`, which ends the same ways). We keep the writer in place rather
 //!   than taking it out of a lock for the duration of the write because `stop()` and the
 //!   `clear` action must always find it: `stop()` must close (unlink) it even if a write were
 //!   still running, and `clear` is exactly what frees a writer blocked on a full depot. Nothing
