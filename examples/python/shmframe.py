@@ -28,8 +28,8 @@ Writing (read it with ``gst-launch-1.0 shmframesrc shm-name=cam1 ! videoconvert 
     import numpy as np, shmframe
 
     with shmframe.Writer("cam1", 640, 480, "RGB", layout="ring", depth=4,
-                         backpressure="drop-oldest") as writer:
-        for i in range(300):
+                         backpressure="block", fps=30, wait_for_readers=1) as writer:
+        for i in range(300):                         # paced at fps, after a reader attached
             writer.write(np.full((480, 640, 3), i % 256, dtype=np.uint8))
         writer.end_of_stream()
 
