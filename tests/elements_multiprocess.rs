@@ -486,9 +486,10 @@ fn mp4_frames(path: &std::path::Path) -> u64 {
     count
 }
 
-#[test]
-fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer() {
-    let name = ShmName::new("el-mp4-first");
+/// An mp4 recorder started before an unpaced writer with `wait-for-readers=1` and `extra` sink
+/// properties records every one of its 300 frames (counted by demuxing the file).
+fn mp4_recorder_started_first(test: &str, extra: &str) {
+    let name = ShmName::new(test);
     let mp4 = TempFile(std::env::temp_dir().join(format!("{}.mp4", name.as_str())));
     let registry = TempFile(std::env::temp_dir().join(format!("{}.registry", name.as_str())));
     // Stamped on arrival: the writer stamps its first frame when its pipeline starts, which
@@ -511,12 +512,23 @@ fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer() {
             "-q videotestsrc num-buffers=300 ! \
              video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! \
              shmframesink shm-name={} wait-for-readers=1 backpressure=block sync=false \
-             reader-timeout=60000",
+             reader-timeout=60000 {extra}",
             name.as_str()
         ),
         &registry.0,
     );
     w.wait_ok(CHILD_LIMIT);
     recorder.wait_ok(CHILD_LIMIT);
-    assert_eq!(mp4_frames(&mp4.0), 300);
+    assert_eq!(mp4_frames(&mp4.0), 300, "{extra}");
+}
+
+#[test]
+fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer() {
+    mp4_recorder_started_first("el-mp4-first", "");
+}
+
+/// With `shape`, the segment exists from the sink's start, before the first caps.
+#[test]
+fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer_with_a_shape() {
+    mp4_recorder_started_first("el-mp4-first-shape", "shape=320x240:I420");
 }
