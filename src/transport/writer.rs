@@ -1120,8 +1120,8 @@ impl Writer {
     }
 
     /// After EOS, keeps the name a little: long enough for a reader that is waiting for this
-    /// writer to find it (woken when the name appears, or by its 20 ms poll), and until every attached reader has
-    /// read to the end, bounded by the reader timeout. A writer whose whole stream takes a few
+    /// writer to find it (woken when the name appears, or by its 20 ms poll), and until every
+    /// attached reader has read to the end, bounded by the reader timeout. A writer whose whole stream takes a few
     /// milliseconds still reaches a reader that was started first.
     fn linger_after_eos(&mut self) {
         let started = Instant::now();
