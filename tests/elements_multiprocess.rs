@@ -5,8 +5,8 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, init, launch_with, num, role,
-    role_args, spawn_role, summary, wait_for,
+    ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with, num,
+    readers_first_frames, role, role_args, spawn_role, summary, wait_for,
 };
 use gst::prelude::*;
 use std::collections::HashMap;
@@ -442,4 +442,110 @@ fn gst_launch_with_the_built_plugin_moves_frames_between_processes() {
     let chains = out.lines().filter(|l| l.contains("chain")).count();
     assert!(chains >= 1, "the reader received frames:\n{out}");
     let _ = std::fs::remove_file(registry);
+}
+
+#[test]
+fn three_readers_started_first_get_every_frame_of_an_unpaced_writer_waiting_for_them() {
+    let name = ShmName::new("el-readers-first");
+    let frames = readers_first_frames();
+    // Default `start` (newest): a reader that waited for the writer still starts at its first
+    // frame.
+    let mut readers: Vec<ChildGuard> = (0..3).map(|_| reader(&name, "", &[])).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Unpaced (sync=false), with no wait of its own for the readers.
+    let mut w = writer(
+        &name,
+        frames,
+        "backpressure=block wait-for-readers=3",
+        &["size=32x32"],
+    );
+    let ws = summary(&w.wait_ok(CHILD_LIMIT));
+    assert_eq!((num(&ws, "written"), num(&ws, "dropped")), (frames, 0));
+    for r in &mut readers {
+        let rs = summary(&r.wait_ok(CHILD_LIMIT));
+        assert_eq!(num(&rs, "frames"), frames, "{rs:?}");
+        assert_eq!((num(&rs, "first"), num(&rs, "last")), (0, frames - 1));
+        assert_eq!(rs["ordered"], "true");
+        assert_eq!(num(&rs, "torn"), 0, "every frame's content checked");
+        assert_eq!(num(&rs, "missed"), 0);
+    }
+}
+
+/// Removes a file when dropped, also when the test fails.
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Video frames in an mp4 file, counted by demuxing it.
+fn mp4_frames(path: &std::path::Path) -> u64 {
+    init();
+    let (pipeline, out) = launch_with::<gst_app::AppSink>(
+        &format!(
+            "filesrc location={} ! qtdemux ! appsink name=out sync=false",
+            path.display()
+        ),
+        "out",
+    );
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut count = 0;
+    while out
+        .try_pull_sample(gst::ClockTime::from_seconds(CHILD_LIMIT.as_secs()))
+        .is_some()
+    {
+        count += 1;
+    }
+    assert!(out.is_eos(), "{} demuxed to its end", path.display());
+    pipeline.set_state(gst::State::Null).unwrap();
+    count
+}
+
+/// An mp4 recorder started before an unpaced writer with `wait-for-readers=1` and `extra` sink
+/// properties records every one of its 300 frames (counted by demuxing the file).
+fn mp4_recorder_started_first(test: &str, extra: &str) {
+    let name = ShmName::new(test);
+    let mp4 = TempFile(std::env::temp_dir().join(format!("{}.mp4", name.as_str())));
+    let registry = TempFile(std::env::temp_dir().join(format!("{}.registry", name.as_str())));
+    // Stamped on arrival: the writer stamps its first frame when its pipeline starts, which
+    // on a loaded machine can be before this pipeline's own start, and writer timestamps from
+    // before the start are a matter of their own; this test is about which frames arrive.
+    let mut recorder = gst_launch(
+        &format!(
+            "-q shmframesrc shm-name={} timestamp-mode=arrival ! videoconvert ! openh264enc ! \
+             h264parse ! mp4mux ! filesink location={}",
+            name.as_str(),
+            mp4.0.display()
+        ),
+        &registry.0,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    // A recorder setting up its encoder on a loaded machine may not read for more than the
+    // default second; it must not be evicted for it (that is what reader-timeout is for).
+    let mut w = gst_launch(
+        &format!(
+            "-q videotestsrc num-buffers=300 ! \
+             video/x-raw,format=I420,width=320,height=240,framerate=30/1 ! \
+             shmframesink shm-name={} wait-for-readers=1 backpressure=block sync=false \
+             reader-timeout=60000 {extra}",
+            name.as_str()
+        ),
+        &registry.0,
+    );
+    w.wait_ok(CHILD_LIMIT);
+    recorder.wait_ok(CHILD_LIMIT);
+    assert_eq!(mp4_frames(&mp4.0), 300, "{extra}");
+}
+
+#[test]
+fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer() {
+    mp4_recorder_started_first("el-mp4-first", "");
+}
+
+/// With `shape`, the segment exists from the sink's start, before the first caps.
+#[test]
+fn an_mp4_recorder_started_first_records_every_frame_of_an_unpaced_writer_with_a_shape() {
+    mp4_recorder_started_first("el-mp4-first-shape", "shape=320x240:I420");
 }

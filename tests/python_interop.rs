@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, init, wait_for, wait_for_eos};
+use common::{ChildGuard, ShmName, init, readers_first_frames, wait_for, wait_for_eos};
 use gst::prelude::*;
 use gst_video::{VideoFormat, VideoInfo};
 use gstshmframe::transport::{
@@ -625,6 +625,73 @@ fn rust_transport_writer_to_python_reader() {
     }
 }
 
+/// A Python reader started before its writer, with `start=newest`, reads that writer from its
+/// first frame: frames written before it attached (fewer than the ring holds) are not skipped.
+#[test]
+fn a_python_reader_that_waited_for_its_writer_reads_from_the_first_frame() {
+    if !python_ready("a_python_reader_that_waited_for_its_writer_reads_from_the_first_frame") {
+        return;
+    }
+    init();
+    let info = video_info(VideoFormat::Gray8);
+    let name = ShmName::new("py-waited");
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--start",
+        "newest",
+        "--wait",
+        "50",
+        "--timeout",
+        "50",
+    ]);
+    peer.expect("opening", LIMIT);
+    // The reader watches the shm directory once it found no segment. Stopped then, it attaches
+    // only after the writer has written its first frames (else the watch would let it attach
+    // before the first frame, which proves nothing about where it starts).
+    let pid = peer.guard.pid();
+    let watching = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.to_string_lossy().contains("inotify"))
+            })
+        })
+    };
+    assert!(
+        wait_for(LIMIT, watching),
+        "the reader waits for the segment"
+    );
+    peer.guard.signal(libc::SIGSTOP);
+    let mut cfg = WriterConfig::new(&name, info.size() as u64);
+    cfg.depth = 4;
+    cfg.backpressure = Backpressure::Block;
+    let mut writer = Writer::create(&cfg).unwrap();
+    writer
+        .set_caps(&info.to_caps().unwrap().to_string())
+        .unwrap();
+    let write = |writer: &mut Writer, n: u64| {
+        let outcome = writer
+            .write(&FrameMeta::default(), &pattern_frame(&info, n))
+            .unwrap();
+        assert_eq!(outcome.frame(), Some(n));
+    };
+    for n in 0..3 {
+        write(&mut writer, n);
+    }
+    peer.guard.signal(libc::SIGCONT);
+    assert!(writer.wait_for_readers(1, Some(LIMIT)).unwrap());
+    for n in 3..FRAMES {
+        write(&mut writer, n);
+    }
+    writer.end_of_stream();
+    peer.expect("attached", LIMIT);
+    let lines = peer.finish(LIMIT);
+    drop(writer);
+    let numbers: Vec<u64> = frame_lines(&lines, "frame").iter().map(|f| f.0).collect();
+    assert_eq!(numbers, (0..FRAMES).collect::<Vec<_>>(), "{lines:#?}");
+}
+
 /// The same with zero-copy reads: the Python reader pins each slot while it looks at it, so
 /// a `block` writer without spare slots waits for the pin to go (and is woken when it does).
 #[test]
@@ -1000,6 +1067,89 @@ fn python_writer_to_gstreamer_reader() {
 
 /// The Python writer allocates its segment up front too, and refuses one that cannot fit
 /// with the Rust writer's words.
+/// Three `shmframesrc` readers (default `start`) started before a Python writer that waits for
+/// them (`wait_for_readers=3`, `block`, unpaced): each gets every frame, in order, byte for byte.
+#[test]
+fn three_gstreamer_readers_started_first_get_every_frame_of_the_python_writer() {
+    let test = "three_gstreamer_readers_started_first_get_every_frame_of_the_python_writer";
+    if !python_ready(test) || !elements_ready(test) {
+        return;
+    }
+    let frames = readers_first_frames();
+    let info = video_info(VideoFormat::Rgb);
+    let name = ShmName::new("py-readers-first");
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let pipeline = gst::parse::launch(&format!(
+                "shmframesrc shm-name={} ! appsink name=out sync=false",
+                name.as_str()
+            ))
+            .unwrap()
+            .downcast::<gst::Pipeline>()
+            .unwrap();
+            let out = pipeline
+                .by_name("out")
+                .unwrap()
+                .downcast::<gst_app::AppSink>()
+                .unwrap();
+            pipeline.set_state(gst::State::Playing).unwrap();
+            let pipeline = PipelineGuard(pipeline);
+            let info = info.clone();
+            // (frame number, CRC-32 of the frame) of everything this reader got.
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + LIMIT;
+                let mut got: Vec<(u64, u32)> = Vec::new();
+                loop {
+                    assert!(Instant::now() < deadline, "no EOS within {LIMIT:?}");
+                    let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(200))
+                    else {
+                        if out.is_eos() {
+                            break;
+                        }
+                        continue;
+                    };
+                    let buffer = sample.buffer().unwrap();
+                    let map = buffer.map_readable().unwrap();
+                    check_pattern(&info, buffer.offset(), &map).unwrap();
+                    got.push((buffer.offset(), crc32(&map)));
+                }
+                drop(pipeline);
+                got
+            })
+        })
+        .collect();
+    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
+    let frames_arg = frames.to_string();
+    let peer = Peer::spawn(&[
+        "write",
+        &name,
+        &w,
+        &h,
+        "RGB",
+        "--depth",
+        "4",
+        "--backpressure",
+        "block",
+        "--frames",
+        &frames_arg,
+        "--wait-readers",
+        "3",
+        "--wait",
+        "50",
+    ]);
+    let lines = peer.finish(LIMIT);
+    let written: Vec<(u64, u32)> = frame_lines(&lines, "written")
+        .into_iter()
+        .map(|(n, raw, _, _)| (n, raw))
+        .collect();
+    assert_eq!(written.len() as u64, frames, "{:?}", lines.last());
+    for reader in readers {
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), written.len(), "every frame arrived");
+        assert!(got == written, "every frame in order, byte for byte");
+    }
+}
+
 #[test]
 fn python_writer_refuses_a_segment_larger_than_the_shm_file_system() {
     if !python_ready("python_writer_refuses_a_segment_larger_than_the_shm_file_system") {

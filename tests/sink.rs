@@ -156,6 +156,8 @@ fn properties_have_documented_defaults() {
     assert_eq!(sink.property::<Option<String>>("shape"), None);
     assert_eq!(sink.property::<u32>("perms"), 0o600);
     assert_eq!(sink.property::<u64>("reader-timeout"), 1000);
+    assert_eq!(sink.property::<u32>("wait-for-readers"), 0);
+    assert_eq!(sink.property::<u64>("wait-for-readers-timeout"), 0);
     assert!(sink.property::<bool>("sync"), "GstBaseSink's default");
 
     let factory = sink.factory().unwrap();
@@ -205,11 +207,19 @@ fn impossible_property_values_are_refused_by_the_param_specs() {
         refused("reader-timeout", 0u64.to_value()),
         "reader-timeout 0"
     );
+    assert!(
+        refused("wait-for-readers", 65u32.to_value()),
+        "more readers than a segment has room for"
+    );
     assert_eq!(sink.property::<u32>("depth"), 4);
     assert_eq!(sink.property::<u32>("perms"), 0o600);
     assert_eq!(sink.property::<u64>("reader-timeout"), 1000);
 
-    for (prop, min, max) in [("depth", 1, 1024), ("perms", 0o600, 0o777)] {
+    for (prop, min, max) in [
+        ("depth", 1, 1024),
+        ("perms", 0o600, 0o777),
+        ("wait-for-readers", 0, 64),
+    ] {
         let pspec = sink
             .find_property(prop)
             .unwrap()
@@ -813,6 +823,123 @@ fn a_flush_interrupts_a_write_blocked_on_a_full_depot() {
     let (info, data) = read_frame(&mut reader);
     assert_eq!(info.number, 1);
     check_frame(1, &data).unwrap();
+}
+
+/// A sink waiting for one reader, with a frame pushed from another thread and its
+/// `shmframe-waiting-for-readers` message seen; returns the harness and the push's result.
+fn sink_waiting_for_a_reader(
+    name: &str,
+    props: &[(&str, &str)],
+) -> (
+    gst::Element,
+    Harness,
+    std::thread::JoinHandle<Result<gst::FlowSuccess, gst::FlowError>>,
+) {
+    let mut all = vec![
+        ("shape", "64x48:RGBA"),
+        ("backpressure", "block"),
+        ("wait-for-readers", "1"),
+    ];
+    all.extend_from_slice(props);
+    let sink = new_sink(name, &all);
+    let mut h = harness(&sink);
+    h.set_src_caps_str(RGBA_64X48);
+    let srcpad = h.srcpad().unwrap();
+    let pusher = std::thread::spawn(move || srcpad.push(rgba_frame(0, RGBA_64X48_SIZE)));
+    let mut waiting = Vec::new();
+    assert!(wait_for(LIMIT, || {
+        waiting.extend(element_messages(&sink, "shmframe-waiting-for-readers"));
+        !waiting.is_empty()
+    }));
+    assert_eq!(waiting[0].get::<u32>("wanted").unwrap(), 1);
+    assert_eq!(waiting[0].get::<u32>("attached").unwrap(), 0);
+    // The sleep only gives a sink that would not wait the time to publish.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!pusher.is_finished(), "the frame waits for its reader");
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 0);
+    (sink, h, pusher)
+}
+
+#[test]
+fn waiting_for_readers_holds_the_first_frame_until_one_attaches() {
+    init();
+    let name = ShmName::new("waitreaders");
+    let (sink, mut h, pusher) = sink_waiting_for_a_reader(&name, &[]);
+    // Started with the default start=newest, the reader gets the frame that waited for it.
+    let mut reader = open_reader(&name, StartPosition::Newest);
+    assert_eq!(pusher.join().unwrap(), Ok(gst::FlowSuccess::Ok));
+    h.push(rgba_frame(1, RGBA_64X48_SIZE)).unwrap();
+    for n in 0..2 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.number, n);
+        check_frame(n, &data).unwrap();
+    }
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 2);
+}
+
+#[test]
+fn a_flush_ends_the_wait_for_readers_and_writing_goes_on_once_a_reader_attaches() {
+    init();
+    let name = ShmName::new("waitreadersflush");
+    let (sink, mut h, pusher) = sink_waiting_for_a_reader(&name, &[]);
+    let sinkpad = sink.static_pad("sink").unwrap();
+    assert!(sinkpad.send_event(gst::event::FlushStart::new()));
+    assert_eq!(pusher.join().unwrap(), Err(gst::FlowError::Flushing));
+    assert!(sinkpad.send_event(gst::event::FlushStop::new(false)));
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 0);
+    let mut reader = open_reader(&name, StartPosition::Newest);
+    h.push(rgba_frame(7, RGBA_64X48_SIZE)).unwrap();
+    let (info, data) = read_frame(&mut reader);
+    assert_eq!(info.number, 0);
+    check_frame(7, &data).unwrap();
+}
+
+#[test]
+fn stopping_ends_the_wait_for_readers_and_removes_the_segment() {
+    init();
+    let name = ShmName::new("waitreadersstop");
+    let (sink, h, pusher) = sink_waiting_for_a_reader(&name, &[]);
+    sink.set_state(gst::State::Null).unwrap();
+    assert_eq!(pusher.join().unwrap(), Err(gst::FlowError::Flushing));
+    assert!(!name.path().exists());
+    assert_eq!(stats(&sink).get::<u64>("frames-written").unwrap(), 0);
+    drop(h);
+}
+
+#[test]
+fn a_wait_for_readers_that_times_out_warns_and_publishes() {
+    init();
+    let name = ShmName::new("waitreaderstimeout");
+    let sink = new_sink(
+        &name,
+        &[
+            ("shape", "64x48:RGBA"),
+            ("wait-for-readers", "2"),
+            ("wait-for-readers-timeout", "100"),
+        ],
+    );
+    let mut h = harness(&sink);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+    let (info, _) = read_frame(&mut reader);
+    assert_eq!(info.number, 0, "published after the timeout");
+    let warning = sink
+        .bus()
+        .unwrap()
+        .pop_filtered(&[gst::MessageType::Warning])
+        .expect("a warning on the bus");
+    let gst::MessageView::Warning(warning) = warning.view() else {
+        unreachable!()
+    };
+    let text = warning.error().to_string();
+    assert!(
+        text.starts_with(&format!(
+            "only 1 of the 2 readers waited for attached to shm-name {:?} within ",
+            name.as_str()
+        )),
+        "{text}"
+    );
 }
 
 #[test]

@@ -208,6 +208,29 @@ fn a_reader_wait_is_interrupted_from_another_thread() {
 }
 
 #[test]
+fn a_subscriber_waiting_for_its_writer_is_interrupted_from_another_thread() {
+    let name = ShmName::new("interrupt-subscriber");
+    let mut sub = Subscriber::new(&name, oldest()).unwrap();
+    let handle = sub.interrupt_handle();
+    let t = std::thread::spawn({
+        let handle = handle.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            handle.interrupt();
+        }
+    });
+    let started = std::time::Instant::now();
+    let res = sub.next(Duration::from_secs(10), |_, _| {});
+    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    t.join().unwrap();
+    // Cleared, the wait goes on until its timeout.
+    handle.clear();
+    let res = sub.next(Duration::from_millis(50), |_, _| {});
+    assert_eq!(res.unwrap(), SubscriberEvent::Timeout);
+}
+
+#[test]
 fn frames_are_retrievable_by_number_while_held() {
     let name = ShmName::new("by-number");
     let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::DropOldest)).unwrap();
@@ -1135,4 +1158,133 @@ fn readers_attaching_at_once_are_all_counted() {
         );
         drop(readers);
     }
+}
+
+/// Every frame number `r` reads until EOS, content checked.
+fn read_to_eos(r: &mut Reader) -> Vec<u64> {
+    let mut numbers = Vec::new();
+    loop {
+        match read_one(r) {
+            ReadResult::Frame(info) => numbers.push(info.number),
+            ReadResult::Eos => return numbers,
+            other => panic!("{other:?} after {} frames", numbers.len()),
+        }
+    }
+}
+
+#[test]
+fn a_writer_waiting_for_readers_publishes_nothing_until_they_attach() {
+    let name = ShmName::new("wait-readers");
+    let mut cfg = config(&name, Layout::Ring, 4, Backpressure::Block);
+    cfg.wait_for_readers = 2;
+    let mut w = Writer::create(&cfg).unwrap();
+    let observer = w.observer();
+    assert_eq!(w.awaiting_readers(), Some((2, 0)));
+    let writer = std::thread::spawn(move || {
+        // Unpaced: as fast as the readers let it.
+        for n in 0..200 {
+            assert_eq!(write_frame(&mut w, n).frame(), Some(n));
+        }
+        w.end_of_stream();
+        w
+    });
+    // The sleeps only give a writer that would not wait the time to publish.
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(observer.info().frames_written, 0, "no reader yet");
+    let mut first = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(observer.info().frames_written, 0, "one reader of two");
+    let first = std::thread::spawn(move || read_to_eos(&mut first));
+    // Started with the default `start=newest`, both get every frame from the first on.
+    let second = read_to_eos(&mut Reader::open(&name, &ReaderOptions::default()).unwrap());
+    let all: Vec<u64> = (0..200).collect();
+    assert_eq!(first.join().unwrap(), all);
+    assert_eq!(second, all);
+    assert_eq!(writer.join().unwrap().awaiting_readers(), None);
+}
+
+#[test]
+fn a_wait_for_readers_that_times_out_fails_one_write_and_then_publishes() {
+    let name = ShmName::new("wait-readers-timeout");
+    let mut cfg = config(&name, Layout::Ring, 4, Backpressure::Block);
+    cfg.wait_for_readers = 1;
+    cfg.wait_for_readers_timeout = Some(Duration::from_millis(50));
+    let mut w = Writer::create(&cfg).unwrap();
+    let err = w
+        .write_with(&FrameMeta::default(), FRAME as u64, |slot| {
+            fill_frame(0, slot)
+        })
+        .unwrap_err();
+    let Error::ReadersMissing {
+        wanted, attached, ..
+    } = &err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!((*wanted, *attached), (1, 0));
+    assert!(
+        err.to_string().starts_with(&format!(
+            "only 0 of the 1 readers waited for attached to shm-name {:?} within ",
+            name.as_str()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        w.frames_written(),
+        0,
+        "the frame that waited was not published"
+    );
+    assert_eq!(w.awaiting_readers(), None, "the wait is over");
+    assert_eq!(write_frame(&mut w, 0), WriteOutcome::Written { frame: 0 });
+}
+
+#[test]
+fn a_wait_for_readers_ends_when_interrupted_and_resumes_at_the_next_write() {
+    let name = ShmName::new("wait-readers-interrupt");
+    let mut cfg = config(&name, Layout::Ring, 4, Backpressure::Block);
+    cfg.wait_for_readers = 1;
+    let mut w = Writer::create(&cfg).unwrap();
+    let interrupt = w.interrupt_handle();
+    let writer = std::thread::spawn(move || {
+        let first = w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(0, s));
+        (first.map(|o| o.frame()), w)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    interrupt.interrupt();
+    let (first, mut w) = writer.join().unwrap();
+    assert!(matches!(first, Err(Error::Interrupted)), "{first:?}");
+    interrupt.clear();
+    assert_eq!(w.frames_written(), 0);
+    assert_eq!(w.awaiting_readers(), Some((1, 0)), "still waiting");
+    let mut r = Reader::open(&name, &ReaderOptions::default()).unwrap();
+    assert_eq!(write_frame(&mut w, 0), WriteOutcome::Written { frame: 0 });
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+}
+
+#[test]
+fn a_subscriber_that_waited_for_its_writer_reads_from_the_first_frame_whatever_start_says() {
+    let name = ShmName::new("sub-waited-newest");
+    let mut sub = Subscriber::new(&name, ReaderOptions::default()).unwrap();
+    let ignore = |_: &FrameInfo, _: &SlotView| {};
+    assert_eq!(
+        sub.next(Duration::from_millis(10), ignore).unwrap(),
+        SubscriberEvent::Timeout
+    );
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    for n in 0..3 {
+        write_frame(&mut w, n);
+    }
+    assert!(matches!(
+        sub.next(Duration::from_secs(5), ignore).unwrap(),
+        SubscriberEvent::WriterAttached { .. }
+    ));
+    let numbers: Vec<u64> = (0..3)
+        .map(
+            |_| match sub.next(Duration::from_secs(5), ignore).unwrap() {
+                SubscriberEvent::Frame(info) => info.number,
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert_eq!(numbers, [0, 1, 2], "start=newest would begin at frame 2");
 }

@@ -9,6 +9,7 @@ line that prints one line per event, so the Rust side can compare frame content.
     interop_peer.py layout FORMAT:WxH ...
 
 Output lines (space separated key=value fields after a keyword):
+    opening NAME                                       (reader, before it looks for NAME)
     attached index=I layout=L depth=D caps="..."     (reader attached)
     frame N raw=CRC pix=CRC shape=A,B,C dtype=T missed=M
     eos read=R missed=M | gone clean=0|1 | timeout
@@ -52,6 +53,7 @@ def pixel_crc(layout, buf):
 
 def cmd_read(a):
     deadline = time.monotonic() + a.timeout
+    out(f"opening {a.name}")
     reader = shmframe.Reader(a.name, start=a.start, wait=a.wait)
     caps = reader.caps or ""
     out(
@@ -113,14 +115,11 @@ def cmd_write(a):
         layout=a.layout,
         depth=a.depth,
         backpressure=a.backpressure,
+        pace=False,
+        wait_for_readers=a.wait_readers,
+        wait_for_readers_timeout=a.wait,
     ) as writer:
         out(f"created caps=\"{writer.caps}\"")
-        deadline = time.monotonic() + a.wait
-        while writer.reader_count() < a.wait_readers:
-            if time.monotonic() > deadline:
-                out("timeout waiting for readers")
-                return 2
-            time.sleep(0.005)
         for n in range(a.frames):
             planes = [pattern(n, p, pl.rows, pl.row_bytes) for p, pl in enumerate(layout.planes)]
             if layout.packed:
@@ -129,7 +128,11 @@ def cmd_write(a):
                 frame = layout.pack([pl.reshape(p.shape) for pl, p in zip(planes, layout.planes)])
             stored = np.zeros(layout.size, np.uint8)
             layout.write_into(frame, stored)
-            number = writer.write(frame)
+            try:
+                number = writer.write(frame)
+            except shmframe.ReadersMissing as missing:
+                out(f"timeout waiting for readers: {missing}")
+                return 2
             if number is None:
                 out("dropped")
                 continue

@@ -28,8 +28,8 @@ Writing (read it with ``gst-launch-1.0 shmframesrc shm-name=cam1 ! videoconvert 
     import numpy as np, shmframe
 
     with shmframe.Writer("cam1", 640, 480, "RGB", layout="ring", depth=4,
-                         backpressure="drop-oldest") as writer:
-        for i in range(300):
+                         backpressure="block", fps=30, wait_for_readers=1) as writer:
+        for i in range(300):                         # paced at fps, after a reader attached
             writer.write(np.full((480, 640, 3), i % 256, dtype=np.uint8))
         writer.end_of_stream()
 
@@ -59,6 +59,7 @@ import os
 import platform
 import re
 import stat
+import select
 import struct
 import time
 import zlib
@@ -225,6 +226,19 @@ class NoSpace(ShmFrameError, OSError):
             f"{directory} has {available} bytes ({available >> 20} MiB) free; lower depth "
             f"or the frame size, remove segments no longer used, or give {directory} more "
             f"room (Docker: --shm-size)"
+        )
+
+
+class ReadersMissing(ShmFrameError, TimeoutError):
+    """The writer waited for ``wanted`` readers before its first frame and only ``attached``
+    came in time; it publishes from now on without waiting."""
+
+    def __init__(self, name, wanted, attached, waited_s):
+        self.name, self.wanted, self.attached = name, wanted, attached
+        super().__init__(
+            f"only {attached} of the {wanted} readers waited for attached to shm-name "
+            f"{_quoted(name)} within {int(waited_s * 1000)} ms; the writer publishes from now "
+            f"on without waiting for the others: start the readers first, or wait longer"
         )
 
 
@@ -578,6 +592,56 @@ def _futex_wait(addr, expected, timeout_s):
         ctypes.c_void_p(0),
         ctypes.c_long(0),
     )
+
+
+IN_CREATE, IN_MOVED_TO, IN_Q_OVERFLOW = 0x100, 0x80, 0x4000
+IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+_INOTIFY_EVENT = struct.Struct("=iIII")  # wd, mask, cookie, len; then the NUL-padded name
+
+
+class _NameWatch:
+    """Wakes a reader waiting for its segment as soon as the name appears in the shm directory
+    (created, or renamed into place as writers publish segments), as the Rust subscriber does.
+    ``wait`` returns on that, or after ``timeout_s``; callers look at the name either way."""
+
+    def __init__(self, path):
+        self.fd = None
+        self.name = os.fsencode(os.path.basename(path))
+        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        directory = os.fsencode(os.path.dirname(path) or ".")
+        if _libc.inotify_add_watch(fd, directory, IN_CREATE | IN_MOVED_TO) < 0:
+            err = ctypes.get_errno()
+            self.close()
+            raise OSError(err, "inotify_add_watch")
+
+    def wait(self, timeout_s):
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(max(1, int(left * 1000))):
+                return False
+            try:
+                data = os.read(self.fd, 4096)
+            except BlockingIOError:
+                continue
+            at = 0
+            while at + _INOTIFY_EVENT.size <= len(data):
+                _, mask, _, length = _INOTIFY_EVENT.unpack_from(data, at)
+                at += _INOTIFY_EVENT.size
+                name = data[at : at + length].split(b"\0", 1)[0]
+                at += length
+                if mask & IN_Q_OVERFLOW or name == self.name:
+                    return True
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _futex_op(addr, op, oparg, nr_wake, private=False):
@@ -1142,7 +1206,9 @@ class Reader(_ClosedOnExit):
 
     ``start``: ``"newest"`` (the newest complete frame) or ``"oldest"`` (the oldest one the
     segment still holds). ``wait``: seconds to wait for the segment to appear (and for a live
-    writer) instead of raising ``SegmentNotFound`` / ``WriterGone`` at once.
+    writer) instead of raising ``SegmentNotFound`` / ``WriterGone`` at once; a reader that had
+    to wait starts at the oldest frame still held, whatever ``start`` says (the writer began
+    after it).
     """
 
     #: Longest single sleep: writer liveness is re-checked and the heartbeat refreshed this often.
@@ -1156,18 +1222,37 @@ class Reader(_ClosedOnExit):
         self._mm = self._cmm = self._v = None
         self._index = None
         deadline = time.monotonic() + wait
-        while True:
-            try:
-                self._attach(start)
-                return
-            except (SegmentNotFound, WriterGone):
-                self._release_mapping()
-                if time.monotonic() >= deadline:
+        watch = None
+        try:
+            while True:
+                try:
+                    self._attach(start)
+                    return
+                except (SegmentNotFound, WriterGone):
+                    self._release_mapping()
+                    if time.monotonic() >= deadline:
+                        raise
+                    # The writer we will find began its stream after we started waiting: read
+                    # it from its oldest frame still held, so nothing published before we
+                    # attach is lost.
+                    start = "oldest"
+                except BaseException:
+                    self.close()
                     raise
-            except BaseException:
-                self.close()
-                raise
-            time.sleep(0.02)
+                if watch is None:
+                    try:
+                        watch = _NameWatch(segment_path(self.name))
+                        continue  # look again: the name may have appeared before the watch
+                    except OSError:
+                        watch = False  # no inotify: poll only
+                # The name is re-checked every 20 ms anyway, in case an event is missed.
+                if watch:
+                    watch.wait(min(0.02, max(0.0, deadline - time.monotonic())))
+                else:
+                    time.sleep(0.02)
+        finally:
+            if watch:
+                watch.close()
 
     def _attach(self, start):
         self.path, self._fd, geo = _open_segment(self.name)
@@ -1204,6 +1289,10 @@ class Reader(_ClosedOnExit):
         _ordering_fence()
         v.c32[(e + R_STATE) >> 2] = READER_ACTIVE
         _fence()
+        # A writer waiting for readers stores writer_waiting and then counts the table: store
+        # then load on both sides, so either it sees us or we see it waiting and wake it.
+        if v.c32[C_WRITER_WAITING >> 2] != 0:
+            _kick(v.ctrl_addr + C_SPACE_SEQ)
         self.frames_read = 0
         self.frames_missed = 0
         self._missed_since_last = 0
@@ -1577,8 +1666,15 @@ class Writer(_ClosedOnExit):
     ``"double"`` (latest frame only). ``backpressure`` (ring): ``"block"`` (wait for the slowest
     live reader; a dead one is detected, a stalled one evicted after ``reader_timeout`` s),
     ``"drop-oldest"`` (overwrite) or ``"drop-newest"`` (drop the incoming frame). ``perms``:
-    file mode (must include 0o600). ``fps``: announced frame rate (int or (num, den)).
+    file mode (must include 0o600). ``fps``: the frame rate (int or (num, den)) announced in
+    the caps and, with ``pace`` (default), kept by ``write``, which waits until each frame is
+    due, as a live source would; ``pace=False`` writes as fast as the readers allow.
     ``spare_slots``: extra slots so readers pinning frames (zero-copy) do not cost drops.
+    ``wait_for_readers``: the first ``write`` waits until this many readers are attached (as
+    ``shmframesink wait-for-readers``), for at most ``wait_for_readers_timeout`` seconds
+    (None: for ever); readers started first then get the stream from its first frame, every
+    frame under ``block``. When the timeout runs out that ``write`` raises ``ReadersMissing``
+    (the frame is not published) and later ones publish without waiting.
 
     Fails with ``WriterExists`` (naming the pid) if a live writer holds the name, with
     ``ForeignFile`` if a non-shmframe file is in the way; a dead writer's segment is replaced.
@@ -1601,6 +1697,9 @@ class Writer(_ClosedOnExit):
         fps=30,
         spare_slots=0,
         reader_timeout=1.0,
+        pace=True,
+        wait_for_readers=0,
+        wait_for_readers_timeout=None,
     ):
         self._fd = None
         self._mm = self._v = None
@@ -1624,6 +1723,10 @@ class Writer(_ClosedOnExit):
             raise ValueError(f"caps string exceeds {CAPS_CAPACITY} bytes")
         fps_num, fps_den = (fps, 1) if isinstance(fps, int) else fps
         self._duration = fps_den * 1_000_000_000 // fps_num if fps_num > 0 else NO_TIME
+        self._pace = pace and self._duration != NO_TIME
+        self._next_due = None
+        self._readers_awaited = wait_for_readers
+        self._readers_wait_timeout = wait_for_readers_timeout
         layout_code = _LAYOUT_CODES[layout]
         bp = BP_DROP_OLDEST if layout_code == LAYOUT_DOUBLE else _BACKPRESSURE_CODES[backpressure]
         depth = 2 if layout_code == LAYOUT_DOUBLE else depth
@@ -1919,6 +2022,53 @@ class Writer(_ClosedOnExit):
         finally:
             v.c32[C_WRITER_WAITING >> 2] = 0
 
+    def wait_for_readers(self, count, timeout=None):
+        """Waits until at least ``count`` live readers are attached (woken by each reader that
+        attaches, in bounded slices). True once they are, False after ``timeout`` seconds
+        (None: wait for ever)."""
+        self._check_open()
+        v = self._v
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                seq = self._c32(C_SPACE_SEQ)
+                v.c32[C_WRITER_WAITING >> 2] = 1
+                # Store writer_waiting, then count the readers: needs a full fence (an attaching
+                # reader stores its entry, then loads writer_waiting).
+                _fence()
+                if self.reader_count() >= count:
+                    return True
+                left = self.BLOCKED_WAIT_SLICE_S
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
+                    if left <= 0:
+                        return False
+                _futex_wait(v.ctrl_addr + C_SPACE_SEQ, seq, left)
+        finally:
+            v.c32[C_WRITER_WAITING >> 2] = 0
+
+    def _await_readers(self):
+        """The wait of ``wait_for_readers`` before the first frame, unless it is over."""
+        wanted = self._readers_awaited
+        if not wanted:
+            return
+        started = time.monotonic()
+        all_attached = self.wait_for_readers(wanted, self._readers_wait_timeout)
+        self._readers_awaited = 0
+        if not all_attached:
+            raise ReadersMissing(self.name, wanted, self.reader_count(), time.monotonic() - started)
+
+    def _keep_pace(self):
+        """Waits until the next frame is due at ``fps``; a writer that fell behind starts a new
+        schedule from now rather than catching up in a burst."""
+        now = _monotonic_ns()
+        due = self._next_due
+        if due is not None and now < due:
+            time.sleep((due - now) / 1e9)
+        else:
+            due = now
+        self._next_due = due + self._duration
+
     def _check_readers(self, blocked):
         """Frees entries of dead readers (their lock is gone); when ``blocked``, evicts readers
         that hold the writer up without advancing for longer than the reader timeout."""
@@ -1965,10 +2115,14 @@ class Writer(_ClosedOnExit):
         formats), or ``FrameLayout.size`` raw bytes (any format; planar buffers from
         ``FrameLayout.pack``). ``pts`` defaults to CLOCK_MONOTONIC now (ns). Returns the frame
         number, or None if the frame was dropped (``drop-newest`` on a full ring, or every slot
-        pinned)."""
+        pinned). Waits first for the readers of ``wait_for_readers`` (the first time) and, with
+        ``pace``, until the frame is due at ``fps``."""
         self._check_open()
         # Refused before a slot is taken, so a wrong array costs no frame already held.
         array = self.frame_layout.checked(array)
+        self._await_readers()
+        if self._pace:
+            self._keep_pace()
         geo = self.geometry
         if _monotonic_ns() - self._last_housekeeping >= self.HOUSEKEEPING_INTERVAL_NS:
             self._check_readers(False)

@@ -6,7 +6,8 @@
 //!   (configuration, a read-only [`Observer`] of the segment, counters of earlier segments).
 //!   Held for a few instructions only, never across a wait.
 //! * `output`: the [`Writer`] itself, in a mutex of its own that is held for the whole write,
-//!   including a wait for room under `backpressure=block`. We keep the writer in place rather
+//!   including a wait for room under `backpressure=block` (and for the whole wait of
+//!   `wait-for-readers`, which ends the same ways). We keep the writer in place rather
 //!   than taking it out of a lock for the duration of the write because `stop()` and the
 //!   `clear` action must always find it: `stop()` must close (unlink) it even if a write were
 //!   still running, and `clear` is exactly what frees a writer blocked on a full depot. Nothing
@@ -50,6 +51,9 @@ const DEFAULT_BACKPRESSURE: ShmFrameBackpressure = ShmFrameBackpressure::DropOld
 const DEFAULT_PERMS: u32 = 0o600;
 const DEFAULT_READER_TIMEOUT_MS: u64 = 1000;
 const DEFAULT_SPARE_SLOTS: u32 = 2;
+const DEFAULT_WAIT_FOR_READERS: u32 = 0;
+/// 0: the wait for readers lasts until they come (or a flush or stop ends it).
+const DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS: u64 = 0;
 /// Longest reader timeout accepted (about 49 days): beyond that "never" is meant anyway.
 const MAX_READER_TIMEOUT_MS: u64 = u32::MAX as u64;
 
@@ -127,6 +131,8 @@ struct Settings {
     perms: u32,
     reader_timeout_ms: u64,
     spare_slots: u32,
+    wait_for_readers: u32,
+    wait_for_readers_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -141,6 +147,8 @@ impl Default for Settings {
             perms: DEFAULT_PERMS,
             reader_timeout_ms: DEFAULT_READER_TIMEOUT_MS,
             spare_slots: DEFAULT_SPARE_SLOTS,
+            wait_for_readers: DEFAULT_WAIT_FOR_READERS,
+            wait_for_readers_timeout_ms: DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS,
         }
     }
 }
@@ -468,6 +476,30 @@ impl ObjectImpl for ShmFrameSink {
                     .default_value(DEFAULT_SPARE_SLOTS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("wait-for-readers")
+                    .nick("Wait for readers")
+                    .blurb(
+                        "Publish nothing until this many readers are attached (as shmsink's \
+                         wait-for-connection): readers started first then get the stream from \
+                         its first frame, every frame under backpressure=block. The wait ends \
+                         on flush or stop, posts a shmframe-waiting-for-readers message, and is \
+                         bounded by wait-for-readers-timeout (0: no wait)",
+                    )
+                    .minimum(0)
+                    .maximum(transport::MAX_READERS)
+                    .default_value(DEFAULT_WAIT_FOR_READERS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt64::builder("wait-for-readers-timeout")
+                    .nick("Wait for readers timeout")
+                    .blurb(
+                        "Milliseconds the wait of wait-for-readers may last (0: until the \
+                         readers come, a flush or stop). When it runs out the sink posts a \
+                         warning naming how many readers came and publishes from then on",
+                    )
+                    .default_value(DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
                     .nick("Statistics")
                     .blurb(
@@ -568,6 +600,12 @@ impl ObjectImpl for ShmFrameSink {
                 settings.reader_timeout_ms = value.get().expect("type checked upstream")
             }
             "spare-slots" => settings.spare_slots = value.get().expect("type checked upstream"),
+            "wait-for-readers" => {
+                settings.wait_for_readers = value.get().expect("type checked upstream")
+            }
+            "wait-for-readers-timeout" => {
+                settings.wait_for_readers_timeout_ms = value.get().expect("type checked upstream")
+            }
             other => unimplemented!("property {other}"),
         }
     }
@@ -586,6 +624,8 @@ impl ObjectImpl for ShmFrameSink {
                     "perms" => settings.perms.to_value(),
                     "reader-timeout" => settings.reader_timeout_ms.to_value(),
                     "spare-slots" => settings.spare_slots.to_value(),
+                    "wait-for-readers" => settings.wait_for_readers.to_value(),
+                    "wait-for-readers-timeout" => settings.wait_for_readers_timeout_ms.to_value(),
                     other => unimplemented!("property {other}"),
                 }
             }
@@ -678,6 +718,9 @@ impl ShmFrameSink {
             slot_size: 0,
             perms: settings.perms,
             reader_timeout: Duration::from_millis(settings.reader_timeout_ms),
+            wait_for_readers: settings.wait_for_readers,
+            wait_for_readers_timeout: (settings.wait_for_readers_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.wait_for_readers_timeout_ms)),
         };
         self.flushing.store(false, Ordering::SeqCst);
         self.clear_pending.store(false, Ordering::SeqCst);
@@ -948,6 +991,7 @@ impl BaseSinkImpl for ShmFrameSink {
             gst::trace!(CAT, imp = self, "Skipping an empty GAP buffer");
             return Ok(gst::FlowSuccess::Ok);
         }
+        self.await_readers()?;
         let meta = self.frame_meta(buffer);
         let (outcome, reader_events, dropped_in_segment) = self.write_frame(buffer, &meta)?;
         gst::trace!(CAT, imp = self, "Frame {outcome:?}");
@@ -1175,6 +1219,56 @@ impl ShmFrameSink {
                         gst::ResourceError::Write,
                         ("Writing to shm-name {:?} failed: {err}", writer.name())
                     );
+                    return Err(gst::FlowError::Error);
+                }
+            }
+        }
+    }
+
+    /// Holds the stream until the readers of `wait-for-readers` are attached (the writer would
+    /// wait for them in its first write anyway; waiting here lets us announce the wait and the
+    /// timeout with `output` released).
+    fn await_readers(&self) -> Result<(), gst::FlowError> {
+        let awaiting = match self.output.lock().unwrap().as_ref() {
+            Some(output) => output.writer.awaiting_readers(),
+            None => None,
+        };
+        let Some((wanted, attached)) = awaiting else {
+            return Ok(());
+        };
+        if attached < wanted {
+            gst::info!(
+                CAT,
+                imp = self,
+                "Waiting for {wanted} readers before the first frame ({attached} attached)"
+            );
+            self.post_element_message(
+                gst::Structure::builder("shmframe-waiting-for-readers")
+                    .field("wanted", wanted as u32)
+                    .field("attached", attached as u32)
+                    .build(),
+            );
+        }
+        loop {
+            let result = match self.output.lock().unwrap().as_mut() {
+                Some(output) => output.writer.await_readers(),
+                None => Ok(()),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(err @ transport::Error::ReadersMissing { .. }) => {
+                    gst::element_imp_warning!(self, gst::ResourceError::Busy, ("{err}"));
+                    return Ok(());
+                }
+                // unlock()/stop() (flushing), or `clear`, which the write performs.
+                Err(transport::Error::Interrupted) => {
+                    if !self.clear_interrupt_unless_flushing() {
+                        gst::debug!(CAT, imp = self, "Wait for readers interrupted: flushing");
+                        return Err(gst::FlowError::Flushing);
+                    }
+                }
+                Err(err) => {
+                    gst::element_imp_error!(self, gst::ResourceError::Write, ("{err}"));
                     return Err(gst::FlowError::Error);
                 }
             }

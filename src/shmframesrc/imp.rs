@@ -929,7 +929,13 @@ impl ShmFrameSrc {
                     waiting_since = Instant::now();
                 }
                 Ok(SubscriberEvent::Eos) => {
-                    gst::info!(CAT, imp = self, "The writer ended the stream: EOS");
+                    let (read, missed) = stream.subscriber.totals();
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "The writer ended the stream: EOS after {read} frames read, {missed} \
+                         missed"
+                    );
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(SubscriberEvent::Frame(info)) => {

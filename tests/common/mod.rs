@@ -213,6 +213,16 @@ pub fn num(m: &std::collections::HashMap<String, String>, k: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{k} in {m:?} is not a number"))
 }
 
+/// Frames of the readers-started-first tests (an unpaced writer waiting for readers started
+/// before it): 10,000 by default (a few seconds), another count under
+/// SHMFRAME_READERS_FIRST_FRAMES.
+pub fn readers_first_frames() -> u64 {
+    std::env::var("SHMFRAME_READERS_FIRST_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

@@ -202,6 +202,14 @@ pub enum Error {
     },
     /// The wait was interrupted from another thread (element unlock/flush).
     Interrupted,
+    /// The writer waited for `wanted` readers before its first frame (see
+    /// [`WriterConfig::wait_for_readers`]) and only `attached` came within `waited`.
+    ReadersMissing {
+        name: String,
+        wanted: usize,
+        attached: usize,
+        waited: std::time::Duration,
+    },
     Io {
         context: String,
         source: std::io::Error,
@@ -324,6 +332,18 @@ impl fmt::Display for Error {
                 available >> 20
             ),
             Error::Interrupted => write!(f, "wait interrupted"),
+            Error::ReadersMissing {
+                name,
+                wanted,
+                attached,
+                waited,
+            } => write!(
+                f,
+                "only {attached} of the {wanted} readers waited for attached to shm-name \
+                 {name:?} within {} ms; the writer publishes from now on without waiting for \
+                 the others: start the readers first, or wait longer",
+                waited.as_millis()
+            ),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -23,6 +23,8 @@ struct InterruptInner {
     target: Mutex<Option<(Arc<Mapping>, WaitWord)>>,
     sleep_lock: Mutex<()>,
     sleep_cv: Condvar,
+    /// Readable while the flag is set, for waits on file descriptors; made on first use.
+    wake_fd: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
 }
 
 impl Default for Interrupt {
@@ -39,6 +41,7 @@ impl Interrupt {
                 target: Mutex::new(None),
                 sleep_lock: Mutex::new(()),
                 sleep_cv: Condvar::new(),
+                wake_fd: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -53,10 +56,29 @@ impl Interrupt {
         }
         let _guard = self.inner.sleep_lock.lock().unwrap();
         self.inner.sleep_cv.notify_all();
+        // The fence pairs with the one in `wake_fd`: either the waiter sees the flag, or we
+        // see its descriptor and make it readable.
+        fence(Ordering::SeqCst);
+        if let Some(Some(fd)) = self.inner.wake_fd.get() {
+            sys::eventfd_signal(fd);
+        }
     }
 
     pub fn clear(&self) {
         self.inner.flag.store(false, Ordering::SeqCst);
+        if let Some(Some(fd)) = self.inner.wake_fd.get() {
+            sys::eventfd_drain(fd);
+        }
+    }
+
+    /// A descriptor that becomes readable when the wait is interrupted, for waits on file
+    /// descriptors (`None` if the system has none to give). Check [`Self::is_set`] after
+    /// getting it and before waiting.
+    pub(crate) fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let fd = self.inner.wake_fd.get_or_init(|| sys::eventfd().ok());
+        fence(Ordering::SeqCst);
+        fd.as_ref().map(|fd| fd.as_fd())
     }
 
     pub fn is_set(&self) -> bool {
@@ -193,6 +215,11 @@ impl Reader {
         e.frames_read.store(0, Ordering::Relaxed);
         e.frames_missed.store(0, Ordering::Relaxed);
         e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
+        // A writer waiting for readers counts itself in writer_waiting before counting the
+        // table (SeqCst on both sides): either it sees this entry or we see it and wake it.
+        if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+            map.kick(WaitWord::Space);
+        }
         interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
         Ok(Reader {
             lease: ReaderLease::new(map.clone(), index),

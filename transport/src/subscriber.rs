@@ -4,12 +4,12 @@
 use super::reader::{
     FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
 };
-use super::{Error, StreamState, name::segment_path};
+use super::{Error, StartPosition, StreamState, name::segment_path, sys::NameWatch};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-/// How often the name is re-checked while no live writer is there. This polls the file
-/// system, not the data path: frames are always waited for with a futex.
+/// How often the name is re-checked while no live writer is there, as a fallback: the name
+/// appearing wakes the subscriber at once (inotify). Frames are always waited for with a futex.
 const WRITER_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +41,11 @@ pub struct Subscriber {
     dead_file: Option<(u64, u64)>,
     /// The identity (pid, process start time, session) of the last writer attached to.
     last_writer: Option<(u32, u64, u64)>,
+    /// Wakes us when the name appears while we wait for a writer.
+    name_watch: Option<NameWatch>,
+    /// We looked for a live writer and found none, so the next writer's stream began after we
+    /// started waiting: it is read from its oldest frame still held, whatever `start` says.
+    waited_for_writer: bool,
     frames_read: u64,
     frames_missed: u64,
 }
@@ -55,6 +60,8 @@ impl Subscriber {
             interrupt: Interrupt::new(),
             dead_file: None,
             last_writer: None,
+            name_watch: None,
+            waited_for_writer: false,
             frames_read: 0,
             frames_missed: 0,
         })
@@ -132,18 +139,37 @@ impl Subscriber {
                             self.dead_file = Some(reader.file_id());
                         }
                         self.drop_reader();
+                        self.waited_for_writer = true;
                         Ok(SubscriberEvent::WriterLost { pid, clean })
                     }
                 };
             }
+            if self.name_watch.is_none() {
+                // Watch before looking, so that a segment appearing in between is noticed.
+                self.name_watch = NameWatch::new(&segment_path(&self.name)?).ok();
+            }
             if let Some(event) = self.try_attach()? {
+                self.name_watch = None;
                 return Ok(event);
             }
+            self.waited_for_writer = true;
             if remaining.is_zero() {
                 return Ok(SubscriberEvent::Timeout);
             }
-            if !self.interrupt.sleep(remaining.min(WRITER_POLL)) {
-                return Err(Error::Interrupted);
+            let slice = remaining.min(WRITER_POLL);
+            match &self.name_watch {
+                // An interrupt ends the wait (the loop then reports it).
+                Some(watch) => {
+                    let wake = self.interrupt.wake_fd();
+                    if !self.interrupt.is_set() {
+                        watch.wait(slice, wake);
+                    }
+                }
+                None => {
+                    if !self.interrupt.sleep(slice) {
+                        return Err(Error::Interrupted);
+                    }
+                }
             }
         }
     }
@@ -156,12 +182,15 @@ impl Subscriber {
         if self.dead_file == Some((meta.dev(), meta.ino())) {
             return Ok(None);
         }
-        let reader =
-            match Reader::open_with_interrupt(&self.name, &self.opts, self.interrupt.clone()) {
-                Ok(r) => r,
-                Err(Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(e),
-            };
+        let mut opts = self.opts.clone();
+        if self.waited_for_writer {
+            opts.start = StartPosition::Oldest;
+        }
+        let reader = match Reader::open_with_interrupt(&self.name, &opts, self.interrupt.clone()) {
+            Ok(r) => r,
+            Err(Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         if !reader.writer_alive() || reader.stream_state() == StreamState::Closed {
             // A segment left by a writer that died, or one being closed: wait for a new writer
             // to replace it.
@@ -181,6 +210,7 @@ impl Subscriber {
             restart,
         };
         self.reader = Some(reader);
+        self.waited_for_writer = false;
         Ok(Some(event))
     }
 }

@@ -189,6 +189,120 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
     }
 }
 
+/// Watches a directory for an entry of one name appearing (created, or renamed into place), so
+/// that a reader waiting for its writer's segment notices it at once instead of at its next
+/// poll of the name.
+pub struct NameWatch {
+    inotify: std::os::fd::OwnedFd,
+    name: std::ffi::OsString,
+}
+
+impl NameWatch {
+    /// Watches `path`'s directory for `path`'s name.
+    pub fn new(path: &std::path::Path) -> io::Result<NameWatch> {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        };
+        let dir = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: plain system call without pointers.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor nobody else owns.
+        let inotify = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // SAFETY: `dir` is a valid NUL-terminated path.
+        let wd = unsafe {
+            libc::inotify_add_watch(fd, dir.as_ptr(), libc::IN_CREATE | libc::IN_MOVED_TO)
+        };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(NameWatch {
+            inotify,
+            name: name.to_os_string(),
+        })
+    }
+
+    /// Waits up to `timeout` for the name to appear, or for `wake` to become readable. True if
+    /// the name appeared (or events were lost and it may have); false on timeout or wake-up.
+    /// Events for other names are consumed and ignored.
+    pub fn wait(&self, timeout: Duration, wake: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let deadline = std::time::Instant::now() + timeout;
+        // inotify_event is 16 bytes plus a NUL-padded name of at most NAME_MAX + 1 bytes.
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let poll_fd = |fd: std::os::fd::RawFd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // A negative descriptor is ignored by poll.
+            let mut pfds = [
+                poll_fd(self.inotify.as_raw_fd()),
+                poll_fd(wake.as_ref().map_or(-1, |fd| fd.as_raw_fd())),
+            ];
+            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int;
+            // SAFETY: two valid pollfds.
+            if unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) } <= 0 || pfds[1].revents != 0 {
+                return false;
+            }
+            // SAFETY: `buf` is writable for its length; the descriptor is non-blocking.
+            let n =
+                unsafe { libc::read(self.inotify.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            let mut at = 0usize;
+            let head = std::mem::size_of::<libc::inotify_event>();
+            while n > 0 && at + head <= n as usize {
+                // SAFETY: the kernel wrote whole events: `head` bytes are in `buf` at `at`
+                // (read unaligned: the buffer has byte alignment).
+                let event: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at).cast()) };
+                let name_end = (at + head + event.len as usize).min(n as usize);
+                let name = &buf[at + head..name_end];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if event.mask & libc::IN_Q_OVERFLOW != 0 || name == self.name.as_bytes() {
+                    return true;
+                }
+                at = name_end;
+            }
+            if left.is_zero() {
+                return false;
+            }
+        }
+    }
+}
+
+/// A non-blocking eventfd (a counter another thread makes readable).
+pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor nobody else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable.
+pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes the 8 bytes of `one` to a descriptor we own; a full counter (EAGAIN)
+    // is readable already.
+    unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Makes an eventfd unreadable again.
+pub fn eventfd_drain(fd: &std::os::fd::OwnedFd) {
+    let mut count: u64 = 0;
+    // SAFETY: reads at most 8 bytes into `count`; non-blocking (EAGAIN when already drained).
+    unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
+}
+
 /// The size of the largest CPU cache (the last level, shared by the cores), from sysfs;
 /// 8 MiB when the kernel does not say.
 pub fn last_level_cache_bytes() -> u64 {
@@ -262,6 +376,38 @@ unsafe fn copy_streaming_sse2(dst: &mut [u8], src: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_watch_wakes_for_its_name_only() {
+        let dir = std::env::temp_dir().join(format!("shmframe-namewatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let watched = dir.join("cam0");
+        let watch = NameWatch::new(&watched).unwrap();
+        std::fs::write(dir.join("cam1"), b"other").unwrap();
+        assert!(!watch.wait(Duration::from_millis(50), None), "another name");
+        // Renamed into place, as a writer publishes its segment.
+        let writer = std::thread::spawn({
+            let (tmp, watched) = (dir.join(".cam0-new"), watched.clone());
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(&tmp, b"segment").unwrap();
+                std::fs::rename(&tmp, &watched).unwrap();
+            }
+        });
+        assert!(
+            watch.wait(Duration::from_secs(20), None),
+            "the name appeared"
+        );
+        // A wake-up descriptor that is readable ends the wait at once.
+        let wake = eventfd().unwrap();
+        eventfd_signal(&wake);
+        let started = std::time::Instant::now();
+        use std::os::fd::AsFd;
+        assert!(!watch.wait(Duration::from_secs(20), Some(wake.as_fd())));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        writer.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn streaming_copy_is_exact_at_every_alignment_and_length() {

@@ -30,6 +30,12 @@ pub struct WriterConfig {
     /// File mode of the segment (default 0o600: only the same user may attach).
     pub perms: u32,
     pub reader_timeout: Duration,
+    /// Readers to wait for before the first frame is published (0: none). Started before
+    /// the writer and attached while it waits, they get every frame under `block`.
+    pub wait_for_readers: u32,
+    /// How long that wait may take (`None`: until interrupted). When it runs out, the write
+    /// that waited fails once with [`Error::ReadersMissing`] and later ones publish.
+    pub wait_for_readers_timeout: Option<Duration>,
 }
 
 impl WriterConfig {
@@ -43,6 +49,8 @@ impl WriterConfig {
             slot_size,
             perms: 0o600,
             reader_timeout: DEFAULT_READER_TIMEOUT,
+            wait_for_readers: 0,
+            wait_for_readers_timeout: None,
         }
     }
 }
@@ -415,6 +423,9 @@ pub struct Writer {
     interrupt: Interrupt,
     /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
     acquire_wait: Option<Duration>,
+    /// Readers still to wait for before the first frame (0 once the wait is over).
+    readers_awaited: usize,
+    readers_wait_timeout: Option<Duration>,
     unlinked: bool,
     /// Removes the segment if the process is terminated by SIGTERM (see `cleanup`).
     _on_terminate: Option<OnTerminate>,
@@ -485,6 +496,8 @@ impl Writer {
             last_housekeeping_ns: 0,
             interrupt,
             acquire_wait: None,
+            readers_awaited: cfg.wait_for_readers as usize,
+            readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
             _on_terminate: OnTerminate::register(&map.path, map.file_id),
             map,
@@ -766,6 +779,7 @@ impl Writer {
             let capacity = self.map.geo.slot_capacity;
             return Err(Error::FrameTooLarge { size, capacity });
         }
+        self.await_readers()?;
         let started = Instant::now();
         let mut n = self.head();
         let mut outcome_full = self.ring_full_for(n);
@@ -850,8 +864,75 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Live readers attached (entries of dead ones are not counted even before they are freed).
+    fn attached_readers(&self) -> usize {
+        (0..self.map.readers_hwm())
+            .filter(|&i| {
+                let e = self.map.reader_entry(i);
+                // SeqCst pairs with the reader's state store and its load of writer_waiting
+                // (see `Reader::open`): a reader attaching while we wait wakes us.
+                e.pid.load(Ordering::SeqCst) != 0
+                    && e.state.load(Ordering::SeqCst) != reader_state::CLAIMING
+                    && sys::byte_is_locked(&self.map.file, READER_LOCK_BASE + i as u64, true)
+            })
+            .count()
+    }
+
+    /// Until the wait of [`WriterConfig::wait_for_readers`] is over (see
+    /// [`Self::await_readers`]): (readers wanted, readers attached now).
+    pub fn awaiting_readers(&self) -> Option<(usize, usize)> {
+        (self.readers_awaited > 0).then(|| (self.readers_awaited, self.attached_readers()))
+    }
+
+    /// Performs the wait of [`WriterConfig::wait_for_readers`] unless it is over: returns once
+    /// the readers are attached; fails with `Interrupted` (the wait goes on at the next call),
+    /// or once with `ReadersMissing` when the timeout ran out (it is over then). Publishing
+    /// calls this before the first frame; call it earlier to wait before filling a frame.
+    pub fn await_readers(&mut self) -> Result<(), Error> {
+        let wanted = self.readers_awaited;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let all_attached = self.wait_for_readers(wanted, self.readers_wait_timeout)?;
+        self.readers_awaited = 0;
+        if all_attached {
+            return Ok(());
+        }
+        Err(Error::ReadersMissing {
+            name: self.name.clone(),
+            wanted,
+            attached: self.attached_readers(),
+            waited: started.elapsed(),
+        })
+    }
+
+    /// Waits until at least `count` live readers are attached, as a full ring waits (futex,
+    /// woken by each attaching reader, in bounded slices; interruptible), for at most
+    /// `timeout` (`None`: until interrupted). `Ok(false)`: the timeout ran out.
+    pub fn wait_for_readers(
+        &mut self,
+        count: usize,
+        timeout: Option<Duration>,
+    ) -> Result<bool, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let attached =
+            self.wait_within(deadline, |w| (w.attached_readers() >= count).then_some(()))?;
+        Ok(attached.is_some())
+    }
+
     /// Blocks until `ready` gives a value, re-checking reader liveness and stalls every slice.
-    fn wait_until<T>(&mut self, mut ready: impl FnMut(&Self) -> Option<T>) -> Result<T, Error> {
+    fn wait_until<T>(&mut self, ready: impl FnMut(&Self) -> Option<T>) -> Result<T, Error> {
+        self.wait_within(None, ready)
+            .map(|v| v.expect("a wait without deadline ends only with a value"))
+    }
+
+    /// [`Self::wait_until`] up to `deadline` (`Ok(None)` once it passed).
+    fn wait_within<T>(
+        &mut self,
+        deadline: Option<Instant>,
+        mut ready: impl FnMut(&Self) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
         let map = self.map.clone();
         let ctrl = map.control();
         let wait_start = sys::monotonic_ns();
@@ -863,16 +944,23 @@ impl Writer {
         let result = loop {
             let seq = ctrl.space_seq.load(Ordering::SeqCst);
             if let Some(v) = ready(self) {
-                break Ok(v);
+                break Ok(Some(v));
             }
             if self.interrupt.is_set() {
                 break Err(Error::Interrupted);
             }
             self.check_readers(true);
             if let Some(v) = ready(self) {
-                break Ok(v);
+                break Ok(Some(v));
             }
-            sys::futex_wait(&ctrl.space_seq, seq, BLOCKED_WAIT_SLICE);
+            let slice = match deadline {
+                None => BLOCKED_WAIT_SLICE,
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(BLOCKED_WAIT_SLICE),
+                    _ => break Ok(None),
+                },
+            };
+            sys::futex_wait(&ctrl.space_seq, seq, slice);
         };
         ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
         result
@@ -1044,8 +1132,8 @@ impl Writer {
     }
 
     /// After EOS, keeps the name a little: long enough for a reader that is waiting for this
-    /// writer to find it (it polls the name every 20 ms), and until every attached reader has
-    /// read to the end, bounded by the reader timeout. A writer whose whole stream takes a few
+    /// writer to find it (woken when the name appears, or by its 20 ms poll), and until every
+    /// attached reader has read to the end, bounded by the reader timeout. A writer whose whole stream takes a few
     /// milliseconds still reaches a reader that was started first.
     fn linger_after_eos(&mut self) {
         let started = Instant::now();
