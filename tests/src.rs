@@ -325,6 +325,7 @@ fn properties_have_documented_defaults_ranges_and_metadata() {
         "latency-mean",
         "latency-max",
         "evictions",
+        "frames-overwritten",
     ] {
         assert_eq!(stats.get::<u64>(field).unwrap(), 0, "{field}");
     }

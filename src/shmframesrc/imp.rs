@@ -186,6 +186,8 @@ struct Stats {
     writer_pid: u32,
     writer_restarts: u32,
     evictions: u64,
+    /// Zero-copy frames the writer overwrote before they were pushed (after evicting us).
+    frames_overwritten: u64,
 }
 
 impl Stats {
@@ -203,6 +205,7 @@ impl Stats {
             .field("writer-pid", self.writer_pid)
             .field("writer-restarts", self.writer_restarts)
             .field("evictions", self.evictions)
+            .field("frames-overwritten", self.frames_overwritten)
             .build()
     }
 }
@@ -477,7 +480,9 @@ impl ObjectImpl for ShmFrameSrc {
                     .blurb(
                         "frames-read, frames-missed, latency-mean and latency-max (ns from \
                          the writer's write to this source's push), writer-pid, \
-                         writer-restarts, evictions",
+                         writer-restarts, evictions, frames-overwritten (zero-copy frames \
+                         the writer rewrote after evicting this reader: skipped, counted \
+                         missed too)",
                     )
                     .read_only()
                     .build(),
@@ -810,7 +815,19 @@ impl ShmFrameSrc {
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(SubscriberEvent::Frame(info)) => {
+                    if !self.prepare_caps(stream, &info)? {
+                        waiting_since = Instant::now();
+                        continue;
+                    }
                     let copied = match pinned.take() {
+                        // Checked last, after everything that may take time (a caps event
+                        // goes downstream first): the pin is honoured unless the writer evicted
+                        // us meanwhile and rewrote the slot.
+                        Some(pinned) if !pinned.intact() => {
+                            self.skip_overwritten_frame(stream, &info);
+                            waiting_since = Instant::now();
+                            continue;
+                        }
                         // Read-only memory wrapping the slot; dropping the last reference
                         // releases the pin.
                         Some(pinned) => Ok(wrap_pinned(pinned)),
@@ -824,10 +841,6 @@ impl ShmFrameSrc {
                         );
                         gst::FlowError::Error
                     })?;
-                    if !self.prepare_caps(stream, &info)? {
-                        waiting_since = Instant::now();
-                        continue;
-                    }
                     return Ok(CreateSuccess::NewBuffer(
                         self.finish_buffer(stream, buffer, &info),
                     ));
@@ -1058,6 +1071,23 @@ impl ShmFrameSrc {
             return Err(gst::FlowError::Error);
         }
         Ok(true)
+    }
+
+    /// A pinned frame whose slot the writer rewrote before we pushed it: it held the writer up
+    /// for longer than reader-timeout, was evicted, and its pins stopped counting. Not pushed;
+    /// counted as missed and as overwritten, and the next buffer is DISCONT.
+    fn skip_overwritten_frame(&self, stream: &mut Stream, info: &FrameInfo) {
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Frame {} was overwritten before it was pushed: this reader held the writer up for \
+             longer than its reader-timeout and was evicted; skipped",
+            info.number
+        );
+        let mut stats = self.stats.lock().unwrap();
+        stats.frames_missed += info.missed_before + 1;
+        stats.frames_overwritten += 1;
+        stream.discont_pending = true;
     }
 
     fn skip_frame_without_caps(&self, stream: &mut Stream, info: &FrameInfo) {
