@@ -419,6 +419,9 @@ struct ReaderWatch {
     cursor: u64,
     /// Monotonic time the cursor last moved (or the current wait began).
     progress_ns: u64,
+    /// Since when (monotonic) the reader's pins have kept a slot from the writer, as far as
+    /// the checks saw: a reader that advances its cursor but keeps its pins still stalls us.
+    pins_in_the_way_since: Option<u64>,
 }
 
 pub struct Writer {
@@ -968,6 +971,7 @@ impl Writer {
                 watch.known = Some((pid, session));
                 watch.cursor = e.cursor.load(Ordering::Acquire);
                 watch.progress_ns = now;
+                watch.pins_in_the_way_since = None;
                 self.events.push(ReaderEvent::Attached { pid, index: i });
             }
             let cursor = e.cursor.load(Ordering::Acquire);
@@ -975,15 +979,20 @@ impl Writer {
                 watch.cursor = cursor;
                 watch.progress_ns = now;
             }
+            watch.pins_in_the_way_since = self
+                .slots
+                .pins_in_the_way(i, keep_from)
+                .then(|| watch.pins_in_the_way_since.unwrap_or(now));
             if !held_up || state != reader_state::ACTIVE {
                 continue;
             }
+            let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
             let behind = self.backpressure != Backpressure::DropOldest
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
-            let stalled = now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns;
-            if stalled
-                && (behind || self.slots.pins_in_the_way(i, keep_from))
+            let stalled_behind = behind && timed_out(watch.progress_ns);
+            let stalled_pinning = watch.pins_in_the_way_since.is_some_and(timed_out);
+            if (stalled_behind || stalled_pinning)
                 && e.state
                     .compare_exchange(
                         reader_state::ACTIVE,
