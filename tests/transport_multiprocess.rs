@@ -310,6 +310,55 @@ fn drop_oldest_across_processes_accounts_for_every_frame() {
     }
 }
 
+/// Readers killed in a row while the writer does nothing at all (not even a liveness check):
+/// each new reader frees the entry a dead one left as it claims one, so the table never fills
+/// with dead readers and the writer needs to run for nothing. 20 kills in CI,
+/// `SHMFRAME_CHURN_ITERATIONS=200` for the full run (before the fix, the 65th was refused).
+#[test]
+fn readers_killed_in_a_row_never_fill_the_table_of_an_idle_writer() {
+    let kills: u64 = std::env::var("SHMFRAME_CHURN_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let name = ShmName::new("mp-churn-idle");
+    let mut w = block_writer(&name, 4, 0, Duration::from_secs(30));
+    for n in 0..3 {
+        write_4k(&mut w, n);
+    }
+    let entries = |w: &Writer| w.info().readers.iter().map(|r| r.pid).collect::<Vec<_>>();
+    for k in 0..kills {
+        let mut doomed = spawn_role(entry(), "reader", &[&name, "60000000"]);
+        let pid = doomed.pid();
+        assert!(
+            wait_for(Duration::from_secs(30), || entries(&w).contains(&pid)),
+            "reader {k} did not attach: {:?}",
+            entries(&w)
+        );
+        assert_eq!(
+            entries(&w),
+            vec![pid],
+            "reader {k} of {kills}: the entries of the readers killed before it are freed"
+        );
+        doomed.signal(libc::SIGKILL);
+        assert!(doomed.wait_timeout(CHILD_LIMIT).is_some());
+    }
+    // A reader attaching now reads checked frames to EOS.
+    let mut last = spawn_role(entry(), "reader", &[&name, "0"]);
+    let pid = last.pid();
+    assert!(wait_for(Duration::from_secs(30), || entries(&w) == vec![pid]));
+    for n in 3..10 {
+        write_4k(&mut w, n);
+    }
+    w.end_of_stream();
+    drop(w);
+    let s = summary(&last.wait_ok(CHILD_LIMIT));
+    assert_eq!(
+        (num(&s, "read"), num(&s, "missed"), num(&s, "last")),
+        (10, 0, 9),
+        "{s:?}"
+    );
+}
+
 #[test]
 fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
     let name = ShmName::new("mp-kill-reader");
