@@ -809,6 +809,88 @@ fn python_reader_killed_under_block_does_not_stall_the_writer() {
     }
 }
 
+/// A Python reader that read a frame without copying (so it stays pinned) and was then stopped
+/// with SIGSTOP holds a `block` writer without spare slots no longer than the reader timeout:
+/// the writer evicts it and stops honouring its pin. The other reader receives every frame,
+/// content checked, and no write waits much beyond the timeout. Before the fix the third frame
+/// waited for ever (3 frames in 6 s, `readers-evicted` 0).
+#[test]
+fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_reader_timeout() {
+    if !python_ready("a_stopped_python_zero_copy_reader_holds_a_block_writer") {
+        return;
+    }
+    init();
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let info = video_info(VideoFormat::Rgb);
+    let name = ShmName::new("py-stopped-pin");
+    let mut cfg = WriterConfig::new(&name, info.size() as u64);
+    cfg.layout = Layout::Ring;
+    cfg.depth = 2;
+    cfg.spare_slots = 0;
+    cfg.backpressure = Backpressure::Block;
+    cfg.reader_timeout = TIMEOUT;
+    let mut writer = Writer::create(&cfg).unwrap();
+    writer
+        .set_caps(&info.to_caps().unwrap().to_string())
+        .unwrap();
+    let mut other = transport::Reader::open(
+        &name,
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let (mut received, mut buf) = (Vec::new(), vec![0; info.size()]);
+    let mut read_along = |other: &mut transport::Reader| {
+        while let transport::ReadResult::Frame(frame) = other
+            .read_next(Duration::ZERO, |_, view| view.copy_to(&mut buf))
+            .unwrap()
+        {
+            check_pattern(&info, frame.number, &buf).unwrap();
+            received.push(frame.number);
+        }
+    };
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--zero-copy",
+        "--max-frames",
+        "1",
+        "--hold",
+        "--timeout",
+        "60",
+    ]);
+    peer.expect("attached", LIMIT);
+    writer
+        .write(&FrameMeta::default(), &pattern_frame(&info, 0))
+        .unwrap();
+    read_along(&mut other);
+    peer.expect("holding read=1", LIMIT);
+    peer.guard.signal(libc::SIGSTOP);
+
+    let mut longest = Duration::ZERO;
+    for n in 1..FRAMES {
+        let started = Instant::now();
+        let outcome = common::write_within(&mut writer, TIMEOUT * 30, &format!("frame {n}"), |w| {
+            w.write(&FrameMeta::default(), &pattern_frame(&info, n))
+        });
+        longest = longest.max(started.elapsed());
+        assert_eq!(outcome.frame(), Some(n), "{outcome:?}");
+        read_along(&mut other);
+    }
+    println!("the longest write took {longest:?} (reader timeout {TIMEOUT:?})");
+    assert_eq!(received, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!(
+        writer.info().readers_evicted,
+        1,
+        "the stopped reader was evicted"
+    );
+    assert!(
+        longest >= TIMEOUT && longest < TIMEOUT + Duration::from_secs(3),
+        "the writer was held up {longest:?}, reader timeout {TIMEOUT:?}"
+    );
+}
+
 // ----------------------------------------------------------------------------------------------
 // GStreamer elements <-> Python
 // ----------------------------------------------------------------------------------------------

@@ -529,7 +529,10 @@ fn push_frame(src: &gst_app::AppSrc, pool: Option<&gst::BufferPool>, n: u64) {
 /// A reader of the Python module (examples/python, needs python3 with numpy) that attaches and
 /// reads nothing until it is killed.
 fn python_reader(name: &str) -> ChildGuard {
-    let peer = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python/interop_peer.py");
+    let peer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/interop_peer.py"
+    );
     let child = std::process::Command::new("/usr/bin/python3")
         .args([peer, "read", name, "--stall", "--timeout", "60"])
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -644,7 +647,9 @@ fn reader_churn_case(path: &str, layout: &str, props: &str) {
         assert!(
             stats.get::<u64>("frames-in-place").unwrap() > 0,
             "{}",
-            case(&format!("upstream drew frames into the sink's pool: {stats}"))
+            case(&format!(
+                "upstream drew frames into the sink's pool: {stats}"
+            ))
         );
     }
     let last_published = newest_frame_content(&name);

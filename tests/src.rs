@@ -906,7 +906,13 @@ fn a_pinned_frame_rewritten_after_an_eviction_is_skipped_and_the_next_buffer_is_
     drop(second);
     let third = pipe.pull();
     check_buffer(third.buffer().unwrap(), 1, 3, RGBA_64X48_SIZE);
-    assert!(!third.buffer().unwrap().flags().contains(gst::BufferFlags::DISCONT));
+    assert!(
+        !third
+            .buffer()
+            .unwrap()
+            .flags()
+            .contains(gst::BufferFlags::DISCONT)
+    );
     let stats = stats(&pipe.src);
     assert_eq!(stats.get::<u64>("frames-overwritten").unwrap(), 1);
     assert_eq!(stats.get::<u64>("frames-read").unwrap(), 3);

@@ -687,28 +687,18 @@ fn a_reader_keeping_every_pin_it_may_never_makes_a_writer_without_spare_slots_dr
     assert_eq!(kept.len(), 1, "one slot of two stays unpinned");
 }
 
-/// `write_frame`, failing the test (after interrupting the write) if it takes longer than
-/// `limit`: a writer held up for ever must fail the test, not hang it.
+/// `write_frame`, failing the test if it takes longer than `limit`.
 fn write_within(w: &mut Writer, n: u64, limit: Duration) -> WriteOutcome {
-    let interrupt = w.interrupt_handle();
-    let (done, finished) = std::sync::mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        if finished.recv_timeout(limit).is_err() {
-            interrupt.interrupt();
-        }
-    });
-    let started = Instant::now();
-    let outcome = w.write_with(
-        &FrameMeta {
-            pts: Some(n * 1000),
-            ..Default::default()
-        },
-        FRAME as u64,
-        |slot| fill_frame(n, slot),
-    );
-    let _ = done.send(());
-    watchdog.join().unwrap();
-    outcome.unwrap_or_else(|e| panic!("frame {n}: {e} after {:?}", started.elapsed()))
+    common::write_within(w, limit, &format!("frame {n}"), |w| {
+        w.write_with(
+            &FrameMeta {
+                pts: Some(n * 1000),
+                ..Default::default()
+            },
+            FRAME as u64,
+            |slot| fill_frame(n, slot),
+        )
+    })
 }
 
 /// Reads every frame available now into `received`: the index `fill_frame` wrote into each
