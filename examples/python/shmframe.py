@@ -1022,18 +1022,17 @@ class Reader(_ClosedOnExit):
         the lock we check pid == 0 and store ours; after a full fence makes the store visible
         we downgrade the lock to the READ lock the protocol specifies (a lock conversion is
         atomic: the byte is never unlocked in between). A Rust claimer that locks after that
-        sees our pid and its CAS fails."""
+        sees our pid and its CAS fails. An entry that has a pid while we hold its lock belongs
+        to a dead reader (a live one holds its read lock): we take it over, clearing its pins,
+        so dead readers never fill the table."""
         v, geo, pid = self._v, self.geometry, os.getpid()
         for i in range(geo.max_readers):
             e = geo.reader_entry(i)
-            if v.c32[(e + R_PID) >> 2] != 0:
-                continue
             lock = READER_LOCK_BASE + i
             if not _try_lock_byte(self._fd, lock, True):
                 continue
-            if v.c32[(e + R_PID) >> 2] != 0:
-                _unlock_byte(self._fd, lock)
-                continue
+            for w in range(geo.pin_words):
+                v.c64[geo.pin_word(i, w) >> 3] = 0
             v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
             v.c32[(e + R_PID) >> 2] = pid
             _fence()
@@ -1236,6 +1235,8 @@ class Reader(_ClosedOnExit):
         ``copy=False`` returns a read-only view into shared memory instead of a copy: the slot
         is pinned (the writer leaves it alone) until ``release()``, the next ``read`` or
         ``close``. A writer without spare slots may have to drop frames while a slot is pinned.
+        A pin that leaves the writer no slot for longer than its reader timeout gets this reader
+        evicted; its pins then stop counting and held views may change.
 
         Raises ``EndOfStream`` once every frame was read after the writer's end of stream, and
         ``WriterGone`` when the writer closed the segment or died."""
@@ -1623,7 +1624,9 @@ class Writer(_ClosedOnExit):
         geo = self.geometry
         word, bit = slot // 64, 1 << (slot % 64)
         for r in range(self._readers_hwm()):
-            if self._c32(geo.reader_entry(r) + R_PID) == 0:
+            e = geo.reader_entry(r)
+            # An evicted reader's pins do not count (docs/LAYOUT.md, eviction).
+            if self._c32(e + R_PID) == 0 or self._c32(e + R_STATE) == READER_EVICTED:
                 continue
             if self._c64(geo.pin_word(r, word)) & bit:
                 return True
@@ -1695,13 +1698,19 @@ class Writer(_ClosedOnExit):
             if pid == 0:
                 self._watch.pop(i, None)
                 continue
-            if not _byte_is_locked(self._fd, READER_LOCK_BASE + i, True):
-                # The reader's process is gone (the kernel dropped its lock). Nobody else writes
-                # an entry whose pid is non-zero, so plain stores free it safely.
-                for w in range(geo.pin_words):
-                    v.c64[geo.pin_word(i, w) >> 3] = 0
-                v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
-                v.c32[(e + R_PID) >> 2] = 0
+            lock = READER_LOCK_BASE + i
+            if _try_lock_byte(self._fd, lock, True):
+                # The reader's process is gone (the kernel dropped its lock). Our write lock
+                # keeps anyone from claiming the entry meanwhile (readers looking for an entry
+                # free dead ones too, under the same lock), so plain stores free it safely.
+                if self._c32(e + R_PID) != 0:
+                    for w in range(geo.pin_words):
+                        v.c64[geo.pin_word(i, w) >> 3] = 0
+                    v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
+                    v.c64[(e + R_SESSION) >> 3] = 0
+                    _fence()
+                    v.c32[(e + R_PID) >> 2] = 0
+                _unlock_byte(self._fd, lock)
                 self._watch.pop(i, None)
                 continue
             if state == READER_CLAIMING:
