@@ -845,11 +845,10 @@ fn a_pinned_frame_rewritten_after_an_eviction_is_skipped_and_the_next_buffer_is_
         move |_, info| {
             if let Some(gst::PadProbeData::Event(event)) = &info.data
                 && event.type_() == gst::EventType::Caps
+                && caps_events.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
             {
-                if caps_events.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
-                    let _ = hit.send(());
-                    let _ = release_rx.lock().unwrap().recv_timeout(LIMIT);
-                }
+                let _ = hit.send(());
+                let _ = release_rx.lock().unwrap().recv_timeout(LIMIT);
             }
             gst::PadProbeReturn::Ok
         },
