@@ -1685,13 +1685,28 @@ class Writer(_ClosedOnExit):
         finally:
             v.c32[C_WRITER_WAITING >> 2] = 0
 
+    def _pins_in_the_way(self, reader, keep_from):
+        """Whether ``reader`` pins a slot the writer could take but for pins (holding no frame,
+        or one older than ``keep_from``)."""
+        geo = self.geometry
+        for word in range(geo.pin_words):
+            bits = self._c64(geo.pin_word(reader, word))
+            for s in range(word * 64, min(word * 64 + 64, len(self._slot_frame))):
+                f = self._slot_frame[s]
+                if bits >> (s % 64) & 1 and (f is None or f < keep_from):
+                    return True
+        return False
+
     def _check_readers(self, blocked):
-        """Frees entries of dead readers (their lock is gone); when ``blocked``, evicts readers
-        that hold the writer up without advancing for longer than the reader timeout."""
+        """Frees entries of dead readers (their lock is gone); when ``blocked`` (the writer
+        waits, or pins leave it no slot), evicts readers that hold it up for longer than the
+        reader timeout: by a cursor that does not advance (not under drop-oldest), or by pins
+        that keep it from a slot (docs/LAYOUT.md, eviction)."""
         v, geo = self._v, self.geometry
         now = _monotonic_ns()
         self._last_housekeeping = now
         head, depth, floor = self._h64(H_HEAD), geo.depth, self._h64(H_CLEAR_FLOOR)
+        keep_from = max(head + 1 - depth, 0)
         for i in range(self._readers_hwm()):
             e = geo.reader_entry(i)
             pid, state = self._c32(e + R_PID), self._c32(e + R_STATE)
@@ -1719,12 +1734,28 @@ class Writer(_ClosedOnExit):
             cursor = self._c64(e + R_CURSOR)
             w = self._watch.get(i)
             if w is None or w["known"] != (pid, session):
-                w = self._watch[i] = {"known": (pid, session), "cursor": cursor, "progress_ns": now}
+                w = self._watch[i] = {
+                    "known": (pid, session),
+                    "cursor": cursor,
+                    "progress_ns": now,
+                    "pins_since": None,
+                }
             if cursor != w["cursor"]:
                 w["cursor"], w["progress_ns"] = cursor, now
-            behind = head >= depth and max(cursor, floor) <= head - depth
-            holding_us_up = blocked and state == READER_ACTIVE and behind
-            if holding_us_up and now - w["progress_ns"] > self._reader_timeout_ns:
+            if not self._pins_in_the_way(i, keep_from):
+                w["pins_since"] = None
+            elif w["pins_since"] is None:
+                w["pins_since"] = now
+            timeout = self._reader_timeout_ns
+            behind = (
+                self.backpressure != BP_DROP_OLDEST
+                and head >= depth
+                and max(cursor, floor) <= head - depth
+            )
+            stalled_behind = behind and now - w["progress_ns"] > timeout
+            pins_since = w["pins_since"]
+            stalled_pinning = pins_since is not None and now - pins_since > timeout
+            if blocked and state == READER_ACTIVE and (stalled_behind or stalled_pinning):
                 # Only the writer moves ACTIVE -> EVICTED; the reader moves it back.
                 v.c32[(e + R_STATE) >> 2] = READER_EVICTED
                 v.c64[(e + R_EVICTIONS) >> 3] = self._c64(e + R_EVICTIONS) + 1
@@ -1759,6 +1790,10 @@ class Writer(_ClosedOnExit):
                 )
             elif slot is None and full:
                 slot = self._free_slot(n)  # drop-oldest / double: overwrite
+            if slot is None:
+                # Pins leave no slot: evict readers whose pins have done so for too long.
+                self._check_readers(True)
+                slot = self._free_slot(n)
             if slot is None:
                 self._add64(H_FRAMES_DROPPED)
                 return None
