@@ -136,8 +136,9 @@ fn newest_frame_content(name: &str) -> u64 {
     u64::from_le_bytes(first_word) / 0x1_0000_0001
 }
 
-/// reader name= props=. Reads until EOS, checking every frame's content against the index
-/// its first word encodes, and reports the frames of each writer and the writer changes.
+/// reader name= props= limit_s=. Reads until EOS (for at most `limit_s` seconds), checking every
+/// frame's content against the index its first word encodes, and reports the frames of each
+/// writer and the writer changes.
 fn run_reader(a: &HashMap<String, String>) -> i32 {
     let (pipeline, out) = launch_with::<gst_app::AppSink>(
         &format!(
@@ -147,11 +148,12 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
         "out",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
+    let limit = Duration::from_secs(a["limit_s"].parse().unwrap());
     let started = Instant::now();
     let mut indices: Vec<u64> = Vec::new();
     let mut torn = 0;
     loop {
-        assert!(started.elapsed() < CHILD_LIMIT, "reader ran too long");
+        assert!(started.elapsed() < limit, "reader ran too long");
         let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
             if out.is_eos() {
                 break;
@@ -197,10 +199,19 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
 }
 
 fn reader(name: &str, props: &str) -> ChildGuard {
+    reader_for(name, props, CHILD_LIMIT)
+}
+
+/// A reader that reads for at most `limit`.
+fn reader_for(name: &str, props: &str, limit: Duration) -> ChildGuard {
     spawn_role(
         ENTRY,
         "reader",
-        &[&format!("name={name}"), &format!("props={props}")],
+        &[
+            &format!("name={name}"),
+            &format!("props={props}"),
+            &format!("limit_s={}", limit.as_secs()),
+        ],
     )
 }
 
@@ -590,7 +601,9 @@ fn reader_churn_case(path: &str, layout: &str, props: &str) {
     pipeline.set_state(gst::State::Playing).unwrap();
     let pool = (path == "pool").then(|| sink_pool(&sink, &caps));
     let observer = Observer::open(&name).expect("the sink made its segment at start");
-    let mut lived = reader(&name, "start=oldest");
+    // It lives through every kill: a few seconds each at most on a loaded machine.
+    let lifetime = CHILD_LIMIT + Duration::from_secs(2) * kills as u32;
+    let mut lived = reader_for(&name, "start=oldest", lifetime);
     assert!(
         common::wait_for(CHILD_LIMIT, || observer.reader_count() == 1),
         "{}",
@@ -664,7 +677,7 @@ fn reader_churn_case(path: &str, layout: &str, props: &str) {
         ))
     );
     for (who, child) in [("lived", &mut lived), ("fresh", &mut fresh)] {
-        let s = summary(&child.wait_ok(CHILD_LIMIT));
+        let s = summary(&child.wait_ok(lifetime));
         let what = |msg: &str| case(&format!("{who}: {msg}: {s:?}"));
         assert_eq!(num(&s, "torn"), 0, "{}", what("torn frames"));
         assert_eq!(s["ordered"], "true", "{}", what("frames out of order"));
