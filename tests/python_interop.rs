@@ -891,6 +891,92 @@ fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_rea
     );
 }
 
+/// The same through `shmframesink backpressure=block spare-slots=0` (the reported case: 3
+/// frames in 6 s, `readers-evicted` 0): the other reader gets every frame, each within the
+/// sink's `reader-timeout` and a margin, and the sink counts one eviction.
+#[test]
+fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reader_timeout() {
+    if !python_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
+        || !elements_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
+    {
+        return;
+    }
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let info = video_info(VideoFormat::Rgb);
+    let name = ShmName::new("py-stopped-pin-sink");
+    let (pipeline, src) = common::launch_with::<gst_app::AppSrc>(
+        &format!(
+            "appsrc name=src format=time block=true max-buffers=1 ! shmframesink name=sink \
+             shm-name={} shape={WIDTH}x{HEIGHT}:RGB layout=ring depth=2 backpressure=block \
+             spare-slots=0 reader-timeout={} sync=false",
+            name.as_str(),
+            TIMEOUT.as_millis()
+        ),
+        "src",
+    );
+    let pipeline = PipelineGuard(pipeline);
+    src.set_caps(Some(&info.to_caps().unwrap()));
+    pipeline.0.set_state(gst::State::Playing).unwrap();
+    let mut other = transport::Reader::open(
+        &name,
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let mut buf = vec![0; info.size()];
+    let mut push_and_receive = |n: u64, other: &mut transport::Reader| {
+        let pushed = Instant::now();
+        src.push_buffer(gst::Buffer::from_mut_slice(pattern_frame(&info, n)))
+            .unwrap();
+        let read = other
+            .read_next(TIMEOUT * 30, |_, view| view.copy_to(&mut buf))
+            .unwrap();
+        let transport::ReadResult::Frame(frame) = read else {
+            panic!(
+                "frame {n} did not arrive within {:?}: {read:?}",
+                TIMEOUT * 30
+            )
+        };
+        assert_eq!(frame.number, n);
+        check_pattern(&info, n, &buf).unwrap();
+        pushed.elapsed()
+    };
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--zero-copy",
+        "--max-frames",
+        "1",
+        "--hold",
+        "--timeout",
+        "60",
+    ]);
+    peer.expect("attached", LIMIT);
+    push_and_receive(0, &mut other);
+    peer.expect("holding read=1", LIMIT);
+    peer.guard.signal(libc::SIGSTOP);
+    let longest = (1..FRAMES)
+        .map(|n| push_and_receive(n, &mut other))
+        .max()
+        .unwrap();
+    println!("the longest frame took {longest:?} (reader-timeout {TIMEOUT:?})");
+    let stats = pipeline
+        .0
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("readers-evicted").unwrap(), 1, "{stats}");
+    // The timeout runs from when the pin first kept a slot from the writer (frame 1 published),
+    // a moment before frame 2 is pushed.
+    assert!(
+        longest >= TIMEOUT / 2 && longest < TIMEOUT + Duration::from_secs(3),
+        "a frame was held up {longest:?}, reader-timeout {TIMEOUT:?}"
+    );
+    src.end_of_stream().unwrap();
+    wait_for_eos(&pipeline.0, "writer pipeline", LIMIT);
+}
+
 /// The Python writer follows the same rule as the Rust one: a reader that pins every slot and
 /// stops holds a `block` writer no longer than the reader timeout (1 s). Of 40 frames the
 /// other reader gets every one, in order, content checked. Before, the Python writer waited for
