@@ -876,6 +876,266 @@ fn python_reader_killed_under_block_does_not_stall_the_writer() {
     }
 }
 
+/// A Python reader that read a frame without copying (so it stays pinned) and was then stopped
+/// with SIGSTOP holds a `block` writer without spare slots no longer than the reader timeout:
+/// the writer evicts it and stops honouring its pin. The other reader receives every frame,
+/// content checked, and no write waits much beyond the timeout. Before the fix the third frame
+/// waited for ever (3 frames in 6 s, `readers-evicted` 0).
+#[test]
+fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_reader_timeout() {
+    if !python_ready("a_stopped_python_zero_copy_reader_holds_a_block_writer") {
+        return;
+    }
+    init();
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let info = video_info(VideoFormat::Rgb);
+    let name = ShmName::new("py-stopped-pin");
+    let mut cfg = WriterConfig::new(&name, info.size() as u64);
+    cfg.layout = Layout::Ring;
+    cfg.depth = 2;
+    cfg.spare_slots = 0;
+    cfg.backpressure = Backpressure::Block;
+    cfg.reader_timeout = TIMEOUT;
+    let mut writer = Writer::create(&cfg).unwrap();
+    writer
+        .set_caps(&info.to_caps().unwrap().to_string())
+        .unwrap();
+    let mut other = transport::Reader::open(
+        &name,
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let (mut received, mut buf) = (Vec::new(), vec![0; info.size()]);
+    let mut read_along = |other: &mut transport::Reader| {
+        while let transport::ReadResult::Frame(frame) = other
+            .read_next(Duration::ZERO, |_, view| view.copy_to(&mut buf))
+            .unwrap()
+        {
+            check_pattern(&info, frame.number, &buf).unwrap();
+            received.push(frame.number);
+        }
+    };
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--zero-copy",
+        "--max-frames",
+        "1",
+        "--hold",
+        "--timeout",
+        "60",
+    ]);
+    peer.expect("attached", LIMIT);
+    writer
+        .write(&FrameMeta::default(), &pattern_frame(&info, 0))
+        .unwrap();
+    read_along(&mut other);
+    peer.expect("holding read=1", LIMIT);
+    peer.guard.signal(libc::SIGSTOP);
+
+    let mut longest = Duration::ZERO;
+    for n in 1..FRAMES {
+        let started = Instant::now();
+        let outcome = common::write_within(&mut writer, TIMEOUT * 30, &format!("frame {n}"), |w| {
+            w.write(&FrameMeta::default(), &pattern_frame(&info, n))
+        });
+        longest = longest.max(started.elapsed());
+        assert_eq!(outcome.frame(), Some(n), "{outcome:?}");
+        read_along(&mut other);
+    }
+    println!("the longest write took {longest:?} (reader timeout {TIMEOUT:?})");
+    assert_eq!(received, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!(
+        writer.info().readers_evicted,
+        1,
+        "the stopped reader was evicted"
+    );
+    assert!(
+        longest >= TIMEOUT && longest < TIMEOUT + Duration::from_secs(3),
+        "the writer was held up {longest:?}, reader timeout {TIMEOUT:?}"
+    );
+}
+
+/// The same through `shmframesink backpressure=block spare-slots=0` (the reported case: 3
+/// frames in 6 s, `readers-evicted` 0): the other reader gets every frame, each within the
+/// sink's `reader-timeout` and a margin, and the sink counts one eviction.
+#[test]
+fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reader_timeout() {
+    if !python_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
+        || !elements_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
+    {
+        return;
+    }
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let info = video_info(VideoFormat::Rgb);
+    let name = ShmName::new("py-stopped-pin-sink");
+    let (pipeline, src) = common::launch_with::<gst_app::AppSrc>(
+        &format!(
+            "appsrc name=src format=time block=true max-buffers=1 ! shmframesink name=sink \
+             shm-name={} shape={WIDTH}x{HEIGHT}:RGB layout=ring depth=2 backpressure=block \
+             spare-slots=0 reader-timeout={} sync=false",
+            name.as_str(),
+            TIMEOUT.as_millis()
+        ),
+        "src",
+    );
+    let pipeline = PipelineGuard(pipeline);
+    src.set_caps(Some(&info.to_caps().unwrap()));
+    pipeline.0.set_state(gst::State::Playing).unwrap();
+    let mut other = transport::Reader::open(
+        &name,
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+        },
+    )
+    .unwrap();
+    let mut buf = vec![0; info.size()];
+    let mut push_and_receive = |n: u64, other: &mut transport::Reader| {
+        let pushed = Instant::now();
+        src.push_buffer(gst::Buffer::from_mut_slice(pattern_frame(&info, n)))
+            .unwrap();
+        let read = other
+            .read_next(TIMEOUT * 30, |_, view| view.copy_to(&mut buf))
+            .unwrap();
+        let transport::ReadResult::Frame(frame) = read else {
+            panic!(
+                "frame {n} did not arrive within {:?}: {read:?}",
+                TIMEOUT * 30
+            )
+        };
+        assert_eq!(frame.number, n);
+        check_pattern(&info, n, &buf).unwrap();
+        pushed.elapsed()
+    };
+    let mut peer = Peer::spawn(&[
+        "read",
+        &name,
+        "--zero-copy",
+        "--max-frames",
+        "1",
+        "--hold",
+        "--timeout",
+        "60",
+    ]);
+    peer.expect("attached", LIMIT);
+    push_and_receive(0, &mut other);
+    peer.expect("holding read=1", LIMIT);
+    peer.guard.signal(libc::SIGSTOP);
+    let longest = (1..FRAMES)
+        .map(|n| push_and_receive(n, &mut other))
+        .max()
+        .unwrap();
+    println!("the longest frame took {longest:?} (reader-timeout {TIMEOUT:?})");
+    let stats = pipeline
+        .0
+        .by_name("sink")
+        .unwrap()
+        .property::<gst::Structure>("stats");
+    assert_eq!(stats.get::<u64>("readers-evicted").unwrap(), 1, "{stats}");
+    // The timeout runs from when the pin first kept a slot from the writer (frame 1 published),
+    // a moment before frame 2 is pushed.
+    assert!(
+        longest >= TIMEOUT / 2 && longest < TIMEOUT + Duration::from_secs(3),
+        "a frame was held up {longest:?}, reader-timeout {TIMEOUT:?}"
+    );
+    src.end_of_stream().unwrap();
+    wait_for_eos(&pipeline.0, "writer pipeline", LIMIT);
+}
+
+/// The Python writer follows the same rule as the Rust one: a reader that pins every slot and
+/// stops holds a `block` writer no longer than the reader timeout (1 s). Of 40 frames the
+/// other reader gets every one, in order, content checked. Before, the Python writer waited for
+/// the pins for ever.
+#[test]
+fn a_reader_pinning_every_slot_holds_a_python_block_writer_no_longer_than_the_reader_timeout() {
+    if !python_ready("a_reader_pinning_every_slot_holds_a_python_block_writer") {
+        return;
+    }
+    init();
+    const PUSHED: u64 = 40;
+    let name = ShmName::new("py-writer-pinned");
+    let subscriber = || {
+        Subscriber::new(
+            &name,
+            ReaderOptions {
+                start: StartPosition::Oldest,
+            },
+        )
+        .unwrap()
+    };
+    let (mut pinner, mut other) = (subscriber(), subscriber());
+    let (w, h) = (WIDTH.to_string(), HEIGHT.to_string());
+    let frames = PUSHED.to_string();
+    let started = Instant::now();
+    let peer = Peer::spawn(&[
+        "write",
+        &name,
+        &w,
+        &h,
+        "RGB",
+        "--depth",
+        "4",
+        "--backpressure",
+        "block",
+        "--frames",
+        &frames,
+        "--wait-readers",
+        "2",
+        "--wait",
+        "20",
+    ]);
+    let reading = std::thread::spawn(move || {
+        let (mut received, mut buf) = (Vec::new(), Vec::new());
+        loop {
+            assert!(started.elapsed() < LIMIT, "no EOS within {LIMIT:?}");
+            let event = other
+                .next(Duration::from_millis(200), |fi, view| {
+                    buf.resize(fi.size as usize, 0);
+                    view.copy_to(&mut buf);
+                })
+                .unwrap();
+            match event {
+                SubscriberEvent::Frame(fi) => {
+                    check_pattern(&video_info(VideoFormat::Rgb), fi.number, &buf).unwrap();
+                    received.push(fi.number);
+                }
+                SubscriberEvent::Eos => return received,
+                SubscriberEvent::WriterLost { clean, .. } => panic!("writer lost ({clean})"),
+                _ => {}
+            }
+        }
+    });
+    // Pin the first four frames (every slot: no spare slots) and keep them.
+    let mut pins = Vec::new();
+    while pins.len() < 4 {
+        assert!(started.elapsed() < LIMIT, "pinned {} frames", pins.len());
+        let mut out = None;
+        if let SubscriberEvent::Frame(_) = pinner
+            .next_pinned(Duration::from_millis(200), &mut out)
+            .unwrap()
+        {
+            pins.extend(out);
+        }
+    }
+    let lines = peer.finish(Duration::from_secs(30));
+    let took = started.elapsed();
+    let received = reading.join().unwrap();
+    println!("{PUSHED} frames in {took:?}");
+    assert_eq!(
+        frame_lines(&lines, "written").len() as u64,
+        PUSHED,
+        "{lines:#?}"
+    );
+    assert_eq!(received, (0..PUSHED).collect::<Vec<_>>());
+    assert_eq!(pinner.reader().map(|r| r.evictions()), Some(1));
+    assert!(
+        pins.iter().any(|p| !p.intact()),
+        "the writer reused pinned slots"
+    );
+}
+
 // ----------------------------------------------------------------------------------------------
 // GStreamer elements <-> Python
 // ----------------------------------------------------------------------------------------------

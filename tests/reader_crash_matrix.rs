@@ -136,8 +136,9 @@ fn newest_frame_content(name: &str) -> u64 {
     u64::from_le_bytes(first_word) / 0x1_0000_0001
 }
 
-/// reader name= props=. Reads until EOS, checking every frame's content against the index
-/// its first word encodes, and reports the frames of each writer and the writer changes.
+/// reader name= props= limit_s=. Reads until EOS (for at most `limit_s` seconds), checking every
+/// frame's content against the index its first word encodes, and reports the frames of each
+/// writer and the writer changes.
 fn run_reader(a: &HashMap<String, String>) -> i32 {
     let (pipeline, out) = launch_with::<gst_app::AppSink>(
         &format!(
@@ -147,11 +148,12 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
         "out",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
+    let limit = Duration::from_secs(a["limit_s"].parse().unwrap());
     let started = Instant::now();
     let mut indices: Vec<u64> = Vec::new();
     let mut torn = 0;
     loop {
-        assert!(started.elapsed() < CHILD_LIMIT, "reader ran too long");
+        assert!(started.elapsed() < limit, "reader ran too long");
         let Some(sample) = out.try_pull_sample(gst::ClockTime::from_mseconds(100)) else {
             if out.is_eos() {
                 break;
@@ -197,10 +199,19 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
 }
 
 fn reader(name: &str, props: &str) -> ChildGuard {
+    reader_for(name, props, CHILD_LIMIT)
+}
+
+/// A reader that reads for at most `limit`.
+fn reader_for(name: &str, props: &str, limit: Duration) -> ChildGuard {
     spawn_role(
         ENTRY,
         "reader",
-        &[&format!("name={name}"), &format!("props={props}")],
+        &[
+            &format!("name={name}"),
+            &format!("props={props}"),
+            &format!("limit_s={}", limit.as_secs()),
+        ],
     )
 }
 
@@ -459,4 +470,248 @@ fn a_stalled_reader_cannot_make_a_drop_newest_writer_drop_everything_for_ever() 
     );
     assert_eq!(received, (pushed - 4..pushed).collect::<Vec<_>>());
     drop(stalled);
+}
+
+/// Readers killed in a row per case: 20 in CI, `SHMFRAME_CHURN_ITERATIONS=200` for the full run
+/// (more than the table's 64 entries: the table must never fill with dead readers).
+fn churn_iterations() -> u64 {
+    std::env::var("SHMFRAME_CHURN_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+/// How long a killed reader's entry may stay in the table: one housekeeping period (100 ms) is
+/// the goal; the bound leaves room for a loaded machine.
+const RECLAIM_LIMIT: Duration = Duration::from_secs(3);
+
+/// The churn writer: pushes checked 32x32 RGBA frames into `appsrc ! shmframesink` from a
+/// thread, copied from system memory or drawn from the sink's own slot pool, while `busy`.
+struct Pusher {
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl Pusher {
+    fn start(src: gst_app::AppSrc, pool: Option<gst::BufferPool>) -> Pusher {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let busy = std::sync::Arc::new(AtomicBool::new(true));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let (b, d) = (busy.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !d.load(Ordering::SeqCst) {
+                if b.load(Ordering::SeqCst) {
+                    push_frame(&src, pool.as_ref(), n);
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        });
+        Pusher { busy, done, thread }
+    }
+
+    fn set_busy(&self, busy: bool) {
+        self.busy.store(busy, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops pushing; the number of frames pushed.
+    fn finish(self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().unwrap()
+    }
+}
+
+fn push_frame(src: &gst_app::AppSrc, pool: Option<&gst::BufferPool>, n: u64) {
+    let mut buffer = match pool {
+        Some(pool) => pool.acquire_buffer(None).unwrap(),
+        None => gst::Buffer::with_size(32 * 32 * 4).unwrap(),
+    };
+    {
+        let b = buffer.get_mut().unwrap();
+        b.set_pts(gst::ClockTime::from_mseconds(33 * n));
+        fill_frame(n, &mut b.map_writable().unwrap());
+    }
+    src.push_buffer(buffer).unwrap();
+}
+
+/// A reader of the Python module (examples/python, needs python3 with numpy) that attaches and
+/// reads nothing until it is killed.
+fn python_reader(name: &str) -> ChildGuard {
+    let peer = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/python/interop_peer.py"
+    );
+    let child = std::process::Command::new("/usr/bin/python3")
+        .args([peer, "read", name, "--stall", "--timeout", "60"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 (with numpy: scripts/setup.sh) runs the Python reader");
+    ChildGuard {
+        child,
+        label: format!("python reader of {name}"),
+    }
+}
+
+/// The slot pool `sink` proposes for `caps`, activated.
+fn sink_pool(sink: &gst::Element, caps: &gst::Caps) -> gst::BufferPool {
+    let mut query = gst::query::Allocation::new(Some(caps), true);
+    assert!(sink.static_pad("sink").unwrap().query(&mut query));
+    let (pool, ..) = query
+        .allocation_pools()
+        .next()
+        .expect("the sink proposes a pool");
+    let pool = pool.expect("a pool object");
+    pool.set_active(true).unwrap();
+    pool
+}
+
+/// Readers SIGKILLed one after another (`shmframesrc` processes, and every other pair Python
+/// readers), alternately while the writer pushes frames and while it pushes none, on the copy
+/// or the pool `path`: each killed reader's entry
+/// is freed within `RECLAIM_LIMIT`, seen from outside the sink (an `Observer`: the sink's
+/// `stats` would check the readers itself). Then a new reader attaches and, with the reader
+/// that lived through it all, reads checked frames to the last; the sink's `readers` stat
+/// counts exactly the live readers.
+fn reader_churn_case(path: &str, layout: &str, props: &str) {
+    let kills = churn_iterations();
+    let name = ShmName::new(&format!("churn-{path}-{layout}"));
+    let case = |what: &str| format!("{path} path, {layout}: {what}");
+    let caps = gst_video::VideoCapsBuilder::new()
+        .format(gst_video::VideoFormat::Rgba)
+        .width(32)
+        .height(32)
+        .framerate(gst::Fraction::new(30, 1))
+        .build();
+    let (pipeline, src) = launch_with::<gst_app::AppSrc>(
+        &format!(
+            "appsrc name=src format=time block=true max-buffers=1 ! shmframesink name=sink \
+             shm-name={} shape=32x32:RGBA sync=false reader-timeout={READER_TIMEOUT_MS} \
+             {props}",
+            name.as_str()
+        ),
+        "src",
+    );
+    src.set_caps(Some(&caps));
+    let sink = pipeline.by_name("sink").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let pool = (path == "pool").then(|| sink_pool(&sink, &caps));
+    let observer = Observer::open(&name).expect("the sink made its segment at start");
+    // It lives through every kill: a few seconds each at most on a loaded machine.
+    let lifetime = CHILD_LIMIT + Duration::from_secs(2) * kills as u32;
+    let mut lived = reader_for(&name, "start=oldest", lifetime);
+    assert!(
+        common::wait_for(CHILD_LIMIT, || observer.reader_count() == 1),
+        "{}",
+        case("the first reader did not attach")
+    );
+    let pusher = Pusher::start(src.clone(), pool);
+    let mut longest = Duration::ZERO;
+    for k in 0..kills {
+        let busy = k % 2 == 0;
+        pusher.set_busy(busy);
+        let mut doomed = if k % 4 < 2 {
+            reader(&name, "")
+        } else {
+            python_reader(&name)
+        };
+        assert!(
+            common::wait_for(CHILD_LIMIT, || observer.reader_count() == 2),
+            "{}",
+            case(&format!("reader {k} did not attach"))
+        );
+        doomed.signal(libc::SIGKILL);
+        assert!(doomed.wait_timeout(CHILD_LIMIT).is_some());
+        let killed = Instant::now();
+        let freed = common::wait_for(RECLAIM_LIMIT, || observer.reader_count() == 1);
+        let writer = if busy { "busy" } else { "idle" };
+        assert!(
+            freed,
+            "{}",
+            case(&format!(
+                "reader {k} of {kills} killed while the writer was {writer}: its entry was \
+                 not freed within {RECLAIM_LIMIT:?}"
+            ))
+        );
+        longest = longest.max(killed.elapsed());
+    }
+    pusher.set_busy(false);
+    let mut fresh = reader(&name, "start=oldest");
+    assert!(
+        common::wait_for(CHILD_LIMIT, || observer.reader_count() == 2),
+        "{}",
+        case("a new reader did not attach after the kills")
+    );
+    pusher.set_busy(true);
+    std::thread::sleep(Duration::from_millis(300));
+    let pushed = pusher.finish();
+    let stats = sink.property::<gst::Structure>("stats");
+    assert_eq!(
+        stats.get::<u32>("readers").unwrap(),
+        2,
+        "{}",
+        case(&format!("the sink counts the live readers only: {stats}"))
+    );
+    if path == "pool" {
+        assert!(
+            stats.get::<u64>("frames-in-place").unwrap() > 0,
+            "{}",
+            case(&format!(
+                "upstream drew frames into the sink's pool: {stats}"
+            ))
+        );
+    }
+    let last_published = newest_frame_content(&name);
+    src.end_of_stream().unwrap();
+    common::wait_for_eos(&pipeline, "churn writer", CHILD_LIMIT);
+    pipeline.set_state(gst::State::Null).unwrap();
+    eprintln!(
+        "{}",
+        case(&format!(
+            "{kills} readers killed, the longest took {longest:?} to be freed; {pushed} \
+             frames pushed, the last published holds {last_published}"
+        ))
+    );
+    for (who, child) in [("lived", &mut lived), ("fresh", &mut fresh)] {
+        let s = summary(&child.wait_ok(lifetime));
+        let what = |msg: &str| case(&format!("{who}: {msg}: {s:?}"));
+        assert_eq!(num(&s, "torn"), 0, "{}", what("torn frames"));
+        assert_eq!(s["ordered"], "true", "{}", what("frames out of order"));
+        assert!(num(&s, "first_frames") > 0, "{}", what("no frame read"));
+        assert_eq!(
+            num(&s, "first_last"),
+            last_published,
+            "{}",
+            what("reads up to the last frame")
+        );
+    }
+}
+
+/// Dead readers never lock new ones out: on the copy path and on the pool path (upstream
+/// drawing into the sink's slots, where before the fix nothing freed a dead reader's entry, so
+/// that from the 65th killed reader on every new one was refused), in every layout and policy,
+/// with the writer busy and idle.
+#[test]
+fn readers_killed_in_a_row_are_freed_on_every_path_layout_and_policy() {
+    init();
+    for path in ["pool", "copy"] {
+        for (layout, props) in [
+            ("double", "layout=double"),
+            ("block", "layout=ring depth=4 backpressure=block"),
+            (
+                "drop-oldest",
+                "layout=ring depth=4 backpressure=drop-oldest",
+            ),
+            (
+                "drop-newest",
+                "layout=ring depth=4 backpressure=drop-newest",
+            ),
+        ] {
+            reader_churn_case(path, layout, props);
+        }
+    }
 }

@@ -334,6 +334,7 @@ fn properties_have_documented_defaults_ranges_and_metadata() {
         "latency-mean",
         "latency-max",
         "evictions",
+        "frames-overwritten",
     ] {
         assert_eq!(stats.get::<u64>(field).unwrap(), 0, "{field}");
     }
@@ -894,6 +895,106 @@ fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
             "only appsink's preroll buffer may stay pinned"
         );
     }
+}
+
+/// A zero-copy reader that holds the writer up past `reader-timeout` is evicted and its pins
+/// stop counting, so the slot of a frame it pinned may be rewritten before it pushes that frame
+/// (here: while a downstream probe holds the caps event that goes before it). That frame is not
+/// pushed as if it were intact: it is skipped, counted in `frames-overwritten` and
+/// `frames-missed`, and the next buffer is DISCONT. Before the fix the writer waited for the
+/// pin for ever.
+#[test]
+fn a_pinned_frame_rewritten_after_an_eviction_is_skipped_and_the_next_buffer_is_discont() {
+    const RGBA_64X48_15FPS: &str = "video/x-raw, format=(string)RGBA, width=(int)64, \
+                                    height=(int)48, framerate=(fraction)15/1";
+    let name = ShmName::new("src-evicted-pin");
+    let pipe = Pipe::with_sink(
+        &name,
+        "copy-mode=zero-copy start=oldest",
+        "enable-last-sample=false",
+    );
+    // The second caps event (the writer's caps change) waits until the test releases it.
+    let (hit, hit_rx) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    let release_rx = std::sync::Mutex::new(release_rx);
+    let caps_events = std::sync::atomic::AtomicU32::new(0);
+    pipe.src.static_pad("src").unwrap().add_probe(
+        gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(event)) = &info.data
+                && event.type_() == gst::EventType::Caps
+                && caps_events.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1
+            {
+                let _ = hit.send(());
+                let _ = release_rx.lock().unwrap().recv_timeout(LIMIT);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pipe.play();
+    let mut config = WriterConfig::new(&name, RGBA_64X48_SIZE as u64);
+    config.depth = 2;
+    config.spare_slots = 0;
+    config.backpressure = Backpressure::Block;
+    config.reader_timeout = Duration::from_millis(200);
+    let mut writer = Writer::create(&config).unwrap();
+    writer.set_caps(RGBA_64X48).unwrap();
+    wait_for_reader(&writer);
+    write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+    let first = pipe.pull();
+    check_buffer(first.buffer().unwrap(), 1, 0, RGBA_64X48_SIZE);
+    drop(first);
+    writer.set_caps(RGBA_64X48_15FPS).unwrap();
+    write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+    hit_rx
+        .recv_timeout(LIMIT)
+        .expect("frame 1 is pinned and its caps event held");
+    // Frames 2 and 3 need frame 0's and frame 1's slots, pinned by the held reader: the
+    // writer evicts it after the reader timeout and rewrites both.
+    let interrupt = writer.interrupt_handle();
+    let (written, written_rx) = mpsc::channel();
+    let writing = std::thread::spawn(move || {
+        for _ in 0..2 {
+            write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+        }
+        let _ = written.send(());
+        writer
+    });
+    let writes_done = written_rx.recv_timeout(LIMIT);
+    if writes_done.is_err() {
+        interrupt.interrupt();
+    }
+    let writer = writing.join();
+    assert!(
+        writes_done.is_ok(),
+        "the writer waited for the stopped reader's pins for longer than {LIMIT:?}"
+    );
+    let writer = writer.unwrap();
+    assert_eq!(writer.info().readers_evicted, 1);
+    release.send(()).unwrap();
+
+    let second = pipe.pull();
+    let buffer = second.buffer().unwrap();
+    check_buffer(buffer, 1, 2, RGBA_64X48_SIZE);
+    assert!(
+        buffer.flags().contains(gst::BufferFlags::DISCONT),
+        "the buffer after a skipped frame is DISCONT"
+    );
+    drop(second);
+    let third = pipe.pull();
+    check_buffer(third.buffer().unwrap(), 1, 3, RGBA_64X48_SIZE);
+    assert!(
+        !third
+            .buffer()
+            .unwrap()
+            .flags()
+            .contains(gst::BufferFlags::DISCONT)
+    );
+    let stats = stats(&pipe.src);
+    assert_eq!(stats.get::<u64>("frames-overwritten").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("frames-read").unwrap(), 3);
+    assert_eq!(stats.get::<u64>("frames-missed").unwrap(), 1);
+    assert_eq!(stats.get::<u64>("evictions").unwrap(), 1);
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use common::{ShmName, check_frame, fill_frame};
 use gstshmframe::transport::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const FRAME: usize = 4096 + 100;
 
@@ -708,6 +708,137 @@ fn a_reader_keeping_every_pin_it_may_never_makes_a_writer_without_spare_slots_dr
         }
     }
     assert_eq!(kept.len(), 1, "one slot of two stays unpinned");
+}
+
+/// `write_frame`, failing the test if it takes longer than `limit`.
+fn write_within(w: &mut Writer, n: u64, limit: Duration) -> WriteOutcome {
+    common::write_within(w, limit, &format!("frame {n}"), |w| {
+        w.write_with(
+            &FrameMeta {
+                pts: Some(n * 1000),
+                ..Default::default()
+            },
+            FRAME as u64,
+            |slot| fill_frame(n, slot),
+        )
+    })
+}
+
+/// Reads every frame available now into `received`: the index `fill_frame` wrote into each
+/// (not its frame number: dropped frames take no number), after checking the whole frame.
+fn drain(r: &mut Reader, received: &mut Vec<u64>) {
+    let mut buf = Vec::new();
+    while let ReadResult::Frame(_) = r
+        .read_next(Duration::ZERO, |info, view| {
+            buf.resize(info.size as usize, 0);
+            view.copy_to(&mut buf);
+        })
+        .unwrap()
+    {
+        let index = u64::from_le_bytes(buf[..8].try_into().unwrap()) / 0x1_0000_0001;
+        check_frame(index, &buf).unwrap();
+        received.push(index);
+    }
+}
+
+/// A reader that pins every slot and then stops (a stopped zero-copy reader, or a process
+/// doing it on purpose) holds the writer up no longer than the reader timeout, in every layout,
+/// policy and spare-slots count: the writer evicts it and stops honouring its pins. The other
+/// reader then gets every later frame, content checked, nothing more is dropped, and each pin
+/// of the evicted reader either still holds its frame or says it does not (`intact`). Before
+/// the fix a `block` writer waited for ever and the drop policies dropped every frame.
+#[test]
+fn a_stopped_reader_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    const LIMIT: Duration = Duration::from_secs(5);
+    for (layout, bp) in [
+        (Layout::Double, Backpressure::DropOldest),
+        (Layout::Ring, Backpressure::Block),
+        (Layout::Ring, Backpressure::DropOldest),
+        (Layout::Ring, Backpressure::DropNewest),
+    ] {
+        for spare in [0, 2] {
+            let case = format!("{layout:?} {bp:?} spare-slots={spare}");
+            let name = ShmName::new("pin-stall");
+            let mut c = config(&name, layout, 4, bp);
+            c.spare_slots = spare;
+            c.reader_timeout = TIMEOUT;
+            let mut w = Writer::create(&c).unwrap();
+            let slot_count = w.geometry().slot_count as usize;
+            let mut stopped = Reader::open(&name, &oldest()).unwrap();
+            let mut active = Reader::open(&name, &oldest()).unwrap();
+            let (mut pins, mut received) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while pins.len() < slot_count {
+                assert!(
+                    write_within(&mut w, n, LIMIT).frame().is_some(),
+                    "{case}: frame {n} dropped before every slot was pinned"
+                );
+                n += 1;
+                let mut out = None;
+                if let ReadResult::Frame(_) = stopped.pin_next(Duration::ZERO, &mut out).unwrap() {
+                    pins.extend(out);
+                }
+                drain(&mut active, &mut received);
+            }
+            // Every slot is pinned and the pinning reader stops: the writer goes on (under
+            // block, the first write waits) and evicts it after the timeout.
+            let held_up = Instant::now();
+            while w.info().readers_evicted == 0 {
+                assert!(
+                    held_up.elapsed() < LIMIT,
+                    "{case}: the reader pinning every slot was not evicted within {LIMIT:?} \
+                     ({} frames dropped)",
+                    w.frames_dropped()
+                );
+                write_within(&mut w, n, LIMIT);
+                n += 1;
+                drain(&mut active, &mut received);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let evicted_after = held_up.elapsed();
+            // The timeout runs from when the pins first kept a slot from the writer, which may
+            // be a little before the last pin.
+            assert!(
+                evicted_after >= TIMEOUT / 2,
+                "{case}: evicted after {evicted_after:?}, long before the reader timeout"
+            );
+            assert_eq!((stopped.evictions(), active.evictions()), (1, 0), "{case}");
+            let dropped = w.frames_dropped();
+            let first_after = n;
+            for _ in 0..2 * slot_count {
+                assert!(
+                    write_within(&mut w, n, LIMIT).frame().is_some(),
+                    "{case}: frame {n} dropped after the eviction"
+                );
+                n += 1;
+                drain(&mut active, &mut received);
+            }
+            assert_eq!(w.frames_dropped(), dropped, "{case}");
+            assert!(
+                received.ends_with(&(first_after..n).collect::<Vec<_>>()),
+                "{case}: the other reader gets every frame after the eviction: {received:?}"
+            );
+            assert_eq!(
+                active.frames_read() + active.frames_missed(),
+                w.frames_written(),
+                "{case}: every frame written is read or counted missed"
+            );
+            let overwritten = pins.iter().filter(|p| !p.intact()).count();
+            // Nothing was dropped before the pins: their frame numbers are their indices.
+            for p in pins.iter().filter(|p| p.intact()) {
+                check_frame(p.info().number, p.data()).unwrap();
+            }
+            assert!(
+                overwritten > 0,
+                "{case}: the writer reused none of the evicted reader's {slot_count} slots"
+            );
+            eprintln!(
+                "{case}: evicted after {evicted_after:?}, {dropped} frames dropped meanwhile, \
+                 {overwritten} of {slot_count} pins overwritten"
+            );
+        }
+    }
 }
 
 #[test]

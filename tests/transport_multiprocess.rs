@@ -335,6 +335,93 @@ fn a_reader_killed_while_holding_pins_releases_its_slots() {
     let _ = pinner.wait_timeout(Duration::from_secs(5));
 }
 
+/// A process that claims an entry and pins every slot, then reads nothing more, holds `block`
+/// and `drop-oldest` writers up no longer than the reader timeout: it is evicted and its pins
+/// stop counting. Of 240 frames pushed, the other reader gets every one written, content checked
+/// (under block: all 240); frames are dropped (drop-oldest) only before the eviction. Before the
+/// fix the block writer waited for ever and the drop-oldest writer dropped every frame.
+#[test]
+fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const PUSHED: u64 = 240;
+    for (policy, bp) in [
+        ("block", Backpressure::Block),
+        ("drop-oldest", Backpressure::DropOldest),
+    ] {
+        let name = ShmName::new(&format!("mp-pin-all-{policy}"));
+        let mut c = WriterConfig::new(&name, 4096);
+        c.depth = 4;
+        c.backpressure = bp;
+        c.reader_timeout = TIMEOUT;
+        let mut w = Writer::create(&c).unwrap();
+        let slots = w.geometry().slot_count;
+        let mut pinner = spawn_role(entry(), "pinner", &[&name, &slots.to_string()]);
+        assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
+        let mut other = Reader::open(
+            &name,
+            &ReaderOptions {
+                start: StartPosition::Oldest,
+            },
+        )
+        .unwrap();
+        let (mut received, mut buf) = (Vec::new(), vec![0; 4096]);
+        let mut read_along = |other: &mut Reader| {
+            while let ReadResult::Frame(_) = other
+                .read_next(Duration::ZERO, |_, view| view.copy_to(&mut buf))
+                .unwrap()
+            {
+                let index = u64::from_le_bytes(buf[..8].try_into().unwrap()) / 0x1_0000_0001;
+                check_frame(index, &buf).unwrap();
+                received.push(index);
+            }
+        };
+        for n in 0..slots as u64 {
+            write_4k(&mut w, n);
+            read_along(&mut other);
+        }
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                w.info().readers.iter().any(|r| r.pinned_slots == slots)
+            }),
+            "{policy}: the child pins every slot"
+        );
+        let started = Instant::now();
+        let mut dropped_after_eviction = 0;
+        for n in slots as u64..PUSHED {
+            let evicted = w.info().readers_evicted > 0;
+            let outcome = common::write_within(&mut w, TIMEOUT * 30, &format!("frame {n}"), |w| {
+                w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+            });
+            if evicted && outcome.frame().is_none() {
+                dropped_after_eviction += 1;
+            }
+            read_along(&mut other);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let took = started.elapsed();
+        let written = w.frames_written();
+        eprintln!(
+            "{policy}: {PUSHED} pushed in {took:?}, {written} written, {} dropped",
+            w.frames_dropped()
+        );
+        assert_eq!(w.info().readers_evicted, 1, "{policy}");
+        assert_eq!(dropped_after_eviction, 0, "{policy}");
+        assert_eq!(written + w.frames_dropped(), PUSHED, "{policy}");
+        assert_eq!(received.len() as u64, written, "{policy}: {received:?}");
+        assert!(received.windows(2).all(|p| p[0] < p[1]), "{policy}");
+        assert_eq!(received.last(), Some(&(PUSHED - 1)), "{policy}");
+        if bp == Backpressure::Block {
+            assert_eq!(received, (0..PUSHED).collect::<Vec<_>>(), "{policy}");
+        }
+        assert!(
+            took < TIMEOUT + Duration::from_secs(10),
+            "{policy}: {PUSHED} frames took {took:?}"
+        );
+        pinner.signal(libc::SIGKILL);
+        let _ = pinner.wait_timeout(Duration::from_secs(5));
+    }
+}
+
 #[test]
 fn drop_oldest_across_processes_accounts_for_every_frame() {
     let name = ShmName::new("mp-drop-oldest");
@@ -353,6 +440,55 @@ fn drop_oldest_across_processes_accounts_for_every_frame() {
         assert_eq!(num(&s, "read") + num(&s, "missed"), frames, "{s:?}");
         assert_eq!(num(&s, "last"), frames - 1);
     }
+}
+
+/// Readers killed in a row while the writer does nothing at all (not even a liveness check):
+/// each new reader frees the entry a dead one left as it claims one, so the table never fills
+/// with dead readers and the writer needs to run for nothing. 20 kills in CI,
+/// `SHMFRAME_CHURN_ITERATIONS=200` for the full run (before the fix, the 65th was refused).
+#[test]
+fn readers_killed_in_a_row_never_fill_the_table_of_an_idle_writer() {
+    let kills: u64 = std::env::var("SHMFRAME_CHURN_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let name = ShmName::new("mp-churn-idle");
+    let mut w = block_writer(&name, 4, 0, Duration::from_secs(30));
+    for n in 0..3 {
+        write_4k(&mut w, n);
+    }
+    let entries = |w: &Writer| w.info().readers.iter().map(|r| r.pid).collect::<Vec<_>>();
+    for k in 0..kills {
+        let mut doomed = spawn_role(entry(), "reader", &[&name, "60000000"]);
+        let pid = doomed.pid();
+        assert!(
+            wait_for(Duration::from_secs(30), || entries(&w).contains(&pid)),
+            "reader {k} did not attach: {:?}",
+            entries(&w)
+        );
+        assert_eq!(
+            entries(&w),
+            vec![pid],
+            "reader {k} of {kills}: the entries of the readers killed before it are freed"
+        );
+        doomed.signal(libc::SIGKILL);
+        assert!(doomed.wait_timeout(CHILD_LIMIT).is_some());
+    }
+    // A reader attaching now reads checked frames to EOS.
+    let mut last = spawn_role(entry(), "reader", &[&name, "0"]);
+    let pid = last.pid();
+    assert!(wait_for(Duration::from_secs(30), || entries(&w) == vec![pid]));
+    for n in 3..10 {
+        write_4k(&mut w, n);
+    }
+    w.end_of_stream();
+    drop(w);
+    let s = summary(&last.wait_ok(CHILD_LIMIT));
+    assert_eq!(
+        (num(&s, "read"), num(&s, "missed"), num(&s, "last")),
+        (10, 0, 9),
+        "{s:?}"
+    );
 }
 
 #[test]

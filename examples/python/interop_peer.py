@@ -2,7 +2,7 @@
 line that prints one line per event, so the Rust side can compare frame content.
 
     interop_peer.py read NAME [--start oldest|newest] [--wait S] [--timeout S] [--stall]
-                              [--zero-copy] [--max-frames N]
+                              [--zero-copy] [--max-frames N] [--hold]
     interop_peer.py write NAME WIDTH HEIGHT FORMAT [--layout ring|double] [--depth N]
                               [--backpressure block|drop-oldest|drop-newest] [--frames N]
                               [--wait-readers K] [--wait S]
@@ -13,6 +13,7 @@ Output lines (space separated key=value fields after a keyword):
     attached index=I layout=L depth=D caps="..."     (reader attached)
     frame N raw=CRC pix=CRC shape=A,B,C dtype=T missed=M
     eos read=R missed=M | gone clean=0|1 | timeout
+    holding read=R                                    (--hold: --max-frames read, last kept)
     written N raw=CRC pix=CRC | dropped                 (writer)
     layout FORMAT W H SIZE COMPONENT:OFFSET:STRIDE:ROWS:ROW_BYTES ...
 
@@ -99,6 +100,11 @@ def cmd_read(a):
                 f"dtype={array.dtype} missed={info.missed_before}"
             )
             count += 1
+        if a.hold:
+            # The last frame read stays pinned (with --zero-copy) until the process ends.
+            out(f"holding read={reader.frames_read}")
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            return 0
         out(f"done read={reader.frames_read} missed={reader.frames_missed}")
         return 0
     finally:
@@ -173,6 +179,7 @@ def main():
     r.add_argument("--stall", action="store_true")
     r.add_argument("--zero-copy", action="store_true")
     r.add_argument("--max-frames", type=int)
+    r.add_argument("--hold", action="store_true")
     w = sub.add_parser("write")
     w.add_argument("name")
     w.add_argument("width", type=int)

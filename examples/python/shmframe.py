@@ -1312,18 +1312,17 @@ class Reader(_ClosedOnExit):
         the lock we check pid == 0 and store ours; after a full fence makes the store visible
         we downgrade the lock to the READ lock the protocol specifies (a lock conversion is
         atomic: the byte is never unlocked in between). A Rust claimer that locks after that
-        sees our pid and its CAS fails."""
+        sees our pid and its CAS fails. An entry that has a pid while we hold its lock belongs
+        to a dead reader (a live one holds its read lock): we take it over, clearing its pins,
+        so dead readers never fill the table."""
         v, geo, pid = self._v, self.geometry, os.getpid()
         for i in range(geo.max_readers):
             e = geo.reader_entry(i)
-            if v.c32[(e + R_PID) >> 2] != 0:
-                continue
             lock = READER_LOCK_BASE + i
             if not _try_lock_byte(self._fd, lock, True):
                 continue
-            if v.c32[(e + R_PID) >> 2] != 0:
-                _unlock_byte(self._fd, lock)
-                continue
+            for w in range(geo.pin_words):
+                v.c64[geo.pin_word(i, w) >> 3] = 0
             v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
             v.c32[(e + R_PID) >> 2] = pid
             _fence()
@@ -1533,6 +1532,8 @@ class Reader(_ClosedOnExit):
         ``copy=False`` returns a read-only view into shared memory instead of a copy: the slot
         is pinned (the writer leaves it alone) until ``release()``, the next ``read`` or
         ``close``. A writer without spare slots may have to drop frames while a slot is pinned.
+        A pin that leaves the writer no slot for longer than its reader timeout gets this reader
+        evicted; its pins then stop counting and held views may change.
 
         Raises ``EndOfStream`` once every frame was read after the writer's end of stream, and
         ``WriterGone`` when the writer closed the segment or died."""
@@ -1963,7 +1964,9 @@ class Writer(_ClosedOnExit):
         geo = self.geometry
         word, bit = slot // 64, 1 << (slot % 64)
         for r in range(self._readers_hwm()):
-            if self._c32(geo.reader_entry(r) + R_PID) == 0:
+            e = geo.reader_entry(r)
+            # An evicted reader's pins do not count (docs/LAYOUT.md, eviction).
+            if self._c32(e + R_PID) == 0 or self._c32(e + R_STATE) == READER_EVICTED:
                 continue
             if self._c64(geo.pin_word(r, word)) & bit:
                 return True
@@ -2068,27 +2071,47 @@ class Writer(_ClosedOnExit):
         else:
             due = now
         self._next_due = due + self._duration
+    def _pins_in_the_way(self, reader, keep_from):
+        """Whether ``reader`` pins a slot the writer could take but for pins (holding no frame,
+        or one older than ``keep_from``)."""
+        geo = self.geometry
+        for word in range(geo.pin_words):
+            bits = self._c64(geo.pin_word(reader, word))
+            for s in range(word * 64, min(word * 64 + 64, len(self._slot_frame))):
+                f = self._slot_frame[s]
+                if bits >> (s % 64) & 1 and (f is None or f < keep_from):
+                    return True
+        return False
 
     def _check_readers(self, blocked):
-        """Frees entries of dead readers (their lock is gone); when ``blocked``, evicts readers
-        that hold the writer up without advancing for longer than the reader timeout."""
+        """Frees entries of dead readers (their lock is gone); when ``blocked`` (the writer
+        waits, or pins leave it no slot), evicts readers that hold it up for longer than the
+        reader timeout: by a cursor that does not advance (not under drop-oldest), or by pins
+        that keep it from a slot (docs/LAYOUT.md, eviction)."""
         v, geo = self._v, self.geometry
         now = _monotonic_ns()
         self._last_housekeeping = now
         head, depth, floor = self._h64(H_HEAD), geo.depth, self._h64(H_CLEAR_FLOOR)
+        keep_from = max(head + 1 - depth, 0)
         for i in range(self._readers_hwm()):
             e = geo.reader_entry(i)
             pid, state = self._c32(e + R_PID), self._c32(e + R_STATE)
             if pid == 0:
                 self._watch.pop(i, None)
                 continue
-            if not _byte_is_locked(self._fd, READER_LOCK_BASE + i, True):
-                # The reader's process is gone (the kernel dropped its lock). Nobody else writes
-                # an entry whose pid is non-zero, so plain stores free it safely.
-                for w in range(geo.pin_words):
-                    v.c64[geo.pin_word(i, w) >> 3] = 0
-                v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
-                v.c32[(e + R_PID) >> 2] = 0
+            lock = READER_LOCK_BASE + i
+            if _try_lock_byte(self._fd, lock, True):
+                # The reader's process is gone (the kernel dropped its lock). Our write lock
+                # keeps anyone from claiming the entry meanwhile (readers looking for an entry
+                # free dead ones too, under the same lock), so plain stores free it safely.
+                if self._c32(e + R_PID) != 0:
+                    for w in range(geo.pin_words):
+                        v.c64[geo.pin_word(i, w) >> 3] = 0
+                    v.c32[(e + R_STATE) >> 2] = READER_CLAIMING
+                    v.c64[(e + R_SESSION) >> 3] = 0
+                    _fence()
+                    v.c32[(e + R_PID) >> 2] = 0
+                _unlock_byte(self._fd, lock)
                 self._watch.pop(i, None)
                 continue
             if state == READER_CLAIMING:
@@ -2097,12 +2120,28 @@ class Writer(_ClosedOnExit):
             cursor = self._c64(e + R_CURSOR)
             w = self._watch.get(i)
             if w is None or w["known"] != (pid, session):
-                w = self._watch[i] = {"known": (pid, session), "cursor": cursor, "progress_ns": now}
+                w = self._watch[i] = {
+                    "known": (pid, session),
+                    "cursor": cursor,
+                    "progress_ns": now,
+                    "pins_since": None,
+                }
             if cursor != w["cursor"]:
                 w["cursor"], w["progress_ns"] = cursor, now
-            behind = head >= depth and max(cursor, floor) <= head - depth
-            holding_us_up = blocked and state == READER_ACTIVE and behind
-            if holding_us_up and now - w["progress_ns"] > self._reader_timeout_ns:
+            if not self._pins_in_the_way(i, keep_from):
+                w["pins_since"] = None
+            elif w["pins_since"] is None:
+                w["pins_since"] = now
+            timeout = self._reader_timeout_ns
+            behind = (
+                self.backpressure != BP_DROP_OLDEST
+                and head >= depth
+                and max(cursor, floor) <= head - depth
+            )
+            stalled_behind = behind and now - w["progress_ns"] > timeout
+            pins_since = w["pins_since"]
+            stalled_pinning = pins_since is not None and now - pins_since > timeout
+            if blocked and state == READER_ACTIVE and (stalled_behind or stalled_pinning):
                 # Only the writer moves ACTIVE -> EVICTED; the reader moves it back.
                 v.c32[(e + R_STATE) >> 2] = READER_EVICTED
                 v.c64[(e + R_EVICTIONS) >> 3] = self._c64(e + R_EVICTIONS) + 1
@@ -2143,6 +2182,10 @@ class Writer(_ClosedOnExit):
                 )
             elif slot is None and full:
                 slot = self._free_slot(n)  # drop-oldest / double: overwrite
+            if slot is None:
+                # Pins leave no slot: evict readers whose pins have done so for too long.
+                self._check_readers(True)
+                slot = self._free_slot(n)
             if slot is None:
                 self._add64(H_FRAMES_DROPPED)
                 return None

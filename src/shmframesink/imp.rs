@@ -56,6 +56,9 @@ const DEFAULT_WAIT_FOR_READERS: u32 = 0;
 const DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS: u64 = 0;
 /// Longest reader timeout accepted (about 49 days): beyond that "never" is meant anyway.
 const MAX_READER_TIMEOUT_MS: u64 = u32::MAX as u64;
+/// How often the sink checks its readers also while no frame arrives (upstream paused, a live
+/// source gone quiet): a dead reader's entry is freed and its detach reported within this.
+const IDLE_HOUSEKEEPING: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 
 /// How frames are kept in the segment (the `layout` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -374,6 +377,8 @@ pub struct ShmFrameSink {
     /// Lends the current segment's slots to our buffer pool without taking `output`, so a
     /// write waiting for room never keeps upstream from drawing into a free slot.
     lender: Mutex<Option<PoolLending>>,
+    /// The periodic reader check while started (see `IDLE_HOUSEKEEPING`).
+    housekeeping: Mutex<Option<gst::PeriodicClockId>>,
 }
 
 /// How the slot pool borrows from the current segment.
@@ -773,12 +778,16 @@ impl ShmFrameSink {
         }
         *self.output.lock().unwrap() = output;
         *self.state.lock().unwrap() = State::Started(Box::new(started));
+        self.start_housekeeping();
         Ok(())
     }
 }
 
 impl BaseSinkImpl for ShmFrameSink {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        if let Some(housekeeping) = self.housekeeping.lock().unwrap().take() {
+            housekeeping.unschedule();
+        }
         // End any write still waiting for room before taking the writer's lock.
         self.flushing.store(true, Ordering::SeqCst);
         self.wake_pool();
@@ -1439,8 +1448,29 @@ impl ShmFrameSink {
         }
     }
 
-    /// Checks the reader table now (for `stats`) unless a write holds the writer, which
-    /// reports changes itself when it finishes.
+    /// Checks the reader table every `IDLE_HOUSEKEEPING` from the system clock's thread, so
+    /// that readers are checked while no frame arrives too (writes check them themselves).
+    fn start_housekeeping(&self) {
+        let clock = gst::SystemClock::obtain();
+        let id = clock.new_periodic_id(clock.time() + IDLE_HOUSEKEEPING, IDLE_HOUSEKEEPING);
+        let weak_sink = self.obj().downgrade();
+        let scheduled = id.wait_async(move |_, _, _| {
+            if let Some(sink) = weak_sink.upgrade() {
+                sink.imp().poll_reader_events();
+            }
+        });
+        match scheduled {
+            Ok(_) => *self.housekeeping.lock().unwrap() = Some(id),
+            Err(err) => gst::warning!(
+                CAT,
+                imp = self,
+                "No periodic reader check ({err:?}): readers are checked on writes and stats only"
+            ),
+        }
+    }
+
+    /// Checks the reader table now (for `stats`, and periodically) unless a write holds the
+    /// writer, which reports changes itself when it finishes.
     fn poll_reader_events(&self) {
         let events = match self.output.try_lock() {
             Ok(mut guard) => match guard.as_mut() {

@@ -192,6 +192,8 @@ struct Stats {
     writer_uid: u32,
     writer_restarts: u32,
     evictions: u64,
+    /// Zero-copy frames the writer overwrote before they were pushed (after evicting us).
+    frames_overwritten: u64,
 }
 
 /// `writer-uid` while no writer is attached: (uid_t) -1, which names no user.
@@ -208,6 +210,7 @@ impl Default for Stats {
             writer_uid: NO_WRITER_UID,
             writer_restarts: 0,
             evictions: 0,
+            frames_overwritten: 0,
         }
     }
 }
@@ -228,6 +231,7 @@ impl Stats {
             .field("writer-uid", self.writer_uid)
             .field("writer-restarts", self.writer_restarts)
             .field("evictions", self.evictions)
+            .field("frames-overwritten", self.frames_overwritten)
             .build()
     }
 }
@@ -565,7 +569,9 @@ impl ObjectImpl for ShmFrameSrc {
                         "frames-read, frames-missed, latency-mean and latency-max (ns from \
                          the writer's write to this source's push), writer-pid, writer-uid \
                          (the user the writer runs as; 4294967295 while none is attached), \
-                         writer-restarts, evictions",
+                         writer-restarts, evictions, frames-overwritten (zero-copy frames \
+                         the writer rewrote after evicting this reader: skipped, counted \
+                         missed too)",
                     )
                     .read_only()
                     .build(),
@@ -939,7 +945,23 @@ impl ShmFrameSrc {
                     return Err(gst::FlowError::Eos);
                 }
                 Ok(SubscriberEvent::Frame(info)) => {
+                    if self.skip_earlier_frame(stream, &info) {
+                        waiting_since = Instant::now();
+                        continue;
+                    }
+                    if !self.prepare_caps(stream, &info)? {
+                        waiting_since = Instant::now();
+                        continue;
+                    }
                     let copied = match pinned.take() {
+                        // Checked last, after everything that may take time (a caps event
+                        // goes downstream first): the pin is honoured unless the writer evicted
+                        // us meanwhile and rewrote the slot.
+                        Some(pinned) if !pinned.intact() => {
+                            self.skip_overwritten_frame(stream, &info);
+                            waiting_since = Instant::now();
+                            continue;
+                        }
                         // Read-only memory wrapping the slot; dropping the last reference
                         // releases the pin.
                         Some(pinned) => Ok(wrap_pinned(pinned)),
@@ -953,14 +975,6 @@ impl ShmFrameSrc {
                         );
                         gst::FlowError::Error
                     })?;
-                    if self.skip_earlier_frame(stream, &info) {
-                        waiting_since = Instant::now();
-                        continue;
-                    }
-                    if !self.prepare_caps(stream, &info)? {
-                        waiting_since = Instant::now();
-                        continue;
-                    }
                     return Ok(CreateSuccess::NewBuffer(
                         self.finish_buffer(stream, buffer, &info),
                     ));
@@ -1266,6 +1280,23 @@ impl ShmFrameSrc {
             return Err(gst::FlowError::Error);
         }
         Ok(true)
+    }
+
+    /// A pinned frame whose slot the writer rewrote before we pushed it: it held the writer up
+    /// for longer than reader-timeout, was evicted, and its pins stopped counting. Not pushed;
+    /// counted as missed and as overwritten, and the next buffer is DISCONT.
+    fn skip_overwritten_frame(&self, stream: &mut Stream, info: &FrameInfo) {
+        gst::warning!(
+            CAT,
+            imp = self,
+            "Frame {} was overwritten before it was pushed: this reader held the writer up for \
+             longer than its reader-timeout and was evicted; skipped",
+            info.number
+        );
+        let mut stats = self.stats.lock().unwrap();
+        stats.frames_missed += info.missed_before + 1;
+        stats.frames_overwritten += 1;
+        stream.discont_pending = true;
     }
 
     fn skip_frame_without_caps(&self, stream: &mut Stream, info: &FrameInfo) {

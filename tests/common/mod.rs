@@ -223,6 +223,28 @@ pub fn readers_first_frames() -> u64 {
         .unwrap_or(10_000)
 }
 
+/// Runs `write` on `writer`, failing the test (after interrupting the write) if it takes longer
+/// than `limit`: a writer held up for ever must fail a test, not hang it.
+pub fn write_within<T>(
+    writer: &mut gstshmframe::transport::Writer,
+    limit: Duration,
+    what: &str,
+    write: impl FnOnce(&mut gstshmframe::transport::Writer) -> Result<T, gstshmframe::transport::Error>,
+) -> T {
+    let interrupt = writer.interrupt_handle();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished.recv_timeout(limit).is_err() {
+            interrupt.interrupt();
+        }
+    });
+    let started = Instant::now();
+    let result = write(writer);
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    result.unwrap_or_else(|e| panic!("{what}: {e} after {:?}", started.elapsed()))
+}
+
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;

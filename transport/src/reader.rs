@@ -612,11 +612,13 @@ fn oldest_held(map: &Mapping, head: u64) -> u64 {
 }
 
 /// Claims a free reader entry: lock its byte first, then compare-and-swap the pid in, so an
-/// entry with a pid always has a lock while its process lives.
+/// entry with a pid always has a lock while its process lives. An entry left by a dead reader
+/// is freed on the way, so dead readers never lock new ones out, whatever the writer does
+/// (busy, idle or stopped).
 fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
     for i in 0..map.geo.max_readers {
         let e = map.reader_entry(i);
-        if e.pid.load(Ordering::Acquire) != 0 {
+        if e.pid.load(Ordering::Acquire) != 0 && free_if_dead(map, i).is_none() {
             continue;
         }
         let lock = READER_LOCK_BASE + i as u64;
@@ -637,6 +639,35 @@ fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
         sys::unlock_byte(&map.file, lock);
     }
     None
+}
+
+/// Frees reader entry `i` if the process that claimed it is gone (the kernel dropped its lock)
+/// and returns that process's pid. The entry's lock byte is taken exclusively meanwhile: it
+/// conflicts with a live holder's lock and with every claimer's (a claimer locks the byte before
+/// its compare-and-swap), so the entry is never one that a live reader holds or is claiming,
+/// and the writer and readers looking for an entry may all free entries at once.
+pub(crate) fn free_if_dead(map: &Mapping, i: u32) -> Option<u32> {
+    let e = map.reader_entry(i);
+    if e.pid.load(Ordering::Acquire) == 0 {
+        return None;
+    }
+    let lock = READER_LOCK_BASE + i as u64;
+    if !sys::try_lock_byte(&map.file, lock, true).unwrap_or(false) {
+        return None;
+    }
+    // Read again under the lock: the reader may have detached (and unlocked) meanwhile.
+    let pid = e.pid.load(Ordering::Acquire);
+    if pid != 0 {
+        for w in 0..map.geo.pin_words {
+            map.pin_word(i, w).store(0, Ordering::Relaxed);
+        }
+        e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
+        e.session.store(0, Ordering::Relaxed);
+        // Release: a claimer that sees pid 0 sees the entry free (claiming, no pins).
+        e.pid.store(0, Ordering::Release);
+    }
+    sys::unlock_byte(&map.file, lock);
+    (pid != 0).then_some(pid)
 }
 
 /// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
@@ -697,6 +728,7 @@ impl ReaderLease {
         Ok(Some(PinnedFrame {
             lease: lease.clone(),
             slot,
+            seq: s1,
             info,
         }))
     }
@@ -743,6 +775,8 @@ impl Drop for ReaderLease {
 pub struct PinnedFrame {
     lease: Arc<ReaderLease>,
     slot: u32,
+    /// The slot's sequence word when it was pinned.
+    seq: u64,
     info: FrameInfo,
 }
 
@@ -751,10 +785,23 @@ impl PinnedFrame {
         &self.info
     }
 
-    /// The frame's bytes, read-only (mapped read-only in this process).
+    /// Whether the slot still holds this frame as it was pinned. False only once the writer
+    /// evicted the reader for holding it up for longer than the reader timeout (from then on
+    /// it no longer honours the reader's pins) and wrote the slot again: the bytes are then no
+    /// longer this frame's, and must not be handed on as if they were.
+    pub fn intact(&self) -> bool {
+        // Acquire pairs with the writer's Release of the sequence word when it rewrote it.
+        self.lease.map.desc(self.slot).seq.load(Ordering::Acquire) == self.seq
+    }
+
+    /// The frame's bytes, read-only (mapped read-only in this process). They stay this
+    /// frame's while the pin is honoured; see [`Self::intact`].
     pub fn data(&self) -> &[u8] {
-        // SAFETY: the slot is pinned, so a well-behaved writer does not write it while this
-        // borrow lives; size <= slot_capacity was checked when the frame was located.
+        // SAFETY: size <= slot_capacity was checked when the frame was located, and the slot
+        // stays mapped (read-only) while the lease lives. The slot is pinned, so the writer
+        // leaves it alone unless it evicted this reader; then the bytes may change under the
+        // borrow, as shared memory another process writes can: they are only ever read, and
+        // readers check `intact` before handing them on.
         unsafe {
             std::slice::from_raw_parts(self.lease.map.slot_ptr(self.slot), self.info.size as usize)
         }

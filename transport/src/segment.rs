@@ -81,11 +81,16 @@ impl Mapping {
     }
 
     /// Pin word `word` of every live reader together: bit `s % 64` is set when some reader
-    /// pins slot `s`. SeqCst loads: the writer pairs them with its marking of a slot before it
-    /// checks pins (see `Writer::acquire`).
+    /// pins slot `s`. An evicted reader's pins do not count: it held the writer up for longer
+    /// than the reader timeout (its frames may be overwritten under it). SeqCst loads: the
+    /// writer pairs them with its marking of a slot before it checks pins (see `Writer::acquire`).
     pub fn pinned_bits(&self, word: u32) -> u64 {
         (0..self.readers_hwm())
-            .filter(|&r| self.reader_entry(r).pid.load(Ordering::SeqCst) != 0)
+            .filter(|&r| {
+                let e = self.reader_entry(r);
+                e.pid.load(Ordering::SeqCst) != 0
+                    && e.state.load(Ordering::SeqCst) != reader_state::EVICTED
+            })
             .fold(0, |bits, r| {
                 bits | self.pin_word(r, word).load(Ordering::SeqCst)
             })

@@ -2,7 +2,7 @@
 
 use super::cleanup::OnTerminate;
 use super::layout::*;
-use super::reader::Interrupt;
+use super::reader::{Interrupt, free_if_dead};
 use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
 use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
 use std::sync::Arc;
@@ -209,6 +209,25 @@ impl Slots {
             .min()
     }
 
+    /// Whether reader `reader` pins a slot the writer could take for the next frame but for
+    /// pins: not lent, and holding no frame or one older than `keep_from` (gone from the ring).
+    fn pins_in_the_way(&self, reader: u32, keep_from: u64) -> bool {
+        (0..self.map.geo.pin_words).any(|w| {
+            let mut bits = self.map.pin_word(reader, w).load(Ordering::SeqCst);
+            while bits != 0 {
+                let slot = (w * 64 + bits.trailing_zeros()) as usize;
+                bits &= bits - 1;
+                if slot < self.count()
+                    && self.held(slot) == holder::FREE
+                    && self.frame(slot).is_none_or(|f| f < keep_from)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+
     fn pinned(&self, slot: u32) -> bool {
         self.map.pinned_bits(slot / 64) & (1 << (slot % 64)) != 0
     }
@@ -408,6 +427,9 @@ struct ReaderWatch {
     cursor: u64,
     /// Monotonic time the cursor last moved (or the current wait began).
     progress_ns: u64,
+    /// Since when (monotonic) the reader's pins have kept a slot from the writer, as far as
+    /// the checks saw: a reader that advances its cursor but keeps its pins still stalls us.
+    pins_in_the_way_since: Option<u64>,
 }
 
 pub struct Writer {
@@ -614,12 +636,28 @@ impl Writer {
         n >= depth && self.slowest_cursor().is_some_and(|c| c <= n - depth)
     }
 
-    /// Under drop-newest a full ring drops the incoming frame; a reader that stopped advancing
-    /// (stopped, hung) must not make every later frame drop for all readers, so it is evicted
-    /// after the reader timeout, as under block. True if frame `n` still finds the ring full.
-    fn still_full_after_evicting_stalled(&mut self, n: u64) -> bool {
+    /// Whether frame `n` finds the ring full. Every frame handed to the writer passes here,
+    /// copied ([`Self::acquire`]) or drawn in a lent slot ([`Self::publish_lent`]), so this is
+    /// where reader liveness is re-checked on a period: a dead reader's entry and pins are freed
+    /// within `HOUSEKEEPING_INTERVAL_NS` on every path. Under drop-newest a full ring drops the
+    /// incoming frame; a reader that stopped advancing (stopped, hung) must not make every later
+    /// frame drop for all readers, so it is evicted after the reader timeout, as under block.
+    fn full_on_arrival(&mut self, n: u64) -> bool {
+        self.housekeeping_if_due();
+        let full = self.ring_full_for(n);
+        if full && self.backpressure == Backpressure::DropNewest {
+            self.check_readers(true);
+            return self.ring_full_for(n);
+        }
+        full
+    }
+
+    /// A free slot for frame `n` once readers whose pins hold the writer up for longer than the
+    /// reader timeout are evicted (their pins no longer count), for the policies that drop a
+    /// frame rather than wait when pins leave no slot.
+    fn free_slot_after_evicting_stalled(&mut self, n: u64) -> Option<u32> {
         self.check_readers(true);
-        self.ring_full_for(n)
+        self.free_slot(n)
     }
 
     /// True when the slowest live reader is `depth` frames behind.
@@ -636,12 +674,8 @@ impl Writer {
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
     /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
     pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
-        self.housekeeping_if_due();
         let n = self.head();
-        let mut full = self.ring_full_for(n);
-        if full && self.backpressure == Backpressure::DropNewest {
-            full = self.still_full_after_evicting_stalled(n);
-        }
+        let full = self.full_on_arrival(n);
         if full && self.backpressure == Backpressure::DropNewest {
             self.count_full();
             self.count_drop();
@@ -668,6 +702,8 @@ impl Writer {
             } else if self.backpressure == Backpressure::Block {
                 // Every slot is leased or pinned: wait for a release.
                 self.wait_until(|w| w.free_slot(w.head()))?
+            } else if let Some(s) = self.free_slot_after_evicting_stalled(n) {
+                s
             } else {
                 self.count_drop();
                 return Ok(None);
@@ -694,7 +730,6 @@ impl Writer {
     /// slot stays out of the writer's hands, also after it is published, until
     /// [`Lender::give_back`]. [`Lender::lend`] does the same from any thread.
     pub fn lend(&mut self) -> Option<u32> {
-        self.housekeeping_if_due();
         self.slots.lend()
     }
 
@@ -782,10 +817,7 @@ impl Writer {
         self.await_readers()?;
         let started = Instant::now();
         let mut n = self.head();
-        let mut outcome_full = self.ring_full_for(n);
-        if outcome_full && self.backpressure == Backpressure::DropNewest {
-            outcome_full = self.still_full_after_evicting_stalled(n);
-        }
+        let outcome_full = self.full_on_arrival(n);
         if outcome_full {
             match self.backpressure {
                 Backpressure::Block => {
@@ -983,14 +1015,18 @@ impl Writer {
         std::mem::take(&mut self.events)
     }
 
-    /// Frees entries of dead readers; when `blocked`, evicts readers that hold the writer up
-    /// without advancing for longer than the reader timeout.
-    fn check_readers(&mut self, blocked: bool) {
+    /// Frees entries of dead readers. When `held_up` (the writer cannot go on: it waits for room
+    /// or a slot, or would drop the frame), evicts the readers that hold it up without advancing
+    /// for longer than the reader timeout: those whose cursor keeps it from a frame they have
+    /// not read (not under drop-oldest, which overwrites instead), and those whose pins keep it
+    /// from a slot. An evicted reader's pins no longer count (see `Mapping::pinned_bits`).
+    fn check_readers(&mut self, held_up: bool) {
         let now = sys::monotonic_ns();
         self.last_housekeeping_ns = now;
         let head = self.head();
         let depth = self.map.geo.depth as u64;
         let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
+        let keep_from = self.map.geo.keep_from(head);
         for i in 0..self.map.readers_hwm() {
             let e = self.map.reader_entry(i);
             let pid = e.pid.load(Ordering::Acquire);
@@ -1008,27 +1044,16 @@ impl Writer {
                     continue;
                 }
             }
-            let alive = sys::byte_is_locked(&self.map.file, READER_LOCK_BASE + i as u64, true);
-            if !alive {
-                // The reader's process is gone: its lock went with it. Free the entry (and its
-                // pins) so it stops counting at once.
-                for w in 0..self.map.geo.pin_words {
-                    self.map.pin_word(i, w).store(0, Ordering::Relaxed);
+            if free_if_dead(&self.map, i).is_some() {
+                // Its process is gone: the entry (and its pins) stopped counting at once.
+                if let Some((old_pid, _)) = watch.known.take() {
+                    self.events.push(ReaderEvent::Detached {
+                        pid: old_pid,
+                        index: i,
+                        died: true,
+                    });
                 }
-                e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
-                if e.pid
-                    .compare_exchange(pid, 0, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    if let Some((old_pid, _)) = watch.known.take() {
-                        self.events.push(ReaderEvent::Detached {
-                            pid: old_pid,
-                            index: i,
-                            died: true,
-                        });
-                    }
-                    self.map.kick(WaitWord::Space);
-                }
+                self.map.kick(WaitWord::Space);
                 continue;
             }
             if state == reader_state::CLAIMING {
@@ -1046,6 +1071,7 @@ impl Writer {
                 watch.known = Some((pid, session));
                 watch.cursor = e.cursor.load(Ordering::Acquire);
                 watch.progress_ns = now;
+                watch.pins_in_the_way_since = None;
                 self.events.push(ReaderEvent::Attached { pid, index: i });
             }
             let cursor = e.cursor.load(Ordering::Acquire);
@@ -1053,13 +1079,20 @@ impl Writer {
                 watch.cursor = cursor;
                 watch.progress_ns = now;
             }
-            let holding_us_up = blocked
-                && state == reader_state::ACTIVE
+            watch.pins_in_the_way_since = self
+                .slots
+                .pins_in_the_way(i, keep_from)
+                .then(|| watch.pins_in_the_way_since.unwrap_or(now));
+            if !held_up || state != reader_state::ACTIVE {
+                continue;
+            }
+            let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
+            let behind = self.backpressure != Backpressure::DropOldest
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
-            let stalled = now.saturating_sub(watch.progress_ns) > self.reader_timeout_ns;
-            if holding_us_up
-                && stalled
+            let stalled_behind = behind && timed_out(watch.progress_ns);
+            let stalled_pinning = watch.pins_in_the_way_since.is_some_and(timed_out);
+            if (stalled_behind || stalled_pinning)
                 && e.state
                     .compare_exchange(
                         reader_state::ACTIVE,
