@@ -766,7 +766,7 @@ fn not_a_file_case(name: &ShmName, what: &str) {
     assert_eq!(with_shape, expected, "{what}");
     let owned = name.to_string();
     let sink = within("shmframesink", move || sink_errors(&owned));
-    assert_eq!(sink, [expected.clone()], "{what}: posted once");
+    assert_eq!(sink, std::slice::from_ref(&expected), "{what}: posted once");
     let owned = name.to_string();
     let src = within("shmframesrc", move || {
         element_error("shmframesrc", &[("shm-name", owned.as_str())])
