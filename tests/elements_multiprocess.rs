@@ -509,12 +509,11 @@ fn mp4_recorder_started_first(test: &str, extra: &str) {
     let name = ShmName::new(test);
     let mp4 = TempFile(std::env::temp_dir().join(format!("{}.mp4", name.as_str())));
     let registry = TempFile(std::env::temp_dir().join(format!("{}.registry", name.as_str())));
-    // Stamped on arrival: the writer stamps its first frame when its pipeline starts, which
-    // on a loaded machine can be before this pipeline's own start, and writer timestamps from
-    // before the start are a matter of their own; this test is about which frames arrive.
+    // The writer's own timestamps (the default): under block, frames the writer stamped
+    // before this pipeline started are kept, and placed in order from the segment start.
     let mut recorder = gst_launch(
         &format!(
-            "-q shmframesrc shm-name={} timestamp-mode=arrival ! videoconvert ! openh264enc ! \
+            "-q shmframesrc shm-name={} ! videoconvert ! openh264enc ! \
              h264parse ! mp4mux ! filesink location={}",
             name.as_str(),
             mp4.0.display()
