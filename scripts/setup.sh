@@ -18,43 +18,8 @@ packages=(
     python3-numpy
 )
 
-# How long to wait for another package manager (apt, unattended-upgrades, a desktop updater)
-# to release apt's and dpkg's locks before giving up.
-lock_wait=${SHMFRAME_APT_LOCK_WAIT:-600}
-
-# Prints the first of apt's and dpkg's lock files that a process holds (apt and dpkg take
-# fcntl locks, which /proc/locks lists by device and inode); fails if none is held.
-held_apt_lock() {
-    local file id
-    for file in /var/lib/dpkg/lock-frontend /var/lib/dpkg/lock /var/lib/apt/lists/lock \
-        /var/cache/apt/archives/lock; do
-        [[ -e "$file" ]] || continue
-        id=$(stat -c '%Hd %Ld %i' "$file" | { read -r major minor inode; printf '%02x:%02x:%s' "$major" "$minor" "$inode"; })
-        if grep -q " $id " /proc/locks 2>/dev/null; then
-            echo "$file"
-            return 0
-        fi
-    done
-    return 1
-}
-
-# Waits (at most $lock_wait seconds) until no other package manager holds apt's locks.
-wait_for_apt_locks() {
-    local held waited=0
-    while held=$(held_apt_lock); do
-        if ((waited == 0)); then
-            echo "setup: $held is held by another package manager (apt, unattended-upgrades?);" \
-                "waiting up to ${lock_wait} s for it (SHMFRAME_APT_LOCK_WAIT sets the limit)"
-        fi
-        if ((waited >= lock_wait)); then
-            echo "setup: $held is still held after ${lock_wait} s; let the other apt or dpkg" \
-                "finish (or stop it), then run scripts/setup.sh again" >&2
-            exit 1
-        fi
-        sleep 2
-        waited=$((waited + 2))
-    done
-}
+# Waits for another package manager (apt, unattended-upgrades) to release apt's locks.
+source "$(dirname "${BASH_SOURCE[0]}")/apt-lock.sh"
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -96,7 +61,7 @@ fi
 # docs use; a python3 found earlier on PATH (a virtualenv, pyenv) needs its own numpy.
 if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
     echo "setup: /usr/bin/python3 cannot import numpy although python3-numpy is installed;" \
-        "the Python tests (tests/python_interop.rs) will be skipped" >&2
+        "the Python tests (tests/python_interop.rs) cannot run" >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
