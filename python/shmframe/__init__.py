@@ -22,7 +22,7 @@ Writing::
 
 import time
 from types import TracebackType
-from typing import Dict, Iterator, Optional, Tuple, Type, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -383,7 +383,7 @@ class Writer:
             if a.dtype != fl.dtype and not same_width_uint:
                 raise TypeError(f"{fl.format} frames are {fl.dtype} arrays, got {a.dtype}")
             if a.dtype == fl.dtype and not fl.padded and a.flags.c_contiguous:
-                return writer.write(a, pts, duration, flags)
+                return writer.write(a.reshape(-1).view(np.uint8), pts, duration, flags)
             # Padded rows or another byte order: numpy lays the pixels out in the slot.
             with self.frame(pts, duration, flags) as dst:
                 dst[...] = a
@@ -421,6 +421,12 @@ class Writer:
     def reader_count(self) -> int:
         """Readers currently attached (after a liveness check)."""
         return self._open().reader_count()
+
+    def readers(self) -> List[Dict[str, Union[int, bool]]]:
+        """The readers attached now, one dict each: ``index`` (table entry), ``pid``, ``cursor``, ``lag``,
+        ``frames_read``, ``frames_missed``, ``evicted``, ``pinned_slots`` (slots it holds
+        pinned: zero-copy frames)."""
+        return self._open().readers()
 
     @property
     def frames_written(self) -> int:

@@ -9,7 +9,7 @@
 
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 use pyo3::{PyTraverseError, ffi};
 use shmframe_transport as transport;
 use std::ffi::{c_int, c_void};
@@ -780,6 +780,28 @@ impl Writer {
         let writer = self.open_mut(py)?;
         writer.poll_readers();
         Ok(writer.reader_count())
+    }
+
+    /// The readers attached now, as dicts: `index` (table entry), `pid`, `cursor`, `lag`, `frames_read`,
+    /// `frames_missed`, `evicted`, `pinned_slots` (slots it holds pinned).
+    fn readers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.open(py)?
+            .info()
+            .readers
+            .iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("index", r.index)?;
+                d.set_item("pid", r.pid)?;
+                d.set_item("cursor", r.cursor)?;
+                d.set_item("lag", r.lag)?;
+                d.set_item("frames_read", r.frames_read)?;
+                d.set_item("frames_missed", r.frames_missed)?;
+                d.set_item("evicted", r.evicted)?;
+                d.set_item("pinned_slots", r.pinned_slots)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Waits up to `timeout` seconds (None: forever) until `count` readers are attached.
