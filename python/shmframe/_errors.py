@@ -115,3 +115,9 @@ class WriterGone(ShmFrameError):
 
     pid: int
     clean: bool
+
+
+# Shown (in tracebacks and reprs) as the package's: they are all exported there.
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, ShmFrameError):
+        _cls.__module__ = "shmframe"
