@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
-from helpers import CHILD_LIMIT_S, Child, plugin_dir
-
-SHM_DIR = Path(os.environ.get("SHMFRAME_SHM_DIR", "/dev/shm"))
+from helpers import CHILD_LIMIT_S, SHM_DIR, Child, plugin_dir
 
 _counter = itertools.count()
 

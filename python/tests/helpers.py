@@ -15,6 +15,8 @@ import pytest
 
 import shmframe
 
+#: Where segments live: as the transport decides it (SHMFRAME_DIR overrides /dev/shm).
+SHM_DIR = Path(os.environ.get("SHMFRAME_DIR", "/dev/shm"))
 #: Longest a child process may run: generous for a loaded 2-core machine.
 CHILD_LIMIT_S = 60.0
 
