@@ -5,6 +5,7 @@ import threading
 import time
 from typing import Callable
 
+import pytest
 from helpers import pattern
 
 import shmframe
@@ -78,3 +79,19 @@ def wait_for(cond: Callable[[], bool], limit_s: float = 30.0) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+def test_a_reader_used_by_a_second_thread_while_it_waits_refuses(shm_name):
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer:
+        reader = shmframe.Reader(shm_name)
+        got = []
+        thread = threading.Thread(target=lambda: got.append(reader.read(timeout=30)))
+        thread.start()
+        time.sleep(0.1)
+        with pytest.raises(RuntimeError, match="^Already mutably borrowed$"):
+            reader.frames_read
+        writer.write(b"\7" * 4)  # the writer is another object: free to use
+        thread.join(30)
+        assert got[0] is not None and got[0][1].tolist() == [[7] * 4]
+        assert reader.frames_read == 1
+        reader.close()
