@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Python package (python/) into a virtual environment and runs its tests: lints the
-# binding crate, installs the package with `maturin develop`, builds the GStreamer plugin for
-# the interop tests, and runs `pytest python/tests`. Extra arguments go to pytest (e.g.
+# binding crate, installs the package with `maturin develop`, type-checks it, builds the
+# GStreamer plugin for the interop tests, and runs `pytest python/tests`. Extra arguments go to pytest (e.g.
 # `scripts/python.sh -k zero_copy`). The environment is $target_dir/pyenv (made once, from
 # /usr/bin/python3: the interpreter scripts/setup.sh installs numpy and venv for).
 set -euo pipefail
@@ -20,10 +20,11 @@ if [[ ! -x "$venv/bin/python" ]]; then
     echo "+ $python -m venv $venv"
     "$python" -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c "import numpy, pytest" 2>/dev/null || [[ ! -x "$venv/bin/maturin" ]]; then
-    echo "+ pip install maturin numpy pytest"
+if ! "$venv/bin/python" -c "import numpy, pytest, mypy" 2>/dev/null ||
+    [[ ! -x "$venv/bin/maturin" ]]; then
+    echo "+ pip install maturin numpy pytest mypy"
     "$venv/bin/python" -m pip install -q --upgrade pip
-    "$venv/bin/python" -m pip install -q "maturin>=1.9.4,<2" numpy pytest
+    "$venv/bin/python" -m pip install -q "maturin>=1.9.4,<2" numpy pytest mypy
 fi
 
 # The binding crate is a workspace of its own (python/Cargo.toml says why); its build lives
@@ -41,6 +42,9 @@ CARGO_TARGET_DIR="$binding_target" cargo clippy --manifest-path python/Cargo.tom
     -- -D warnings
 echo "+ maturin develop --manifest-path python/Cargo.toml"
 CARGO_TARGET_DIR="$binding_target" maturin develop --manifest-path python/Cargo.toml
+# The package is typed (py.typed): its annotations and the compiled module's stubs must agree.
+echo "+ mypy --strict python/shmframe"
+(cd python && mypy --strict shmframe)
 # The interop tests launch gst-launch-1.0 with the plugin built from this tree.
 echo "+ cargo build (the plugin, for gst-launch-1.0)"
 cargo build

@@ -497,7 +497,7 @@ class WriterFrame:
             # Dropped (drop-newest, full ring): the caller draws into scratch memory.
             buf = np.zeros(fl.size, np.uint8)
         else:
-            buf = np.frombuffer(slot, np.uint8)
+            buf = np.frombuffer(memoryview(slot), np.uint8)
             fl.zero_padding(buf)
         self._array = fl.to_array(buf)
         return self._array
