@@ -21,6 +21,7 @@ Writing::
 """
 
 import time
+import zlib
 from types import TracebackType
 from typing import Dict, Iterator, List, Optional, Tuple, Type, Union
 
@@ -48,6 +49,15 @@ from ._errors import (
     WriterGone,
 )
 from ._layout import SUPPORTED_FORMATS, Fps, FrameLayout, Plane, caps_string, parse_caps
+from ._native import (
+    LAYOUT_VERSION,
+    MAX_DEPTH,
+    MAX_NAME_LEN,
+    MAX_READERS,
+    MAX_SLOT_CAPACITY,
+    MAX_SPARE_SLOTS,
+    segment_path,
+)
 
 __all__ = [
     "Reader",
@@ -58,7 +68,15 @@ __all__ = [
     "Plane",
     "parse_caps",
     "caps_string",
+    "segment_path",
+    "crc32",
     "SUPPORTED_FORMATS",
+    "LAYOUT_VERSION",
+    "MAX_DEPTH",
+    "MAX_SPARE_SLOTS",
+    "MAX_READERS",
+    "MAX_SLOT_CAPACITY",
+    "MAX_NAME_LEN",
     "ShmFrameError",
     "InvalidName",
     "InvalidConfig",
@@ -77,6 +95,11 @@ __all__ = [
     "EndOfStream",
     "WriterGone",
 ]
+
+def crc32(data: npt.ArrayLike) -> int:
+    """CRC-32 (zlib) of a buffer or array's bytes, in memory order."""
+    return zlib.crc32(np.ascontiguousarray(data).reshape(-1).view(np.uint8).data) & 0xFFFFFFFF
+
 
 #: What ``Reader.read`` returns: ``(frame_number, array, pts_ns)``.
 Frame = Tuple[int, np.ndarray, Optional[int]]
@@ -129,13 +152,15 @@ class Reader:
     """
 
     name: str
+    path: str
     last: Optional[FrameInfo]
 
     def __init__(self, shm_name: str, start: str = "newest", wait: float = 0.0) -> None:
+        self._native: Optional[_native.Reader] = None
         self.name = shm_name
+        self.path = segment_path(shm_name)
         self.last = None
         self._layouts: Dict[int, Tuple[Optional[str], Optional[FrameLayout]]] = {}
-        self._native: Optional[_native.Reader] = None
         self._native = _native.Reader(shm_name, start, float(wait))
 
     def _open(self) -> _native.Reader:
@@ -298,6 +323,7 @@ class Writer:
     """
 
     name: str
+    path: str
     frame_layout: FrameLayout
     caps: str
 
@@ -323,6 +349,7 @@ class Writer:
                 f"backpressure must be one of {', '.join(_BACKPRESSURES)}, got {backpressure!r}"
             )
         self.name = shm_name
+        self.path = segment_path(shm_name)
         self.frame_layout = FrameLayout(format, width, height)
         self.caps = caps_string(format, width, height, fps)
         fps_num, fps_den = (fps, 1) if isinstance(fps, int) else fps
@@ -423,9 +450,9 @@ class Writer:
         return self._open().reader_count()
 
     def readers(self) -> List[Dict[str, Union[int, bool]]]:
-        """The readers attached now, one dict each: ``index`` (table entry), ``pid``, ``cursor``, ``lag``,
-        ``frames_read``, ``frames_missed``, ``evicted``, ``pinned_slots`` (slots it holds
-        pinned: zero-copy frames)."""
+        """The readers attached now, one dict each: ``index`` (table entry), ``pid``,
+        ``cursor``, ``lag``, ``frames_read``, ``frames_missed``, ``evicted``, ``pinned_slots``
+        (slots it holds pinned: zero-copy frames)."""
         return self._open().readers()
 
     @property

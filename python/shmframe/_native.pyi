@@ -8,6 +8,15 @@ Buffer = Any
 # (number, pts, dts, duration, flags, size, caps_gen, write_time_ns, missed_before)
 InfoTuple = Tuple[int, Optional[int], Optional[int], Optional[int], int, int, int, int, int]
 
+LAYOUT_VERSION: int
+MAX_DEPTH: int
+MAX_SPARE_SLOTS: int
+MAX_READERS: int
+MAX_SLOT_CAPACITY: int
+MAX_NAME_LEN: int
+
+def segment_path(name: str) -> str: ...
+
 class FrameBuffer:
     def __buffer__(self, flags: int, /) -> memoryview: ...
     def __len__(self) -> int: ...

@@ -896,8 +896,23 @@ impl Writer {
     }
 }
 
+/// Where segment `name` lives (`/dev/shm/<name>`, or under `SHMFRAME_DIR`); raises
+/// `InvalidName` for a name the transport refuses.
+#[pyfunction]
+fn segment_path(py: Python<'_>, name: &str) -> PyResult<String> {
+    let path = transport::segment_path(name).map_err(|e| to_py(py, e))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(segment_path, m)?)?;
+    m.add("LAYOUT_VERSION", transport::LAYOUT_VERSION)?;
+    m.add("MAX_DEPTH", transport::MAX_DEPTH)?;
+    m.add("MAX_SPARE_SLOTS", transport::MAX_SPARE_SLOTS)?;
+    m.add("MAX_READERS", transport::MAX_READERS)?;
+    m.add("MAX_SLOT_CAPACITY", transport::MAX_SLOT_CAPACITY)?;
+    m.add("MAX_NAME_LEN", transport::MAX_NAME_LEN)?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
     m.add_class::<FrameBuffer>()?;
