@@ -1,6 +1,7 @@
 """Waiting never holds the GIL: other Python threads run while a read waits for a frame, while a
 block writer waits for room, and while a writer waits for readers."""
 
+import signal
 import threading
 import time
 from typing import Callable
@@ -95,3 +96,25 @@ def test_a_reader_used_by_a_second_thread_while_it_waits_refuses(shm_name):
         assert got[0] is not None and got[0][1].tolist() == [[7] * 4]
         assert reader.frames_read == 1
         reader.close()
+
+
+def test_ctrl_c_interrupts_a_read_that_waits_forever(shm_name, spawn):
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8"):
+        child = spawn(
+            """
+            r = shmframe.Reader(sys.argv[1])
+            print("reading", flush=True)
+            try:
+                r.read(timeout=None)
+            except KeyboardInterrupt:
+                print("interrupted", r.frames_read, flush=True)
+            """,
+            shm_name,
+        )
+        assert child.readline() == "reading"
+        time.sleep(0.2)  # inside the wait
+        sent = time.monotonic()
+        child.proc.send_signal(signal.SIGINT)
+        assert child.readline() == "interrupted 0"
+        assert time.monotonic() - sent < 5  # one wait slice (100 ms), on a loaded machine
+        child.finish()
