@@ -211,7 +211,32 @@ unsafe fn export(
 /// A frame copied out of a slot: a writable buffer of its bytes, owned by Python.
 #[pyclass(module = "shmframe._native", frozen)]
 struct FrameBuffer {
-    data: Box<[u8]>,
+    /// The bytes, from `Box::into_raw`: Python writes them through the buffer protocol, which
+    /// a `Box` reached through `&self` would not permit.
+    data: *mut [u8],
+}
+
+// SAFETY: the bytes are owned by this object alone; Python code reaches them only through the
+// buffer protocol (numpy arrays, with the usual rules of a shared bytearray), Rust only frees
+// them on drop, when no export is left.
+unsafe impl Send for FrameBuffer {}
+// SAFETY: as above: no Rust code reads or writes the bytes through `&self`.
+unsafe impl Sync for FrameBuffer {}
+
+impl FrameBuffer {
+    fn new(bytes: Vec<u8>) -> FrameBuffer {
+        FrameBuffer {
+            data: Box::into_raw(bytes.into_boxed_slice()),
+        }
+    }
+}
+
+impl Drop for FrameBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `data` came from Box::into_raw and is freed once, here; every buffer export
+        // held a reference to this object, so none is left.
+        drop(unsafe { Box::from_raw(self.data) });
+    }
 }
 
 #[pymethods]
@@ -223,10 +248,9 @@ impl FrameBuffer {
         view: *mut ffi::Py_buffer,
         flags: c_int,
     ) -> PyResult<()> {
-        let (ptr, len) = (slf.get().data.as_ptr() as *mut u8, slf.get().data.len());
-        // SAFETY: the boxed bytes live as long as the object and are never reallocated; Python
-        // code writing them through the buffer is the owner's business (a plain byte array).
-        unsafe { export(slf.as_any(), view, flags, ptr, len, true) }
+        let data = slf.get().data;
+        // SAFETY: the bytes live, unmoved, as long as the object, which the view references.
+        unsafe { export(slf.as_any(), view, flags, data as *mut u8, data.len(), true) }
     }
 
     fn __len__(&self) -> usize {
@@ -436,13 +460,7 @@ impl Reader {
                 ReadResult::Frame(info) => {
                     let buffer = match pinned {
                         Some(frame) => Py::new(py, PinnedBuffer { frame })?.into_any(),
-                        None => Py::new(
-                            py,
-                            FrameBuffer {
-                                data: copied.into_boxed_slice(),
-                            },
-                        )?
-                        .into_any(),
+                        None => Py::new(py, FrameBuffer::new(copied))?.into_any(),
                     };
                     return Ok(Some((info_tuple(&info), buffer)));
                 }
