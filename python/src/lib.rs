@@ -626,6 +626,21 @@ impl Writer {
     }
 }
 
+impl Drop for Writer {
+    /// A writer collected without `close()` closes here, and after EOS that waits for attached
+    /// readers to read to the end (up to the reader timeout): without holding the GIL.
+    fn drop(&mut self) {
+        let mut writer = self.inner.take();
+        // (A slot leased for `frame()` needs no release: the segment is closing.)
+        Python::try_attach(|py| {
+            let writer = writer.take();
+            py.detach(move || drop(writer));
+        });
+        // The interpreter is shutting down: close with it as it is.
+        drop(writer);
+    }
+}
+
 fn frame_meta(pts: Option<u64>, duration: Option<u64>, flags: u32) -> FrameMeta {
     FrameMeta {
         pts,

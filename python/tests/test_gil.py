@@ -118,3 +118,23 @@ def test_ctrl_c_interrupts_a_read_that_waits_forever(shm_name, spawn):
         assert child.readline() == "interrupted 0"
         assert time.monotonic() - sent < 5  # one wait slice (100 ms), on a loaded machine
         child.finish()
+
+
+def test_a_writer_collected_after_eos_lingers_without_the_gil(shm_name):
+    writer = shmframe.Writer(shm_name, 4, 1, "GRAY8", reader_timeout=1.0)
+    reader = shmframe.Reader(shm_name, start="oldest")
+    writer.write(b"\1" * 4)
+    writer.end_of_stream()
+    # The reader has not read frame 0: the writer keeps the name for it, up to 1 s.
+    held = [writer]
+    del writer
+    count = python_work_while(held.clear, seconds=0.3)
+    assert count > 50_000, count
+    assert read_frame_number(reader) == 0
+    reader.close()
+
+
+def read_frame_number(reader: shmframe.Reader) -> int:
+    got = reader.read(timeout=5)
+    assert got is not None
+    return got[0]
