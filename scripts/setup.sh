@@ -16,6 +16,8 @@ packages=(
     gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad
     python3-numpy
+    # scripts/python.sh builds the Python package in a virtual environment.
+    python3-venv
 )
 
 # Waits for another package manager (apt, unattended-upgrades) to release apt's locks.
