@@ -503,7 +503,6 @@ impl Reader {
             && held_back < self.pin_budget()
             && pinned_slots + 1 < geo.slot_count
     }
-
 }
 
 impl Drop for Reader {
