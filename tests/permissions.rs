@@ -1,13 +1,14 @@
 //! Who may attach: a segment is created 0600 by default, a reader running as another user gets
 //! a permission error that says what to change, and the sink's `perms` property widens access
 //! deliberately. The readers are this test binary re-run as user `nobody` (uid and gids are
-//! switched in the child before exec), so the tests need root; run as another user they say
-//! why they are skipped and pass.
+//! switched in the child before exec), so the tests need root; run as another user they fail
+//! under scripts/test.sh, or are skipped with a notice (see `common::prerequisite`).
 
 mod common;
 
 use common::{
-    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, role, spawn_role_as, wait_for,
+    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, prerequisite, role,
+    spawn_role_as, wait_for,
 };
 use gst::prelude::*;
 use gstshmframe::transport::{Observer, ReadResult, Reader, ReaderOptions, StartPosition};
@@ -224,12 +225,10 @@ fn binary_for_nobody(dir: &NobodyDir) -> PathBuf {
 fn running_as_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!(
-            "{test}: skipped: switching the reader to another user needs root (CI runs as root)"
-        );
-    }
-    root
+    prerequisite(
+        test,
+        (!root).then(|| "switching the reader to another user needs root (CI runs as root)".into()),
+    )
 }
 
 /// Runs a reader as `nobody` (with extra supplementary groups) and returns what it printed:

@@ -182,6 +182,23 @@ pub fn num(m: &std::collections::HashMap<String, String>, k: &str) -> u64 {
         .unwrap_or_else(|_| panic!("{k} in {m:?} is not a number"))
 }
 
+/// Whether a test's prerequisite is there: `missing` says what is not, or is `None`. A missing
+/// prerequisite fails the test when `SHMFRAME_REQUIRE_ALL` is set (scripts/test.sh sets it)
+/// unless `SHMFRAME_ALLOW_SKIPS=1`; otherwise the test is skipped with a notice. The caller
+/// returns at once when this is false.
+pub fn prerequisite(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else { return true };
+    let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty() && v != "0");
+    if set("SHMFRAME_REQUIRE_ALL") && !set("SHMFRAME_ALLOW_SKIPS") {
+        panic!(
+            "{test}: prerequisite missing: {why}. scripts/test.sh requires every test to run; \
+             set SHMFRAME_ALLOW_SKIPS=1 to skip it instead"
+        );
+    }
+    eprintln!("NOTICE: {test} skipped: {why}");
+    false
+}
+
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
