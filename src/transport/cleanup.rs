@@ -8,6 +8,11 @@
 //! default action, so the process still dies of SIGTERM. An application's own SIGTERM handler
 //! is never replaced.
 //!
+//! An application that wants SIGTERM left alone altogether (it installs its handler later, or
+//! manages signals in one place) opts out with [`disable_sigterm_handler`] or by setting
+//! `SHMFRAME_NO_SIGTERM_HANDLER=1` in its environment; its segments then stay behind on
+//! SIGTERM until the next writer of the name reclaims them.
+//!
 //! The handler only uses async-signal-safe calls (`stat`, `unlink`, `signal`, `raise`) and
 //! reads fixed, pre-allocated slots; registering and unregistering never allocate in them.
 
@@ -15,7 +20,10 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Once;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Set to anything but empty or `0`, shmframe installs no SIGTERM handler in the process.
+pub const NO_SIGTERM_HANDLER_ENV: &str = "SHMFRAME_NO_SIGTERM_HANDLER";
 
 const SLOTS: usize = 32;
 const PATH_MAX: usize = 512;
@@ -47,6 +55,32 @@ const EMPTY: Slot = Slot {
 
 static REGISTERED: [Slot; SLOTS] = [EMPTY; SLOTS];
 static INSTALL: Once = Once::new();
+/// Whether `INSTALL` did install `on_sigterm`.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps shmframe from handling SIGTERM in this process, like `SHMFRAME_NO_SIGTERM_HANDLER=1`:
+/// no handler is installed by later writers, and one already installed is removed if it still
+/// is SIGTERM's action (the default action is restored; a handler the application installed
+/// since is left alone). Segments of writers in this process then stay behind when it is
+/// terminated by SIGTERM, until the next writer of the name reclaims them.
+pub fn disable_sigterm_handler() {
+    INSTALL.call_once(|| {});
+    if !INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: sigaction with a null new action only reads the current one.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    let queried = unsafe { libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut current) };
+    if queried == 0 && current.sa_sigaction == on_sigterm as *const () as libc::sighandler_t {
+        // SAFETY: restores the default action, which is what SIGTERM had before we installed.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+        INSTALLED.store(false, Ordering::Release);
+    }
+}
+
+fn opted_out_by_environment() -> bool {
+    std::env::var_os(NO_SIGTERM_HANDLER_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// Unlinks the segment at `path` (whose file is `dev`/`ino`) if the process gets SIGTERM,
 /// until dropped. `None` if every slot is taken or the path is too long: the segment is then
@@ -88,7 +122,7 @@ fn install_handler() {
         // SAFETY: sigaction with a null new action only reads the current one.
         let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
         let queried = unsafe { libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut current) };
-        if queried != 0 || current.sa_sigaction != libc::SIG_DFL {
+        if queried != 0 || current.sa_sigaction != libc::SIG_DFL || opted_out_by_environment() {
             return;
         }
         // SAFETY: all-zero is a valid sigaction; we set the handler and an empty mask.
@@ -97,7 +131,8 @@ fn install_handler() {
         // SAFETY: `action.sa_mask` is a valid sigset_t to initialise.
         unsafe { libc::sigemptyset(&mut action.sa_mask) };
         // SAFETY: installing a handler that only performs async-signal-safe operations.
-        unsafe { libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) };
+        let installed = unsafe { libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) };
+        INSTALLED.store(installed == 0, Ordering::Release);
     });
 }
 
