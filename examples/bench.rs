@@ -1,4 +1,4 @@
-//! shmframe against GStreamer's shmsink/shmsrc, side by side, per ../shared/BENCH.md.
+//! shmframe against GStreamer's shmsink/shmsrc, side by side (README, Performance).
 //!
 //!     cargo run --release --example bench -- --quick     # about a minute
 //!     cargo run --release --example bench                # the full matrix
@@ -282,7 +282,7 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
         }
     }
 
-    // Zero-copy writer (issue 6): upstream draws every frame into the memory the sink proposes
+    // Zero-copy writer: upstream draws every frame into the memory the sink proposes
     // (our pool in shared memory; shmsink's allocator) instead of system memory. The camera
     // rows' imagefreeze cannot be used here: it re-pushes ONE buffer, so no frame would be
     // drawn into a new slot; and shmsink hangs on it: a buffer already in its own memory is
@@ -416,7 +416,7 @@ fn run_matrix(quick: bool, csv: Option<String>, only: &[String]) {
         }
     }
 
-    // CPU cost of a paced stream (issue 6): user + sys seconds of the writer process and all
+    // CPU cost of a paced stream: user + sys seconds of the writer process and all
     // reader processes, per frame. Both contenders zero-copy at both ends: upstream draws into
     // the sink's memory, readers wrap the shared memory (shmsrc always does; shmframesrc
     // copy-mode=zero-copy). Drawing the frame is part of the writer's cost for both; the
