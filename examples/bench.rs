@@ -1,4 +1,4 @@
-//! shmframe against GStreamer's shmsink/shmsrc, side by side, per ../shared/BENCH.md.
+//! shmframe against GStreamer's shmsink/shmsrc, side by side (README, Performance).
 //!
 //!     cargo run --release --example bench -- --quick     # about a minute
 //!     cargo run --release --example bench                # the full matrix

@@ -1,4 +1,4 @@
-//! No heap allocation per frame in the steady state, on either side (issue 5).
+//! No heap allocation per frame in the steady state, on either side.
 //!
 //! How allocations are counted: EVERY heap allocation in this process, Rust's and C's.
 //! * Rust: a counting `#[global_allocator]` (it allocates through glibc's `__libc_*` entry

@@ -12,11 +12,10 @@ use gstshmframe::transport::{
 };
 use std::time::Duration;
 
-const ENTRY: &str = "child_entry";
-
-/// Entry point of child processes: does nothing unless this process was spawned in a role.
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     assert_eq!(role, "writer");
     // A writer that writes 4 KiB frames every 2 ms until it is killed.
@@ -227,7 +226,7 @@ fn a_foreign_file_that_starts_like_a_segment_is_left_untouched_by_the_writer() {
 #[test]
 fn a_second_live_writer_is_refused_naming_the_holders_pid_and_the_first_is_unharmed() {
     let name = ShmName::new("bad-second-writer");
-    let first: ChildGuard = spawn_role(ENTRY, "writer", &[&name]);
+    let first: ChildGuard = spawn_role("writer", &[&name]);
     assert!(
         wait_for(Duration::from_secs(20), || {
             inspect(&name).is_ok_and(|i| i.writer_alive && i.frames_written > 0)
@@ -274,7 +273,7 @@ fn a_second_live_writer_is_refused_naming_the_holders_pid_and_the_first_is_unhar
 #[test]
 fn a_second_writer_in_gst_launch_prints_one_error_naming_the_holder() {
     let name = ShmName::new("bad-second-launch");
-    let first: ChildGuard = spawn_role(ENTRY, "writer", &[&name]);
+    let first: ChildGuard = spawn_role("writer", &[&name]);
     assert!(
         wait_for(Duration::from_secs(20), || {
             inspect(&name).is_ok_and(|i| i.writer_alive && i.frames_written > 0)

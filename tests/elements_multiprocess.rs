@@ -1,6 +1,6 @@
-//! shmframesink and shmframesrc across real processes. Each child is this test binary re-run
-//! in a role (see `child_entry`); it registers the plugin statically, so the children always
-//! run the code under test. One test drives `gst-launch-1.0` with the built cdylib.
+//! shmframesink and shmframesrc across real processes. Each child is the child binary running
+//! a role of this file's `child_entry`; it registers the plugin statically, so the children
+//! always run the code under test. One test drives `gst-launch-1.0` with the built cdylib.
 
 mod common;
 
@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     init();
     let args = role_args(&args);
@@ -204,13 +206,11 @@ fn run_reader(a: &HashMap<String, String>) -> i32 {
     0
 }
 
-const ENTRY: &str = "child_entry";
-
 fn reader(name: &str, props: &str, extra: &[&str]) -> ChildGuard {
     let mut args = vec![format!("name={name}"), format!("props={props}")];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_role(ENTRY, "reader", &args)
+    spawn_role("reader", &args)
 }
 
 fn writer(name: &str, frames: u64, props: &str, extra: &[&str]) -> ChildGuard {
@@ -221,7 +221,7 @@ fn writer(name: &str, frames: u64, props: &str, extra: &[&str]) -> ChildGuard {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    spawn_role(ENTRY, "writer", &args)
+    spawn_role("writer", &args)
 }
 
 #[test]

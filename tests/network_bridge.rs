@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{ShmName, init};
+use common::{ShmName, init, prerequisite};
 use gst::prelude::*;
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ const WIDTH: u32 = 64;
 const HEIGHT: u32 = 48;
 const FRAMES: u32 = 60;
 
+/// Whether the RTP and UDP elements are installed (see `common::prerequisite`).
 fn elements_ready(test: &str) -> bool {
     init();
     let missing: Vec<&str> = [
@@ -38,10 +39,14 @@ fn elements_ready(test: &str) -> bool {
     .into_iter()
     .filter(|f| gst::ElementFactory::find(f).is_none())
     .collect();
-    if !missing.is_empty() {
-        eprintln!("NOTICE: {test} skipped: elements missing: {missing:?}");
-    }
-    missing.is_empty()
+    prerequisite(
+        test,
+        (!missing.is_empty()).then(|| {
+            format!(
+                "elements missing: {missing:?} (gstreamer1.0-plugins-good: run scripts/setup.sh)"
+            )
+        }),
+    )
 }
 
 /// A free UDP port on the loopback interface (the OS picks it; the socket is closed again).

@@ -1,13 +1,14 @@
 //! Who may attach: a segment is created 0600 by default, a reader running as another user gets
 //! a permission error that says what to change, and the sink's `perms` property widens access
-//! deliberately. The readers are this test binary re-run as user `nobody` (uid and gids are
-//! switched in the child before exec), so the tests need root; run as another user they say
-//! why they are skipped and pass.
+//! deliberately. The readers are the child binary (this file's `child_entry`) run as user
+//! `nobody` (uid and gids are switched in the child before exec), so the tests need root; run as another user they fail
+//! under scripts/test.sh, or are skipped with a notice (see `common::prerequisite`).
 
 mod common;
 
 use common::{
-    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, role, spawn_role_as, wait_for,
+    ChildGuard, ShmName, check_frame, fill_frame, init, launch_with, prerequisite, role,
+    spawn_role_as, wait_for,
 };
 use gst::prelude::*;
 use gstshmframe::transport::{
@@ -23,11 +24,11 @@ const NOGROUP: u32 = 65534;
 const FRAMES: u64 = 5;
 const FRAME_SIZE: usize = 16 * 16 * 4;
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
-const ENTRY: &str = "child_entry";
 
-/// Entry point of the child readers: does nothing unless this process was spawned in a role.
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     if role == "write" {
         write_for_everyone(&args[0]);
@@ -220,7 +221,7 @@ impl Drop for WriterPipeline {
 }
 
 /// A directory that belongs to `nobody` (its HOME and GStreamer registry), removed on drop;
-/// it also holds a copy of the test binary when nobody cannot reach the original.
+/// it also holds a copy of the child binary when nobody cannot reach the original.
 struct NobodyDir(PathBuf);
 
 impl NobodyDir {
@@ -262,14 +263,14 @@ fn unreachable_for_others(exe: &Path) -> Option<String> {
         .map(|dir| format!("{} is not searchable by others", dir.display()))
 }
 
-/// The test binary as `nobody` can run it: the original if reachable, else a copy in `dir`.
+/// The child binary as `nobody` can run it: the original if reachable, else a copy in `dir`.
 fn binary_for_nobody(dir: &NobodyDir) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
+    let exe = common::child_binary().to_path_buf();
     match unreachable_for_others(&exe) {
         None => exe,
         Some(why) => {
             eprintln!(
-                "{why}: running a copy of the test binary from {}",
+                "{why}: running a copy of the child binary from {}",
                 dir.0.display()
             );
             let copy = dir.0.join("permissions-test");
@@ -283,12 +284,10 @@ fn binary_for_nobody(dir: &NobodyDir) -> PathBuf {
 fn running_as_root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!(
-            "{test}: skipped: switching the reader to another user needs root (CI runs as root)"
-        );
-    }
-    root
+    prerequisite(
+        test,
+        (!root).then(|| "switching the reader to another user needs root (CI runs as root)".into()),
+    )
 }
 
 /// Runs a reader as `nobody` (with extra supplementary groups) and returns what it printed:
@@ -298,7 +297,6 @@ fn read_as_nobody(dir: &NobodyDir, name: &str, how: &str, groups: &[u32]) -> Str
     let registry = dir.0.join("registry.bin");
     let mut child: ChildGuard = spawn_role_as(
         &exe,
-        ENTRY,
         "read",
         &[name, how],
         (NOBODY, NOGROUP, groups),
@@ -470,7 +468,6 @@ fn a_reader_is_told_which_user_runs_its_writer() {
     let exe = binary_for_nobody(&dir);
     let mut writer = spawn_role_as(
         &exe,
-        ENTRY,
         "write",
         &[&name],
         (NOBODY, NOGROUP, &[]),

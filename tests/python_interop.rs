@@ -7,11 +7,14 @@
 //! (frame, plane, row, byte) that the other side checks byte by byte.
 //!
 //! Needs /usr/bin/python3 with numpy (scripts/setup.sh installs python3-numpy); without them
-//! every test prints a notice and passes.
+//! every test fails under scripts/test.sh, or is skipped with a notice (see
+//! `common::prerequisite`).
 
 mod common;
 
-use common::{ChildGuard, ShmName, init, readers_first_frames, wait_for, wait_for_eos};
+use common::{
+    ChildGuard, ShmName, init, prerequisite, readers_first_frames, wait_for, wait_for_eos,
+};
 use gst::prelude::*;
 use gst_video::{VideoFormat, VideoInfo};
 use gstshmframe::transport::{
@@ -39,7 +42,7 @@ const FRAMES: u64 = 12;
 /// RGB and GRAY8 rows of 62 pixels are padded (stride 188 and 64): the layouts must agree on it.
 const FORMATS: [VideoFormat; 3] = [VideoFormat::Rgb, VideoFormat::Gray8, VideoFormat::Nv12];
 
-/// Whether Debian's Python with numpy is there; prints why not (once per test) otherwise.
+/// Whether Debian's Python with numpy is there (see `common::prerequisite`).
 fn python_ready(test: &str) -> bool {
     static READY: OnceLock<Result<(), String>> = OnceLock::new();
     let ready = READY.get_or_init(|| {
@@ -57,21 +60,7 @@ fn python_ready(test: &str) -> bool {
             ))
         }
     });
-    if let Err(why) = ready {
-        eprintln!("NOTICE: {test} skipped: {why}");
-        return false;
-    }
-    true
-}
-
-fn elements_ready(test: &str) -> bool {
-    init();
-    let found = gst::ElementFactory::find("shmframesink").is_some()
-        && gst::ElementFactory::find("shmframesrc").is_some();
-    if !found {
-        eprintln!("NOTICE: {test} skipped: shmframesink/shmframesrc are not registered");
-    }
-    found
+    prerequisite(test, ready.clone().err())
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -963,9 +952,7 @@ fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_rea
 /// sink's `reader-timeout` and a margin, and the sink counts one eviction.
 #[test]
 fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reader_timeout() {
-    if !python_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
-        || !elements_ready("a_stopped_python_zero_copy_reader_holds_shmframesink")
-    {
+    if !python_ready("a_stopped_python_zero_copy_reader_holds_shmframesink") {
         return;
     }
     const TIMEOUT: Duration = Duration::from_millis(300);
@@ -1299,11 +1286,10 @@ fn python_writer_to_gst_reader(format: VideoFormat, layout: Layout) {
 
 #[test]
 fn gstreamer_writer_to_python_reader() {
-    if !python_ready("gstreamer_writer_to_python_reader")
-        || !elements_ready("gstreamer_writer_to_python_reader")
-    {
+    if !python_ready("gstreamer_writer_to_python_reader") {
         return;
     }
+    init();
     for format in FORMATS {
         for layout in [Layout::Ring, Layout::Double] {
             gst_writer_to_python_reader(format, layout);
@@ -1313,11 +1299,10 @@ fn gstreamer_writer_to_python_reader() {
 
 #[test]
 fn python_writer_to_gstreamer_reader() {
-    if !python_ready("python_writer_to_gstreamer_reader")
-        || !elements_ready("python_writer_to_gstreamer_reader")
-    {
+    if !python_ready("python_writer_to_gstreamer_reader") {
         return;
     }
+    init();
     for format in FORMATS {
         for layout in [Layout::Ring, Layout::Double] {
             python_writer_to_gst_reader(format, layout);
@@ -1332,7 +1317,7 @@ fn python_writer_to_gstreamer_reader() {
 #[test]
 fn three_gstreamer_readers_started_first_get_every_frame_of_the_python_writer() {
     let test = "three_gstreamer_readers_started_first_get_every_frame_of_the_python_writer";
-    if !python_ready(test) || !elements_ready(test) {
+    if !python_ready(test) {
         return;
     }
     let frames = readers_first_frames();

@@ -6,7 +6,7 @@
 //! new writer process on the same name is followed by the running readers. Nothing is left
 //! in /dev/shm at the end.
 //!
-//! Children are this test binary re-run in a role (see `child_entry`), with the plugin
+//! Children are the child binary running a role of this file's `child_entry`, with the plugin
 //! registered statically, so they always run the code under test.
 
 mod common;
@@ -21,7 +21,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
-const ENTRY: &str = "child_entry";
 /// Frame contents of the second writer start here, so a reader's indices stay increasing
 /// across the writer restart and tell the two writers apart.
 const SECOND_WRITER_BASE: u64 = 1_000_000;
@@ -29,9 +28,10 @@ const READER_TIMEOUT_MS: u64 = 300;
 const FIRST_WRITER_FRAMES: u64 = 700;
 const SECOND_WRITER_FRAMES: u64 = 150;
 
-/// Entry point of child processes: does nothing unless this process was spawned in a role.
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     init();
     let args = role_args(&args);
@@ -205,7 +205,6 @@ fn reader(name: &str, props: &str) -> ChildGuard {
 /// A reader that reads for at most `limit`.
 fn reader_for(name: &str, props: &str, limit: Duration) -> ChildGuard {
     spawn_role(
-        ENTRY,
         "reader",
         &[
             &format!("name={name}"),
@@ -217,7 +216,6 @@ fn reader_for(name: &str, props: &str, limit: Duration) -> ChildGuard {
 
 fn writer(name: &str, frames: u64, base: u64, props: &str, readers: u32, end: &str) -> ChildGuard {
     spawn_role(
-        ENTRY,
         "writer",
         &[
             &format!("name={name}"),

@@ -1,5 +1,5 @@
 //! A reader's memory does not grow with the frames it reads, and the segment is no larger than
-//! its slots plus a few header pages (issue 5).
+//! its slots plus a few header pages.
 //!
 //! A real child process runs `shmframesrc ! fakesink` (copy and zero-copy mode) while this
 //! process writes frames through the transport `Writer` under `block`, so every frame is read.
@@ -30,8 +30,10 @@ const ANON_GROWTH_LIMIT_KB: u64 = 1024;
 const PAGE: u64 = 4096;
 const LIMIT: Duration = Duration::from_secs(60);
 
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     assert_eq!(role, "reader");
     init();
@@ -104,7 +106,7 @@ fn reader_memory_case(test: &str, copy_mode: &str) {
         "segment of {segment_len} bytes for 6 slots of {FRAME_SIZE} bytes"
     );
 
-    let mut child = spawn_role("child_entry", "reader", &[&name, copy_mode]);
+    let mut child = spawn_role("reader", &[&name, copy_mode]);
     assert!(
         wait_for(LIMIT, || writer.reader_count() == 1),
         "the reader did not attach"

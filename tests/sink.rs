@@ -43,6 +43,37 @@ fn harness(sink: &gst::Element) -> Harness {
     Harness::with_element(sink, Some("sink"), None)
 }
 
+/// The setup most tests share: a unique segment name, a sink on it and the harness driving the
+/// sink. Tests take it apart (`let Fixture { name, sink, mut h } = ...`) so each part lives to
+/// the end of the test and is dropped harness first, segment name last.
+struct Fixture {
+    name: ShmName,
+    sink: gst::Element,
+    h: Harness,
+}
+
+impl Fixture {
+    /// A sink with `props` on a segment name made from `label`, started by its harness.
+    fn new(label: &str, props: &[(&str, &str)]) -> Fixture {
+        Fixture::with_setup(label, props, |_| ()).0
+    }
+
+    /// Like `new`, with `setup` run on the sink before the harness starts it (to connect to
+    /// its signals); returns what `setup` returns too.
+    fn with_setup<T>(
+        label: &str,
+        props: &[(&str, &str)],
+        setup: impl FnOnce(&gst::Element) -> T,
+    ) -> (Fixture, T) {
+        init();
+        let name = ShmName::new(label);
+        let sink = new_sink(&name, props);
+        let before_start = setup(&sink);
+        let h = harness(&sink);
+        (Fixture { name, sink, h }, before_start)
+    }
+}
+
 fn rgba_frame(n: u64, size: usize) -> gst::Buffer {
     let mut data = vec![0u8; size];
     fill_frame(n, &mut data);
@@ -307,10 +338,8 @@ fn the_stats_description_names_every_field() {
 
 #[test]
 fn every_frame_reaches_a_reader_with_its_number_content_and_caps() {
-    init();
-    let name = ShmName::new("frames");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "16")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } =
+        Fixture::new("frames", &[("shape", "64x48:RGBA"), ("depth", "16")]);
     // With a shape the segment exists from start, before any caps.
     assert!(name.path().exists());
     let mut reader = open_reader(&name, StartPosition::Oldest);
@@ -347,10 +376,7 @@ fn every_frame_reaches_a_reader_with_its_number_content_and_caps() {
 
 #[test]
 fn an_empty_gap_buffer_publishes_nothing() {
-    init();
-    let name = ShmName::new("gap");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("gap", &[("shape", "64x48:RGBA")]);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     let mut gap = gst::Buffer::new();
@@ -365,10 +391,7 @@ fn an_empty_gap_buffer_publishes_nothing() {
 
 #[test]
 fn the_segment_is_created_with_the_first_caps_without_a_shape() {
-    init();
-    let name = ShmName::new("firstcaps");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } = Fixture::new("firstcaps", &[]);
     assert!(!name.path().exists(), "no segment before caps");
     h.set_src_caps_str(RGBA_32X24);
     let observer = Observer::open(&name).expect("segment after caps");
@@ -384,10 +407,7 @@ fn the_segment_is_created_with_the_first_caps_without_a_shape() {
 
 #[test]
 fn strided_rgba_input_arrives_packed() {
-    init();
-    let name = ShmName::new("stridedrgba");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } = Fixture::new("stridedrgba", &[]);
     h.set_src_caps_str("video/x-raw,format=RGBA,width=10,height=6,framerate=25/1");
     let mut reader = open_reader(&name, StartPosition::Oldest);
 
@@ -419,10 +439,7 @@ fn strided_rgba_input_arrives_packed() {
 
 #[test]
 fn strided_i420_planes_arrive_packed() {
-    init();
-    let name = ShmName::new("stridedi420");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } = Fixture::new("stridedi420", &[]);
     let caps = "video/x-raw,format=I420,width=16,height=8,framerate=25/1";
     h.set_src_caps_str(caps);
     let mut reader = open_reader(&name, StartPosition::Oldest);
@@ -466,10 +483,7 @@ fn strided_i420_planes_arrive_packed() {
 
 #[test]
 fn eos_reaches_the_reader_after_the_frames() {
-    init();
-    let name = ShmName::new("eos");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } = Fixture::new("eos", &[("shape", "64x48:RGBA")]);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..3 {
@@ -519,10 +533,11 @@ fn invalid_shm_name_fails_to_start_naming_the_rule() {
 
 #[test]
 fn a_second_sink_on_the_same_name_fails_naming_the_pid() {
-    init();
-    let name = ShmName::new("second");
-    let first = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let mut h = harness(&first);
+    let Fixture {
+        name,
+        sink: first,
+        mut h,
+    } = Fixture::new("second", &[("shape", "64x48:RGBA")]);
     h.set_src_caps_str(RGBA_64X48);
     h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
 
@@ -563,10 +578,7 @@ fn a_foreign_file_is_refused_and_left_untouched() {
 
 #[test]
 fn a_caps_change_to_larger_frames_recreates_the_segment_and_a_subscriber_follows() {
-    init();
-    let name = ShmName::new("recreate");
-    let sink = new_sink(&name, &[("depth", "8")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("recreate", &[("depth", "8")]);
     h.set_src_caps_str(RGBA_32X24);
     let mut subscriber = Subscriber::new(
         &name,
@@ -636,10 +648,7 @@ fn a_caps_change_to_larger_frames_recreates_the_segment_and_a_subscriber_follows
 
 #[test]
 fn a_caps_change_that_fits_keeps_the_segment() {
-    init();
-    let name = ShmName::new("capsfit");
-    let sink = new_sink(&name, &[("depth", "8")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("capsfit", &[("depth", "8")]);
     h.set_src_caps_str(RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
@@ -668,10 +677,11 @@ fn a_caps_change_that_fits_keeps_the_segment() {
 /// caps of another shape are then refused, naming both shapes.
 #[test]
 fn the_shape_constrains_the_caps() {
-    init();
-    let name = ShmName::new("shapecaps");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let h = harness(&sink);
+    let Fixture {
+        name: _name,
+        sink,
+        h,
+    } = Fixture::new("shapecaps", &[("shape", "64x48:RGBA")]);
     let caps = sink.static_pad("sink").unwrap().query_caps(None);
     let preferred = caps.structure(0).unwrap();
     assert_eq!(preferred.get::<&str>("format").unwrap(), "RGBA");
@@ -719,10 +729,8 @@ fn a_shape_without_a_format_reserves_slots_for_the_formats_upstream_sends() {
 
 #[test]
 fn clear_empties_the_depot() {
-    init();
-    let name = ShmName::new("clear");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "8")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } =
+        Fixture::new("clear", &[("shape", "64x48:RGBA"), ("depth", "8")]);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..5 {
@@ -748,10 +756,8 @@ fn clear_empties_the_depot() {
 
 #[test]
 fn clear_frees_a_write_blocked_on_a_full_depot() {
-    init();
-    let name = ShmName::new("clearblocked");
-    let sink = new_sink(
-        &name,
+    let (Fixture { name, sink, mut h }, outcomes) = Fixture::with_setup(
+        "clearblocked",
         &[
             ("shape", "64x48:RGBA"),
             ("depth", "2"),
@@ -759,9 +765,8 @@ fn clear_frees_a_write_blocked_on_a_full_depot() {
             // Never evict the idle reader during this test.
             ("reader-timeout", "600000"),
         ],
+        record_backpressure,
     );
-    let outcomes = record_backpressure(&sink);
-    let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..2 {
@@ -790,10 +795,8 @@ fn clear_frees_a_write_blocked_on_a_full_depot() {
 
 #[test]
 fn a_flush_interrupts_a_write_blocked_on_a_full_depot() {
-    init();
-    let name = ShmName::new("flushblocked");
-    let sink = new_sink(
-        &name,
+    let Fixture { name, sink, mut h } = Fixture::new(
+        "flushblocked",
         &[
             ("shape", "64x48:RGBA"),
             ("depth", "1"),
@@ -801,7 +804,6 @@ fn a_flush_interrupts_a_write_blocked_on_a_full_depot() {
             ("reader-timeout", "600000"),
         ],
     );
-    let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
@@ -944,10 +946,8 @@ fn a_wait_for_readers_that_times_out_warns_and_publishes() {
 
 #[test]
 fn stopping_ends_a_blocked_write_and_removes_the_segment() {
-    init();
-    let name = ShmName::new("stopblocked");
-    let sink = new_sink(
-        &name,
+    let Fixture { name, sink, mut h } = Fixture::new(
+        "stopblocked",
         &[
             ("shape", "64x48:RGBA"),
             ("depth", "1"),
@@ -955,7 +955,6 @@ fn stopping_ends_a_blocked_write_and_removes_the_segment() {
             ("reader-timeout", "600000"),
         ],
     );
-    let mut h = harness(&sink);
     let _reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
@@ -974,18 +973,15 @@ fn stopping_ends_a_blocked_write_and_removes_the_segment() {
 
 #[test]
 fn drop_newest_reports_every_dropped_frame() {
-    init();
-    let name = ShmName::new("dropnewest");
-    let sink = new_sink(
-        &name,
+    let (Fixture { name, sink, mut h }, outcomes) = Fixture::with_setup(
+        "dropnewest",
         &[
             ("shape", "64x48:RGBA"),
             ("depth", "2"),
             ("backpressure", "drop-newest"),
         ],
+        record_backpressure,
     );
-    let outcomes = record_backpressure(&sink);
-    let mut h = harness(&sink);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..4 {
@@ -1018,11 +1014,11 @@ fn drop_newest_reports_every_dropped_frame() {
 
 #[test]
 fn drop_oldest_overwrites_and_the_reader_counts_what_it_missed() {
-    init();
-    let name = ShmName::new("dropoldest");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "2")]);
-    let outcomes = record_backpressure(&sink);
-    let mut h = harness(&sink);
+    let (Fixture { name, sink, mut h }, outcomes) = Fixture::with_setup(
+        "dropoldest",
+        &[("shape", "64x48:RGBA"), ("depth", "2")],
+        record_backpressure,
+    );
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..4 {
@@ -1045,10 +1041,8 @@ fn drop_oldest_overwrites_and_the_reader_counts_what_it_missed() {
 
 #[test]
 fn double_layout_gives_the_newest_frame() {
-    init();
-    let name = ShmName::new("double");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("layout", "double")]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } =
+        Fixture::new("double", &[("shape", "64x48:RGBA"), ("layout", "double")]);
     let mut reader = open_reader(&name, StartPosition::Newest);
     h.set_src_caps_str(RGBA_64X48);
     for n in 0..3 {
@@ -1065,12 +1059,13 @@ fn double_layout_gives_the_newest_frame() {
 
 #[test]
 fn reader_attach_and_detach_are_signalled_with_the_pid() {
-    init();
-    let name = ShmName::new("readersignals");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let attached = record_pids(&sink, "reader-attached");
-    let detached = record_pids(&sink, "reader-detached");
-    let _h = harness(&sink);
+    let (Fixture { name, sink, h: _h }, (attached, detached)) =
+        Fixture::with_setup("readersignals", &[("shape", "64x48:RGBA")], |sink| {
+            (
+                record_pids(sink, "reader-attached"),
+                record_pids(sink, "reader-detached"),
+            )
+        });
     let pid = std::process::id();
 
     let reader = open_reader(&name, StartPosition::Newest);
@@ -1092,11 +1087,10 @@ fn reader_attach_and_detach_are_signalled_with_the_pid() {
 
 #[test]
 fn reader_events_are_also_reported_while_frames_flow() {
-    init();
-    let name = ShmName::new("readerrender");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA")]);
-    let attached = record_pids(&sink, "reader-attached");
-    let mut h = harness(&sink);
+    let (Fixture { name, mut h, .. }, attached) =
+        Fixture::with_setup("readerrender", &[("shape", "64x48:RGBA")], |sink| {
+            record_pids(sink, "reader-attached")
+        });
     h.set_src_caps_str(RGBA_64X48);
     let _reader = open_reader(&name, StartPosition::Newest);
     // The writer looks at its reader table at least every 100 ms while writing.
@@ -1111,10 +1105,8 @@ fn reader_events_are_also_reported_while_frames_flow() {
 
 #[test]
 fn timestamps_are_monotonic_times_of_the_running_time() {
-    init();
-    let name = ShmName::new("timestamps");
-    let sink = new_sink(&name, &[("shape", "64x48:RGBA"), ("depth", "8")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } =
+        Fixture::new("timestamps", &[("shape", "64x48:RGBA"), ("depth", "8")]);
     h.set_src_caps_str(RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
 
@@ -1156,10 +1148,7 @@ fn timestamps_are_monotonic_times_of_the_running_time() {
 
 #[test]
 fn stop_removes_the_segment_and_keeps_the_last_statistics() {
-    init();
-    let name = ShmName::new("stop");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("stop", &[]);
     h.set_src_caps_str(RGBA_32X24);
     for n in 0..3 {
         h.push(rgba_frame(n, RGBA_32X24_SIZE)).unwrap();
@@ -1235,10 +1224,7 @@ fn frames_in_place(sink: &gst::Element) -> u64 {
 
 #[test]
 fn frames_upstream_writes_into_the_proposed_pool_are_published_without_a_copy() {
-    init();
-    let name = ShmName::new("pool-in-place");
-    let sink = new_sink(&name, &[("depth", "4")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("pool-in-place", &[("depth", "4")]);
     let pool = proposed_pool(&mut h, RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     for n in 0..40 {
@@ -1266,10 +1252,8 @@ fn frames_upstream_writes_into_the_proposed_pool_are_published_without_a_copy() 
 
 #[test]
 fn a_pool_buffer_pushed_twice_is_published_in_place_then_copied_and_never_overwritten() {
-    init();
-    let name = ShmName::new("pool-twice");
-    let sink = new_sink(&name, &[("depth", "4"), ("spare-slots", "1")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } =
+        Fixture::new("pool-twice", &[("depth", "4"), ("spare-slots", "1")]);
     let pool = proposed_pool(&mut h, RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     // What imagefreeze does: keep one buffer and push it again and again.
@@ -1314,12 +1298,10 @@ fn pool_frames_keep_every_policy_exact() {
         ("ring", "drop-newest"),
         ("double", "drop-oldest"),
     ] {
-        let name = ShmName::new(&format!("pool-{layout}-{policy}"));
-        let sink = new_sink(
-            &name,
+        let Fixture { name, sink, mut h } = Fixture::new(
+            &format!("pool-{layout}-{policy}"),
             &[("layout", layout), ("backpressure", policy), ("depth", "3")],
         );
-        let mut h = harness(&sink);
         let pool = proposed_pool(&mut h, RGBA_64X48);
         let mut reader = open_reader(&name, StartPosition::Oldest);
         let frames = 30;
@@ -1370,10 +1352,8 @@ fn pool_frames_keep_every_policy_exact() {
 
 #[test]
 fn the_pool_hands_out_system_memory_when_every_slot_is_held() {
-    init();
-    let name = ShmName::new("pool-exhausted");
-    let sink = new_sink(&name, &[("depth", "2"), ("spare-slots", "2")]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } =
+        Fixture::new("pool-exhausted", &[("depth", "2"), ("spare-slots", "2")]);
     let pool = proposed_pool(&mut h, RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     // Upstream holding more buffers than the segment has slots (a deep queue).
@@ -1509,10 +1489,9 @@ fn upstream_elements_fill_the_segment_directly_with_the_same_frames() {
 
 #[test]
 fn no_pool_is_proposed_when_no_slot_can_be_lent() {
-    init();
-    let name = ShmName::new("pool-none");
-    let sink = new_sink(&name, &[("spare-slots", "0")]);
-    let mut h = harness(&sink);
+    let Fixture {
+        name: _name, mut h, ..
+    } = Fixture::new("pool-none", &[("spare-slots", "0")]);
     h.set_src_caps_str(RGBA_64X48);
     let query = allocation_answer(&mut h, RGBA_64X48);
     assert_eq!(query.allocation_pools().count(), 0);
@@ -1526,10 +1505,7 @@ fn no_pool_is_proposed_when_no_slot_can_be_lent() {
 
 #[test]
 fn a_pool_proposed_before_the_segment_exists_lends_slots_once_it_does() {
-    init();
-    let name = ShmName::new("pool-early");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, sink, mut h } = Fixture::new("pool-early", &[]);
     // An element such as imagefreeze forwards the allocation query before the caps event.
     let query = allocation_answer(&mut h, RGBA_64X48);
     let (pool, _, _, _) = query.allocation_pools().next().expect("a pool");
@@ -1557,10 +1533,8 @@ fn a_pool_proposed_before_the_segment_exists_lends_slots_once_it_does() {
 
 #[test]
 fn under_block_a_pool_acquire_waits_for_a_slot_and_stopping_ends_the_wait() {
-    init();
-    let name = ShmName::new("pool-wait");
-    let sink = new_sink(
-        &name,
+    let Fixture { name, sink, mut h } = Fixture::new(
+        "pool-wait",
         &[
             ("backpressure", "block"),
             ("depth", "2"),
@@ -1569,7 +1543,6 @@ fn under_block_a_pool_acquire_waits_for_a_slot_and_stopping_ends_the_wait() {
             ("reader-timeout", "600000"),
         ],
     );
-    let mut h = harness(&sink);
     let pool = proposed_pool(&mut h, RGBA_64X48);
     let mut reader = open_reader(&name, StartPosition::Oldest);
     h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
@@ -1625,10 +1598,7 @@ fn under_block_a_pool_acquire_waits_for_a_slot_and_stopping_ends_the_wait() {
 
 #[test]
 fn the_pool_takes_any_minimum_upstream_asks_for_and_stops_cleanly() {
-    init();
-    let name = ShmName::new("pool-min");
-    let sink = new_sink(&name, &[]);
-    let mut h = harness(&sink);
+    let Fixture { name, mut h, .. } = Fixture::new("pool-min", &[]);
     let pool = proposed_pool(&mut h, RGBA_64X48);
     pool.set_active(false).unwrap();
     // A decoder asks for as many buffers as it keeps reference frames.

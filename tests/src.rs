@@ -241,9 +241,10 @@ impl Drop for Pipe {
     }
 }
 
-/// Entry point of child processes: does nothing unless this process was spawned in a role.
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     match role.as_str() {
         // writer NAME TAG: writes frames every 10 ms until killed (bounded to 60 s).
@@ -677,7 +678,7 @@ fn a_killed_writer_is_reported_and_the_next_one_followed() {
     let name = ShmName::new("src-killed");
     let mut pipe = Pipe::new(&name, "");
     pipe.play();
-    let mut child = spawn_role("child_entry", "writer", &[&name, "1"]);
+    let mut child = spawn_role("writer", &[&name, "1"]);
 
     // Frames of the child writer arrive (where it starts depends on when we attached).
     let sample = pipe.pull();

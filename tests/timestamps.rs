@@ -17,14 +17,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const ENTRY: &str = "child_entry";
 /// Upper bound for each child and each wait (generous: the machine may be loaded).
 const LIMIT: Duration = Duration::from_secs(60);
 const WRITER_CAPS: &str = "video/x-raw,format=I420,width=160,height=120,framerate=30/1";
 const FRAME: gst::ClockTime = gst::ClockTime::from_nseconds(33_333_333);
 
-#[test]
-fn child_entry() {
+/// The roles this file's tests spawn (the child binary, tests/child/main.rs, calls this).
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     init();
     let args = role_args(&args);
@@ -67,7 +67,6 @@ fn run_writer(a: &HashMap<String, String>) -> i32 {
 /// join a running writer).
 fn running_writer(name: &ShmName, props: &str) -> ChildGuard {
     let writer = spawn_role(
-        ENTRY,
         "writer",
         &[
             &format!("name={}", name.as_str()),
@@ -230,7 +229,6 @@ fn timestamps_strictly_increase_through_pause_ready_and_null_cycles() {
         let before = count();
         drop(writer);
         let _writer = spawn_role(
-            ENTRY,
             "writer",
             &[
                 &format!("name={}", name.as_str()),
@@ -369,7 +367,6 @@ fn recording_case(test: &str, mux: &str, demuxer: &str, extension: &str) {
     let file = TempFile(std::env::temp_dir().join(format!("{}.{extension}", name.as_str())));
     let (play_ms, pause_ms) = (1500, 1500);
     let mut recorder = spawn_role(
-        ENTRY,
         "recorder",
         &[
             &format!("name={}", name.as_str()),

@@ -1,20 +1,21 @@
-//! The transport across real processes: this test binary re-runs itself as writer and reader
-//! children (see `child_entry`), and the tests kill, stop and restart them.
+//! The transport across real processes: writer and reader children (the child binary running
+//! this file's `child_entry`), which the tests kill, stop and restart.
 
 mod common;
 
 use common::{
     ChildGuard, ShmName, SmallTmpfs, check_frame, fill_frame, num, role, spawn_role,
-    spawn_role_with_env, summary, wait_for,
+    spawn_role_env, summary, wait_for,
 };
 use gstshmframe::transport::*;
 use std::time::{Duration, Instant};
 
 const CHILD_LIMIT: Duration = Duration::from_secs(60);
 
-/// Entry point of child processes: does nothing unless this process was spawned in a role.
-#[test]
-fn child_entry() {
+/// Entry point of child processes: the child binary (tests/child/main.rs) runs it in the role
+/// `spawn_role` names.
+#[allow(dead_code)] // called by the child binary, not by this file's tests
+pub fn child_entry() {
     let Some((role, args)) = role() else { return };
     let code = match role.as_str() {
         "writer" => run_writer(&args),
@@ -24,6 +25,7 @@ fn child_entry() {
         "creator" => run_creator(&args),
         "many-writers" => run_many_writers(&args),
         "racer" => run_racer(&args),
+        "sigterm-opt-out" => run_sigterm_opt_out(&args),
         other => panic!("unknown role {other}"),
     };
     std::process::exit(code);
@@ -75,6 +77,32 @@ fn run_writer(args: &[String]) -> i32 {
     );
     // Stay until the readers have drained and detached, so EOS is seen before CLOSED.
     wait_for(Duration::from_secs(20), || w.reader_count() == 0);
+    0
+}
+
+/// sigterm-opt-out NAME WHEN: calls `disable_sigterm_handler` `before` or `after` creating its
+/// writer, then writes 4 KiB frames until killed (bounded to 60 s).
+fn run_sigterm_opt_out(args: &[String]) -> i32 {
+    let opt_out_first = match args[1].as_str() {
+        "before" => true,
+        "after" => false,
+        other => panic!("WHEN is before or after, not {other}"),
+    };
+    if opt_out_first {
+        disable_sigterm_handler();
+    }
+    let mut w = Writer::create(&WriterConfig::new(&args[0], 4096)).unwrap();
+    if !opt_out_first {
+        disable_sigterm_handler();
+    }
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let mut n = 0;
+    while Instant::now() < deadline {
+        w.write_with(&FrameMeta::default(), 4096, |slot| fill_frame(n, slot))
+            .unwrap();
+        n += 1;
+        std::thread::sleep(Duration::from_millis(2));
+    }
     0
 }
 
@@ -246,10 +274,6 @@ fn write_4k(w: &mut Writer, n: u64) -> WriteOutcome {
         .unwrap()
 }
 
-fn entry() -> &'static str {
-    "child_entry"
-}
-
 /// The soak under `block`: 1 writer, 4 readers (one slowed), every frame's content and number
 /// checked in the readers: zero lost, zero duplicated, zero torn. 10,000 frames in CI;
 /// `SHMFRAME_SOAK_FRAMES=100000` for the full soak.
@@ -259,10 +283,9 @@ fn soak_block_four_readers_one_slowed_lose_nothing() {
     let frames = soak_frames(10_000);
     let mut readers: Vec<ChildGuard> = ["0", "0", "0", "300"]
         .iter()
-        .map(|delay_us| spawn_role(entry(), "reader", &[&name, delay_us]))
+        .map(|delay_us| spawn_role("reader", &[&name, delay_us]))
         .collect();
     let mut writer = spawn_role(
-        entry(),
         "writer",
         &[&name, &frames.to_string(), "65536", "block", "4"],
     );
@@ -286,10 +309,9 @@ fn soak_drop_oldest_and_double_account_for_every_frame() {
         let frames = soak_frames(3000);
         let mut readers: Vec<ChildGuard> = ["0", "0", "2000"]
             .iter()
-            .map(|delay_us| spawn_role(entry(), "reader", &[&name, delay_us]))
+            .map(|delay_us| spawn_role("reader", &[&name, delay_us]))
             .collect();
         let mut writer = spawn_role(
-            entry(),
             "writer",
             &[&name, &frames.to_string(), "16384", layout, "3"],
         );
@@ -311,7 +333,7 @@ fn soak_drop_oldest_and_double_account_for_every_frame() {
 fn a_reader_killed_while_holding_pins_releases_its_slots() {
     let name = ShmName::new("mp-kill-pinner");
     let mut w = block_writer(&name, 2, 2, Duration::from_secs(30));
-    let mut pinner = spawn_role(entry(), "pinner", &[&name, "4"]);
+    let mut pinner = spawn_role("pinner", &[&name, "4"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     for n in 0..4 {
         write_4k(&mut w, n);
@@ -355,7 +377,7 @@ fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeo
         c.reader_timeout = TIMEOUT;
         let mut w = Writer::create(&c).unwrap();
         let slots = w.geometry().slot_count;
-        let mut pinner = spawn_role(entry(), "pinner", &[&name, &slots.to_string()]);
+        let mut pinner = spawn_role("pinner", &[&name, &slots.to_string()]);
         assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
         let mut other = Reader::open(
             &name,
@@ -426,10 +448,9 @@ fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeo
 fn drop_oldest_across_processes_accounts_for_every_frame() {
     let name = ShmName::new("mp-drop-oldest");
     let frames = 3000;
-    let mut fast = spawn_role(entry(), "reader", &[&name, "0"]);
-    let mut slow = spawn_role(entry(), "reader", &[&name, "2000"]);
+    let mut fast = spawn_role("reader", &[&name, "0"]);
+    let mut slow = spawn_role("reader", &[&name, "2000"]);
     let mut writer = spawn_role(
-        entry(),
         "writer",
         &[&name, &frames.to_string(), "16384", "drop-oldest", "2"],
     );
@@ -459,7 +480,7 @@ fn readers_killed_in_a_row_never_fill_the_table_of_an_idle_writer() {
     }
     let entries = |w: &Writer| w.info().readers.iter().map(|r| r.pid).collect::<Vec<_>>();
     for k in 0..kills {
-        let mut doomed = spawn_role(entry(), "reader", &[&name, "60000000"]);
+        let mut doomed = spawn_role("reader", &[&name, "60000000"]);
         let pid = doomed.pid();
         assert!(
             wait_for(Duration::from_secs(30), || entries(&w).contains(&pid)),
@@ -475,7 +496,7 @@ fn readers_killed_in_a_row_never_fill_the_table_of_an_idle_writer() {
         assert!(doomed.wait_timeout(CHILD_LIMIT).is_some());
     }
     // A reader attaching now reads checked frames to EOS.
-    let mut last = spawn_role(entry(), "reader", &[&name, "0"]);
+    let mut last = spawn_role("reader", &[&name, "0"]);
     let pid = last.pid();
     assert!(wait_for(Duration::from_secs(30), || entries(&w) == vec![pid]));
     for n in 3..10 {
@@ -497,7 +518,7 @@ fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
     // Only death, not the stall timeout, may free the writer.
     let mut w = block_writer(&name, 2, 0, Duration::from_secs(30));
     // A reader that reads nothing (a huge delay after its first 16 frames).
-    let mut victim = spawn_role(entry(), "reader", &[&name, "60000000"]);
+    let mut victim = spawn_role("reader", &[&name, "60000000"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     let victim_pid = victim.pid();
     for n in 0..18 {
@@ -531,7 +552,7 @@ fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
 fn a_stopped_reader_is_evicted_after_the_timeout() {
     let name = ShmName::new("mp-stop-reader");
     let mut w = block_writer(&name, 4, 0, Duration::from_millis(300));
-    let mut reader = spawn_role(entry(), "reader", &[&name, "0"]);
+    let mut reader = spawn_role("reader", &[&name, "0"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     let pid = reader.pid();
     for n in 0..100 {
@@ -578,9 +599,9 @@ fn a_writer_killed_mid_frame_tears_nothing_and_readers_follow_its_successor() {
     // Large frames so the kill very likely lands while a slot is being filled.
     let size = "1048576";
     let mut readers: Vec<ChildGuard> = (0..2)
-        .map(|_| spawn_role(entry(), "reader", &[&name, "0"]))
+        .map(|_| spawn_role("reader", &[&name, "0"]))
         .collect();
-    let mut first = spawn_role(entry(), "writer", &[&name, "0", size, "drop-oldest", "2"]);
+    let mut first = spawn_role("writer", &[&name, "0", size, "drop-oldest", "2"]);
     let stale = name.path();
     assert!(wait_for(Duration::from_secs(10), || stale.exists()));
     std::thread::sleep(Duration::from_millis(300));
@@ -588,7 +609,7 @@ fn a_writer_killed_mid_frame_tears_nothing_and_readers_follow_its_successor() {
     let _ = first.wait_timeout(Duration::from_secs(5));
     assert!(stale.exists(), "a killed writer leaves its segment behind");
     // A new writer reclaims the dead writer's name; the readers follow it to the end.
-    let mut second = spawn_role(entry(), "writer", &[&name, "200", size, "block", "2"]);
+    let mut second = spawn_role("writer", &[&name, "200", size, "block", "2"]);
     let w = summary(&second.wait_ok(CHILD_LIMIT));
     assert_eq!(num(&w, "written"), 200);
     for r in &mut readers {
@@ -600,13 +621,17 @@ fn a_writer_killed_mid_frame_tears_nothing_and_readers_follow_its_successor() {
     }
 }
 
-#[test]
-fn a_writer_terminated_by_sigterm_removes_its_segment() {
+/// Sends SIGTERM to `writer` once its segment `name` exists and it has written; checks that it
+/// died of SIGTERM and returns whether the segment is still there.
+fn segment_survives_sigterm(name: &ShmName, mut writer: ChildGuard) -> bool {
     use std::os::unix::process::ExitStatusExt;
-    let name = ShmName::new("mp-sigterm");
-    let mut writer = spawn_role(entry(), "writer", &[&name, "0", "4096", "drop-oldest", "0"]);
-    assert!(wait_for(Duration::from_secs(20), || name.path().exists()));
-    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            inspect(name).is_ok_and(|i| i.frames_written >= 3)
+        }),
+        "{} is writing",
+        writer.label
+    );
     writer.signal(libc::SIGTERM);
     let status = writer
         .wait_timeout(Duration::from_secs(10))
@@ -616,7 +641,47 @@ fn a_writer_terminated_by_sigterm_removes_its_segment() {
         Some(libc::SIGTERM),
         "it still dies of SIGTERM"
     );
-    assert!(!name.path().exists(), "its segment was removed");
+    name.path().exists()
+}
+
+#[test]
+fn a_writer_terminated_by_sigterm_removes_its_segment() {
+    let name = ShmName::new("mp-sigterm");
+    let writer = spawn_role("writer", &[&name, "0", "4096", "drop-oldest", "0"]);
+    assert!(
+        !segment_survives_sigterm(&name, writer),
+        "its segment was removed"
+    );
+}
+
+/// The opt-out for applications: with `SHMFRAME_NO_SIGTERM_HANDLER=1` shmframe leaves SIGTERM
+/// alone, so the segment stays (until the next writer of the name reclaims it).
+#[test]
+fn with_shmframe_no_sigterm_handler_set_sigterm_leaves_the_segment() {
+    let name = ShmName::new("mp-sigterm-env");
+    let writer = spawn_role_env(
+        "writer",
+        &[&name, "0", "4096", "drop-oldest", "0"],
+        &[(NO_SIGTERM_HANDLER_ENV, "1")],
+    );
+    assert!(
+        segment_survives_sigterm(&name, writer),
+        "no handler removed the segment"
+    );
+}
+
+/// The same opt-out through the API, called before the first writer (no handler is installed)
+/// or after it (the installed handler is removed again).
+#[test]
+fn disable_sigterm_handler_before_or_after_the_first_writer_leaves_sigterm_alone() {
+    for when in ["before", "after"] {
+        let name = ShmName::new(&format!("mp-sigterm-api-{when}"));
+        let writer = spawn_role("sigterm-opt-out", &[&name, when]);
+        assert!(
+            segment_survives_sigterm(&name, writer),
+            "disable_sigterm_handler called {when} the writer: no handler removed the segment"
+        );
+    }
 }
 
 /// The writer-crash matrix: a writer is SIGKILLed at a random point (often mid-frame: 1 MB
@@ -633,7 +698,7 @@ fn writers_killed_at_random_points_never_tear_a_frame_and_readers_follow_each_su
     let size = "1048576";
     let mut readers: Vec<ChildGuard> = ["0", "500"]
         .iter()
-        .map(|delay_us| spawn_role(entry(), "reader", &[&name, delay_us]))
+        .map(|delay_us| spawn_role("reader", &[&name, delay_us]))
         .collect();
     // Deterministic pseudo-random kill points, different every round.
     let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
@@ -646,7 +711,7 @@ fn writers_killed_at_random_points_never_tear_a_frame_and_readers_follow_each_su
         } else {
             "drop-oldest"
         };
-        let mut writer = spawn_role(entry(), "writer", &[&name, "0", size, policy, "2"]);
+        let mut writer = spawn_role("writer", &[&name, "0", size, policy, "2"]);
         assert!(
             wait_for(Duration::from_secs(20), || {
                 gstshmframe::transport::inspect(&name)
@@ -658,7 +723,7 @@ fn writers_killed_at_random_points_never_tear_a_frame_and_readers_follow_each_su
         writer.signal(libc::SIGKILL);
         let _ = writer.wait_timeout(Duration::from_secs(5));
     }
-    let mut last = spawn_role(entry(), "writer", &[&name, "100", size, "block", "2"]);
+    let mut last = spawn_role("writer", &[&name, "100", size, "block", "2"]);
     let w = summary(&last.wait_ok(CHILD_LIMIT));
     assert_eq!(num(&w, "written"), 100);
     for r in &mut readers {
@@ -678,7 +743,7 @@ fn readers_cannot_modify_frame_data() {
     let mut w = Writer::create(&WriterConfig::new(&name, 4096)).unwrap();
     w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(0, s))
         .unwrap();
-    let mut child = spawn_role(entry(), "scribbler", &[&name]);
+    let mut child = spawn_role("scribbler", &[&name]);
     let status = child
         .wait_timeout(Duration::from_secs(20))
         .expect("scribbler finished");
@@ -713,7 +778,7 @@ fn writers_killed_while_creating_their_segment_leave_nothing_behind() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let mut creator = spawn_role(entry(), "creator", &[&name, &slot_size]);
+        let mut creator = spawn_role("creator", &[&name, &slot_size]);
         assert!(
             wait_for(Duration::from_secs(20), || !name.files().is_empty()),
             "round {round}: the creator did not start"
@@ -749,7 +814,7 @@ fn sigterm_removes_every_segment_of_a_process_with_200_writers() {
     let names: Vec<ShmName> = (0..WRITERS)
         .map(|i| ShmName(format!("{}-{i}", base.as_str())))
         .collect();
-    let mut child = spawn_role(entry(), "many-writers", &[&base, &WRITERS.to_string()]);
+    let mut child = spawn_role("many-writers", &[&base, &WRITERS.to_string()]);
     assert!(
         wait_for(Duration::from_secs(60), || names
             .iter()
@@ -809,8 +874,7 @@ fn two_writers_racing_for_room_for_one_leave_exactly_one_running() {
         let mut racers: Vec<ChildGuard> = ["a", "b"]
             .iter()
             .map(|n| {
-                spawn_role_with_env(
-                    entry(),
+                spawn_role_env(
                     "racer",
                     &[&format!("race-{round}-{n}"), &slot, &start],
                     &env,

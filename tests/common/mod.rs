@@ -128,35 +128,83 @@ impl Drop for ChildGuard {
     }
 }
 
-/// Re-runs the current test binary as a child in role `role` (see `peer_main`-style entry
-/// points in each test file): it runs only the test named `entry`, with `SHMFRAME_ROLE` set.
-pub fn spawn_role(entry: &str, role: &str, args: &[&str]) -> ChildGuard {
-    spawn_role_with_env(entry, role, args, &[])
+/// The child binary (tests/child/main.rs, cargo's `child` test target), which runs the
+/// `child_entry` of the test file that spawns it. `cargo test --test X` builds only X, so this
+/// asks cargo for the binary, which builds it when it is missing or out of date (a no-op
+/// otherwise), and takes its path from cargo's report.
+pub fn child_binary() -> &'static std::path::Path {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args([
+            "build",
+            "--quiet",
+            "--test",
+            "child",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"),
+        ]);
+        if !cfg!(debug_assertions) {
+            cargo.arg("--release");
+        }
+        let out = cargo
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run cargo to build the child binary");
+        assert!(
+            out.status.success(),
+            "cargo could not build the child binary"
+        );
+        let report = String::from_utf8_lossy(&out.stdout);
+        let field = "\"executable\":\"";
+        report
+            .lines()
+            .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains(field))
+            .find_map(|l| {
+                let start = l.find(field)? + field.len();
+                let len = l[start..].find('"')?;
+                Some(std::path::PathBuf::from(&l[start..start + len]))
+            })
+            .unwrap_or_else(|| panic!("no executable in cargo's report:\n{report}"))
+    })
 }
 
-/// Like `spawn_role`, with `env` added to the child's environment (e.g. `SHMFRAME_DIR`, which
-/// a test must not set in its own process: tests run in parallel).
-pub fn spawn_role_with_env(
-    entry: &str,
+/// Runs the child binary in role `role` of this test file's `child_entry`, with `args`.
+pub fn spawn_role(role: &str, args: &[&str]) -> ChildGuard {
+    spawn_role_env::<&str>(role, args, &[])
+}
+
+/// `spawn_role` with `env` added to the child's environment (e.g. `SHMFRAME_DIR`, which a test
+/// must not set in its own process: tests run in parallel).
+pub fn spawn_role_env<V: AsRef<std::ffi::OsStr>>(
     role: &str,
     args: &[&str],
-    env: &[(&str, &std::ffi::OsStr)],
+    env: &[(&str, V)],
 ) -> ChildGuard {
-    let exe = std::env::current_exe().expect("test binary path");
-    let child = Command::new(exe)
-        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env("SHMFRAME_ROLE", role)
-        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+    let child = role_command(child_binary(), role, args)
+        .envs(env.iter().map(|(k, v)| (k, v.as_ref())))
         .spawn()
-        .expect("spawn child");
+        .expect("spawn the child binary");
     ChildGuard {
         child,
         label: format!("child {role} {args:?}"),
     }
+}
+
+/// The command that runs `binary` (the child binary or a copy) in `role` of this test file.
+fn role_command(binary: &std::path::Path, role: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(binary);
+    command
+        // The name of the test crate, which is the test file's: the child binary's dispatch key.
+        .env("SHMFRAME_ROLES_OF", env!("CARGO_CRATE_NAME"))
+        .env("SHMFRAME_ROLE", role)
+        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    command
 }
 
 /// The role and arguments of this process, if it was started by `spawn_role`.
@@ -245,6 +293,23 @@ pub fn write_within<T>(
     result.unwrap_or_else(|e| panic!("{what}: {e} after {:?}", started.elapsed()))
 }
 
+/// Whether a test's prerequisite is there: `missing` says what is not, or is `None`. A missing
+/// prerequisite fails the test when `SHMFRAME_REQUIRE_ALL` is set (scripts/test.sh sets it)
+/// unless `SHMFRAME_ALLOW_SKIPS=1`; otherwise the test is skipped with a notice. The caller
+/// returns at once when this is false.
+pub fn prerequisite(test: &str, missing: Option<String>) -> bool {
+    let Some(why) = missing else { return true };
+    let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty() && v != "0");
+    if set("SHMFRAME_REQUIRE_ALL") && !set("SHMFRAME_ALLOW_SKIPS") {
+        panic!(
+            "{test}: prerequisite missing: {why}. scripts/test.sh requires every test to run; \
+             set SHMFRAME_ALLOW_SKIPS=1 to skip it instead"
+        );
+    }
+    eprintln!("NOTICE: {test} skipped: {why}");
+    false
+}
+
 /// Polls `cond` every 5 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -257,11 +322,10 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// Like `spawn_role`, but the child runs the binary `exe` as user `uid`, group `gid` with
-/// supplementary groups `groups` (the test must run as root), with `env` added.
+/// Like `spawn_role`, but runs `exe` (the child binary or a copy of it) as user `uid`, group
+/// `gid` with supplementary groups `groups` (the test must run as root), with `env` added.
 pub fn spawn_role_as(
     exe: &std::path::Path,
-    entry: &str,
     role: &str,
     args: &[&str],
     (uid, gid, groups): (u32, u32, &[u32]),
@@ -269,14 +333,7 @@ pub fn spawn_role_as(
 ) -> ChildGuard {
     use std::os::unix::process::CommandExt;
     let groups: Vec<libc::gid_t> = groups.to_vec();
-    let mut command = Command::new(exe);
-    command
-        .args([entry, "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env("SHMFRAME_ROLE", role)
-        .env("SHMFRAME_ARGS", args.join("\u{1f}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    let mut command = role_command(exe, role, args);
     for (k, v) in env {
         command.env(k, v);
     }

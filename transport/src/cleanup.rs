@@ -8,6 +8,11 @@
 //! default action, so the process still dies of SIGTERM. An application's own SIGTERM handler
 //! is never replaced.
 //!
+//! An application that wants SIGTERM left alone altogether (it installs its handler later, or
+//! manages signals in one place) opts out with [`disable_sigterm_handler`] or by setting
+//! `SHMFRAME_NO_SIGTERM_HANDLER=1` in its environment; its segments then stay behind on
+//! SIGTERM until the next writer of the name reclaims them.
+//!
 //! The handler only uses async-signal-safe calls (`stat`, `unlink`, `signal`, `raise`) and
 //! walks a list of pre-allocated nodes: registering allocates a node only when every node is in
 //! use (outside the handler), nodes are pushed with a compare-and-swap and never freed, so the
@@ -18,7 +23,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::ptr;
 use std::sync::Once;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+/// Set to anything but empty or `0`, shmframe installs no SIGTERM handler in the process.
+pub const NO_SIGTERM_HANDLER_ENV: &str = "SHMFRAME_NO_SIGTERM_HANDLER";
 
 const PATH_MAX: usize = 512;
 
@@ -44,6 +52,32 @@ unsafe impl Sync for Node {}
 /// The most recently pushed node; the list only grows and nodes live for ever.
 static HEAD: AtomicPtr<Node> = AtomicPtr::new(ptr::null_mut());
 static INSTALL: Once = Once::new();
+/// Whether `INSTALL` did install `on_sigterm`.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Keeps shmframe from handling SIGTERM in this process, like `SHMFRAME_NO_SIGTERM_HANDLER=1`:
+/// no handler is installed by later writers, and one already installed is removed if it still
+/// is SIGTERM's action (the default action is restored; a handler the application installed
+/// since is left alone). Segments of writers in this process then stay behind when it is
+/// terminated by SIGTERM, until the next writer of the name reclaims them.
+pub fn disable_sigterm_handler() {
+    INSTALL.call_once(|| {});
+    if !INSTALLED.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: sigaction with a null new action only reads the current one.
+    let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
+    let queried = unsafe { libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut current) };
+    if queried == 0 && current.sa_sigaction == on_sigterm as *const () as libc::sighandler_t {
+        // SAFETY: restores the default action, which is what SIGTERM had before we installed.
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) };
+        INSTALLED.store(false, Ordering::Release);
+    }
+}
+
+fn opted_out_by_environment() -> bool {
+    std::env::var_os(NO_SIGTERM_HANDLER_ENV).is_some_and(|v| !v.is_empty() && v != "0")
+}
 
 /// Every node of the list, newest first.
 fn nodes() -> impl Iterator<Item = &'static Node> {
@@ -123,7 +157,7 @@ fn install_handler() {
         // SAFETY: sigaction with a null new action only reads the current one.
         let mut current: libc::sigaction = unsafe { std::mem::zeroed() };
         let queried = unsafe { libc::sigaction(libc::SIGTERM, std::ptr::null(), &mut current) };
-        if queried != 0 || current.sa_sigaction != libc::SIG_DFL {
+        if queried != 0 || current.sa_sigaction != libc::SIG_DFL || opted_out_by_environment() {
             return;
         }
         // SAFETY: all-zero is a valid sigaction; we set the handler and an empty mask.
@@ -132,7 +166,8 @@ fn install_handler() {
         // SAFETY: `action.sa_mask` is a valid sigset_t to initialise.
         unsafe { libc::sigemptyset(&mut action.sa_mask) };
         // SAFETY: installing a handler that only performs async-signal-safe operations.
-        unsafe { libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) };
+        let installed = unsafe { libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut()) };
+        INSTALLED.store(installed == 0, Ordering::Release);
     });
 }
 

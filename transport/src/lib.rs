@@ -22,6 +22,7 @@ mod subscriber;
 pub mod sys;
 mod writer;
 
+pub use cleanup::{NO_SIGTERM_HANDLER_ENV, disable_sigterm_handler};
 pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
 };

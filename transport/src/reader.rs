@@ -547,17 +547,6 @@ impl Reader {
             && held_back < self.pin_budget()
             && pinned_slots + 1 < geo.slot_count
     }
-
-    /// Moves the cursor past frame `info.number`, as reading it would (after a pin).
-    pub fn advance_past(&mut self, n: u64) {
-        if n >= self.cursor {
-            self.skip_to(n);
-            self.cursor = n.saturating_add(1);
-            self.frames_read += 1;
-            self.missed_since_last = 0;
-            self.publish_progress();
-        }
-    }
 }
 
 impl Drop for Reader {

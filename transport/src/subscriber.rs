@@ -75,10 +75,6 @@ impl Subscriber {
         self.reader.as_ref()
     }
 
-    pub fn reader_mut(&mut self) -> Option<&mut Reader> {
-        self.reader.as_mut()
-    }
-
     /// Frames read / missed over every writer this subscriber followed.
     pub fn totals(&self) -> (u64, u64) {
         let (r, m) = self
