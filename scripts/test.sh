@@ -43,11 +43,18 @@ cargo clippy --workspace --all-targets -- -D warnings
 # --all-targets lints examples without cfg(test); their tests are linted here.
 echo "+ cargo clippy --workspace --examples --profile test -- -D warnings"
 cargo clippy --workspace --examples --profile test -- -D warnings
-totals=$(awk '/^test result:/ {
+# The Python package (python/): built from the transport crate into a virtual environment,
+# linted and type-checked, then its pytest suite against this tree's plugin.
+echo "+ bash scripts/python.sh -q"
+bash scripts/python.sh -q 2>&1 | tee -a "$results"
+# cargo's "test result: ok. N passed; M failed; K ignored" lines and pytest's closing
+# "N passed[, M failed][, K skipped] in S s" line.
+totals=$(awk '/^test result:/ || /^[0-9]+ (passed|failed).* in [0-9.]+s/ {
+        gsub(/[;,]/, " ")
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed/) p += $i
             if ($(i + 1) ~ /^failed/) f += $i
-            if ($(i + 1) ~ /^ignored/) g += $i
+            if ($(i + 1) ~ /^(ignored|skipped)/) g += $i
         }
     } END { printf "%d passed, %d failed, %d ignored", p, f, g }' "$results")
 echo "test: all checks passed"

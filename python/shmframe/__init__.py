@@ -36,6 +36,7 @@ from ._errors import (
     InvalidConfig,
     InvalidName,
     NoSpace,
+    ReadersMissing,
     NotAFile,
     NotReplaceable,
     PermissionDenied,
@@ -92,6 +93,7 @@ __all__ = [
     "WriterExists",
     "TooManyReaders",
     "NoSpace",
+    "ReadersMissing",
     "EndOfStream",
     "WriterGone",
 ]

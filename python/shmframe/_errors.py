@@ -105,6 +105,15 @@ class NoSpace(ShmFrameError, OSError):
     available: int
 
 
+class ReadersMissing(ShmFrameError, TimeoutError):
+    """The writer waited for ``wanted`` readers before its first frame and only ``attached``
+    came in time; it publishes from now on without waiting."""
+
+    name: str
+    wanted: int
+    attached: int
+
+
 class EndOfStream(ShmFrameError):
     """The writer ended the stream and every frame was read."""
 

@@ -124,6 +124,16 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
             e.setattr("needed", needed)?;
             e.setattr("available", available)
         }),
+        E::ReadersMissing {
+            name,
+            wanted,
+            attached,
+            ..
+        } => shm_error(py, "ReadersMissing", &msg, |e| {
+            e.setattr("name", name)?;
+            e.setattr("wanted", wanted)?;
+            e.setattr("attached", attached)
+        }),
         E::Interrupted | E::Io { .. } => shm_error(py, "ShmFrameError", &msg, none),
     }
 }
