@@ -25,7 +25,7 @@ use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, TryLockError};
+use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::input::{FrameSource, Input, slot_holding};
@@ -408,67 +408,15 @@ impl BaseSinkImpl for ShmFrameSink {
 
         let caps_text = caps.to_string();
         let frame_size = info.size() as u64;
-        let mut reader_events = Vec::new();
-        // (slot size of the replaced segment, if any) when a new segment was created.
-        let mut created: Option<Option<u64>> = None;
-        let mut replaced_counters = None;
-
         let mut output_guard = self.output.lock().unwrap();
         let fits = output_guard
             .as_ref()
             .is_some_and(|output| frame_size <= output.writer.slot_capacity());
-        // Readers of a segment being replaced, which `block` must not lose frames for.
-        let mut followers = 0;
-        let follow_timeout = config.reader_timeout;
-        let must_wait_for_followers = config.backpressure == Backpressure::Block;
+        let mut replaced = None;
         if !fits {
-            let mut old_slot = None;
-            // The writer whose segment is replaced: its successor keeps its identity.
-            let mut predecessor = None;
-            if let Some(mut old) = output_guard.take() {
-                followers = old.writer.reader_count();
-                // Readers see the old segment close and follow the name to the new one.
-                reader_events.extend(old.writer.take_reader_events());
-                replaced_counters = Some(Counters::of(&old.writer.info()));
-                old_slot = Some(old.writer.slot_capacity());
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "Frames of {frame_size} bytes do not fit the slots of {} bytes: recreating \
-                     the segment",
-                    old.writer.slot_capacity()
-                );
-                predecessor = Some(old.writer);
-            }
-            let new_config = WriterConfig {
-                slot_size: frame_size,
-                ..config
-            };
-            let new_writer = match predecessor {
-                Some(old) => old.replace(&new_config),
-                None => Writer::create(&new_config),
-            };
-            let writer = match new_writer {
-                Ok(writer) => writer,
-                Err(err) => {
-                    drop(output_guard);
-                    if let State::Started(started) = &mut *self.state.lock().unwrap() {
-                        started.observer = None;
-                        if let Some(counters) = replaced_counters {
-                            started.before = started.before.plus(counters);
-                        }
-                    }
-                    self.announce_reader_events(reader_events);
-                    gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"));
-                    return Err(gst::loggable_error!(CAT, "{err}"));
-                }
-            };
-            self.install_writer_handles(&writer);
-            *output_guard = Some(Output {
-                writer,
-                video_info: None,
-            });
-            created = Some(old_slot);
+            let (guard, replacement) = self.replace_segment(output_guard, &config, frame_size)?;
+            output_guard = guard;
+            replaced = Some(replacement);
         }
         let Some(output) = output_guard.as_mut() else {
             unreachable!("a writer was installed above");
@@ -480,14 +428,14 @@ impl BaseSinkImpl for ShmFrameSink {
         }
         output.video_info = Some(info);
         let slot_size = output.writer.slot_capacity();
-        let observer = created.is_some().then(|| output.writer.observer());
+        let observer = replaced.is_some().then(|| output.writer.observer());
         if let State::Started(started) = &mut *self.state.lock().unwrap() {
             started.caps = Some(caps.clone());
             if let Some(observer) = &observer {
                 started.observer = Some(observer.clone());
                 started.slot_size = slot_size;
             }
-            if let Some(counters) = replaced_counters {
+            if let Some(counters) = replaced.as_ref().and_then(|r| r.counters) {
                 started.before = started.before.plus(counters);
             }
         }
@@ -498,28 +446,17 @@ impl BaseSinkImpl for ShmFrameSink {
             imp = self,
             "Caps {caps_text} (frames of {frame_size} bytes)"
         );
-        self.announce_reader_events(reader_events);
-        if let Some(observer) = observer
-            .as_ref()
-            .filter(|_| must_wait_for_followers && followers > 0)
+        let Some(replaced) = replaced else {
+            return Ok(());
+        };
+        self.announce_reader_events(replaced.reader_events);
+        if let Some(observer) = &observer
+            && config.backpressure == Backpressure::Block
+            && replaced.followers > 0
         {
-            // Under `block` nothing may be lost: give the readers of the old segment time to
-            // find the new one before its first frame, as long as a stalled reader would be
-            // given before eviction.
-            let interrupt = self.interrupt.lock().unwrap().clone();
-            if let Some(interrupt) = interrupt
-                && !observer.wait_for_readers(followers, follow_timeout, &interrupt)
-            {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "Only {} of {followers} readers followed to the new segment within {:?}",
-                    observer.reader_count(),
-                    follow_timeout
-                );
-            }
+            self.wait_for_followers(observer, replaced.followers, config.reader_timeout);
         }
-        if let Some(Some(old_slot_size)) = created {
+        if let Some(old_slot_size) = replaced.old_slot_size {
             self.post_element_message(
                 gst::Structure::builder("shmframe-segment-recreated")
                     .field("old-slot-size", old_slot_size)
@@ -600,6 +537,19 @@ impl BaseSinkImpl for ShmFrameSink {
     }
 }
 
+/// What `set_caps` replaced to make room for larger frames.
+#[derive(Default)]
+struct Replaced {
+    /// The old segment's slot size (`None`: there was no segment yet).
+    old_slot_size: Option<u64>,
+    /// Readers of the old segment, which `block` must not lose frames for.
+    followers: usize,
+    /// Reader table changes of the old segment not announced yet.
+    reader_events: Vec<ReaderEvent>,
+    /// The old segment's counters.
+    counters: Option<Counters>,
+}
+
 /// A pool proposed upstream, with what the allocation query says about it.
 struct ProposedPool {
     pool: SlotPool,
@@ -612,6 +562,85 @@ struct ProposedPool {
 fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
     transport::check_name_for_writer(shm_name)
         .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))
+}
+
+impl ShmFrameSink {
+    /// Creates the segment for frames of `frame_size` bytes, replacing the current one (whose
+    /// successor keeps its identity, so that its readers follow the name to the new one).
+    /// On failure the error is posted and the old segment's counters and reader changes are
+    /// accounted for.
+    fn replace_segment<'a>(
+        &self,
+        mut output_guard: MutexGuard<'a, Option<Output>>,
+        config: &WriterConfig,
+        frame_size: u64,
+    ) -> Result<(MutexGuard<'a, Option<Output>>, Replaced), gst::LoggableError> {
+        let mut replaced = Replaced::default();
+        // The writer whose segment is replaced: its successor keeps its identity.
+        let mut predecessor = None;
+        if let Some(mut old) = output_guard.take() {
+            replaced.followers = old.writer.reader_count();
+            // Readers see the old segment close and follow the name to the new one.
+            replaced.reader_events = old.writer.take_reader_events();
+            replaced.counters = Some(Counters::of(&old.writer.info()));
+            replaced.old_slot_size = Some(old.writer.slot_capacity());
+            gst::info!(
+                CAT,
+                imp = self,
+                "Frames of {frame_size} bytes do not fit the slots of {} bytes: recreating \
+                 the segment",
+                old.writer.slot_capacity()
+            );
+            predecessor = Some(old.writer);
+        }
+        let new_config = WriterConfig {
+            slot_size: frame_size,
+            ..config.clone()
+        };
+        let new_writer = match predecessor {
+            Some(old) => old.replace(&new_config),
+            None => Writer::create(&new_config),
+        };
+        let writer = match new_writer {
+            Ok(writer) => writer,
+            Err(err) => {
+                drop(output_guard);
+                if let State::Started(started) = &mut *self.state.lock().unwrap() {
+                    started.observer = None;
+                    if let Some(counters) = replaced.counters {
+                        started.before = started.before.plus(counters);
+                    }
+                }
+                self.announce_reader_events(replaced.reader_events);
+                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"));
+                return Err(gst::loggable_error!(CAT, "{err}"));
+            }
+        };
+        self.install_writer_handles(&writer);
+        *output_guard = Some(Output {
+            writer,
+            video_info: None,
+        });
+        Ok((output_guard, replaced))
+    }
+
+    /// Under `block` nothing may be lost: gives the `followers` readers of a replaced segment
+    /// time to find the new one before its first frame, as long as a stalled reader would be
+    /// given before eviction.
+    fn wait_for_followers(&self, observer: &Observer, followers: usize, timeout: Duration) {
+        let interrupt = self.interrupt.lock().unwrap().clone();
+        if let Some(interrupt) = interrupt
+            && !observer.wait_for_readers(followers, timeout, &interrupt)
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Only {} of {followers} readers followed to the new segment within {:?}",
+                observer.reader_count(),
+                timeout
+            );
+        }
+    }
 }
 
 impl ShmFrameSink {
