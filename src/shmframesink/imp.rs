@@ -32,6 +32,7 @@ use super::input::{FrameSource, Input, slot_holding};
 use super::pool::SlotPool;
 use super::settings::{self, Settings};
 use super::stats::{Counters, stats_structure};
+use crate::clock::{self, ClockMapping};
 use crate::shape::{self, Shape};
 use crate::transport::{
     self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, WriteOutcome, Writer,
@@ -645,31 +646,19 @@ impl ShmFrameSink {
 
 impl ShmFrameSink {
     /// The frame's descriptor: times as absolute CLOCK_MONOTONIC nanoseconds (see the wire
-    /// conventions): `running_time + base_time + (monotonic_now - clock_now)`, or the write
-    /// time when there is no clock or base time yet.
+    /// conventions and [`ClockMapping`]), or the write time when there is no clock or base
+    /// time yet.
     fn frame_meta(&self, buffer: &gst::BufferRef) -> FrameMeta {
         let obj = self.obj();
-        let monotonic_now = transport::sys::monotonic_ns();
         let segment = obj.segment();
-        let mapping = match (obj.clock(), obj.base_time()) {
-            (Some(clock), Some(base_time)) => Some((
-                segment.downcast_ref::<gst::ClockTime>().cloned(),
-                base_time.nseconds() as i128 + monotonic_now as i128
-                    - clock.time().nseconds() as i128,
-            )),
-            _ => None,
-        };
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let mapping = ClockMapping::of(obj.upcast_ref());
+        let write_time = mapping.is_none().then(clock::monotonic_now);
         let to_monotonic = |t: Option<gst::ClockTime>| -> Option<u64> {
             let t = t?;
             match &mapping {
-                None => Some(monotonic_now),
-                Some((segment, offset)) => {
-                    let running = segment.as_ref()?.to_running_time(t)?;
-                    // u64::MAX is the transport's "no time".
-                    Some(
-                        (running.nseconds() as i128 + offset).clamp(0, u64::MAX as i128 - 1) as u64,
-                    )
-                }
+                None => write_time,
+                Some(mapping) => Some(mapping.to_monotonic(segment?.to_running_time(t)?)),
             }
         };
         FrameMeta {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::ClockMapping;
 use crate::shape::{self, Shape};
 use crate::transport::{
     self, Backpressure, FrameInfo, Interrupt, Observer, PinnedFrame, ReaderOptions, SlotView,
@@ -367,16 +368,6 @@ fn wrap_pinned(pinned: PinnedFrame) -> gst::Buffer {
     buffer
 }
 
-/// This element's running time now, and the offset that maps a CLOCK_MONOTONIC time into
-/// running time (`monotonic + offset`, negative before the pipeline started), through its
-/// clock. Without a clock or base time there is no running time: `None`.
-fn running_time_mapping(element: &gst::Element) -> Option<(i128, i128)> {
-    let (clock, base_time) = (element.clock()?, element.base_time()?);
-    let running_now = clock.time().nseconds() as i128 - base_time.nseconds() as i128;
-    let monotonic_now = transport::sys::monotonic_ns() as i128;
-    Some((running_now, running_now - monotonic_now))
-}
-
 /// A frame's PTS and DTS in running time as found, before a [`Timeline`] orders them:
 /// `writer` maps the writer's CLOCK_MONOTONIC times, `arrival` is the running time now.
 fn mapped_timestamps(
@@ -384,14 +375,14 @@ fn mapped_timestamps(
     mode: TimestampMode,
     info: &FrameInfo,
 ) -> (Option<i128>, Option<i128>) {
-    let Some((running_now, offset)) = running_time_mapping(element) else {
+    let Some(mapping) = ClockMapping::of(element) else {
         return (None, None);
     };
     match mode {
-        TimestampMode::Arrival => (Some(running_now), None),
+        TimestampMode::Arrival => (Some(mapping.running_now()), None),
         TimestampMode::Writer => (
-            info.pts.map(|t| t as i128 + offset),
-            info.dts.map(|t| t as i128 + offset),
+            info.pts.map(|t| mapping.to_running(t)),
+            info.dts.map(|t| mapping.to_running(t)),
         ),
     }
 }
@@ -707,7 +698,7 @@ impl ElementImpl for ShmFrameSrc {
         if transition == gst::StateChange::PausedToPlaying {
             // Before the streaming thread may run: its next frame sees the new period.
             self.playing_since
-                .store(transport::sys::monotonic_ns(), Ordering::Release);
+                .store(crate::clock::monotonic_now(), Ordering::Release);
         }
         self.parent_change_state(transition)
     }
@@ -1405,7 +1396,7 @@ impl ShmFrameSrc {
         }
 
         let evictions = stream.subscriber.reader().map_or(0, |r| r.evictions());
-        let latency_ns = transport::sys::monotonic_ns().saturating_sub(info.write_time_ns);
+        let latency_ns = crate::clock::monotonic_now().saturating_sub(info.write_time_ns);
         let mut stats = self.stats.lock().unwrap();
         stats.frames_read += 1;
         stats.frames_missed += info.missed_before;
