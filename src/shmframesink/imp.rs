@@ -256,12 +256,12 @@ impl ShmFrameSink {
         };
         transport::validate_name(&shm_name)
             .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
-        if let Some(refused) = &settings.refused_shape {
-            return Err(gst::error_msg!(
+        let shape = settings.shape.checked().map_err(|refused| {
+            gst::error_msg!(
                 gst::ResourceError::Settings,
                 ("The shape property was refused: {refused}")
-            ));
-        }
+            )
+        })?;
         check_name_is_free(&shm_name)?;
 
         let config = settings.writer_config(&shm_name);
@@ -271,14 +271,14 @@ impl ShmFrameSink {
 
         let mut started = Started {
             config: config.clone(),
-            shape: settings.shape,
+            shape,
             observer: None,
             slot_size: 0,
             caps: None,
             before: Counters::default(),
         };
         let mut output = None;
-        if let Some(shape) = settings.shape {
+        if let Some(shape) = shape {
             // The segment exists from now on, so readers can attach before the first caps. A
             // shape without a format is sized for the largest format upstream can send at that
             // size (upstream elements answer caps queries in READY already).
@@ -359,7 +359,7 @@ impl BaseSinkImpl for ShmFrameSink {
     }
 
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
-        let shape = self.settings.lock().unwrap().shape;
+        let shape = self.settings.lock().unwrap().shape.shape();
         let template = self.obj().sink_pad().pad_template_caps();
         let caps = match shape {
             // The shape first, so that upstream converters produce it; then anything else, so

@@ -5,12 +5,11 @@
 use gst::glib;
 use gst::prelude::*;
 
-use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::imp::CAT;
-use crate::shape::Shape;
+use crate::shape::ShapeSetting;
 use crate::transport::{self, WriterConfig};
 
 /// The transport's defaults, which every property but `spare-slots` starts from.
@@ -109,10 +108,7 @@ pub(super) struct Settings {
     pub(super) layout: ShmFrameLayout,
     pub(super) depth: u32,
     pub(super) backpressure: ShmFrameBackpressure,
-    pub(super) shape: Option<Shape>,
-    /// Why the last value given to `shape` was refused (the property kept its previous value);
-    /// `start()` fails with this so that a typo never goes unnoticed. Cleared by a valid value.
-    pub(super) refused_shape: Option<String>,
+    pub(super) shape: ShapeSetting,
     pub(super) perms: u32,
     pub(super) reader_timeout_ms: u64,
     pub(super) spare_slots: u32,
@@ -129,8 +125,7 @@ impl Default for Settings {
             layout: defaults.layout.into(),
             depth: defaults.depth,
             backpressure: defaults.backpressure.into(),
-            shape: None,
-            refused_shape: None,
+            shape: ShapeSetting::default(),
             perms: defaults.perms,
             reader_timeout_ms: DEFAULT_READER_TIMEOUT_MS,
             spare_slots: DEFAULT_SPARE_SLOTS,
@@ -179,29 +174,16 @@ impl Settings {
             "shape" => {
                 let text = value
                     .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.trim().is_empty());
-                match text.as_deref().map(Shape::from_str) {
-                    None => {
-                        self.shape = None;
-                        self.refused_shape = None;
-                    }
-                    Some(Ok(shape)) => {
-                        self.shape = Some(shape);
-                        self.refused_shape = None;
-                    }
-                    Some(Err(err)) => {
-                        let kept = self
-                            .shape
-                            .map_or_else(|| "no shape".to_string(), |s| s.to_string());
-                        gst::error!(
-                            CAT,
-                            obj = element,
-                            "{err}; keeping {kept}, and starting will fail until a valid shape \
-                             (or none) is set"
-                        );
-                        self.refused_shape = Some(err);
-                    }
+                    .expect("type checked upstream");
+                let kept = self.shape.shape();
+                if let Err(err) = self.shape.set(text.as_deref()) {
+                    let kept = kept.map_or_else(|| "no shape".to_string(), |s| s.to_string());
+                    gst::error!(
+                        CAT,
+                        obj = element,
+                        "{err}; keeping {kept}, and starting will fail until a valid shape \
+                         (or none) is set"
+                    );
                 }
             }
             "perms" => self.perms = value.get().expect("type checked upstream"),
@@ -226,7 +208,7 @@ impl Settings {
             "layout" => self.layout.to_value(),
             "depth" => self.depth.to_value(),
             "backpressure" => self.backpressure.to_value(),
-            "shape" => self.shape.map(|s| s.to_string()).to_value(),
+            "shape" => self.shape.shape().map(|s| s.to_string()).to_value(),
             "perms" => self.perms.to_value(),
             "reader-timeout" => self.reader_timeout_ms.to_value(),
             "spare-slots" => self.spare_slots.to_value(),

@@ -3,10 +3,8 @@
 use gst::glib;
 use gst::prelude::*;
 
-use std::str::FromStr;
-
 use super::imp::CAT;
-use crate::shape::Shape;
+use crate::shape::{Shape, ShapeSetting};
 use crate::transport;
 
 const DEFAULT_START: StartPosition = StartPosition::Newest;
@@ -85,8 +83,7 @@ pub enum CopyMode {
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
     pub(super) shm_name: Option<String>,
-    /// Kept as typed so that `start()` can refuse it with the parser's explanation.
-    pub(super) shape: Option<String>,
+    pub(super) shape: ShapeSetting,
     pub(super) start: StartPosition,
     pub(super) timeout_ms: u64,
     pub(super) timestamp_mode: TimestampMode,
@@ -97,7 +94,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             shm_name: None,
-            shape: None,
+            shape: ShapeSetting::default(),
             start: DEFAULT_START,
             timeout_ms: DEFAULT_TIMEOUT_MS,
             timestamp_mode: DEFAULT_TIMESTAMP_MODE,
@@ -120,14 +117,12 @@ impl Settings {
                 self.shm_name = name;
             }
             "shape" => {
-                let shape = value
+                let text = value
                     .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = shape.as_deref().map(Shape::from_str) {
+                    .expect("type checked upstream");
+                if let Err(err) = self.shape.set(text.as_deref()) {
                     gst::warning!(CAT, obj = element, "{err}; starting will fail");
                 }
-                self.shape = shape;
             }
             "start" => self.start = value.get().expect("type checked upstream"),
             "timeout" => self.timeout_ms = value.get().expect("type checked upstream"),
@@ -141,7 +136,7 @@ impl Settings {
     pub(super) fn get(&self, name: &str) -> glib::Value {
         match name {
             "shm-name" => self.shm_name.to_value(),
-            "shape" => self.shape.to_value(),
+            "shape" => self.shape.shape().map(|s| s.to_string()).to_value(),
             "start" => self.start.to_value(),
             "timeout" => self.timeout_ms.to_value(),
             "timestamp-mode" => self.timestamp_mode.to_value(),
@@ -161,13 +156,10 @@ impl Settings {
         };
         transport::validate_name(&shm_name)
             .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
-        let shape = match self.shape.as_deref().map(Shape::from_str) {
-            None => None,
-            Some(Ok(shape)) => Some(shape),
-            Some(Err(err)) => {
-                return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
-            }
-        };
+        let shape = self
+            .shape
+            .checked()
+            .map_err(|refused| gst::error_msg!(gst::ResourceError::Settings, ("{refused}")))?;
         Ok((shm_name, shape))
     }
 }
