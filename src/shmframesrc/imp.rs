@@ -1,6 +1,6 @@
 //! `shmframesrc` implementation: a live `GstPushSrc` over [`transport::Subscriber`].
 //!
-//! Locking: `settings`, `state`, `stats`, `interrupt` and `observer` are only ever held for a
+//! Locking: `settings`, `state` (statistics included), `interrupt` and `observer` are only ever held for a
 //! few instructions. `stream` (the subscriber and the streaming thread's bookkeeping) is taken
 //! out of its mutex by `create()` for the whole call and put back afterwards, so no lock is held
 //! while the transport waits; see [`ShmFrameSrc::create`].
@@ -37,13 +37,13 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// time; an interrupt (unlock) ends the wait at once regardless.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// What queries and `get-frame` need to know about the stream. Written by the streaming
-/// thread, read from any thread; never held across a wait.
-#[derive(Default)]
+/// What queries, `stats` and `get-frame` need to know about the stream. Written by the
+/// streaming thread, read from any thread; never held across a wait.
 enum State {
-    #[default]
-    Stopped,
+    /// `stats`: the last run's, still readable after stop.
+    Stopped { stats: Stats },
     Started {
+        stats: Stats,
         /// The attached writer's current caps (`None`: no writer, or it announced none yet).
         writer_caps: Option<gst::Caps>,
         /// The caps last set on the source pad.
@@ -53,6 +53,28 @@ enum State {
         /// Session id of the attached writer.
         writer_session: Option<u64>,
     },
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Stopped {
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl State {
+    fn stats(&self) -> &Stats {
+        match self {
+            State::Stopped { stats } | State::Started { stats, .. } => stats,
+        }
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        match self {
+            State::Stopped { stats } | State::Started { stats, .. } => stats,
+        }
+    }
 }
 
 /// The streaming thread's own state: the subscriber and what `create()` remembers between
@@ -149,7 +171,6 @@ pub struct ShmFrameSrc {
     /// The subscriber's interrupt handle, outside `stream` so `unlock()` can reach it while
     /// `create()` waits.
     interrupt: Mutex<Option<Interrupt>>,
-    stats: Mutex<Stats>,
     /// CLOCK_MONOTONIC time of the last PAUSED -> PLAYING: frames written before it belong
     /// to a time this source was not playing.
     playing_since: AtomicU64,
@@ -197,7 +218,7 @@ impl ObjectImpl for ShmFrameSrc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "stats" => self.stats.lock().unwrap().to_structure().to_value(),
+            "stats" => self.state.lock().unwrap().stats().to_structure().to_value(),
             name => self.settings.lock().unwrap().get(name),
         }
     }
@@ -296,12 +317,12 @@ impl BaseSrcImpl for ShmFrameSrc {
             evictions_before: 0,
         });
         *self.state.lock().unwrap() = State::Started {
+            stats: Stats::default(),
             writer_caps: None,
             negotiated: None,
             frame_duration: None,
             writer_session: None,
         };
-        *self.stats.lock().unwrap() = Stats::default();
         gst::info!(CAT, imp = self, "Started, reading shm-name {shm_name:?}");
         Ok(())
     }
@@ -309,10 +330,10 @@ impl BaseSrcImpl for ShmFrameSrc {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // GstBaseSrc calls stop() after unlock() ended any wait in create(); dropping the
         // subscriber detaches from the writer's reader table.
-        *self.state.lock().unwrap() = State::Stopped;
+        self.stop_state();
         *self.stream.lock().unwrap() = None;
         *self.interrupt.lock().unwrap() = None;
-        *self.state.lock().unwrap() = State::Stopped;
+        self.stop_state();
         gst::info!(CAT, imp = self, "Stopped");
         Ok(())
     }
@@ -331,7 +352,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let min = match &*self.state.lock().unwrap() {
                 State::Started { frame_duration, .. } => frame_duration.unwrap_or_default(),
-                State::Stopped => gst::ClockTime::ZERO,
+                State::Stopped { .. } => gst::ClockTime::ZERO,
             };
             gst::debug!(CAT, imp = self, "Reporting latency: live, min {min}");
             q.set(true, min, gst::ClockTime::NONE);
@@ -343,7 +364,7 @@ impl BaseSrcImpl for ShmFrameSrc {
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
         let writer_caps = match &*self.state.lock().unwrap() {
             State::Started { writer_caps, .. } => writer_caps.clone(),
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         let caps = writer_caps.unwrap_or_else(|| self.obj().src_pad().pad_template_caps());
         Some(match filter {
@@ -358,7 +379,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         // caps differ); on a later reconfigure, announce again the caps being pushed.
         let negotiated = match &*self.state.lock().unwrap() {
             State::Started { negotiated, .. } => negotiated.clone(),
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         if let Some(caps) = negotiated {
             self.obj().set_caps(&caps).map_err(|_| {
@@ -381,6 +402,15 @@ impl BaseSrcImpl for ShmFrameSrc {
             interrupt.clear();
         }
         Ok(())
+    }
+}
+
+impl ShmFrameSrc {
+    /// Marks the element stopped, keeping the run's statistics readable.
+    fn stop_state(&self) {
+        let mut state = self.state.lock().unwrap();
+        let stats = std::mem::take(state.stats_mut());
+        *state = State::Stopped { stats };
     }
 }
 
@@ -585,7 +615,8 @@ impl ShmFrameSrc {
             *writer_session = Some(session);
         }
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut state = self.state.lock().unwrap();
+            let stats = state.stats_mut();
             stats.writer_pid = pid;
             stats.writer_uid = uid;
             stats.writer_restarts += u32::from(restart);
@@ -631,7 +662,8 @@ impl ShmFrameSrc {
             *writer_session = None;
         }
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut state = self.state.lock().unwrap();
+            let stats = state.stats_mut();
             stats.writer_pid = 0;
             stats.writer_uid = NO_WRITER_UID;
             stream.evictions_before = stats.evictions;
@@ -703,7 +735,7 @@ impl ShmFrameSrc {
     /// Counts a frame that is not delivered (and those missed before it) as missed; the next
     /// buffer is DISCONT.
     fn count_skipped(&self, stream: &mut Stream, info: &FrameInfo) {
-        self.stats.lock().unwrap().frames_missed += info.missed_before + 1;
+        self.state.lock().unwrap().stats_mut().frames_missed += info.missed_before + 1;
         stream.discont_pending = true;
     }
 
@@ -823,7 +855,8 @@ impl ShmFrameSrc {
              longer than its reader-timeout and was evicted; skipped",
             info.number
         );
-        let mut stats = self.stats.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        let stats = state.stats_mut();
         stats.frames_missed += info.missed_before + 1;
         stats.frames_overwritten += 1;
         stream.discont_pending = true;
@@ -883,7 +916,7 @@ impl ShmFrameSrc {
                 *negotiated = Some(caps.clone());
                 std::mem::replace(current, frame_duration) != frame_duration
             }
-            State::Stopped => false,
+            State::Stopped { .. } => false,
         };
         if latency_changed {
             let obj = self.obj();
@@ -936,7 +969,8 @@ impl ShmFrameSrc {
 
         let evictions = stream.subscriber.reader().map_or(0, |r| r.evictions());
         let latency_ns = crate::clock::monotonic_now().saturating_sub(info.write_time_ns);
-        let mut stats = self.stats.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        let stats = state.stats_mut();
         stats.frames_read += 1;
         stats.frames_missed += info.missed_before;
         stats.latency_sum_ns += latency_ns as u128;
@@ -954,7 +988,7 @@ impl ShmFrameSrc {
         };
         let attached_session = match &*self.state.lock().unwrap() {
             State::Started { writer_session, .. } => *writer_session,
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         // The observer never waits, so holding its lock for one lookup delays nobody.
         let mut observer = self.observer.lock().unwrap();
