@@ -1,9 +1,9 @@
 //! `shmframesrc` implementation: a live `GstPushSrc` over [`transport::Subscriber`].
 //!
-//! Locking: `settings`, `state` (statistics included), `interrupt` and `observer` are only ever held for a
-//! few instructions. `stream` (the subscriber and the streaming thread's bookkeeping) is taken
-//! out of its mutex by `create()` for the whole call and put back afterwards, so no lock is held
-//! while the transport waits; see [`ShmFrameSrc::create`].
+//! Locking: `settings`, `state` (statistics included), `interrupt` and `observer` are only
+//! ever held for a few instructions. `stream` (the subscriber and the streaming thread's
+//! bookkeeping) is taken out of its mutex by `create()` for the whole call and put back
+//! afterwards, so no lock is held while the transport waits; see [`ShmFrameSrc::create`].
 
 use gst::glib;
 use gst::prelude::*;
