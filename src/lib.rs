@@ -7,6 +7,7 @@
 
 use gst::glib;
 
+mod clock;
 mod shape;
 mod shmframesink;
 mod shmframesrc;

@@ -54,6 +54,44 @@ impl fmt::Display for Shape {
     }
 }
 
+/// The `shape` property of both elements, parsed when it is set: a refused value keeps the
+/// previous shape, and starting fails with the parser's explanation until a valid shape (or
+/// none) is set, so that a typo never goes unnoticed.
+#[derive(Clone, Debug, Default)]
+pub struct ShapeSetting {
+    shape: Option<Shape>,
+    refused: Option<String>,
+}
+
+impl ShapeSetting {
+    /// Takes the property's new text (empty or blank: no shape); `Err` explains a refusal.
+    pub fn set(&mut self, text: Option<&str>) -> Result<(), String> {
+        match text.filter(|s| !s.trim().is_empty()).map(Shape::from_str) {
+            None => self.shape = None,
+            Some(Ok(shape)) => self.shape = Some(shape),
+            Some(Err(err)) => {
+                self.refused = Some(err.clone());
+                return Err(err);
+            }
+        }
+        self.refused = None;
+        Ok(())
+    }
+
+    /// The shape in effect (kept while a later value is refused).
+    pub fn shape(&self) -> Option<Shape> {
+        self.shape
+    }
+
+    /// The shape to start with, or why the last value set was refused.
+    pub fn checked(&self) -> Result<Option<Shape>, &str> {
+        match &self.refused {
+            Some(refused) => Err(refused),
+            None => Ok(self.shape),
+        }
+    }
+}
+
 impl FromStr for Shape {
     type Err = String;
 

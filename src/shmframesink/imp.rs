@@ -23,18 +23,20 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::prelude::*;
 use gst_base::subclass::prelude::*;
-use gst_video::prelude::*;
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex, TryLockError};
+use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+use super::input::{FrameSource, Input, slot_holding};
 use super::pool::SlotPool;
+use super::settings::{self, Settings};
+use super::stats::{Counters, stats_structure};
+use crate::clock::{self, ClockMapping};
 use crate::shape::{self, Shape};
 use crate::transport::{
-    self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, SegmentInfo, WriteOutcome,
-    Writer, WriterConfig,
+    self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, WriteOutcome, Writer,
+    WriterConfig,
 };
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -45,198 +47,21 @@ pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_LAYOUT: ShmFrameLayout = ShmFrameLayout::Ring;
-const DEFAULT_DEPTH: u32 = 4;
-const DEFAULT_BACKPRESSURE: ShmFrameBackpressure = ShmFrameBackpressure::DropOldest;
-const DEFAULT_PERMS: u32 = 0o600;
-const DEFAULT_READER_TIMEOUT_MS: u64 = 1000;
-const DEFAULT_SPARE_SLOTS: u32 = 2;
-const DEFAULT_WAIT_FOR_READERS: u32 = 0;
-/// 0: the wait for readers lasts until they come (or a flush or stop ends it).
-const DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS: u64 = 0;
-/// Longest reader timeout accepted (about 49 days): beyond that "never" is meant anyway.
-const MAX_READER_TIMEOUT_MS: u64 = u32::MAX as u64;
 /// How often the sink checks its readers also while no frame arrives (upstream paused, a live
 /// source gone quiet): a dead reader's entry is freed and its detach reported within this.
 const IDLE_HOUSEKEEPING: gst::ClockTime = gst::ClockTime::from_mseconds(100);
 
-/// How frames are kept in the segment (the `layout` property).
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstShmFrameLayout")]
-pub enum ShmFrameLayout {
-    #[enum_value(
-        name = "Double: two slots, readers always take the newest frame, the writer never waits",
-        nick = "double"
-    )]
-    Double = 0,
-    #[enum_value(
-        name = "Ring: a depot of `depth` numbered frames that every reader reads in order",
-        nick = "ring"
-    )]
-    Ring = 1,
-}
-
-impl From<ShmFrameLayout> for transport::Layout {
-    fn from(layout: ShmFrameLayout) -> transport::Layout {
-        match layout {
-            ShmFrameLayout::Double => transport::Layout::Double,
-            ShmFrameLayout::Ring => transport::Layout::Ring,
-        }
-    }
-}
-
-/// What happens when the slowest reader is `depth` frames behind (the `backpressure`
-/// property; `ring` only).
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstShmFrameBackpressure")]
-pub enum ShmFrameBackpressure {
-    #[enum_value(
-        name = "Block: wait for the slowest reader (nothing is lost; a stalled reader is \
-                evicted after reader-timeout)",
-        nick = "block"
-    )]
-    Block = 0,
-    #[enum_value(
-        name = "Drop oldest: overwrite the oldest frame; lagging readers skip ahead and count \
-                what they missed",
-        nick = "drop-oldest"
-    )]
-    DropOldest = 1,
-    #[enum_value(
-        name = "Drop newest: drop the incoming frame and count it",
-        nick = "drop-newest"
-    )]
-    DropNewest = 2,
-}
-
-impl From<ShmFrameBackpressure> for transport::Backpressure {
-    fn from(policy: ShmFrameBackpressure) -> transport::Backpressure {
-        match policy {
-            ShmFrameBackpressure::Block => transport::Backpressure::Block,
-            ShmFrameBackpressure::DropOldest => transport::Backpressure::DropOldest,
-            ShmFrameBackpressure::DropNewest => transport::Backpressure::DropNewest,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Settings {
-    shm_name: Option<String>,
-    layout: ShmFrameLayout,
-    depth: u32,
-    backpressure: ShmFrameBackpressure,
-    shape: Option<Shape>,
-    /// Why the last value given to `shape` was refused (the property kept its previous value);
-    /// `start()` fails with this so that a typo never goes unnoticed. Cleared by a valid value.
-    refused_shape: Option<String>,
-    perms: u32,
-    reader_timeout_ms: u64,
-    spare_slots: u32,
-    wait_for_readers: u32,
-    wait_for_readers_timeout_ms: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            shm_name: None,
-            layout: DEFAULT_LAYOUT,
-            depth: DEFAULT_DEPTH,
-            backpressure: DEFAULT_BACKPRESSURE,
-            shape: None,
-            refused_shape: None,
-            perms: DEFAULT_PERMS,
-            reader_timeout_ms: DEFAULT_READER_TIMEOUT_MS,
-            spare_slots: DEFAULT_SPARE_SLOTS,
-            wait_for_readers: DEFAULT_WAIT_FOR_READERS,
-            wait_for_readers_timeout_ms: DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS,
-        }
-    }
-}
-
-/// Counters of a segment, summed over the segments a caps change replaced.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counters {
-    frames_written: u64,
-    frames_dropped: u64,
-    full_events: u64,
-    readers_evicted: u64,
-}
-
-impl Counters {
-    fn of(info: &SegmentInfo) -> Counters {
-        Counters {
-            frames_written: info.frames_written,
-            frames_dropped: info.frames_dropped,
-            full_events: info.full_events,
-            readers_evicted: info.readers_evicted,
-        }
-    }
-
-    fn plus(self, other: Counters) -> Counters {
-        Counters {
-            frames_written: self.frames_written + other.frames_written,
-            frames_dropped: self.frames_dropped + other.frames_dropped,
-            full_events: self.full_events + other.full_events,
-            readers_evicted: self.readers_evicted + other.readers_evicted,
-        }
-    }
-}
-
-fn stats_structure(
-    counters: Counters,
-    frames_in_place: u64,
-    readers: u32,
-    caps: Option<&gst::Caps>,
-    slot_size: u64,
-) -> gst::Structure {
-    gst::Structure::builder("shmframesink-stats")
-        .field("frames-written", counters.frames_written)
-        .field("frames-in-place", frames_in_place)
-        .field("frames-dropped", counters.frames_dropped)
-        .field("readers", readers)
-        .field("full-events", counters.full_events)
-        .field("readers-evicted", counters.readers_evicted)
-        .field("caps", caps.map(|c| c.to_string()))
-        .field("slot-size", slot_size)
-        .build()
-}
-
 /// The running stream, as everything but the writer itself needs to know it.
-struct Started {
+pub(super) struct Started {
     /// The writer configuration from the properties; `slot_size` is set per segment.
     config: WriterConfig,
     shape: Option<Shape>,
     /// Read-only view of the current segment (statistics without the writer's lock).
-    observer: Option<Observer>,
-    slot_size: u64,
-    caps: Option<gst::Caps>,
+    pub(super) observer: Option<Observer>,
+    pub(super) slot_size: u64,
+    pub(super) caps: Option<gst::Caps>,
     /// Counters of segments already replaced by a caps change.
-    before: Counters,
-}
-
-impl Started {
-    fn stats(&self, frames_in_place: u64) -> gst::Structure {
-        let (counters, readers) = match &self.observer {
-            Some(observer) => {
-                let info = observer.info();
-                (
-                    self.before.plus(Counters::of(&info)),
-                    info.readers.len() as u32,
-                )
-            }
-            None => (self.before, 0),
-        };
-        stats_structure(
-            counters,
-            frames_in_place,
-            readers,
-            self.caps.as_ref(),
-            self.slot_size,
-        )
-    }
+    pub(super) before: Counters,
 }
 
 enum State {
@@ -261,94 +86,6 @@ struct Output {
 }
 
 /// The input frame, ready to be copied into a slot.
-// Lives on render()'s stack for one frame; boxing the mapped frame would only add an
-// allocation per frame.
-#[allow(clippy::large_enum_variant)]
-enum FrameSource<'a> {
-    /// Already in the default layout of the caps: one copy.
-    Packed(gst::BufferMap<'a, gst::buffer::Readable>),
-    /// Planes at their own offsets and strides (GstVideoMeta): repacked line by line.
-    Strided(gst_video::VideoFrameRef<&'a gst::BufferRef>),
-}
-
-impl<'a> FrameSource<'a> {
-    fn new(buffer: &'a gst::BufferRef, info: &gst_video::VideoInfo) -> Result<Self, String> {
-        let default_layout = buffer
-            .meta::<gst_video::VideoMeta>()
-            .is_none_or(|meta| meta.offset() == info.offset() && meta.stride() == info.stride());
-        if default_layout {
-            if buffer.size() < info.size() {
-                return Err(format!(
-                    "the buffer holds {} bytes, a frame of these caps needs {} bytes",
-                    buffer.size(),
-                    info.size()
-                ));
-            }
-            let map = buffer
-                .map_readable()
-                .map_err(|err| format!("could not map the buffer readable: {err}"))?;
-            return Ok(FrameSource::Packed(map));
-        }
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info)
-            .map_err(|err| format!("could not map the frame with its GstVideoMeta: {err}"))?;
-        if let Some(stride) = frame.plane_stride().iter().find(|&&s| s <= 0) {
-            return Err(format!(
-                "plane stride {stride} is not supported (only positive strides are)"
-            ));
-        }
-        Ok(FrameSource::Strided(frame))
-    }
-
-    /// Fills `slot` (exactly `info.size()` bytes) with the frame in the default layout;
-    /// `cold`: the slot is not in cache (see `Writer::slots_are_cold`).
-    fn copy_into(&self, slot: &mut [u8], info: &gst_video::VideoInfo, cold: bool) {
-        match self {
-            FrameSource::Packed(map) => transport::copy_frame(slot, &map[..slot.len()], cold),
-            FrameSource::Strided(frame) => {
-                for plane in 0..frame.n_planes() {
-                    let p = plane as usize;
-                    let Ok(src) = frame.plane_data(plane) else {
-                        continue;
-                    };
-                    let src_stride = frame.plane_stride()[p] as usize;
-                    let dst_stride = info.stride()[p] as usize;
-                    let rows = frame.plane_height(plane) as usize;
-                    let Some(dst) = slot.get_mut(info.offset()[p]..) else {
-                        continue;
-                    };
-                    if src_stride == dst_stride {
-                        let n = (rows * dst_stride).min(src.len()).min(dst.len());
-                        dst[..n].copy_from_slice(&src[..n]);
-                        continue;
-                    }
-                    // A row of the default layout is its stride (the visible bytes plus
-                    // alignment padding); the input's stride is at least the visible bytes.
-                    let row_bytes = src_stride.min(dst_stride);
-                    for (src_row, dst_row) in src
-                        .chunks(src_stride)
-                        .zip(dst.chunks_mut(dst_stride))
-                        .take(rows)
-                    {
-                        let n = row_bytes.min(src_row.len()).min(dst_row.len());
-                        dst_row[..n].copy_from_slice(&src_row[..n]);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How a frame reaches its slot.
-// Lives on render()'s stack for one frame (see FrameSource).
-#[allow(clippy::large_enum_variant)]
-enum Input<'a> {
-    /// Upstream drew it into this lent slot of our pool: published where it is.
-    InPlace(u32),
-    /// Anything else: copied into a slot.
-    Copy(FrameSource<'a>),
-}
-
-/// The name `backpressure` reports for what the policy did with a frame that met a full ring.
 fn outcome_name(outcome: &WriteOutcome) -> &'static str {
     match outcome {
         WriteOutcome::Written { .. } => "written",
@@ -399,125 +136,7 @@ impl ObjectSubclass for ShmFrameSink {
 
 impl ObjectImpl for ShmFrameSink {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("shm-name")
-                    .nick("Shared-memory name")
-                    .blurb(
-                        "Name of the segment to create in /dev/shm (required; 1 to 200 \
-                         letters, digits, '.', '_' or '-', not starting with '.'). Readers use \
-                         the same name",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("layout", DEFAULT_LAYOUT)
-                    .nick("Layout")
-                    .blurb("How frames are kept in the segment")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("depth")
-                    .nick("Depth")
-                    .blurb("Frames the ring holds (layout=ring; double always has 2 slots)")
-                    .minimum(1)
-                    .maximum(transport::MAX_DEPTH)
-                    .default_value(DEFAULT_DEPTH)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("backpressure", DEFAULT_BACKPRESSURE)
-                    .nick("Backpressure")
-                    .blurb(
-                        "What to do when the slowest reader is depth frames behind \
-                         (layout=ring; double never waits and always keeps the newest frame)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("shape")
-                    .nick("Shape")
-                    .blurb(
-                        "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. 640x480 or 640x480:RGBA): \
-                         accept only this geometry (asked of upstream first; other caps are an \
-                         error naming both shapes) and create the segment at start, before caps \
-                         arrive, without a format sized for the largest format upstream offers; \
-                         empty = any size, segment created with the first caps",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("perms")
-                    .nick("Permissions")
-                    .blurb(
-                        "File mode of the segment, octal 0600..0777: 0600 = only this user \
-                         (default), 0660 = also the group, 0666 = everyone (shown in decimal \
-                         here: 384 = 0600; on a gst-launch command line a leading 0 means \
-                         octal, e.g. perms=0660)",
-                    )
-                    .minimum(0o600)
-                    .maximum(0o777)
-                    .default_value(DEFAULT_PERMS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("reader-timeout")
-                    .nick("Reader timeout")
-                    .blurb(
-                        "Milliseconds a reader may hold up the writer without reading before \
-                         it is evicted (it no longer counts until it catches up): a blocked \
-                         writer under backpressure=block, or every new frame dropped under \
-                         backpressure=drop-newest",
-                    )
-                    .minimum(1)
-                    .maximum(MAX_READER_TIMEOUT_MS)
-                    .default_value(DEFAULT_READER_TIMEOUT_MS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("spare-slots")
-                    .nick("Spare slots")
-                    .blurb(
-                        "Slots beyond depth that zero-copy readers may hold (buffers wrapping \
-                         shared memory), and that upstream may fill through the proposed buffer \
-                         pool, without ever holding up the writer; each costs one frame of \
-                         shared memory (0: no pool is proposed)",
-                    )
-                    .minimum(0)
-                    .maximum(transport::MAX_SPARE_SLOTS)
-                    .default_value(DEFAULT_SPARE_SLOTS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("wait-for-readers")
-                    .nick("Wait for readers")
-                    .blurb(
-                        "Publish nothing until this many readers are attached (as shmsink's \
-                         wait-for-connection): readers started first then get the stream from \
-                         its first frame, every frame under backpressure=block. The wait ends \
-                         on flush or stop, posts a shmframe-waiting-for-readers message, and is \
-                         bounded by wait-for-readers-timeout (0: no wait)",
-                    )
-                    .minimum(0)
-                    .maximum(transport::MAX_READERS)
-                    .default_value(DEFAULT_WAIT_FOR_READERS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("wait-for-readers-timeout")
-                    .nick("Wait for readers timeout")
-                    .blurb(
-                        "Milliseconds the wait of wait-for-readers may last (0: until the \
-                         readers come, a flush or stop). When it runs out the sink posts a \
-                         warning naming how many readers came and publishes from then on",
-                    )
-                    .default_value(DEFAULT_WAIT_FOR_READERS_TIMEOUT_MS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "shmframesink-stats: frames-written, frames-in-place (of those, \
-                         drawn by upstream straight into a slot of the proposed pool, not \
-                         copied), frames-dropped, readers, full-events, readers-evicted \
-                         (counted since start, over every segment a caps change created), caps, \
-                         slot-size; after stop, the last run's",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::properties);
         PROPERTIES.as_ref()
     }
 
@@ -558,82 +177,13 @@ impl ObjectImpl for ShmFrameSink {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "shm-name" => {
-                let name = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
-                    gst::error!(CAT, imp = self, "{err}; starting will fail");
-                }
-                settings.shm_name = name;
-            }
-            "layout" => settings.layout = value.get().expect("type checked upstream"),
-            "depth" => settings.depth = value.get().expect("type checked upstream"),
-            "backpressure" => settings.backpressure = value.get().expect("type checked upstream"),
-            "shape" => {
-                let text = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.trim().is_empty());
-                match text.as_deref().map(Shape::from_str) {
-                    None => {
-                        settings.shape = None;
-                        settings.refused_shape = None;
-                    }
-                    Some(Ok(shape)) => {
-                        settings.shape = Some(shape);
-                        settings.refused_shape = None;
-                    }
-                    Some(Err(err)) => {
-                        let kept = settings
-                            .shape
-                            .map_or_else(|| "no shape".to_string(), |s| s.to_string());
-                        gst::error!(
-                            CAT,
-                            imp = self,
-                            "{err}; keeping {kept}, and starting will fail until a valid shape \
-                             (or none) is set"
-                        );
-                        settings.refused_shape = Some(err);
-                    }
-                }
-            }
-            "perms" => settings.perms = value.get().expect("type checked upstream"),
-            "reader-timeout" => {
-                settings.reader_timeout_ms = value.get().expect("type checked upstream")
-            }
-            "spare-slots" => settings.spare_slots = value.get().expect("type checked upstream"),
-            "wait-for-readers" => {
-                settings.wait_for_readers = value.get().expect("type checked upstream")
-            }
-            "wait-for-readers-timeout" => {
-                settings.wait_for_readers_timeout_ms = value.get().expect("type checked upstream")
-            }
-            other => unimplemented!("property {other}"),
-        }
+        settings.set(&self.obj(), pspec.name(), value);
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "stats" => self.stats().to_value(),
-            name => {
-                let settings = self.settings.lock().unwrap();
-                match name {
-                    "shm-name" => settings.shm_name.to_value(),
-                    "layout" => settings.layout.to_value(),
-                    "depth" => settings.depth.to_value(),
-                    "backpressure" => settings.backpressure.to_value(),
-                    "shape" => settings.shape.map(|s| s.to_string()).to_value(),
-                    "perms" => settings.perms.to_value(),
-                    "reader-timeout" => settings.reader_timeout_ms.to_value(),
-                    "spare-slots" => settings.spare_slots.to_value(),
-                    "wait-for-readers" => settings.wait_for_readers.to_value(),
-                    "wait-for-readers-timeout" => settings.wait_for_readers_timeout_ms.to_value(),
-                    other => unimplemented!("property {other}"),
-                }
-            }
+            name => self.settings.lock().unwrap().get(name),
         }
     }
 }
@@ -706,41 +256,29 @@ impl ShmFrameSink {
         };
         transport::validate_name(&shm_name)
             .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
-        if let Some(refused) = &settings.refused_shape {
-            return Err(gst::error_msg!(
+        let shape = settings.shape.checked().map_err(|refused| {
+            gst::error_msg!(
                 gst::ResourceError::Settings,
                 ("The shape property was refused: {refused}")
-            ));
-        }
+            )
+        })?;
         check_name_is_free(&shm_name)?;
 
-        let config = WriterConfig {
-            name: shm_name.clone(),
-            layout: settings.layout.into(),
-            depth: settings.depth,
-            spare_slots: settings.spare_slots,
-            backpressure: settings.backpressure.into(),
-            slot_size: 0,
-            perms: settings.perms,
-            reader_timeout: Duration::from_millis(settings.reader_timeout_ms),
-            wait_for_readers: settings.wait_for_readers,
-            wait_for_readers_timeout: (settings.wait_for_readers_timeout_ms > 0)
-                .then(|| Duration::from_millis(settings.wait_for_readers_timeout_ms)),
-        };
+        let config = settings.writer_config(&shm_name);
         self.flushing.store(false, Ordering::SeqCst);
         self.clear_pending.store(false, Ordering::SeqCst);
         self.frames_in_place.store(0, Ordering::Relaxed);
 
         let mut started = Started {
             config: config.clone(),
-            shape: settings.shape,
+            shape,
             observer: None,
             slot_size: 0,
             caps: None,
             before: Counters::default(),
         };
         let mut output = None;
-        if let Some(shape) = settings.shape {
+        if let Some(shape) = shape {
             // The segment exists from now on, so readers can attach before the first caps. A
             // shape without a format is sized for the largest format upstream can send at that
             // size (upstream elements answer caps queries in READY already).
@@ -821,7 +359,7 @@ impl BaseSinkImpl for ShmFrameSink {
     }
 
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
-        let shape = self.settings.lock().unwrap().shape;
+        let shape = self.settings.lock().unwrap().shape.shape();
         let template = self.obj().sink_pad().pad_template_caps();
         let caps = match shape {
             // The shape first, so that upstream converters produce it; then anything else, so
@@ -871,67 +409,15 @@ impl BaseSinkImpl for ShmFrameSink {
 
         let caps_text = caps.to_string();
         let frame_size = info.size() as u64;
-        let mut reader_events = Vec::new();
-        // (slot size of the replaced segment, if any) when a new segment was created.
-        let mut created: Option<Option<u64>> = None;
-        let mut replaced_counters = None;
-
         let mut output_guard = self.output.lock().unwrap();
         let fits = output_guard
             .as_ref()
             .is_some_and(|output| frame_size <= output.writer.slot_capacity());
-        // Readers of a segment being replaced, which `block` must not lose frames for.
-        let mut followers = 0;
-        let follow_timeout = config.reader_timeout;
-        let must_wait_for_followers = config.backpressure == Backpressure::Block;
+        let mut replaced = None;
         if !fits {
-            let mut old_slot = None;
-            // The writer whose segment is replaced: its successor keeps its identity.
-            let mut predecessor = None;
-            if let Some(mut old) = output_guard.take() {
-                followers = old.writer.reader_count();
-                // Readers see the old segment close and follow the name to the new one.
-                reader_events.extend(old.writer.take_reader_events());
-                replaced_counters = Some(Counters::of(&old.writer.info()));
-                old_slot = Some(old.writer.slot_capacity());
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "Frames of {frame_size} bytes do not fit the slots of {} bytes: recreating \
-                     the segment",
-                    old.writer.slot_capacity()
-                );
-                predecessor = Some(old.writer);
-            }
-            let new_config = WriterConfig {
-                slot_size: frame_size,
-                ..config
-            };
-            let new_writer = match predecessor {
-                Some(old) => old.replace(&new_config),
-                None => Writer::create(&new_config),
-            };
-            let writer = match new_writer {
-                Ok(writer) => writer,
-                Err(err) => {
-                    drop(output_guard);
-                    if let State::Started(started) = &mut *self.state.lock().unwrap() {
-                        started.observer = None;
-                        if let Some(counters) = replaced_counters {
-                            started.before = started.before.plus(counters);
-                        }
-                    }
-                    self.announce_reader_events(reader_events);
-                    gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"));
-                    return Err(gst::loggable_error!(CAT, "{err}"));
-                }
-            };
-            self.install_writer_handles(&writer);
-            *output_guard = Some(Output {
-                writer,
-                video_info: None,
-            });
-            created = Some(old_slot);
+            let (guard, replacement) = self.replace_segment(output_guard, &config, frame_size)?;
+            output_guard = guard;
+            replaced = Some(replacement);
         }
         let Some(output) = output_guard.as_mut() else {
             unreachable!("a writer was installed above");
@@ -943,14 +429,14 @@ impl BaseSinkImpl for ShmFrameSink {
         }
         output.video_info = Some(info);
         let slot_size = output.writer.slot_capacity();
-        let observer = created.is_some().then(|| output.writer.observer());
+        let observer = replaced.is_some().then(|| output.writer.observer());
         if let State::Started(started) = &mut *self.state.lock().unwrap() {
             started.caps = Some(caps.clone());
             if let Some(observer) = &observer {
                 started.observer = Some(observer.clone());
                 started.slot_size = slot_size;
             }
-            if let Some(counters) = replaced_counters {
+            if let Some(counters) = replaced.as_ref().and_then(|r| r.counters) {
                 started.before = started.before.plus(counters);
             }
         }
@@ -961,28 +447,17 @@ impl BaseSinkImpl for ShmFrameSink {
             imp = self,
             "Caps {caps_text} (frames of {frame_size} bytes)"
         );
-        self.announce_reader_events(reader_events);
-        if let Some(observer) = observer
-            .as_ref()
-            .filter(|_| must_wait_for_followers && followers > 0)
+        let Some(replaced) = replaced else {
+            return Ok(());
+        };
+        self.announce_reader_events(replaced.reader_events);
+        if let Some(observer) = &observer
+            && config.backpressure == Backpressure::Block
+            && replaced.followers > 0
         {
-            // Under `block` nothing may be lost: give the readers of the old segment time to
-            // find the new one before its first frame, as long as a stalled reader would be
-            // given before eviction.
-            let interrupt = self.interrupt.lock().unwrap().clone();
-            if let Some(interrupt) = interrupt
-                && !observer.wait_for_readers(followers, follow_timeout, &interrupt)
-            {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "Only {} of {followers} readers followed to the new segment within {:?}",
-                    observer.reader_count(),
-                    follow_timeout
-                );
-            }
+            self.wait_for_followers(observer, replaced.followers, config.reader_timeout);
         }
-        if let Some(Some(old_slot_size)) = created {
+        if let Some(old_slot_size) = replaced.old_slot_size {
             self.post_element_message(
                 gst::Structure::builder("shmframe-segment-recreated")
                     .field("old-slot-size", old_slot_size)
@@ -1063,25 +538,17 @@ impl BaseSinkImpl for ShmFrameSink {
     }
 }
 
-/// The slot of our pool that `buffer` was filled in, when it can be published as it is: one
-/// memory starting at a lent, unpublished slot, holding a whole frame in the default layout.
-fn slot_holding(
-    buffer: &gst::BufferRef,
-    writer: &Writer,
-    info: &gst_video::VideoInfo,
-) -> Option<u32> {
-    if buffer.n_memory() != 1 || buffer.size() < info.size() {
-        return None;
-    }
-    let default_layout = buffer
-        .meta::<gst_video::VideoMeta>()
-        .is_none_or(|meta| meta.offset() == info.offset() && meta.stride() == info.stride());
-    if !default_layout {
-        return None;
-    }
-    // Mapping memory that wraps a slot only hands out its pointer.
-    let map = buffer.peek_memory(0).map_readable().ok()?;
-    writer.lent_slot_at(map.as_ptr())
+/// What `set_caps` replaced to make room for larger frames.
+#[derive(Default)]
+struct Replaced {
+    /// The old segment's slot size (`None`: there was no segment yet).
+    old_slot_size: Option<u64>,
+    /// Readers of the old segment, which `block` must not lose frames for.
+    followers: usize,
+    /// Reader table changes of the old segment not announced yet.
+    reader_events: Vec<ReaderEvent>,
+    /// The old segment's counters.
+    counters: Option<Counters>,
 }
 
 /// A pool proposed upstream, with what the allocation query says about it.
@@ -1099,32 +566,99 @@ fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
 }
 
 impl ShmFrameSink {
+    /// Creates the segment for frames of `frame_size` bytes, replacing the current one (whose
+    /// successor keeps its identity, so that its readers follow the name to the new one).
+    /// On failure the error is posted and the old segment's counters and reader changes are
+    /// accounted for.
+    fn replace_segment<'a>(
+        &self,
+        mut output_guard: MutexGuard<'a, Option<Output>>,
+        config: &WriterConfig,
+        frame_size: u64,
+    ) -> Result<(MutexGuard<'a, Option<Output>>, Replaced), gst::LoggableError> {
+        let mut replaced = Replaced::default();
+        // The writer whose segment is replaced: its successor keeps its identity.
+        let mut predecessor = None;
+        if let Some(mut old) = output_guard.take() {
+            replaced.followers = old.writer.reader_count();
+            // Readers see the old segment close and follow the name to the new one.
+            replaced.reader_events = old.writer.take_reader_events();
+            replaced.counters = Some(Counters::of(&old.writer.info()));
+            replaced.old_slot_size = Some(old.writer.slot_capacity());
+            gst::info!(
+                CAT,
+                imp = self,
+                "Frames of {frame_size} bytes do not fit the slots of {} bytes: recreating \
+                 the segment",
+                old.writer.slot_capacity()
+            );
+            predecessor = Some(old.writer);
+        }
+        let new_config = WriterConfig {
+            slot_size: frame_size,
+            ..config.clone()
+        };
+        let new_writer = match predecessor {
+            Some(old) => old.replace(&new_config),
+            None => Writer::create(&new_config),
+        };
+        let writer = match new_writer {
+            Ok(writer) => writer,
+            Err(err) => {
+                drop(output_guard);
+                if let State::Started(started) = &mut *self.state.lock().unwrap() {
+                    started.observer = None;
+                    if let Some(counters) = replaced.counters {
+                        started.before = started.before.plus(counters);
+                    }
+                }
+                self.announce_reader_events(replaced.reader_events);
+                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{err}"));
+                return Err(gst::loggable_error!(CAT, "{err}"));
+            }
+        };
+        self.install_writer_handles(&writer);
+        *output_guard = Some(Output {
+            writer,
+            video_info: None,
+        });
+        Ok((output_guard, replaced))
+    }
+
+    /// Under `block` nothing may be lost: gives the `followers` readers of a replaced segment
+    /// time to find the new one before its first frame, as long as a stalled reader would be
+    /// given before eviction.
+    fn wait_for_followers(&self, observer: &Observer, followers: usize, timeout: Duration) {
+        let interrupt = self.interrupt.lock().unwrap().clone();
+        if let Some(interrupt) = interrupt
+            && !observer.wait_for_readers(followers, timeout, &interrupt)
+        {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Only {} of {followers} readers followed to the new segment within {:?}",
+                observer.reader_count(),
+                timeout
+            );
+        }
+    }
+}
+
+impl ShmFrameSink {
     /// The frame's descriptor: times as absolute CLOCK_MONOTONIC nanoseconds (see the wire
-    /// conventions): `running_time + base_time + (monotonic_now - clock_now)`, or the write
-    /// time when there is no clock or base time yet.
+    /// conventions and [`ClockMapping`]), or the write time when there is no clock or base
+    /// time yet.
     fn frame_meta(&self, buffer: &gst::BufferRef) -> FrameMeta {
         let obj = self.obj();
-        let monotonic_now = transport::sys::monotonic_ns();
         let segment = obj.segment();
-        let mapping = match (obj.clock(), obj.base_time()) {
-            (Some(clock), Some(base_time)) => Some((
-                segment.downcast_ref::<gst::ClockTime>().cloned(),
-                base_time.nseconds() as i128 + monotonic_now as i128
-                    - clock.time().nseconds() as i128,
-            )),
-            _ => None,
-        };
+        let segment = segment.downcast_ref::<gst::ClockTime>();
+        let mapping = ClockMapping::of(obj.upcast_ref());
+        let write_time = mapping.is_none().then(clock::monotonic_now);
         let to_monotonic = |t: Option<gst::ClockTime>| -> Option<u64> {
             let t = t?;
             match &mapping {
-                None => Some(monotonic_now),
-                Some((segment, offset)) => {
-                    let running = segment.as_ref()?.to_running_time(t)?;
-                    // u64::MAX is the transport's "no time".
-                    Some(
-                        (running.nseconds() as i128 + offset).clamp(0, u64::MAX as i128 - 1) as u64,
-                    )
-                }
+                None => write_time,
+                Some(mapping) => Some(mapping.to_monotonic(segment?.to_running_time(t)?)),
             }
         };
         FrameMeta {

@@ -64,7 +64,10 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod input;
 mod pool;
+mod settings;
+mod stats;
 
 glib::wrapper! {
     pub struct ShmFrameSink(ObjectSubclass<imp::ShmFrameSink>)

@@ -1,9 +1,9 @@
 //! `shmframesrc` implementation: a live `GstPushSrc` over [`transport::Subscriber`].
 //!
-//! Locking: `settings`, `state`, `stats`, `interrupt` and `observer` are only ever held for a
-//! few instructions. `stream` (the subscriber and the streaming thread's bookkeeping) is held
-//! by `create()` for the whole call, blocking wait included; see [`ShmFrameSrc::create`] for
-//! why that is safe.
+//! Locking: `settings`, `state` (statistics included), `interrupt` and `observer` are only
+//! ever held for a few instructions. `stream` (the subscriber and the streaming thread's
+//! bookkeeping) is taken out of its mutex by `create()` for the whole call and put back
+//! afterwards, so no lock is held while the transport waits; see [`ShmFrameSrc::create`].
 
 use gst::glib;
 use gst::prelude::*;
@@ -17,13 +17,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
+use super::buffer::{FrameCopy, decorate_buffer, frame_duration_of, wrap_pinned};
+use super::settings::{self, CopyMode, Settings, StartPosition, TimestampMode};
+use super::timeline::{Timeline, clock_time, mapped_timestamps};
 use crate::shape::{self, Shape};
 use crate::transport::{
-    self, Backpressure, FrameInfo, Interrupt, Observer, PinnedFrame, ReaderOptions, SlotView,
-    Subscriber, SubscriberEvent,
+    self, Backpressure, FrameInfo, Interrupt, Observer, ReaderOptions, Subscriber, SubscriberEvent,
 };
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
         "shmframesrc",
         gst::DebugColorFlags::empty(),
@@ -31,114 +33,17 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-const DEFAULT_START: StartPosition = StartPosition::Newest;
-const DEFAULT_TIMEOUT_MS: u64 = 5000;
-const DEFAULT_TIMESTAMP_MODE: TimestampMode = TimestampMode::Writer;
-const DEFAULT_COPY_MODE: CopyMode = CopyMode::Auto;
-
 /// Longest single wait in the transport. Short, so that the `timeout` warning is posted on
 /// time; an interrupt (unlock) ends the wait at once regardless.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// Where a new reader begins in the writer's depot (the `start` property).
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstShmFrameSrcStart")]
-pub enum StartPosition {
-    #[enum_value(
-        name = "Newest: begin with the newest frame the writer holds",
-        nick = "newest"
-    )]
-    Newest = 0,
-    #[enum_value(
-        name = "Oldest: begin with the oldest frame still held in the depot",
-        nick = "oldest"
-    )]
-    Oldest = 1,
-}
-
-impl From<StartPosition> for transport::StartPosition {
-    fn from(start: StartPosition) -> transport::StartPosition {
-        match start {
-            StartPosition::Newest => transport::StartPosition::Newest,
-            StartPosition::Oldest => transport::StartPosition::Oldest,
-        }
-    }
-}
-
-/// How output buffers are timestamped (the `timestamp-mode` property).
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstShmFrameSrcTimestampMode")]
-pub enum TimestampMode {
-    #[enum_value(
-        name = "Writer: the writer's timestamps, mapped into this pipeline's running time \
-                through the shared monotonic clock",
-        nick = "writer"
-    )]
-    Writer = 0,
-    #[enum_value(
-        name = "Arrival: the running time at which this source pushes the frame",
-        nick = "arrival"
-    )]
-    Arrival = 1,
-}
-
-/// Whether output buffers copy the frame or wrap the shared memory (the `copy-mode` property).
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstShmFrameSrcCopyMode")]
-pub enum CopyMode {
-    #[enum_value(
-        name = "Auto: zero-copy while the readers together hold fewer frames than the writer's \
-                spare slots, copies beyond that so buffering downstreams never hold up the writer",
-        nick = "auto"
-    )]
-    Auto = 0,
-    #[enum_value(
-        name = "Copy: every frame is copied into a buffer of our own",
-        nick = "copy"
-    )]
-    Copy = 1,
-    #[enum_value(
-        name = "Zero-copy: every buffer wraps the frame in shared memory, read-only, and keeps \
-                the writer off its slot until released",
-        nick = "zero-copy"
-    )]
-    ZeroCopy = 2,
-}
-
-#[derive(Debug, Clone)]
-struct Settings {
-    shm_name: Option<String>,
-    /// Kept as typed so that `start()` can refuse it with the parser's explanation.
-    shape: Option<String>,
-    start: StartPosition,
-    timeout_ms: u64,
-    timestamp_mode: TimestampMode,
-    copy_mode: CopyMode,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            shm_name: None,
-            shape: None,
-            start: DEFAULT_START,
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            timestamp_mode: DEFAULT_TIMESTAMP_MODE,
-            copy_mode: DEFAULT_COPY_MODE,
-        }
-    }
-}
-
-/// What queries and `get-frame` need to know about the stream. Written by the streaming
-/// thread, read from any thread; never held across a wait.
-#[derive(Default)]
+/// What queries, `stats` and `get-frame` need to know about the stream. Written by the
+/// streaming thread, read from any thread; never held across a wait.
 enum State {
-    #[default]
-    Stopped,
+    /// `stats`: the last run's, still readable after stop.
+    Stopped { stats: Stats },
     Started {
+        stats: Stats,
         /// The attached writer's current caps (`None`: no writer, or it announced none yet).
         writer_caps: Option<gst::Caps>,
         /// The caps last set on the source pad.
@@ -148,6 +53,28 @@ enum State {
         /// Session id of the attached writer.
         writer_session: Option<u64>,
     },
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::Stopped {
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl State {
+    fn stats(&self) -> &Stats {
+        match self {
+            State::Stopped { stats } | State::Started { stats, .. } => stats,
+        }
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        match self {
+            State::Stopped { stats } | State::Started { stats, .. } => stats,
+        }
+    }
 }
 
 /// The streaming thread's own state: the subscriber and what `create()` remembers between
@@ -236,261 +163,6 @@ impl Stats {
     }
 }
 
-/// Where the transport's copy closure puts a frame: one buffer per frame size, overwritten if
-/// the closure runs again (the transport retries when the writer overwrote the slot mid-copy).
-#[derive(Default)]
-struct FrameCopy {
-    buffer: Option<gst::Buffer>,
-    failure: Option<String>,
-}
-
-impl FrameCopy {
-    /// Copies into a buffer from `pool` (re-created when the frame size changes).
-    fn copy_pooled(&mut self, pool: &mut Option<(usize, gst::BufferPool)>, view: &SlotView) {
-        let size = view.len();
-        if self.buffer.is_none() && size > 0 {
-            match pooled_buffer(pool, size) {
-                Ok(buffer) => self.buffer = Some(buffer),
-                Err(err) => {
-                    self.failure = Some(err);
-                    return;
-                }
-            }
-        }
-        self.copy(view);
-    }
-
-    fn copy(&mut self, view: &SlotView) {
-        let size = view.len();
-        if self.buffer.as_ref().is_none_or(|b| b.size() != size) {
-            self.buffer = match gst::Buffer::with_size(size) {
-                Ok(buffer) => Some(buffer),
-                Err(err) => {
-                    self.failure = Some(format!("could not allocate {size} bytes: {err}"));
-                    None
-                }
-            };
-        }
-        let Some(buffer) = self.buffer.as_mut() else {
-            return;
-        };
-        if size == 0 {
-            return;
-        }
-        // The buffer was allocated here and never shared, so this does not copy.
-        let buffer = buffer.make_mut();
-        match buffer.map_writable() {
-            Ok(mut map) => view.copy_to(map.as_mut_slice()),
-            Err(err) => self.failure = Some(format!("could not map a buffer writable: {err}")),
-        }
-    }
-
-    fn finish(self) -> Result<gst::Buffer, String> {
-        match (self.buffer, self.failure) {
-            (_, Some(failure)) => Err(failure),
-            (Some(buffer), None) => Ok(buffer),
-            (None, None) => Err("the transport returned a frame without copying it".into()),
-        }
-    }
-}
-
-fn pooled_buffer(
-    pool: &mut Option<(usize, gst::BufferPool)>,
-    size: usize,
-) -> Result<gst::Buffer, String> {
-    if pool
-        .as_ref()
-        .is_none_or(|(pool_size, _)| *pool_size != size)
-    {
-        if let Some((_, old)) = pool.take() {
-            let _ = old.set_active(false);
-        }
-        let fresh = gst::BufferPool::new();
-        let mut config = fresh.config();
-        config.set_params(None, size as u32, 2, 0);
-        fresh
-            .set_config(config)
-            .map_err(|err| format!("could not configure a buffer pool of {size} bytes: {err}"))?;
-        fresh
-            .set_active(true)
-            .map_err(|err| format!("could not activate a buffer pool of {size} bytes: {err}"))?;
-        *pool = Some((size, fresh));
-    }
-    let (_, active) = pool.as_ref().expect("created above");
-    active
-        .acquire_buffer(None)
-        .map_err(|err| format!("could not get a buffer of {size} bytes: {err:?}"))
-}
-
-/// A buffer whose one read-only memory wraps a pinned frame in place; the pin is released when
-/// GStreamer frees the memory (the last buffer holding it is dropped). Unlike
-/// `gst::Buffer::from_slice`, which boxes its owner, this allocates nothing on the Rust side:
-/// the pin travels as a raw token to a record the reader made when it attached.
-fn wrap_pinned(pinned: PinnedFrame) -> gst::Buffer {
-    /// The memory's GDestroyNotify.
-    unsafe extern "C" fn release_pin(token: glib::ffi::gpointer) {
-        // SAFETY: `token` is the into_raw token given to exactly this memory, and GStreamer
-        // calls the notify once, when the memory is freed.
-        unsafe { PinnedFrame::release_raw(token as *const std::ffi::c_void) }
-    }
-
-    let data = pinned.data();
-    let (ptr, len) = (data.as_ptr(), data.len());
-    let token = pinned.into_raw();
-    // SAFETY: ptr..ptr+len stays mapped and unchanged while the pin is held, i.e. until
-    // release_pin runs; the memory is flagged read-only (the mapping is read-only too), so
-    // GStreamer never writes through the mut pointer it is given.
-    let memory = unsafe {
-        gst::ffi::gst_memory_new_wrapped(
-            gst::ffi::GST_MEMORY_FLAG_READONLY,
-            ptr as glib::ffi::gpointer,
-            len,
-            0,
-            len,
-            token as glib::ffi::gpointer,
-            Some(release_pin),
-        )
-    };
-    let mut buffer = gst::Buffer::new();
-    if memory.is_null() {
-        // Only on a failed precondition, which the arguments above rule out; do not leak the pin.
-        // SAFETY: the token was not handed to GStreamer.
-        unsafe { PinnedFrame::release_raw(token) };
-        return buffer;
-    }
-    // SAFETY: gst_memory_new_wrapped returns a new memory we own (transfer full).
-    let memory: gst::Memory = unsafe { glib::translate::from_glib_full(memory) };
-    buffer
-        .get_mut()
-        .expect("a new buffer is writable")
-        .append_memory(memory);
-    buffer
-}
-
-/// This element's running time now, and the offset that maps a CLOCK_MONOTONIC time into
-/// running time (`monotonic + offset`, negative before the pipeline started), through its
-/// clock. Without a clock or base time there is no running time: `None`.
-fn running_time_mapping(element: &gst::Element) -> Option<(i128, i128)> {
-    let (clock, base_time) = (element.clock()?, element.base_time()?);
-    let running_now = clock.time().nseconds() as i128 - base_time.nseconds() as i128;
-    let monotonic_now = transport::sys::monotonic_ns() as i128;
-    Some((running_now, running_now - monotonic_now))
-}
-
-/// A frame's PTS and DTS in running time as found, before a [`Timeline`] orders them:
-/// `writer` maps the writer's CLOCK_MONOTONIC times, `arrival` is the running time now.
-fn mapped_timestamps(
-    element: &gst::Element,
-    mode: TimestampMode,
-    info: &FrameInfo,
-) -> (Option<i128>, Option<i128>) {
-    let Some((running_now, offset)) = running_time_mapping(element) else {
-        return (None, None);
-    };
-    match mode {
-        TimestampMode::Arrival => (Some(running_now), None),
-        TimestampMode::Writer => (
-            info.pts.map(|t| t as i128 + offset),
-            info.dts.map(|t| t as i128 + offset),
-        ),
-    }
-}
-
-fn clock_time(running: i128) -> gst::ClockTime {
-    gst::ClockTime::from_nseconds(running.clamp(0, gst::ClockTime::MAX.nseconds() as i128) as u64)
-}
-
-/// The timestamps of one segment (`start()` to `stop()`): strictly increasing and never
-/// before the segment start (0), whatever the writer's times and the pipeline's pauses do.
-/// Mapped times are moved later only by the run's `shift`, so frames keep the writer's spacing
-/// (see the README's "Timestamps").
-#[derive(Default)]
-struct Timeline {
-    /// The PLAYING period (the element's `playing_since`) the last frame was taken in.
-    period: u64,
-    /// The next frame starts a run (a new PLAYING period or a new writer): its shift is
-    /// chosen afresh, so that it starts where the previous buffer ended, at the earliest.
-    run_pending: bool,
-    /// Added to the run's mapped times: 0 unless its first frame lay before the previous end;
-    /// it shrinks again where the writer's frames leave a gap.
-    shift: i128,
-    /// The previous buffer's PTS and end (PTS + duration, at least PTS + 1 ns).
-    last: Option<(i128, i128)>,
-    /// A buffer was placed in the current PLAYING period.
-    period_delivered: bool,
-}
-
-impl Timeline {
-    /// Output PTS and DTS for mapped ones; `true` when the shift changed.
-    fn place(
-        &mut self,
-        (pts, dts): (Option<i128>, Option<i128>),
-        duration: Option<gst::ClockTime>,
-    ) -> (Option<gst::ClockTime>, Option<gst::ClockTime>, bool) {
-        let Some(pts) = pts else {
-            return (None, dts.map(|dts| clock_time(dts + self.shift)), false);
-        };
-        let (last_pts, last_end) = self.last.unwrap_or((-1, 0));
-        let before = self.shift;
-        // Just enough for this frame to start where the previous buffer ended.
-        let needed = (last_end - pts).max(0);
-        if std::mem::take(&mut self.run_pending) {
-            self.shift = needed;
-        } else {
-            // Within a run the shift only shrinks, where a gap leaves room for it.
-            self.shift = self.shift.min(needed);
-            if pts + self.shift <= last_pts {
-                // The writer's times went back: continue just after the previous buffer.
-                self.shift = last_pts + 1 - pts;
-            }
-        }
-        let pts = pts + self.shift;
-        self.period_delivered = true;
-        let length = duration.map_or(1, |d| (d.nseconds() as i128).max(1));
-        self.last = Some((pts, pts + length));
-        (
-            Some(clock_time(pts)),
-            dts.map(|dts| clock_time(dts + self.shift)),
-            self.shift != before,
-        )
-    }
-}
-
-/// Puts a frame's descriptor on its buffer: timestamps, duration, frame number as offset, and
-/// the writer's buffer flags (plus DISCONT when asked).
-fn decorate_buffer(
-    buffer: &mut gst::BufferRef,
-    info: &FrameInfo,
-    timestamps: (Option<gst::ClockTime>, Option<gst::ClockTime>),
-    fallback_duration: Option<gst::ClockTime>,
-    discont: bool,
-) {
-    buffer.set_pts(timestamps.0);
-    buffer.set_dts(timestamps.1);
-    buffer.set_duration(
-        info.duration
-            .map(gst::ClockTime::from_nseconds)
-            .or(fallback_duration),
-    );
-    buffer.set_offset(info.number);
-    buffer.set_offset_end(info.number + 1);
-    // TAG_MEMORY describes the writer's memory, not this copy.
-    let mut flags = gst::BufferFlags::from_bits_truncate(info.flags) - gst::BufferFlags::TAG_MEMORY;
-    if discont {
-        flags |= gst::BufferFlags::DISCONT;
-    }
-    buffer.set_flags(flags);
-}
-
-fn frame_duration_of(video_info: &gst_video::VideoInfo) -> Option<gst::ClockTime> {
-    let fps = video_info.fps();
-    (fps.numer() > 0 && fps.denom() > 0).then(|| {
-        gst::ClockTime::SECOND
-            .mul_div_floor(fps.denom() as u64, fps.numer() as u64)
-            .unwrap_or(gst::ClockTime::ZERO)
-    })
-}
-
 #[derive(Default)]
 pub struct ShmFrameSrc {
     settings: Mutex<Settings>,
@@ -499,7 +171,6 @@ pub struct ShmFrameSrc {
     /// The subscriber's interrupt handle, outside `stream` so `unlock()` can reach it while
     /// `create()` waits.
     interrupt: Mutex<Option<Interrupt>>,
-    stats: Mutex<Stats>,
     /// CLOCK_MONOTONIC time of the last PAUSED -> PLAYING: frames written before it belong
     /// to a time this source was not playing.
     playing_since: AtomicU64,
@@ -516,67 +187,7 @@ impl ObjectSubclass for ShmFrameSrc {
 
 impl ObjectImpl for ShmFrameSrc {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                glib::ParamSpecString::builder("shm-name")
-                    .nick("Shared-memory name")
-                    .blurb(
-                        "Name of the segment in /dev/shm to read, as given to the writer \
-                         (letters, digits, '.', '_', '-'; required)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecString::builder("shape")
-                    .nick("Expected shape")
-                    .blurb(
-                        "Optional expectation WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT (e.g. \
-                         640x480:RGBA); a writer stream of another shape is an error",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("start", DEFAULT_START)
-                    .nick("Start position")
-                    .blurb("Where a new reader begins in the writer's depot")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt64::builder("timeout")
-                    .nick("Wait warning timeout (ms)")
-                    .blurb(
-                        "Milliseconds to wait for a writer or a frame before posting a warning \
-                         on the bus (waiting then goes on; 0 = never warn)",
-                    )
-                    .minimum(0)
-                    .maximum(u64::MAX)
-                    .default_value(DEFAULT_TIMEOUT_MS)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("timestamp-mode", DEFAULT_TIMESTAMP_MODE)
-                    .nick("Timestamp mode")
-                    .blurb("How output buffers are timestamped")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("copy-mode", DEFAULT_COPY_MODE)
-                    .nick("Copy mode")
-                    .blurb(
-                        "Copy frames out of shared memory, or push buffers wrapping them \
-                         (read-only; the writer leaves a slot alone while a buffer holds it)",
-                    )
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-                    .nick("Statistics")
-                    .blurb(
-                        "frames-read, frames-missed, latency-mean and latency-max (ns from \
-                         the writer's write to this source's push), writer-pid, writer-uid \
-                         (the user the writer runs as; 4294967295 while none is attached), \
-                         writer-restarts, evictions, frames-overwritten (zero-copy frames \
-                         the writer rewrote after evicting this reader: skipped, counted \
-                         missed too)",
-                    )
-                    .read_only()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(settings::properties);
         PROPERTIES.as_ref()
     }
 
@@ -602,52 +213,13 @@ impl ObjectImpl for ShmFrameSrc {
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         let mut settings = self.settings.lock().unwrap();
-        match pspec.name() {
-            "shm-name" => {
-                let name = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
-                    gst::warning!(CAT, imp = self, "{err}; starting will fail");
-                }
-                settings.shm_name = name;
-            }
-            "shape" => {
-                let shape = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = shape.as_deref().map(Shape::from_str) {
-                    gst::warning!(CAT, imp = self, "{err}; starting will fail");
-                }
-                settings.shape = shape;
-            }
-            "start" => settings.start = value.get().expect("type checked upstream"),
-            "timeout" => settings.timeout_ms = value.get().expect("type checked upstream"),
-            "copy-mode" => settings.copy_mode = value.get().expect("type checked upstream"),
-            "timestamp-mode" => {
-                settings.timestamp_mode = value.get().expect("type checked upstream")
-            }
-            other => unimplemented!("property {other}"),
-        }
+        settings.set(&self.obj(), pspec.name(), value);
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
-            "stats" => self.stats.lock().unwrap().to_structure().to_value(),
-            name => {
-                let settings = self.settings.lock().unwrap();
-                match name {
-                    "shm-name" => settings.shm_name.to_value(),
-                    "shape" => settings.shape.to_value(),
-                    "start" => settings.start.to_value(),
-                    "timeout" => settings.timeout_ms.to_value(),
-                    "timestamp-mode" => settings.timestamp_mode.to_value(),
-                    "copy-mode" => settings.copy_mode.to_value(),
-                    other => unimplemented!("property {other}"),
-                }
-            }
+            "stats" => self.state.lock().unwrap().stats().to_structure().to_value(),
+            name => self.settings.lock().unwrap().get(name),
         }
     }
 
@@ -699,7 +271,7 @@ impl ElementImpl for ShmFrameSrc {
         // start() with a second error of its own ("some element failed to post a proper error
         // message"). What start() does after these checks cannot fail.
         if transition == gst::StateChange::ReadyToPaused
-            && let Err(err) = checked_settings(&self.settings.lock().unwrap())
+            && let Err(err) = self.settings.lock().unwrap().checked()
         {
             self.post_error_message(err);
             return Err(gst::StateChangeError);
@@ -707,37 +279,16 @@ impl ElementImpl for ShmFrameSrc {
         if transition == gst::StateChange::PausedToPlaying {
             // Before the streaming thread may run: its next frame sees the new period.
             self.playing_since
-                .store(transport::sys::monotonic_ns(), Ordering::Release);
+                .store(crate::clock::monotonic_now(), Ordering::Release);
         }
         self.parent_change_state(transition)
     }
 }
 
-/// The segment name and expected shape of valid settings, or the error that refuses them.
-fn checked_settings(settings: &Settings) -> Result<(String, Option<Shape>), gst::ErrorMessage> {
-    let Some(shm_name) = settings.shm_name.clone() else {
-        return Err(gst::error_msg!(
-            gst::ResourceError::Settings,
-            ("No shm-name set: set it to the name the writer uses, e.g. \
-                 shmframesrc shm-name=cam0")
-        ));
-    };
-    transport::validate_name(&shm_name)
-        .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
-    let shape = match settings.shape.as_deref().map(Shape::from_str) {
-        None => None,
-        Some(Ok(shape)) => Some(shape),
-        Some(Err(err)) => {
-            return Err(gst::error_msg!(gst::ResourceError::Settings, ("{err}")));
-        }
-    };
-    Ok((shm_name, shape))
-}
-
 impl BaseSrcImpl for ShmFrameSrc {
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let (shm_name, shape) = checked_settings(&settings)?;
+        let (shm_name, shape) = settings.checked()?;
         let subscriber = Subscriber::new(
             &shm_name,
             ReaderOptions {
@@ -766,12 +317,12 @@ impl BaseSrcImpl for ShmFrameSrc {
             evictions_before: 0,
         });
         *self.state.lock().unwrap() = State::Started {
+            stats: Stats::default(),
             writer_caps: None,
             negotiated: None,
             frame_duration: None,
             writer_session: None,
         };
-        *self.stats.lock().unwrap() = Stats::default();
         gst::info!(CAT, imp = self, "Started, reading shm-name {shm_name:?}");
         Ok(())
     }
@@ -779,10 +330,10 @@ impl BaseSrcImpl for ShmFrameSrc {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         // GstBaseSrc calls stop() after unlock() ended any wait in create(); dropping the
         // subscriber detaches from the writer's reader table.
-        *self.state.lock().unwrap() = State::Stopped;
+        self.stop_state();
         *self.stream.lock().unwrap() = None;
         *self.interrupt.lock().unwrap() = None;
-        *self.state.lock().unwrap() = State::Stopped;
+        self.stop_state();
         gst::info!(CAT, imp = self, "Stopped");
         Ok(())
     }
@@ -801,7 +352,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let min = match &*self.state.lock().unwrap() {
                 State::Started { frame_duration, .. } => frame_duration.unwrap_or_default(),
-                State::Stopped => gst::ClockTime::ZERO,
+                State::Stopped { .. } => gst::ClockTime::ZERO,
             };
             gst::debug!(CAT, imp = self, "Reporting latency: live, min {min}");
             q.set(true, min, gst::ClockTime::NONE);
@@ -813,7 +364,7 @@ impl BaseSrcImpl for ShmFrameSrc {
     fn caps(&self, filter: Option<&gst::Caps>) -> Option<gst::Caps> {
         let writer_caps = match &*self.state.lock().unwrap() {
             State::Started { writer_caps, .. } => writer_caps.clone(),
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         let caps = writer_caps.unwrap_or_else(|| self.obj().src_pad().pad_template_caps());
         Some(match filter {
@@ -828,7 +379,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         // caps differ); on a later reconfigure, announce again the caps being pushed.
         let negotiated = match &*self.state.lock().unwrap() {
             State::Started { negotiated, .. } => negotiated.clone(),
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         if let Some(caps) = negotiated {
             self.obj().set_caps(&caps).map_err(|_| {
@@ -851,6 +402,15 @@ impl BaseSrcImpl for ShmFrameSrc {
             interrupt.clear();
         }
         Ok(())
+    }
+}
+
+impl ShmFrameSrc {
+    /// Marks the element stopped, keeping the run's statistics readable.
+    fn stop_state(&self) {
+        let mut state = self.state.lock().unwrap();
+        let stats = std::mem::take(state.stats_mut());
+        *state = State::Stopped { stats };
     }
 }
 
@@ -1055,7 +615,8 @@ impl ShmFrameSrc {
             *writer_session = Some(session);
         }
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut state = self.state.lock().unwrap();
+            let stats = state.stats_mut();
             stats.writer_pid = pid;
             stats.writer_uid = uid;
             stats.writer_restarts += u32::from(restart);
@@ -1101,7 +662,8 @@ impl ShmFrameSrc {
             *writer_session = None;
         }
         {
-            let mut stats = self.stats.lock().unwrap();
+            let mut state = self.state.lock().unwrap();
+            let stats = state.stats_mut();
             stats.writer_pid = 0;
             stats.writer_uid = NO_WRITER_UID;
             stream.evictions_before = stats.evictions;
@@ -1173,7 +735,7 @@ impl ShmFrameSrc {
     /// Counts a frame that is not delivered (and those missed before it) as missed; the next
     /// buffer is DISCONT.
     fn count_skipped(&self, stream: &mut Stream, info: &FrameInfo) {
-        self.stats.lock().unwrap().frames_missed += info.missed_before + 1;
+        self.state.lock().unwrap().stats_mut().frames_missed += info.missed_before + 1;
         stream.discont_pending = true;
     }
 
@@ -1293,7 +855,8 @@ impl ShmFrameSrc {
              longer than its reader-timeout and was evicted; skipped",
             info.number
         );
-        let mut stats = self.stats.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
+        let stats = state.stats_mut();
         stats.frames_missed += info.missed_before + 1;
         stats.frames_overwritten += 1;
         stream.discont_pending = true;
@@ -1353,7 +916,7 @@ impl ShmFrameSrc {
                 *negotiated = Some(caps.clone());
                 std::mem::replace(current, frame_duration) != frame_duration
             }
-            State::Stopped => false,
+            State::Stopped { .. } => false,
         };
         if latency_changed {
             let obj = self.obj();
@@ -1405,8 +968,9 @@ impl ShmFrameSrc {
         }
 
         let evictions = stream.subscriber.reader().map_or(0, |r| r.evictions());
-        let latency_ns = transport::sys::monotonic_ns().saturating_sub(info.write_time_ns);
-        let mut stats = self.stats.lock().unwrap();
+        let latency_ns = crate::clock::monotonic_now().saturating_sub(info.write_time_ns);
+        let mut state = self.state.lock().unwrap();
+        let stats = state.stats_mut();
         stats.frames_read += 1;
         stats.frames_missed += info.missed_before;
         stats.latency_sum_ns += latency_ns as u128;
@@ -1424,7 +988,7 @@ impl ShmFrameSrc {
         };
         let attached_session = match &*self.state.lock().unwrap() {
             State::Started { writer_session, .. } => *writer_session,
-            State::Stopped => None,
+            State::Stopped { .. } => None,
         };
         // The observer never waits, so holding its lock for one lookup delays nobody.
         let mut observer = self.observer.lock().unwrap();
@@ -1493,52 +1057,5 @@ impl ShmFrameSrc {
                 .caps_if_some(caps.as_ref())
                 .build(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MS: i128 = 1_000_000;
-    const FRAME: gst::ClockTime = gst::ClockTime::from_mseconds(33);
-
-    fn pts(timeline: &mut Timeline, mapped: i128) -> u64 {
-        timeline
-            .place((Some(mapped), None), Some(FRAME))
-            .0
-            .unwrap()
-            .nseconds()
-    }
-
-    #[test]
-    fn timeline_starts_at_zero_and_keeps_the_writers_spacing() {
-        let mut timeline = Timeline {
-            run_pending: true,
-            ..Timeline::default()
-        };
-        // Frames from before the pipeline started move together to 0, then in step.
-        let placed: Vec<u64> = [-66, -33, 0, 33]
-            .iter()
-            .map(|t| pts(&mut timeline, t * MS))
-            .collect();
-        let ms = |v: &[i128]| v.iter().map(|t| (t * MS) as u64).collect::<Vec<_>>();
-        assert_eq!(placed, ms(&[0, 33, 66, 99]));
-        // A gap gives the shift back: a frame 100 ms late starts where it was written.
-        assert_eq!(pts(&mut timeline, 200 * MS), (200 * MS) as u64);
-    }
-
-    #[test]
-    fn timeline_never_repeats_or_goes_back() {
-        let mut timeline = Timeline {
-            run_pending: true,
-            ..Timeline::default()
-        };
-        assert_eq!(pts(&mut timeline, 500 * MS), (500 * MS) as u64);
-        // Within a run a writer's step back continues just after the previous buffer.
-        assert_eq!(pts(&mut timeline, 400 * MS), (500 * MS + 1) as u64);
-        // A new run (a resume, a new writer) starts where the previous buffer ended.
-        timeline.run_pending = true;
-        assert_eq!(pts(&mut timeline, 300 * MS), (533 * MS + 1) as u64);
     }
 }

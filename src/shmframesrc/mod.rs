@@ -32,7 +32,10 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod buffer;
 mod imp;
+mod settings;
+mod timeline;
 
 glib::wrapper! {
     pub struct ShmFrameSrc(ObjectSubclass<imp::ShmFrameSrc>)
