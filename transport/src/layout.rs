@@ -12,7 +12,8 @@
 //! data_offset      slot data: slot_count x slot_stride (page-aligned)
 //! ```
 
-use super::{Error, Layout};
+use crate::error::Error;
+use crate::types::{Layout, StreamState};
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -55,6 +56,18 @@ pub mod stream_state {
     pub const RUNNING: u32 = 1;
     pub const EOS: u32 = 2;
     pub const CLOSED: u32 = 3;
+}
+
+impl StreamState {
+    /// Decodes the header's `stream_state` word; it lives beside the codes it reads.
+    pub(crate) fn from_code(code: u32) -> StreamState {
+        match code {
+            stream_state::STARTING => StreamState::Starting,
+            stream_state::RUNNING => StreamState::Running,
+            stream_state::EOS => StreamState::Eos,
+            _ => StreamState::Closed,
+        }
+    }
 }
 
 pub mod reader_state {

@@ -1,8 +1,10 @@
 //! The reading side: any number per segment, each with its own cursor.
 
-use super::layout::*;
-use super::segment::{self, Mapping, SegmentInfo, WaitWord};
-use super::{Backpressure, Error, Layout, StartPosition, StreamState, sys};
+use crate::error::Error;
+use crate::layout::*;
+use crate::segment::{self, Mapping, SegmentInfo, WaitWord};
+use crate::sys;
+use crate::types::{Backpressure, Layout, StartPosition, StreamState};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -297,7 +299,7 @@ impl Reader {
         self.map.geo.layout
     }
 
-    pub fn geometry(&self) -> &super::Geometry {
+    pub fn geometry(&self) -> &crate::layout::Geometry {
         &self.map.geo
     }
 

@@ -1,8 +1,10 @@
 //! Creating, opening and mapping segments.
 
-use super::layout::*;
-use super::name::{segment_path, shm_dir};
-use super::{Backpressure, Error, Layout, StreamState, sys};
+use crate::error::Error;
+use crate::layout::*;
+use crate::name::{segment_path, shm_dir};
+use crate::sys;
+use crate::types::{Backpressure, Layout, StreamState};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;

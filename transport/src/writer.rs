@@ -1,10 +1,12 @@
 //! The writing side: one per segment.
 
-use super::cleanup::OnTerminate;
-use super::layout::*;
-use super::reader::{Interrupt, free_if_dead};
-use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
-use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
+use crate::cleanup::OnTerminate;
+use crate::error::Error;
+use crate::layout::*;
+use crate::reader::{Interrupt, free_if_dead};
+use crate::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
+use crate::sys;
+use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -481,7 +483,7 @@ impl Writer {
             Layout::Double => Backpressure::DropOldest,
             Layout::Ring => cfg.backpressure,
         };
-        let geo = super::Geometry::compute(
+        let geo = crate::layout::Geometry::compute(
             cfg.layout,
             cfg.depth,
             cfg.spare_slots,
@@ -547,7 +549,7 @@ impl Writer {
         self.map.geo.slot_capacity
     }
 
-    pub fn geometry(&self) -> &super::Geometry {
+    pub fn geometry(&self) -> &crate::layout::Geometry {
         &self.map.geo
     }
 
@@ -1136,8 +1138,8 @@ impl Writer {
     }
 
     /// A read-only view sharing this writer's mapping (statistics while a write blocks).
-    pub fn observer(&self) -> super::Observer {
-        super::Observer::from_mapping(self.map.clone())
+    pub fn observer(&self) -> crate::Observer {
+        crate::Observer::from_mapping(self.map.clone())
     }
 
     /// Frames published, dropped, full events, evictions.
