@@ -23,6 +23,7 @@ mod subscriber;
 /// Only the clock and the cache size are public here; the rest is crate-private.
 pub mod sys;
 mod types;
+mod wait;
 mod writer;
 
 pub use error::Error;
@@ -30,13 +31,12 @@ pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
 };
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
-pub use reader::{
-    FrameInfo, Interrupt, Observer, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
-};
+pub use reader::{FrameInfo, Observer, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
 pub use segment::{ReaderInfo, SegmentInfo, check_name_for_writer, inspect};
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use sys::monotonic_ns;
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};
+pub use wait::Interrupt;
 pub use writer::{
     FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
 };

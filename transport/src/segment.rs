@@ -10,7 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 enum WholeMap {
@@ -888,27 +888,4 @@ pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
 /// A snapshot of the segment named `name`, taken without attaching.
 pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
     Ok(open_read_only(name)?.info())
-}
-
-/// Shared words of the control region a thread can futex-wait on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum WaitWord {
-    Frame,
-    Space,
-}
-
-impl Mapping {
-    pub(crate) fn wait_word(&self, w: WaitWord) -> &AtomicU32 {
-        match w {
-            WaitWord::Frame => &self.control().frame_seq,
-            WaitWord::Space => &self.control().space_seq,
-        }
-    }
-
-    /// Bumps a wait word and wakes everyone waiting on it.
-    pub(crate) fn kick(&self, w: WaitWord) {
-        let word = self.wait_word(w);
-        word.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake_all(word);
-    }
 }

@@ -3,11 +3,10 @@
 
 use crate::error::Error;
 use crate::name::segment_path;
-use crate::reader::{
-    FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
-};
+use crate::reader::{FrameInfo, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
 use crate::sys::NameWatch;
 use crate::types::{StartPosition, StreamState};
+use crate::wait::Interrupt;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 

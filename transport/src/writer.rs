@@ -3,10 +3,11 @@
 use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
-use crate::reader::{Interrupt, free_if_dead};
-use crate::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
+use crate::reader::free_if_dead;
+use crate::segment::{self, Mapping, NewSegment, SegmentInfo};
 use crate::sys;
 use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
+use crate::wait::{Interrupt, WaitWord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
