@@ -13,10 +13,12 @@
 //! the writer no system call. Liveness of writer and readers is an OFD byte lock that the kernel
 //! drops when the holder dies.
 
+mod caps;
 mod cleanup;
 mod error;
 mod layout;
 mod name;
+mod observer;
 mod reader;
 mod segment;
 mod subscriber;
@@ -31,8 +33,9 @@ pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
 };
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
-pub use reader::{FrameInfo, Observer, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
-pub use segment::{ReaderInfo, SegmentInfo, check_name_for_writer, inspect};
+pub use observer::{Observer, ReaderInfo, SegmentInfo, inspect};
+pub use reader::{FrameInfo, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
+pub use segment::check_name_for_writer;
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use sys::monotonic_ns;
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};

@@ -1,13 +1,15 @@
 //! The reading side: any number per segment, each with its own cursor.
 
+use crate::caps;
 use crate::error::Error;
 use crate::layout::*;
-use crate::segment::{self, Mapping, SegmentInfo};
+use crate::observer::SegmentInfo;
+use crate::segment::{self, Mapping};
 use crate::sys;
 use crate::types::{Backpressure, Layout, StartPosition, StreamState};
 use crate::wait::{Interrupt, WaitWord};
-use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
@@ -229,7 +231,7 @@ impl Reader {
 
     /// The caps string of generation `gen`, if still held in the header's caps history.
     pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
-        segment::read_caps(&self.map, gen_)
+        caps::read_caps(&self.map, gen_)
     }
 
     pub fn info(&self) -> SegmentInfo {
@@ -486,7 +488,7 @@ impl Drop for Reader {
 }
 
 /// Random access: copies frame `n` if the ring still holds it.
-fn read_held(
+pub(crate) fn read_held(
     map: &Mapping,
     n: u64,
     mut copy: impl FnMut(&FrameInfo, &SlotView),
@@ -827,77 +829,6 @@ fn try_read(
         return Ok(TryRead::Gone);
     }
     Ok(TryRead::Got(info))
-}
-
-/// A read-only look at a segment that claims no reader entry and never waits: statistics,
-/// inspection and random access to frames still held (`get-frame`). It does not count for
-/// backpressure.
-#[derive(Clone)]
-pub struct Observer {
-    map: Arc<Mapping>,
-}
-
-impl Observer {
-    pub fn open(name: &str) -> Result<Observer, Error> {
-        Ok(Observer {
-            map: Arc::new(segment::open_read_only(name)?),
-        })
-    }
-
-    pub(crate) fn from_mapping(map: Arc<Mapping>) -> Observer {
-        Observer { map }
-    }
-
-    pub fn info(&self) -> SegmentInfo {
-        self.map.info()
-    }
-
-    /// Readers attached right now (evicted ones included: they still read).
-    pub fn reader_count(&self) -> usize {
-        (0..self.map.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                e.pid.load(Ordering::Acquire) != 0
-                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
-            })
-            .count()
-    }
-
-    /// Waits until at least `count` readers are attached, for at most `timeout`. False on
-    /// timeout or interruption. Polls: attaching is rare and not on the data path.
-    pub fn wait_for_readers(&self, count: usize, timeout: Duration, interrupt: &Interrupt) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.reader_count() >= count {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || !interrupt.sleep((deadline - now).min(Duration::from_millis(2))) {
-                return false;
-            }
-        }
-    }
-
-    pub fn writer_session(&self) -> u64 {
-        self.map.header().writer_session
-    }
-
-    pub fn current_caps_gen(&self) -> u64 {
-        self.map.header().caps_gen.load(Ordering::Acquire)
-    }
-
-    pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
-        segment::read_caps(&self.map, gen_)
-    }
-
-    /// Copies frame `n` if the segment still holds it.
-    pub fn read_frame(
-        &self,
-        n: u64,
-        copy: impl FnMut(&FrameInfo, &SlotView),
-    ) -> Result<Option<FrameInfo>, Error> {
-        read_held(&self.map, n, copy)
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use crate::error::Error;
 use crate::layout::*;
 use crate::name::{segment_path, shm_dir};
 use crate::sys;
-use crate::types::{Backpressure, Layout, StreamState};
+use crate::types::{Layout, StreamState};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -693,167 +693,6 @@ pub(crate) fn open(name: &str) -> Result<Mapping, Error> {
     Mapping::map(file, path, geo, false)
 }
 
-/// A snapshot of a segment for inspection and statistics.
-#[derive(Clone, Debug)]
-pub struct SegmentInfo {
-    pub path: PathBuf,
-    pub layout: Layout,
-    pub depth: u32,
-    pub slot_count: u32,
-    pub slot_capacity: u64,
-    pub total_len: u64,
-    pub backpressure: Backpressure,
-    pub writer_pid: u32,
-    /// The user the writer runs as (the owner of the segment file).
-    pub writer_uid: u32,
-    pub writer_session: u64,
-    pub writer_alive: bool,
-    pub state: StreamState,
-    pub caps: Option<String>,
-    pub head: u64,
-    pub frames_written: u64,
-    pub frames_dropped: u64,
-    pub full_events: u64,
-    pub readers_evicted: u64,
-    pub readers: Vec<ReaderInfo>,
-}
-
-#[derive(Clone, Debug)]
-pub struct ReaderInfo {
-    pub index: u32,
-    pub pid: u32,
-    pub cursor: u64,
-    pub lag: u64,
-    pub frames_read: u64,
-    pub frames_missed: u64,
-    pub heartbeat_age_ns: u64,
-    pub evicted: bool,
-    /// Slots this reader holds pinned (zero-copy buffers downstream).
-    pub pinned_slots: u32,
-}
-
-impl Mapping {
-    pub(crate) fn info(&self) -> SegmentInfo {
-        let h = self.header();
-        let head = h.head.load(Ordering::Acquire);
-        let now = sys::monotonic_ns();
-        let readers = (0..self.readers_hwm())
-            .filter_map(|i| {
-                let e = self.reader_entry(i);
-                let pid = e.pid.load(Ordering::Acquire);
-                let state = e.state.load(Ordering::Acquire);
-                (pid != 0 && state != reader_state::CLAIMING).then(|| {
-                    let cursor = e.cursor.load(Ordering::Acquire);
-                    ReaderInfo {
-                        index: i,
-                        pid,
-                        cursor,
-                        lag: head.saturating_sub(cursor),
-                        frames_read: e.frames_read.load(Ordering::Relaxed),
-                        frames_missed: e.frames_missed.load(Ordering::Relaxed),
-                        heartbeat_age_ns: now
-                            .saturating_sub(e.heartbeat_ns.load(Ordering::Relaxed)),
-                        evicted: state == reader_state::EVICTED,
-                        pinned_slots: (0..self.geo.pin_words)
-                            .map(|w| self.pin_word(i, w).load(Ordering::Relaxed).count_ones())
-                            .sum(),
-                    }
-                })
-            })
-            .collect();
-        SegmentInfo {
-            path: self.path.clone(),
-            layout: self.geo.layout,
-            depth: self.geo.depth,
-            slot_count: self.geo.slot_count,
-            slot_capacity: self.geo.slot_capacity,
-            total_len: self.geo.total_len,
-            backpressure: Backpressure::from_code(self.geo.backpressure),
-            writer_pid: h.writer_pid,
-            writer_uid: self.owner_uid(),
-            writer_session: h.writer_session,
-            writer_alive: self.writer_alive(),
-            state: self.stream_state(),
-            caps: read_caps(self, h.caps_gen.load(Ordering::Acquire))
-                .ok()
-                .flatten(),
-            head,
-            frames_written: h.frames_written.load(Ordering::Relaxed),
-            frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
-            full_events: h.full_events.load(Ordering::Relaxed),
-            readers_evicted: h.readers_evicted.load(Ordering::Relaxed),
-            readers,
-        }
-    }
-}
-
-/// Reads the caps string of generation `gen` from the caps table. Ok(None) when that
-/// generation was already replaced (only the last CAPS_ENTRIES generations are kept) or when
-/// no caps were ever set.
-pub(crate) fn read_caps(m: &Mapping, gen_: u64) -> Result<Option<String>, Error> {
-    if gen_ == 0 {
-        return Ok(None);
-    }
-    let head = m.caps_head(gen_);
-    for _ in 0..100 {
-        let s1 = head.seq.load(Ordering::Acquire);
-        if s1 % 2 == 1 {
-            std::thread::yield_now();
-            continue;
-        }
-        let stored_gen = head.generation.load(Ordering::Relaxed);
-        let len = head.len.load(Ordering::Relaxed);
-        if len > CAPS_CAPACITY as u64 {
-            if head.seq.load(Ordering::Acquire) == s1 {
-                return Err(Error::Corrupt {
-                    field: "caps length".into(),
-                    expected: format!("0..={CAPS_CAPACITY}"),
-                    found: len,
-                });
-            }
-            continue;
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: len <= CAPS_CAPACITY, so the copy stays inside this caps entry. The bytes may
-        // change while we copy; the sequence check below discards such a copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(m.caps_bytes_ptr(gen_), buf.as_mut_ptr(), buf.len())
-        };
-        std::sync::atomic::fence(Ordering::Acquire);
-        if head.seq.load(Ordering::Relaxed) != s1 {
-            continue;
-        }
-        if stored_gen != gen_ {
-            return Ok(None);
-        }
-        return String::from_utf8(buf)
-            .map(Some)
-            .map_err(|_| Error::Corrupt {
-                field: "caps string".into(),
-                expected: "UTF-8 text".into(),
-                found: len,
-            });
-    }
-    Ok(None)
-}
-
-/// Writes caps generation `gen` (writer only).
-pub(crate) fn write_caps(m: &Mapping, gen_: u64, caps: &str) {
-    debug_assert!(m.is_writable() && caps.len() <= CAPS_CAPACITY);
-    let head = m.caps_head(gen_);
-    let s = head.seq.load(Ordering::Relaxed);
-    head.seq.store(s + 1, Ordering::Relaxed);
-    std::sync::atomic::fence(Ordering::Release);
-    // SAFETY: the writer's mapping is writable and caps.len() <= CAPS_CAPACITY.
-    unsafe {
-        std::ptr::copy_nonoverlapping(caps.as_ptr(), m.caps_bytes_ptr(gen_), caps.len());
-    }
-    head.len.store(caps.len() as u64, Ordering::Relaxed);
-    head.generation.store(gen_, Ordering::Relaxed);
-    head.seq.store(s + 2, Ordering::Release);
-    m.header().caps_gen.store(gen_, Ordering::Release);
-}
-
 /// Maps a segment read-only (header, control region and data): for observers, which claim no
 /// reader entry and write nothing.
 pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
@@ -883,9 +722,4 @@ pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
         _whole: WholeMap::ReadOnly(m),
         _ctrl: None,
     })
-}
-
-/// A snapshot of the segment named `name`, taken without attaching.
-pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
-    Ok(open_read_only(name)?.info())
 }

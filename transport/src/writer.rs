@@ -1,10 +1,12 @@
 //! The writing side: one per segment.
 
+use crate::caps;
 use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
+use crate::observer::{Observer, SegmentInfo};
 use crate::reader::free_if_dead;
-use crate::segment::{self, Mapping, NewSegment, SegmentInfo};
+use crate::segment::{self, Mapping, NewSegment};
 use crate::sys;
 use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
 use crate::wait::{Interrupt, WaitWord};
@@ -568,7 +570,7 @@ impl Writer {
             });
         }
         let gen_ = self.map.header().caps_gen.load(Ordering::Relaxed) + 1;
-        segment::write_caps(&self.map, gen_, caps);
+        caps::write_caps(&self.map, gen_, caps);
         Ok(gen_)
     }
 
@@ -1139,8 +1141,8 @@ impl Writer {
     }
 
     /// A read-only view sharing this writer's mapping (statistics while a write blocks).
-    pub fn observer(&self) -> crate::Observer {
-        crate::Observer::from_mapping(self.map.clone())
+    pub fn observer(&self) -> Observer {
+        Observer::from_mapping(self.map.clone())
     }
 
     /// Frames published, dropped, full events, evictions.
