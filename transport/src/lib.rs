@@ -21,6 +21,7 @@ mod name;
 mod observer;
 mod reader;
 mod segment;
+mod slots;
 mod subscriber;
 /// Only the clock and the cache size are public here; the rest is crate-private.
 pub mod sys;
@@ -36,10 +37,11 @@ pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
 pub use observer::{Observer, ReaderInfo, SegmentInfo, inspect};
 pub use reader::{FrameInfo, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
 pub use segment::check_name_for_writer;
+pub use slots::Lender;
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use sys::monotonic_ns;
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};
 pub use wait::Interrupt;
 pub use writer::{
-    FrameMeta, Lender, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
+    FrameMeta, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
 };

@@ -7,6 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+/// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
+pub(crate) const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
+
 /// Shared words of the control region a thread can futex-wait on.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum WaitWord {
