@@ -16,10 +16,12 @@
 mod caps;
 mod cleanup;
 mod error;
+mod frame;
 mod layout;
 mod name;
 mod observer;
 mod reader;
+mod registry;
 mod segment;
 mod slots;
 mod subscriber;
@@ -30,12 +32,13 @@ mod wait;
 mod writer;
 
 pub use error::Error;
+pub use frame::{FrameInfo, SlotView};
 pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
 };
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
 pub use observer::{Observer, ReaderInfo, SegmentInfo, inspect};
-pub use reader::{FrameInfo, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
+pub use reader::{PinnedFrame, ReadResult, Reader, ReaderOptions};
 pub use segment::check_name_for_writer;
 pub use slots::Lender;
 pub use subscriber::{Subscriber, SubscriberEvent};

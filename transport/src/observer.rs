@@ -3,8 +3,8 @@
 
 use crate::caps;
 use crate::error::Error;
+use crate::frame::{FrameInfo, SlotView, read_held};
 use crate::layout::*;
-use crate::reader::{FrameInfo, SlotView, read_held};
 use crate::segment::{self, Mapping};
 use crate::sys;
 use crate::types::{Backpressure, Layout, StreamState};

@@ -2,14 +2,18 @@
 
 use crate::caps;
 use crate::error::Error;
+use crate::frame::{
+    FrameInfo, SlotView, TryRead, checked_head, locate, oldest_held, read_held, try_read,
+};
 use crate::layout::*;
 use crate::observer::SegmentInfo;
+use crate::registry::claim_entry;
 use crate::segment::{self, Mapping};
 use crate::sys;
 use crate::types::{Backpressure, Layout, StartPosition, StreamState};
 use crate::wait::{Interrupt, WaitWord};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
@@ -19,48 +23,6 @@ const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, Default)]
 pub struct ReaderOptions {
     pub start: StartPosition,
-}
-
-/// Metadata of a frame read from the segment. Times in nanoseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameInfo {
-    pub number: u64,
-    pub pts: Option<u64>,
-    pub dts: Option<u64>,
-    pub duration: Option<u64>,
-    pub flags: u32,
-    pub size: u64,
-    pub caps_gen: u64,
-    /// The writer's CLOCK_MONOTONIC time when it published the frame.
-    pub write_time_ns: u64,
-    /// Frames this reader missed between the previous frame it read and this one.
-    pub missed_before: u64,
-}
-
-/// The bytes of a slot as they were while being copied. Only a copy validated by the seqlock
-/// (the read returning `Frame`) may be trusted; the view itself offers no borrowing access.
-pub struct SlotView {
-    ptr: *const u8,
-    len: usize,
-}
-
-impl SlotView {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Copies the slot into `dst` (which must be `len()` bytes).
-    pub fn copy_to(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.len, "destination size");
-        // SAFETY: ptr..ptr+len lies inside a mapped slot (len <= slot_capacity was checked).
-        // The writer may be overwriting it concurrently: in that case the bytes are garbage and
-        // the caller's read is discarded by the seqlock check, never returned.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
-    }
 }
 
 /// The result of waiting for the next frame.
@@ -74,12 +36,6 @@ pub enum ReadResult {
         clean: bool,
     },
     Timeout,
-}
-
-enum TryRead {
-    Got(FrameInfo),
-    /// The frame is no longer in its slot (overwritten, or being overwritten).
-    Gone,
 }
 
 pub struct Reader {
@@ -487,104 +443,6 @@ impl Drop for Reader {
     }
 }
 
-/// Random access: copies frame `n` if the ring still holds it.
-pub(crate) fn read_held(
-    map: &Mapping,
-    n: u64,
-    mut copy: impl FnMut(&FrameInfo, &SlotView),
-) -> Result<Option<FrameInfo>, Error> {
-    let head = checked_head(map)?;
-    if n >= head || n < oldest_held(map, head) {
-        return Ok(None);
-    }
-    Ok(match try_read(map, n, &mut copy)? {
-        TryRead::Got(info) => Some(info),
-        TryRead::Gone => None,
-    })
-}
-
-/// The writer's head counter, or a corrupt-segment error when it is outside its range
-/// ([`HEAD_LIMIT`]): frames past it cannot be named by the index, so a reader would otherwise
-/// discard every frame and wait for ever without saying why.
-fn checked_head(map: &Mapping) -> Result<u64, Error> {
-    let head = map.header().head.load(Ordering::Acquire);
-    if head >= HEAD_LIMIT {
-        return Err(Error::Corrupt {
-            field: "head".into(),
-            expected: format!("a frame count below 2^48 ({HEAD_LIMIT})"),
-            found: head,
-        });
-    }
-    Ok(head)
-}
-
-/// Frame numbers below this are gone from the ring (or cleared).
-fn oldest_held(map: &Mapping, head: u64) -> u64 {
-    let floor = map.header().clear_floor.load(Ordering::Acquire);
-    head.saturating_sub(map.geo.depth as u64)
-        .max(floor)
-        .min(head)
-}
-
-/// Claims a free reader entry: lock its byte first, then compare-and-swap the pid in, so an
-/// entry with a pid always has a lock while its process lives. An entry left by a dead reader
-/// is freed on the way, so dead readers never lock new ones out, whatever the writer does
-/// (busy, idle or stopped).
-fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
-    for i in 0..map.geo.max_readers {
-        let e = map.reader_entry(i);
-        if e.pid.load(Ordering::Acquire) != 0 && free_if_dead(map, i).is_none() {
-            continue;
-        }
-        let lock = READER_LOCK_BASE + i as u64;
-        if !sys::try_lock_byte(&map.file, lock, false).unwrap_or(false) {
-            continue;
-        }
-        // No store before the CAS: readers lock the byte shared, so another reader may be
-        // claiming the same entry now, and a store here could land on its entry after it won
-        // (an attached reader left `claiming`, uncounted by the writer). A free entry is
-        // `claiming` already: whoever freed it stored that before `pid = 0`.
-        if e.pid
-            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            map.control().readers_hwm.fetch_max(i + 1, Ordering::AcqRel);
-            return Some(i);
-        }
-        sys::unlock_byte(&map.file, lock);
-    }
-    None
-}
-
-/// Frees reader entry `i` if the process that claimed it is gone (the kernel dropped its lock)
-/// and returns that process's pid. The entry's lock byte is taken exclusively meanwhile: it
-/// conflicts with a live holder's lock and with every claimer's (a claimer locks the byte before
-/// its compare-and-swap), so the entry is never one that a live reader holds or is claiming,
-/// and the writer and readers looking for an entry may all free entries at once.
-pub(crate) fn free_if_dead(map: &Mapping, i: u32) -> Option<u32> {
-    let e = map.reader_entry(i);
-    if e.pid.load(Ordering::Acquire) == 0 {
-        return None;
-    }
-    let lock = READER_LOCK_BASE + i as u64;
-    if !sys::try_lock_byte(&map.file, lock, true).unwrap_or(false) {
-        return None;
-    }
-    // Read again under the lock: the reader may have detached (and unlocked) meanwhile.
-    let pid = e.pid.load(Ordering::Acquire);
-    if pid != 0 {
-        for w in 0..map.geo.pin_words {
-            map.pin_word(i, w).store(0, Ordering::Relaxed);
-        }
-        e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
-        e.session.store(0, Ordering::Relaxed);
-        // Release: a claimer that sees pid 0 sees the entry free (claiming, no pins).
-        e.pid.store(0, Ordering::Release);
-    }
-    sys::unlock_byte(&map.file, lock);
-    (pid != 0).then_some(pid)
-}
-
 /// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
 /// (and so the pins the writer respects) lives until the last of them is dropped, so a buffer
 /// that outlives its reader is never overwritten under it.
@@ -762,73 +620,6 @@ impl Drop for PinnedFrame {
     fn drop(&mut self) {
         self.lease.remove(self.slot);
     }
-}
-
-/// Locates frame `n`: its slot and a consistent snapshot of the descriptor, with the seq
-/// word observed. Gone if the index or the slot no longer holds `n`.
-fn locate(map: &Mapping, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
-    let entry = map.index(n).load(Ordering::Acquire);
-    let Some((frame, slot)) = split_index_entry(entry) else {
-        return Ok(None);
-    };
-    if frame != n {
-        return Ok(None);
-    }
-    let slot = map.geo.check_slot(slot)?;
-    let d = map.desc(slot);
-    let s1 = d.seq.load(Ordering::Acquire);
-    if s1 % 2 == 1 {
-        return Ok(None);
-    }
-    let time = |v: u64| (v != NO_TIME).then_some(v);
-    let info = FrameInfo {
-        number: d.frame.load(Ordering::Relaxed),
-        pts: time(d.pts.load(Ordering::Relaxed)),
-        dts: time(d.dts.load(Ordering::Relaxed)),
-        duration: time(d.duration.load(Ordering::Relaxed)),
-        flags: d.flags.load(Ordering::Relaxed) as u32,
-        size: d.size.load(Ordering::Relaxed),
-        caps_gen: d.caps_gen.load(Ordering::Relaxed),
-        write_time_ns: d.write_time_ns.load(Ordering::Relaxed),
-        missed_before: 0,
-    };
-    if info.number != n {
-        return Ok(None);
-    }
-    if info.size > map.geo.slot_capacity {
-        fence(Ordering::Acquire);
-        if d.seq.load(Ordering::Relaxed) == s1 {
-            return Err(Error::Corrupt {
-                field: "slot size".into(),
-                expected: format!("0..={}", map.geo.slot_capacity),
-                found: info.size,
-            });
-        }
-        return Ok(None);
-    }
-    Ok(Some((slot, s1, info)))
-}
-
-fn try_read(
-    map: &Mapping,
-    n: u64,
-    copy: &mut impl FnMut(&FrameInfo, &SlotView),
-) -> Result<TryRead, Error> {
-    let Some((slot, s1, info)) = locate(map, n)? else {
-        return Ok(TryRead::Gone);
-    };
-    let view = SlotView {
-        ptr: map.slot_ptr(slot),
-        len: info.size as usize,
-    };
-    copy(&info, &view);
-    // Seqlock validation: if the writer touched the slot while we copied, the copy is
-    // discarded. The fence keeps the copy's loads before the re-check.
-    fence(Ordering::Acquire);
-    if map.desc(slot).seq.load(Ordering::Relaxed) != s1 {
-        return Ok(TryRead::Gone);
-    }
-    Ok(TryRead::Got(info))
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! writer closes or dies it waits for the next one. This is `shmframesrc`'s view of the world.
 
 use crate::error::Error;
+use crate::frame::{FrameInfo, SlotView};
 use crate::name::segment_path;
-use crate::reader::{FrameInfo, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView};
+use crate::reader::{PinnedFrame, ReadResult, Reader, ReaderOptions};
 use crate::sys::NameWatch;
 use crate::types::{StartPosition, StreamState};
 use crate::wait::Interrupt;

@@ -5,7 +5,7 @@ use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
 use crate::observer::{Observer, SegmentInfo};
-use crate::reader::free_if_dead;
+use crate::registry::free_if_dead;
 use crate::segment::{self, Mapping, NewSegment};
 use crate::slots::{Lender, Slots, holder};
 use crate::sys;
