@@ -13,7 +13,7 @@
 //! ```
 
 use crate::error::Error;
-use crate::types::{Layout, StreamState};
+use crate::types::{Backpressure, Layout, StreamState};
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -202,7 +202,7 @@ pub struct Geometry {
     pub layout: Layout,
     pub depth: u32,
     pub slot_count: u32,
-    pub backpressure: u32,
+    pub backpressure: Backpressure,
     pub max_readers: u32,
     pub pin_words: u32,
     pub control_offset: u64,
@@ -221,7 +221,7 @@ impl Geometry {
         layout: Layout,
         depth: u32,
         spare_slots: u32,
-        backpressure: u32,
+        backpressure: Backpressure,
         slot_capacity: u64,
     ) -> Result<Geometry, Error> {
         let depth = match layout {
@@ -378,7 +378,7 @@ impl Geometry {
         // Recompute the whole map from the validated numbers and require the stored offsets to
         // match it: no stored offset is ever used unless it equals a value derived from bounded
         // inputs with checked arithmetic.
-        let bp = backpressure;
+        let bp = Backpressure::from_code(backpressure);
         let expected = Geometry::compute(layout, depth, slot_count - depth, bp, slot_capacity)?;
         for (field, off, want) in [
             (
@@ -484,7 +484,7 @@ mod tests {
             (Layout::Ring, MAX_DEPTH, MAX_SPARE_SLOTS, 64),
             (Layout::Double, 7, 1, 300_000),
         ] {
-            let g = Geometry::compute(layout, depth, spare, 0, cap).unwrap();
+            let g = Geometry::compute(layout, depth, spare, Backpressure::Block, cap).unwrap();
             assert_eq!(g.control_offset % PAGE, 0);
             assert_eq!(g.index_offset % PAGE, 0);
             assert_eq!(g.data_offset % PAGE, 0);
@@ -504,7 +504,8 @@ mod tests {
 
     #[test]
     fn segment_size_is_header_plus_slots() {
-        let g = Geometry::compute(Layout::Ring, 4, 0, 0, 1920 * 1080 * 4).unwrap();
+        let g =
+            Geometry::compute(Layout::Ring, 4, 0, Backpressure::Block, 1920 * 1080 * 4).unwrap();
         // Header, caps, control, index and descriptors fit in a few pages; the rest is slots.
         assert_eq!(g.total_len - 4 * g.slot_stride, g.data_offset);
         assert!(g.data_offset <= 8 * PAGE, "{}", g.data_offset);
@@ -512,15 +513,24 @@ mod tests {
 
     #[test]
     fn compute_refuses_out_of_range_values() {
-        let e = Geometry::compute(Layout::Ring, 0, 0, 0, 10).unwrap_err();
+        let e = Geometry::compute(Layout::Ring, 0, 0, Backpressure::Block, 10).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid configuration: depth 0 is out of range: expected 1..=1024"
         );
-        assert!(Geometry::compute(Layout::Ring, 1025, 0, 0, 10).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 65, 0, 10).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 0, 0, 0).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 0, 0, MAX_SLOT_CAPACITY + 1).is_err());
+        assert!(Geometry::compute(Layout::Ring, 1025, 0, Backpressure::Block, 10).is_err());
+        assert!(Geometry::compute(Layout::Ring, 4, 65, Backpressure::Block, 10).is_err());
+        assert!(Geometry::compute(Layout::Ring, 4, 0, Backpressure::Block, 0).is_err());
+        assert!(
+            Geometry::compute(
+                Layout::Ring,
+                4,
+                0,
+                Backpressure::Block,
+                MAX_SLOT_CAPACITY + 1
+            )
+            .is_err()
+        );
     }
 
     /// docs/LAYOUT.md documents these offsets for non-Rust readers: keep both in step.

@@ -89,7 +89,7 @@ impl Mapping {
             slot_count: self.geo.slot_count,
             slot_capacity: self.geo.slot_capacity,
             total_len: self.geo.total_len,
-            backpressure: Backpressure::from_code(self.geo.backpressure),
+            backpressure: self.geo.backpressure,
             writer_pid: h.writer_pid,
             writer_uid: self.owner_uid(),
             writer_session: h.writer_session,

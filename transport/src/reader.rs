@@ -376,7 +376,7 @@ impl Reader {
     pub fn pin_budget(&self) -> u32 {
         let geo = &self.map.geo;
         let spare = geo.slot_count - geo.depth;
-        if Backpressure::from_code(geo.backpressure) == Backpressure::Block {
+        if geo.backpressure == Backpressure::Block {
             spare
         } else {
             spare.max(1)

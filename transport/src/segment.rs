@@ -662,7 +662,7 @@ fn init_header(m: &Mapping, spec: &NewSegment) {
         };
         (*h).depth = g.depth;
         (*h).slot_count = g.slot_count;
-        (*h).backpressure = g.backpressure;
+        (*h).backpressure = g.backpressure.code();
         (*h).max_readers = g.max_readers;
         (*h).pin_words = g.pin_words;
         (*h).writer_pid = pid;

@@ -32,7 +32,6 @@ pub(crate) const NO_FRAME: u64 = u64::MAX;
 /// so the writer and a lender never claim the same slot.
 pub(crate) struct Slots {
     pub(crate) map: Arc<Mapping>,
-    backpressure: Backpressure,
     pub(crate) holder: Box<[AtomicU8]>,
     /// The frame each slot holds (`NO_FRAME`): written only by the slot's holder, read by
     /// whoever looks for a free slot.
@@ -40,11 +39,10 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    pub(crate) fn new(map: Arc<Mapping>, backpressure: Backpressure) -> Slots {
+    pub(crate) fn new(map: Arc<Mapping>) -> Slots {
         let slot_count = map.geo.slot_count;
         Slots {
             map,
-            backpressure,
             holder: (0..slot_count)
                 .map(|_| AtomicU8::new(holder::FREE))
                 .collect(),
@@ -120,7 +118,7 @@ impl Slots {
     /// oldest unpinned frame of the window may be taken when nothing else is free.
     pub(crate) fn free_slot(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
         let keep_from = self.map.geo.keep_from(n);
-        let slowest = match self.backpressure {
+        let slowest = match self.map.geo.backpressure {
             Backpressure::Block => self.slowest_cursor(),
             _ => None,
         };

@@ -161,7 +161,6 @@ pub struct Writer {
     map: Arc<Mapping>,
     name: String,
     session: u64,
-    backpressure: Backpressure,
     reader_timeout_ns: u64,
     slots: Arc<Slots>,
     watch: Vec<ReaderWatch>,
@@ -210,7 +209,7 @@ impl Writer {
             cfg.layout,
             cfg.depth,
             cfg.spare_slots,
-            backpressure.code(),
+            backpressure,
             cfg.slot_size,
         )?;
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
@@ -226,9 +225,8 @@ impl Writer {
         Ok(Writer {
             name: cfg.name.clone(),
             session,
-            backpressure,
             reader_timeout_ns,
-            slots: Arc::new(Slots::new(map.clone(), backpressure)),
+            slots: Arc::new(Slots::new(map.clone())),
             watch: vec![ReaderWatch::default(); geo.max_readers as usize],
             events: Vec::new(),
             last_housekeeping_ns: 0,
@@ -252,7 +250,7 @@ impl Writer {
 
     /// The policy in force (`double` always behaves as `drop-oldest`).
     pub fn backpressure(&self) -> Backpressure {
-        self.backpressure
+        self.map.geo.backpressure
     }
 
     pub fn reader_timeout(&self) -> Duration {
@@ -361,7 +359,7 @@ impl Writer {
     fn full_on_arrival(&mut self, n: u64) -> bool {
         self.housekeeping_if_due();
         let full = self.ring_full_for(n);
-        if full && self.backpressure == Backpressure::DropNewest {
+        if full && self.backpressure() == Backpressure::DropNewest {
             self.check_readers(true);
             return self.ring_full_for(n);
         }
@@ -384,7 +382,7 @@ impl Writer {
     /// See [`Slots::free_slot`]; only `drop-oldest` sacrifices a frame of the window.
     fn free_slot(&self, n: u64) -> Option<u32> {
         self.slots
-            .free_slot(n, self.backpressure == Backpressure::DropOldest)
+            .free_slot(n, self.backpressure() == Backpressure::DropOldest)
     }
 
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
@@ -392,7 +390,7 @@ impl Writer {
     pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
         let n = self.head();
         let full = self.full_on_arrival(n);
-        if full && self.backpressure == Backpressure::DropNewest {
+        if full && self.backpressure() == Backpressure::DropNewest {
             self.count_full();
             self.count_drop();
             return Ok(None);
@@ -400,7 +398,7 @@ impl Writer {
         let mut waited_for_full = false;
         let wait_started = Instant::now();
         loop {
-            let slot = if full && self.backpressure == Backpressure::Block {
+            let slot = if full && self.backpressure() == Backpressure::Block {
                 if !waited_for_full {
                     self.count_full();
                     waited_for_full = true;
@@ -415,7 +413,7 @@ impl Writer {
                 })?
             } else if let Some(s) = self.free_slot(n) {
                 s
-            } else if self.backpressure == Backpressure::Block {
+            } else if self.backpressure() == Backpressure::Block {
                 // Every slot is leased or pinned: wait for a release.
                 self.wait_until(|w| w.free_slot(w.head()))?
             } else if let Some(s) = self.free_slot_after_evicting_stalled(n) {
@@ -535,7 +533,7 @@ impl Writer {
         let mut n = self.head();
         let outcome_full = self.full_on_arrival(n);
         if outcome_full {
-            match self.backpressure {
+            match self.backpressure() {
                 Backpressure::Block => {
                     self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))?;
                     n = self.head();
@@ -587,7 +585,7 @@ impl Writer {
         h.full
             .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
         let waited_in_acquire = self.acquire_wait.take();
-        Ok(match self.backpressure {
+        Ok(match self.backpressure() {
             Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
                 WriteOutcome::WrittenAfterWait {
                     frame: n,
@@ -803,7 +801,7 @@ impl Writer {
                 continue;
             }
             let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
-            let behind = self.backpressure != Backpressure::DropOldest
+            let behind = self.map.geo.backpressure != Backpressure::DropOldest
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
             let stalled_behind = behind && timed_out(watch.progress_ns);
