@@ -175,6 +175,16 @@ impl Slots {
         true
     }
 
+    /// Empties a filled slot that is not published (a lease released, a loan given back
+    /// unused): its descriptor names no frame, and its seq word moves on from "being written".
+    /// Only the slot's holder calls this, before it frees the slot with a SeqCst store or
+    /// exchange of its holder, so no new claim of the slot can come before these stores.
+    pub(crate) fn unpublish(&self, slot: u32) {
+        let desc = self.map.desc(slot);
+        desc.frame.store(NO_FRAME, Ordering::Relaxed);
+        desc.seq.fetch_add(1, Ordering::Release);
+    }
+
     /// See [`Writer::lend`].
     pub(crate) fn lend(&self) -> Option<u32> {
         let beyond_depth = self.count() - self.map.geo.depth as usize;
@@ -277,9 +287,7 @@ impl Lender {
             // Nobody else touches a lent slot's descriptor, and the borrower has stopped
             // writing (it is giving the slot back); the stores happen before the slot can be
             // claimed again, which needs the SeqCst exchange below.
-            let desc = map.desc(slot);
-            desc.frame.store(u64::MAX, Ordering::Relaxed);
-            desc.seq.fetch_add(1, Ordering::Release);
+            self.slots.unpublish(slot);
         }
         let returned = [holder::FILLING, holder::PUBLISHED]
             .into_iter()

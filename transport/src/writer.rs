@@ -309,17 +309,22 @@ impl Writer {
         size: u64,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<WriteOutcome, Error> {
-        if size > self.map.geo.slot_capacity {
-            return Err(Error::FrameTooLarge {
-                size,
-                capacity: self.map.geo.slot_capacity,
-            });
-        }
+        // Before waiting for a slot that could never take the frame.
+        self.check_fits(size)?;
         let Some(lease) = self.acquire()? else {
             return Ok(WriteOutcome::Dropped);
         };
         fill(&mut self.slot_mut(&lease)[..size as usize]);
         self.publish(lease, meta, size)
+    }
+
+    /// Whether a frame of `size` bytes fits a slot.
+    fn check_fits(&self, size: u64) -> Result<(), Error> {
+        let capacity = self.map.geo.slot_capacity;
+        if size > capacity {
+            return Err(Error::FrameTooLarge { size, capacity });
+        }
+        Ok(())
     }
 
     /// The memory of a leased slot.
@@ -490,9 +495,7 @@ impl Writer {
     /// Gives a lease back without publishing (the frame is not counted as written).
     pub fn release(&mut self, lease: SlotLease) {
         assert_eq!(lease.session, self.session, "lease from another writer");
-        let desc = self.map.desc(lease.slot);
-        desc.frame.store(u64::MAX, Ordering::Relaxed);
-        desc.seq.fetch_add(1, Ordering::Release);
+        self.slots.unpublish(lease.slot);
         self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
     }
 
@@ -524,10 +527,7 @@ impl Writer {
         meta: &FrameMeta,
         size: u64,
     ) -> Result<WriteOutcome, Error> {
-        if size > self.map.geo.slot_capacity {
-            let capacity = self.map.geo.slot_capacity;
-            return Err(Error::FrameTooLarge { size, capacity });
-        }
+        self.check_fits(size)?;
         self.await_readers()?;
         let started = Instant::now();
         let mut n = self.head();
