@@ -153,6 +153,31 @@ pub struct ReaderEntry {
     pub evictions: AtomicU64,
 }
 
+/// Types the segment's bytes may be viewed as in place: `repr(C)` or primitive, made only of
+/// integers, byte arrays and atomic integers, so that every bit pattern is a valid value
+/// (another process may have written anything there).
+///
+/// # Safety
+///
+/// Implement only for such types: `Mapping` hands out `&T` for any suitably placed bytes of
+/// the segment.
+pub(crate) unsafe trait Plain {}
+
+// SAFETY: atomic integers are valid for every bit pattern.
+unsafe impl Plain for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl Plain for AtomicU64 {}
+// SAFETY: repr(C), byte arrays, integers and atomic integers only.
+unsafe impl Plain for Header {}
+// SAFETY: as above.
+unsafe impl Plain for CapsEntryHead {}
+// SAFETY: as above.
+unsafe impl Plain for ControlHeader {}
+// SAFETY: as above.
+unsafe impl Plain for ReaderEntry {}
+// SAFETY: as above.
+unsafe impl Plain for SlotDesc {}
+
 #[repr(C)]
 pub struct SlotDesc {
     /// Seqlock word: odd while the writer fills the slot.

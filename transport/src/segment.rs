@@ -13,6 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Whether a `T` at `offset` lies inside `len` mapped bytes and is aligned (mappings are
+/// page-aligned, so alignment within them is alignment in memory).
+fn fits<T>(offset: u64, len: u64) -> bool {
+    offset.is_multiple_of(std::mem::align_of::<T>() as u64)
+        && offset
+            .checked_add(std::mem::size_of::<T>() as u64)
+            .is_some_and(|end| end <= len)
+}
+
 enum WholeMap {
     ReadOnly(#[allow(dead_code)] Mmap),
     ReadWrite(#[allow(dead_code)] MmapMut),
@@ -45,9 +54,14 @@ impl Mapping {
     /// page-aligned, entries are multiples of 8 bytes), and the pointer stays valid while
     /// `self` lives. Atomics in a reader's read-only mapping are only ever loaded (x86_64 and
     /// aarch64 implement 32/64-bit atomic loads as plain loads, which read-only pages allow).
-    fn at<T>(&self, offset: u64) -> &T {
-        debug_assert!(offset + std::mem::size_of::<T>() as u64 <= self.geo.total_len);
-        // SAFETY: see above.
+    /// Checked in release builds too: a `T` outside the mapping or misaligned would be
+    /// undefined behaviour, and `T: Plain` makes any bytes inside it a valid `T`.
+    fn at<T: Plain>(&self, offset: u64) -> &T {
+        assert!(
+            fits::<T>(offset, self.geo.total_len),
+            "segment offset {offset} out of place"
+        );
+        // SAFETY: see above; the assertion keeps `T` inside the mapping and aligned.
         unsafe { &*(self.base.add(offset as usize) as *const T) }
     }
 
@@ -60,9 +74,12 @@ impl Mapping {
     }
 
     /// Control region through its writable mapping (readers write their entries here).
-    fn ctrl_at<T>(&self, offset_in_control: u64) -> &T {
-        debug_assert!(offset_in_control + std::mem::size_of::<T>() as u64 <= self.geo.control_len);
-        // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write.
+    fn ctrl_at<T: Plain>(&self, offset_in_control: u64) -> &T {
+        assert!(
+            fits::<T>(offset_in_control, self.geo.control_len),
+            "control offset {offset_in_control} out of place"
+        );
+        // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write (page-aligned).
         unsafe { &*(self.ctrl.add(offset_in_control as usize) as *const T) }
     }
 
