@@ -7,13 +7,13 @@ use crate::frame::{
 };
 use crate::layout::*;
 use crate::observer::SegmentInfo;
-use crate::registry::claim_entry;
+use crate::registry::{PinRecord, ReaderLease, claim_entry};
 use crate::segment::{self, Mapping};
 use crate::sys;
 use crate::types::{Backpressure, Layout, StartPosition, StreamState};
 use crate::wait::{Interrupt, WaitWord};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
@@ -443,50 +443,8 @@ impl Drop for Reader {
     }
 }
 
-/// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
-/// (and so the pins the writer respects) lives until the last of them is dropped, so a buffer
-/// that outlives its reader is never overwritten under it.
-struct ReaderLease {
-    map: Arc<Mapping>,
-    index: u32,
-    /// Per-slot pin counts; the shared bit is set while a count is non-zero.
-    counts: Vec<AtomicU32>,
-    held: AtomicU32,
-    /// One per slot, made once: what a raw pin token points to (see [`PinnedFrame::into_raw`]),
-    /// so handing a pin to C code allocates nothing per frame.
-    records: Box<[PinRecord]>,
-}
-
-/// The target of a raw pin token: which lease and which slot to release.
-struct PinRecord {
-    /// The lease this record lives in (the value `Arc::into_raw` returns for it).
-    lease: *const ReaderLease,
-    slot: u32,
-}
-
-// SAFETY: `lease` is only dereferenced by `PinnedFrame::release_raw`, which owns a strong
-// reference to that lease (leaked by `into_raw`), from any thread: the lease is Send + Sync.
-unsafe impl Send for PinRecord {}
-// SAFETY: as above; a shared &PinRecord only reads plain fields.
-unsafe impl Sync for PinRecord {}
-
+/// Pinning stays with the reader: it makes the [`PinnedFrame`]s that keep a lease alive.
 impl ReaderLease {
-    fn new(map: Arc<Mapping>, index: u32) -> Arc<ReaderLease> {
-        let slot_count = map.geo.slot_count;
-        Arc::new_cyclic(|weak| ReaderLease {
-            counts: (0..slot_count).map(|_| AtomicU32::new(0)).collect(),
-            held: AtomicU32::new(0),
-            records: (0..slot_count)
-                .map(|slot| PinRecord {
-                    lease: weak.as_ptr(),
-                    slot,
-                })
-                .collect(),
-            map,
-            index,
-        })
-    }
-
     fn pin(lease: &Arc<ReaderLease>, n: u64) -> Result<Option<PinnedFrame>, Error> {
         let Some((slot, s1, info)) = locate(&lease.map, n)? else {
             return Ok(None);
@@ -504,42 +462,6 @@ impl ReaderLease {
             seq: s1,
             info,
         }))
-    }
-
-    fn add(&self, slot: u32) {
-        self.held.fetch_add(1, Ordering::SeqCst);
-        if self.counts[slot as usize].fetch_add(1, Ordering::SeqCst) == 0 {
-            self.map
-                .pin_word(self.index, slot / 64)
-                .fetch_or(1 << (slot % 64), Ordering::SeqCst);
-        }
-    }
-
-    fn remove(&self, slot: u32) {
-        self.held.fetch_sub(1, Ordering::SeqCst);
-        if self.counts[slot as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.map
-                .pin_word(self.index, slot / 64)
-                .fetch_and(!(1 << (slot % 64)), Ordering::SeqCst);
-            if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-                self.map.kick(WaitWord::Space);
-            }
-        }
-    }
-}
-
-impl Drop for ReaderLease {
-    /// Frees the table entry: pins, state, pid, then the lock.
-    fn drop(&mut self) {
-        let e = self.map.reader_entry(self.index);
-        for w in 0..self.map.geo.pin_words {
-            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
-        }
-        e.state.store(reader_state::CLAIMING, Ordering::Release);
-        e.session.store(0, Ordering::Release);
-        e.pid.store(0, Ordering::Release);
-        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
-        self.map.kick(WaitWord::Space);
     }
 }
 

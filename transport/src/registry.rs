@@ -1,10 +1,13 @@
 //! The reader table: a reader claims an entry (its lock byte, then its pid), and an entry
-//! whose process died is freed by whoever finds it, writer or reader.
+//! whose process died is freed by whoever finds it, writer or reader; a [`ReaderLease`] holds
+//! an entry and its pins until the reader and every frame it pinned are gone.
 
 use crate::layout::*;
 use crate::segment::Mapping;
 use crate::sys;
-use std::sync::atomic::Ordering;
+use crate::wait::WaitWord;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Claims a free reader entry: lock its byte first, then compare-and-swap the pid in, so an
 /// entry with a pid always has a lock while its process lives. An entry left by a dead reader
@@ -63,4 +66,85 @@ pub(crate) fn free_if_dead(map: &Mapping, i: u32) -> Option<u32> {
     }
     sys::unlock_byte(&map.file, lock);
     (pid != 0).then_some(pid)
+}
+
+/// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
+/// (and so the pins the writer respects) lives until the last of them is dropped, so a buffer
+/// that outlives its reader is never overwritten under it.
+pub(crate) struct ReaderLease {
+    pub(crate) map: Arc<Mapping>,
+    index: u32,
+    /// Per-slot pin counts; the shared bit is set while a count is non-zero.
+    counts: Vec<AtomicU32>,
+    pub(crate) held: AtomicU32,
+    /// One per slot, made once: what a raw pin token points to (see [`crate::PinnedFrame::into_raw`]),
+    /// so handing a pin to C code allocates nothing per frame.
+    pub(crate) records: Box<[PinRecord]>,
+}
+
+/// The target of a raw pin token: which lease and which slot to release.
+pub(crate) struct PinRecord {
+    /// The lease this record lives in (the value `Arc::into_raw` returns for it).
+    pub(crate) lease: *const ReaderLease,
+    pub(crate) slot: u32,
+}
+
+// SAFETY: `lease` is only dereferenced by `PinnedFrame::release_raw`, which owns a strong
+// reference to that lease (leaked by `into_raw`), from any thread: the lease is Send + Sync.
+unsafe impl Send for PinRecord {}
+// SAFETY: as above; a shared &PinRecord only reads plain fields.
+unsafe impl Sync for PinRecord {}
+
+impl ReaderLease {
+    pub(crate) fn new(map: Arc<Mapping>, index: u32) -> Arc<ReaderLease> {
+        let slot_count = map.geo.slot_count;
+        Arc::new_cyclic(|weak| ReaderLease {
+            counts: (0..slot_count).map(|_| AtomicU32::new(0)).collect(),
+            held: AtomicU32::new(0),
+            records: (0..slot_count)
+                .map(|slot| PinRecord {
+                    lease: weak.as_ptr(),
+                    slot,
+                })
+                .collect(),
+            map,
+            index,
+        })
+    }
+
+    pub(crate) fn add(&self, slot: u32) {
+        self.held.fetch_add(1, Ordering::SeqCst);
+        if self.counts[slot as usize].fetch_add(1, Ordering::SeqCst) == 0 {
+            self.map
+                .pin_word(self.index, slot / 64)
+                .fetch_or(1 << (slot % 64), Ordering::SeqCst);
+        }
+    }
+
+    pub(crate) fn remove(&self, slot: u32) {
+        self.held.fetch_sub(1, Ordering::SeqCst);
+        if self.counts[slot as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.map
+                .pin_word(self.index, slot / 64)
+                .fetch_and(!(1 << (slot % 64)), Ordering::SeqCst);
+            if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
+                self.map.kick(WaitWord::Space);
+            }
+        }
+    }
+}
+
+impl Drop for ReaderLease {
+    /// Frees the table entry: pins, state, pid, then the lock.
+    fn drop(&mut self) {
+        let e = self.map.reader_entry(self.index);
+        for w in 0..self.map.geo.pin_words {
+            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
+        }
+        e.state.store(reader_state::CLAIMING, Ordering::Release);
+        e.session.store(0, Ordering::Release);
+        e.pid.store(0, Ordering::Release);
+        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
+        self.map.kick(WaitWord::Space);
+    }
 }
