@@ -12,7 +12,8 @@
 //! data_offset      slot data: slot_count x slot_stride (page-aligned)
 //! ```
 
-use super::{Error, Layout};
+use crate::error::Error;
+use crate::types::{Backpressure, Layout, StreamState};
 use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -55,6 +56,18 @@ pub mod stream_state {
     pub const RUNNING: u32 = 1;
     pub const EOS: u32 = 2;
     pub const CLOSED: u32 = 3;
+}
+
+impl StreamState {
+    /// Decodes the header's `stream_state` word; it lives beside the codes it reads.
+    pub(crate) fn from_code(code: u32) -> StreamState {
+        match code {
+            stream_state::STARTING => StreamState::Starting,
+            stream_state::RUNNING => StreamState::Running,
+            stream_state::EOS => StreamState::Eos,
+            _ => StreamState::Closed,
+        }
+    }
 }
 
 pub mod reader_state {
@@ -140,6 +153,31 @@ pub struct ReaderEntry {
     pub evictions: AtomicU64,
 }
 
+/// Types the segment's bytes may be viewed as in place: `repr(C)` or primitive, made only of
+/// integers, byte arrays and atomic integers, so that every bit pattern is a valid value
+/// (another process may have written anything there).
+///
+/// # Safety
+///
+/// Implement only for such types: `Mapping` hands out `&T` for any suitably placed bytes of
+/// the segment.
+pub(crate) unsafe trait Plain {}
+
+// SAFETY: atomic integers are valid for every bit pattern.
+unsafe impl Plain for AtomicU32 {}
+// SAFETY: as above.
+unsafe impl Plain for AtomicU64 {}
+// SAFETY: repr(C), byte arrays, integers and atomic integers only.
+unsafe impl Plain for Header {}
+// SAFETY: as above.
+unsafe impl Plain for CapsEntryHead {}
+// SAFETY: as above.
+unsafe impl Plain for ControlHeader {}
+// SAFETY: as above.
+unsafe impl Plain for ReaderEntry {}
+// SAFETY: as above.
+unsafe impl Plain for SlotDesc {}
+
 #[repr(C)]
 pub struct SlotDesc {
     /// Seqlock word: odd while the writer fills the slot.
@@ -189,7 +227,7 @@ pub struct Geometry {
     pub layout: Layout,
     pub depth: u32,
     pub slot_count: u32,
-    pub backpressure: u32,
+    pub backpressure: Backpressure,
     pub max_readers: u32,
     pub pin_words: u32,
     pub control_offset: u64,
@@ -208,7 +246,7 @@ impl Geometry {
         layout: Layout,
         depth: u32,
         spare_slots: u32,
-        backpressure: u32,
+        backpressure: Backpressure,
         slot_capacity: u64,
     ) -> Result<Geometry, Error> {
         let depth = match layout {
@@ -365,7 +403,7 @@ impl Geometry {
         // Recompute the whole map from the validated numbers and require the stored offsets to
         // match it: no stored offset is ever used unless it equals a value derived from bounded
         // inputs with checked arithmetic.
-        let bp = backpressure;
+        let bp = Backpressure::from_code(backpressure);
         let expected = Geometry::compute(layout, depth, slot_count - depth, bp, slot_capacity)?;
         for (field, off, want) in [
             (
@@ -471,7 +509,7 @@ mod tests {
             (Layout::Ring, MAX_DEPTH, MAX_SPARE_SLOTS, 64),
             (Layout::Double, 7, 1, 300_000),
         ] {
-            let g = Geometry::compute(layout, depth, spare, 0, cap).unwrap();
+            let g = Geometry::compute(layout, depth, spare, Backpressure::Block, cap).unwrap();
             assert_eq!(g.control_offset % PAGE, 0);
             assert_eq!(g.index_offset % PAGE, 0);
             assert_eq!(g.data_offset % PAGE, 0);
@@ -491,7 +529,8 @@ mod tests {
 
     #[test]
     fn segment_size_is_header_plus_slots() {
-        let g = Geometry::compute(Layout::Ring, 4, 0, 0, 1920 * 1080 * 4).unwrap();
+        let g =
+            Geometry::compute(Layout::Ring, 4, 0, Backpressure::Block, 1920 * 1080 * 4).unwrap();
         // Header, caps, control, index and descriptors fit in a few pages; the rest is slots.
         assert_eq!(g.total_len - 4 * g.slot_stride, g.data_offset);
         assert!(g.data_offset <= 8 * PAGE, "{}", g.data_offset);
@@ -499,15 +538,24 @@ mod tests {
 
     #[test]
     fn compute_refuses_out_of_range_values() {
-        let e = Geometry::compute(Layout::Ring, 0, 0, 0, 10).unwrap_err();
+        let e = Geometry::compute(Layout::Ring, 0, 0, Backpressure::Block, 10).unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid configuration: depth 0 is out of range: expected 1..=1024"
         );
-        assert!(Geometry::compute(Layout::Ring, 1025, 0, 0, 10).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 65, 0, 10).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 0, 0, 0).is_err());
-        assert!(Geometry::compute(Layout::Ring, 4, 0, 0, MAX_SLOT_CAPACITY + 1).is_err());
+        assert!(Geometry::compute(Layout::Ring, 1025, 0, Backpressure::Block, 10).is_err());
+        assert!(Geometry::compute(Layout::Ring, 4, 65, Backpressure::Block, 10).is_err());
+        assert!(Geometry::compute(Layout::Ring, 4, 0, Backpressure::Block, 0).is_err());
+        assert!(
+            Geometry::compute(
+                Layout::Ring,
+                4,
+                0,
+                Backpressure::Block,
+                MAX_SLOT_CAPACITY + 1
+            )
+            .is_err()
+        );
     }
 
     /// docs/LAYOUT.md documents these offsets for non-Rust readers: keep both in step.

@@ -1,6 +1,6 @@
 //! Segment names: what a user may type as `shm-name`, and where it lives.
 
-use super::Error;
+use crate::error::Error;
 use std::path::PathBuf;
 
 pub const MAX_NAME_LEN: usize = 200;

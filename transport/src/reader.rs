@@ -1,151 +1,28 @@
 //! The reading side: any number per segment, each with its own cursor.
 
-use super::layout::*;
-use super::segment::{self, Mapping, SegmentInfo, WaitWord};
-use super::{Backpressure, Error, Layout, StartPosition, StreamState, sys};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
-use std::sync::{Arc, Condvar, Mutex};
+use crate::caps;
+use crate::error::Error;
+use crate::frame::{
+    FrameInfo, SlotView, TryRead, checked_head, locate, oldest_held, read_held, try_read,
+};
+use crate::layout::*;
+use crate::observer::SegmentInfo;
+use crate::registry::{PinRecord, ReaderLease, claim_entry};
+use crate::segment::{self, Mapping};
+use crate::sys;
+use crate::types::{Backpressure, Layout, StartPosition, StreamState};
+use crate::wait::{Interrupt, WaitWord};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
 /// least this often, and the heartbeat refreshed.
 const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 
-/// Lets another thread interrupt a wait (GStreamer's unlock): the waiter returns
-/// `Error::Interrupted` promptly until [`Interrupt::clear`] is called.
-#[derive(Clone)]
-pub struct Interrupt {
-    inner: Arc<InterruptInner>,
-}
-
-struct InterruptInner {
-    flag: AtomicBool,
-    target: Mutex<Option<(Arc<Mapping>, WaitWord)>>,
-    sleep_lock: Mutex<()>,
-    sleep_cv: Condvar,
-    /// Readable while the flag is set, for waits on file descriptors; made on first use.
-    wake_fd: std::sync::OnceLock<Option<std::os::fd::OwnedFd>>,
-}
-
-impl Default for Interrupt {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Interrupt {
-    pub fn new() -> Interrupt {
-        Interrupt {
-            inner: Arc::new(InterruptInner {
-                flag: AtomicBool::new(false),
-                target: Mutex::new(None),
-                sleep_lock: Mutex::new(()),
-                sleep_cv: Condvar::new(),
-                wake_fd: std::sync::OnceLock::new(),
-            }),
-        }
-    }
-
-    /// Interrupts the current wait and every later one until `clear`.
-    pub fn interrupt(&self) {
-        self.inner.flag.store(true, Ordering::SeqCst);
-        // Bumping the shared word makes a futex wait that is about to start return at once, and
-        // wakes one already sleeping; other waiters on the word just re-check and sleep again.
-        if let Some((map, word)) = self.inner.target.lock().unwrap().as_ref() {
-            map.kick(*word);
-        }
-        let _guard = self.inner.sleep_lock.lock().unwrap();
-        self.inner.sleep_cv.notify_all();
-        // The fence pairs with the one in `wake_fd`: either the waiter sees the flag, or we
-        // see its descriptor and make it readable.
-        fence(Ordering::SeqCst);
-        if let Some(Some(fd)) = self.inner.wake_fd.get() {
-            sys::eventfd_signal(fd);
-        }
-    }
-
-    pub fn clear(&self) {
-        self.inner.flag.store(false, Ordering::SeqCst);
-        if let Some(Some(fd)) = self.inner.wake_fd.get() {
-            sys::eventfd_drain(fd);
-        }
-    }
-
-    /// A descriptor that becomes readable when the wait is interrupted, for waits on file
-    /// descriptors (`None` if the system has none to give). Check [`Self::is_set`] after
-    /// getting it and before waiting.
-    pub(crate) fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        use std::os::fd::AsFd;
-        let fd = self.inner.wake_fd.get_or_init(|| sys::eventfd().ok());
-        fence(Ordering::SeqCst);
-        fd.as_ref().map(|fd| fd.as_fd())
-    }
-
-    pub fn is_set(&self) -> bool {
-        self.inner.flag.load(Ordering::SeqCst)
-    }
-
-    pub(crate) fn set_target(&self, target: Option<(Arc<Mapping>, WaitWord)>) {
-        *self.inner.target.lock().unwrap() = target;
-    }
-
-    /// Sleeps up to `d` unless interrupted; returns false if interrupted. Used only where
-    /// there is no shared word to wait on (no segment exists yet).
-    pub fn sleep(&self, d: Duration) -> bool {
-        let guard = self.inner.sleep_lock.lock().unwrap();
-        if self.is_set() {
-            return false;
-        }
-        let _ = self.inner.sleep_cv.wait_timeout(guard, d).unwrap();
-        !self.is_set()
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct ReaderOptions {
     pub start: StartPosition,
-}
-
-/// Metadata of a frame read from the segment. Times in nanoseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameInfo {
-    pub number: u64,
-    pub pts: Option<u64>,
-    pub dts: Option<u64>,
-    pub duration: Option<u64>,
-    pub flags: u32,
-    pub size: u64,
-    pub caps_gen: u64,
-    /// The writer's CLOCK_MONOTONIC time when it published the frame.
-    pub write_time_ns: u64,
-    /// Frames this reader missed between the previous frame it read and this one.
-    pub missed_before: u64,
-}
-
-/// The bytes of a slot as they were while being copied. Only a copy validated by the seqlock
-/// (the read returning `Frame`) may be trusted; the view itself offers no borrowing access.
-pub struct SlotView {
-    ptr: *const u8,
-    len: usize,
-}
-
-impl SlotView {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Copies the slot into `dst` (which must be `len()` bytes).
-    pub fn copy_to(&self, dst: &mut [u8]) {
-        assert_eq!(dst.len(), self.len, "destination size");
-        // SAFETY: ptr..ptr+len lies inside a mapped slot (len <= slot_capacity was checked).
-        // The writer may be overwriting it concurrently: in that case the bytes are garbage and
-        // the caller's read is discarded by the seqlock check, never returned.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr, dst.as_mut_ptr(), self.len) };
-    }
 }
 
 /// The result of waiting for the next frame.
@@ -159,12 +36,6 @@ pub enum ReadResult {
         clean: bool,
     },
     Timeout,
-}
-
-enum TryRead {
-    Got(FrameInfo),
-    /// The frame is no longer in its slot (overwritten, or being overwritten).
-    Gone,
 }
 
 pub struct Reader {
@@ -297,7 +168,7 @@ impl Reader {
         self.map.geo.layout
     }
 
-    pub fn geometry(&self) -> &super::Geometry {
+    pub fn geometry(&self) -> &crate::layout::Geometry {
         &self.map.geo
     }
 
@@ -316,7 +187,7 @@ impl Reader {
 
     /// The caps string of generation `gen`, if still held in the header's caps history.
     pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
-        segment::read_caps(&self.map, gen_)
+        caps::read_caps(&self.map, gen_)
     }
 
     pub fn info(&self) -> SegmentInfo {
@@ -505,7 +376,7 @@ impl Reader {
     pub fn pin_budget(&self) -> u32 {
         let geo = &self.map.geo;
         let spare = geo.slot_count - geo.depth;
-        if Backpressure::from_code(geo.backpressure) == Backpressure::Block {
+        if geo.backpressure == Backpressure::Block {
             spare
         } else {
             spare.max(1)
@@ -561,148 +432,8 @@ impl Drop for Reader {
     }
 }
 
-/// Random access: copies frame `n` if the ring still holds it.
-fn read_held(
-    map: &Mapping,
-    n: u64,
-    mut copy: impl FnMut(&FrameInfo, &SlotView),
-) -> Result<Option<FrameInfo>, Error> {
-    let head = checked_head(map)?;
-    if n >= head || n < oldest_held(map, head) {
-        return Ok(None);
-    }
-    Ok(match try_read(map, n, &mut copy)? {
-        TryRead::Got(info) => Some(info),
-        TryRead::Gone => None,
-    })
-}
-
-/// The writer's head counter, or a corrupt-segment error when it is outside its range
-/// ([`HEAD_LIMIT`]): frames past it cannot be named by the index, so a reader would otherwise
-/// discard every frame and wait for ever without saying why.
-fn checked_head(map: &Mapping) -> Result<u64, Error> {
-    let head = map.header().head.load(Ordering::Acquire);
-    if head >= HEAD_LIMIT {
-        return Err(Error::Corrupt {
-            field: "head".into(),
-            expected: format!("a frame count below 2^48 ({HEAD_LIMIT})"),
-            found: head,
-        });
-    }
-    Ok(head)
-}
-
-/// Frame numbers below this are gone from the ring (or cleared).
-fn oldest_held(map: &Mapping, head: u64) -> u64 {
-    let floor = map.header().clear_floor.load(Ordering::Acquire);
-    head.saturating_sub(map.geo.depth as u64)
-        .max(floor)
-        .min(head)
-}
-
-/// Claims a free reader entry: lock its byte first, then compare-and-swap the pid in, so an
-/// entry with a pid always has a lock while its process lives. An entry left by a dead reader
-/// is freed on the way, so dead readers never lock new ones out, whatever the writer does
-/// (busy, idle or stopped).
-fn claim_entry(map: &Mapping, pid: u32) -> Option<u32> {
-    for i in 0..map.geo.max_readers {
-        let e = map.reader_entry(i);
-        if e.pid.load(Ordering::Acquire) != 0 && free_if_dead(map, i).is_none() {
-            continue;
-        }
-        let lock = READER_LOCK_BASE + i as u64;
-        if !sys::try_lock_byte(&map.file, lock, false).unwrap_or(false) {
-            continue;
-        }
-        // No store before the CAS: readers lock the byte shared, so another reader may be
-        // claiming the same entry now, and a store here could land on its entry after it won
-        // (an attached reader left `claiming`, uncounted by the writer). A free entry is
-        // `claiming` already: whoever freed it stored that before `pid = 0`.
-        if e.pid
-            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            map.control().readers_hwm.fetch_max(i + 1, Ordering::AcqRel);
-            return Some(i);
-        }
-        sys::unlock_byte(&map.file, lock);
-    }
-    None
-}
-
-/// Frees reader entry `i` if the process that claimed it is gone (the kernel dropped its lock)
-/// and returns that process's pid. The entry's lock byte is taken exclusively meanwhile: it
-/// conflicts with a live holder's lock and with every claimer's (a claimer locks the byte before
-/// its compare-and-swap), so the entry is never one that a live reader holds or is claiming,
-/// and the writer and readers looking for an entry may all free entries at once.
-pub(crate) fn free_if_dead(map: &Mapping, i: u32) -> Option<u32> {
-    let e = map.reader_entry(i);
-    if e.pid.load(Ordering::Acquire) == 0 {
-        return None;
-    }
-    let lock = READER_LOCK_BASE + i as u64;
-    if !sys::try_lock_byte(&map.file, lock, true).unwrap_or(false) {
-        return None;
-    }
-    // Read again under the lock: the reader may have detached (and unlocked) meanwhile.
-    let pid = e.pid.load(Ordering::Acquire);
-    if pid != 0 {
-        for w in 0..map.geo.pin_words {
-            map.pin_word(i, w).store(0, Ordering::Relaxed);
-        }
-        e.state.store(reader_state::CLAIMING, Ordering::Relaxed);
-        e.session.store(0, Ordering::Relaxed);
-        // Release: a claimer that sees pid 0 sees the entry free (claiming, no pins).
-        e.pid.store(0, Ordering::Release);
-    }
-    sys::unlock_byte(&map.file, lock);
-    (pid != 0).then_some(pid)
-}
-
-/// A reader's table entry and lock, shared by the `Reader` and every frame it pinned: the entry
-/// (and so the pins the writer respects) lives until the last of them is dropped, so a buffer
-/// that outlives its reader is never overwritten under it.
-struct ReaderLease {
-    map: Arc<Mapping>,
-    index: u32,
-    /// Per-slot pin counts; the shared bit is set while a count is non-zero.
-    counts: Vec<AtomicU32>,
-    held: AtomicU32,
-    /// One per slot, made once: what a raw pin token points to (see [`PinnedFrame::into_raw`]),
-    /// so handing a pin to C code allocates nothing per frame.
-    records: Box<[PinRecord]>,
-}
-
-/// The target of a raw pin token: which lease and which slot to release.
-struct PinRecord {
-    /// The lease this record lives in (the value `Arc::into_raw` returns for it).
-    lease: *const ReaderLease,
-    slot: u32,
-}
-
-// SAFETY: `lease` is only dereferenced by `PinnedFrame::release_raw`, which owns a strong
-// reference to that lease (leaked by `into_raw`), from any thread: the lease is Send + Sync.
-unsafe impl Send for PinRecord {}
-// SAFETY: as above; a shared &PinRecord only reads plain fields.
-unsafe impl Sync for PinRecord {}
-
+/// Pinning stays with the reader: it makes the [`PinnedFrame`]s that keep a lease alive.
 impl ReaderLease {
-    fn new(map: Arc<Mapping>, index: u32) -> Arc<ReaderLease> {
-        let slot_count = map.geo.slot_count;
-        Arc::new_cyclic(|weak| ReaderLease {
-            counts: (0..slot_count).map(|_| AtomicU32::new(0)).collect(),
-            held: AtomicU32::new(0),
-            records: (0..slot_count)
-                .map(|slot| PinRecord {
-                    lease: weak.as_ptr(),
-                    slot,
-                })
-                .collect(),
-            map,
-            index,
-        })
-    }
-
     fn pin(lease: &Arc<ReaderLease>, n: u64) -> Result<Option<PinnedFrame>, Error> {
         let Some((slot, s1, info)) = locate(&lease.map, n)? else {
             return Ok(None);
@@ -720,42 +451,6 @@ impl ReaderLease {
             seq: s1,
             info,
         }))
-    }
-
-    fn add(&self, slot: u32) {
-        self.held.fetch_add(1, Ordering::SeqCst);
-        if self.counts[slot as usize].fetch_add(1, Ordering::SeqCst) == 0 {
-            self.map
-                .pin_word(self.index, slot / 64)
-                .fetch_or(1 << (slot % 64), Ordering::SeqCst);
-        }
-    }
-
-    fn remove(&self, slot: u32) {
-        self.held.fetch_sub(1, Ordering::SeqCst);
-        if self.counts[slot as usize].fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.map
-                .pin_word(self.index, slot / 64)
-                .fetch_and(!(1 << (slot % 64)), Ordering::SeqCst);
-            if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-                self.map.kick(WaitWord::Space);
-            }
-        }
-    }
-}
-
-impl Drop for ReaderLease {
-    /// Frees the table entry: pins, state, pid, then the lock.
-    fn drop(&mut self) {
-        let e = self.map.reader_entry(self.index);
-        for w in 0..self.map.geo.pin_words {
-            self.map.pin_word(self.index, w).store(0, Ordering::Relaxed);
-        }
-        e.state.store(reader_state::CLAIMING, Ordering::Release);
-        e.session.store(0, Ordering::Release);
-        e.pid.store(0, Ordering::Release);
-        sys::unlock_byte(&self.map.file, READER_LOCK_BASE + self.index as u64);
-        self.map.kick(WaitWord::Space);
     }
 }
 
@@ -835,144 +530,6 @@ impl AsRef<[u8]> for PinnedFrame {
 impl Drop for PinnedFrame {
     fn drop(&mut self) {
         self.lease.remove(self.slot);
-    }
-}
-
-/// Locates frame `n`: its slot and a consistent snapshot of the descriptor, with the seq
-/// word observed. Gone if the index or the slot no longer holds `n`.
-fn locate(map: &Mapping, n: u64) -> Result<Option<(u32, u64, FrameInfo)>, Error> {
-    let entry = map.index(n).load(Ordering::Acquire);
-    let Some((frame, slot)) = split_index_entry(entry) else {
-        return Ok(None);
-    };
-    if frame != n {
-        return Ok(None);
-    }
-    let slot = map.geo.check_slot(slot)?;
-    let d = map.desc(slot);
-    let s1 = d.seq.load(Ordering::Acquire);
-    if s1 % 2 == 1 {
-        return Ok(None);
-    }
-    let time = |v: u64| (v != NO_TIME).then_some(v);
-    let info = FrameInfo {
-        number: d.frame.load(Ordering::Relaxed),
-        pts: time(d.pts.load(Ordering::Relaxed)),
-        dts: time(d.dts.load(Ordering::Relaxed)),
-        duration: time(d.duration.load(Ordering::Relaxed)),
-        flags: d.flags.load(Ordering::Relaxed) as u32,
-        size: d.size.load(Ordering::Relaxed),
-        caps_gen: d.caps_gen.load(Ordering::Relaxed),
-        write_time_ns: d.write_time_ns.load(Ordering::Relaxed),
-        missed_before: 0,
-    };
-    if info.number != n {
-        return Ok(None);
-    }
-    if info.size > map.geo.slot_capacity {
-        fence(Ordering::Acquire);
-        if d.seq.load(Ordering::Relaxed) == s1 {
-            return Err(Error::Corrupt {
-                field: "slot size".into(),
-                expected: format!("0..={}", map.geo.slot_capacity),
-                found: info.size,
-            });
-        }
-        return Ok(None);
-    }
-    Ok(Some((slot, s1, info)))
-}
-
-fn try_read(
-    map: &Mapping,
-    n: u64,
-    copy: &mut impl FnMut(&FrameInfo, &SlotView),
-) -> Result<TryRead, Error> {
-    let Some((slot, s1, info)) = locate(map, n)? else {
-        return Ok(TryRead::Gone);
-    };
-    let view = SlotView {
-        ptr: map.slot_ptr(slot),
-        len: info.size as usize,
-    };
-    copy(&info, &view);
-    // Seqlock validation: if the writer touched the slot while we copied, the copy is
-    // discarded. The fence keeps the copy's loads before the re-check.
-    fence(Ordering::Acquire);
-    if map.desc(slot).seq.load(Ordering::Relaxed) != s1 {
-        return Ok(TryRead::Gone);
-    }
-    Ok(TryRead::Got(info))
-}
-
-/// A read-only look at a segment that claims no reader entry and never waits: statistics,
-/// inspection and random access to frames still held (`get-frame`). It does not count for
-/// backpressure.
-#[derive(Clone)]
-pub struct Observer {
-    map: Arc<Mapping>,
-}
-
-impl Observer {
-    pub fn open(name: &str) -> Result<Observer, Error> {
-        Ok(Observer {
-            map: Arc::new(segment::open_read_only(name)?),
-        })
-    }
-
-    pub(crate) fn from_mapping(map: Arc<Mapping>) -> Observer {
-        Observer { map }
-    }
-
-    pub fn info(&self) -> SegmentInfo {
-        self.map.info()
-    }
-
-    /// Readers attached right now (evicted ones included: they still read).
-    pub fn reader_count(&self) -> usize {
-        (0..self.map.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                e.pid.load(Ordering::Acquire) != 0
-                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
-            })
-            .count()
-    }
-
-    /// Waits until at least `count` readers are attached, for at most `timeout`. False on
-    /// timeout or interruption. Polls: attaching is rare and not on the data path.
-    pub fn wait_for_readers(&self, count: usize, timeout: Duration, interrupt: &Interrupt) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.reader_count() >= count {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline || !interrupt.sleep((deadline - now).min(Duration::from_millis(2))) {
-                return false;
-            }
-        }
-    }
-
-    pub fn writer_session(&self) -> u64 {
-        self.map.header().writer_session
-    }
-
-    pub fn current_caps_gen(&self) -> u64 {
-        self.map.header().caps_gen.load(Ordering::Acquire)
-    }
-
-    pub fn caps(&self, gen_: u64) -> Result<Option<String>, Error> {
-        segment::read_caps(&self.map, gen_)
-    }
-
-    /// Copies frame `n` if the segment still holds it.
-    pub fn read_frame(
-        &self,
-        n: u64,
-        copy: impl FnMut(&FrameInfo, &SlotView),
-    ) -> Result<Option<FrameInfo>, Error> {
-        read_held(&self.map, n, copy)
     }
 }
 

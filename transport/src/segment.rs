@@ -1,15 +1,26 @@
 //! Creating, opening and mapping segments.
 
-use super::layout::*;
-use super::name::{segment_path, shm_dir};
-use super::{Backpressure, Error, Layout, StreamState, sys};
+use crate::error::Error;
+use crate::layout::*;
+use crate::name::{segment_path, shm_dir};
+use crate::sys;
+use crate::types::{Layout, StreamState};
 use memmap2::{Mmap, MmapMut, MmapOptions};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Whether a `T` at `offset` lies inside `len` mapped bytes and is aligned (mappings are
+/// page-aligned, so alignment within them is alignment in memory).
+fn fits<T>(offset: u64, len: u64) -> bool {
+    offset.is_multiple_of(std::mem::align_of::<T>() as u64)
+        && offset
+            .checked_add(std::mem::size_of::<T>() as u64)
+            .is_some_and(|end| end <= len)
+}
 
 enum WholeMap {
     ReadOnly(#[allow(dead_code)] Mmap),
@@ -43,9 +54,14 @@ impl Mapping {
     /// page-aligned, entries are multiples of 8 bytes), and the pointer stays valid while
     /// `self` lives. Atomics in a reader's read-only mapping are only ever loaded (x86_64 and
     /// aarch64 implement 32/64-bit atomic loads as plain loads, which read-only pages allow).
-    fn at<T>(&self, offset: u64) -> &T {
-        debug_assert!(offset + std::mem::size_of::<T>() as u64 <= self.geo.total_len);
-        // SAFETY: see above.
+    /// Checked in release builds too: a `T` outside the mapping or misaligned would be
+    /// undefined behaviour, and `T: Plain` makes any bytes inside it a valid `T`.
+    fn at<T: Plain>(&self, offset: u64) -> &T {
+        assert!(
+            fits::<T>(offset, self.geo.total_len),
+            "segment offset {offset} out of place"
+        );
+        // SAFETY: see above; the assertion keeps `T` inside the mapping and aligned.
         unsafe { &*(self.base.add(offset as usize) as *const T) }
     }
 
@@ -58,9 +74,12 @@ impl Mapping {
     }
 
     /// Control region through its writable mapping (readers write their entries here).
-    fn ctrl_at<T>(&self, offset_in_control: u64) -> &T {
-        debug_assert!(offset_in_control + std::mem::size_of::<T>() as u64 <= self.geo.control_len);
-        // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write.
+    fn ctrl_at<T: Plain>(&self, offset_in_control: u64) -> &T {
+        assert!(
+            fits::<T>(offset_in_control, self.geo.control_len),
+            "control offset {offset_in_control} out of place"
+        );
+        // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write (page-aligned).
         unsafe { &*(self.ctrl.add(offset_in_control as usize) as *const T) }
     }
 
@@ -660,7 +679,7 @@ fn init_header(m: &Mapping, spec: &NewSegment) {
         };
         (*h).depth = g.depth;
         (*h).slot_count = g.slot_count;
-        (*h).backpressure = g.backpressure;
+        (*h).backpressure = g.backpressure.code();
         (*h).max_readers = g.max_readers;
         (*h).pin_words = g.pin_words;
         (*h).writer_pid = pid;
@@ -689,167 +708,6 @@ pub(crate) fn open(name: &str) -> Result<Mapping, Error> {
     let file = open_segment_file(&path, name, true)?;
     let geo = validated_geometry(&file, &path)?;
     Mapping::map(file, path, geo, false)
-}
-
-/// A snapshot of a segment for inspection and statistics.
-#[derive(Clone, Debug)]
-pub struct SegmentInfo {
-    pub path: PathBuf,
-    pub layout: Layout,
-    pub depth: u32,
-    pub slot_count: u32,
-    pub slot_capacity: u64,
-    pub total_len: u64,
-    pub backpressure: Backpressure,
-    pub writer_pid: u32,
-    /// The user the writer runs as (the owner of the segment file).
-    pub writer_uid: u32,
-    pub writer_session: u64,
-    pub writer_alive: bool,
-    pub state: StreamState,
-    pub caps: Option<String>,
-    pub head: u64,
-    pub frames_written: u64,
-    pub frames_dropped: u64,
-    pub full_events: u64,
-    pub readers_evicted: u64,
-    pub readers: Vec<ReaderInfo>,
-}
-
-#[derive(Clone, Debug)]
-pub struct ReaderInfo {
-    pub index: u32,
-    pub pid: u32,
-    pub cursor: u64,
-    pub lag: u64,
-    pub frames_read: u64,
-    pub frames_missed: u64,
-    pub heartbeat_age_ns: u64,
-    pub evicted: bool,
-    /// Slots this reader holds pinned (zero-copy buffers downstream).
-    pub pinned_slots: u32,
-}
-
-impl Mapping {
-    pub(crate) fn info(&self) -> SegmentInfo {
-        let h = self.header();
-        let head = h.head.load(Ordering::Acquire);
-        let now = sys::monotonic_ns();
-        let readers = (0..self.readers_hwm())
-            .filter_map(|i| {
-                let e = self.reader_entry(i);
-                let pid = e.pid.load(Ordering::Acquire);
-                let state = e.state.load(Ordering::Acquire);
-                (pid != 0 && state != reader_state::CLAIMING).then(|| {
-                    let cursor = e.cursor.load(Ordering::Acquire);
-                    ReaderInfo {
-                        index: i,
-                        pid,
-                        cursor,
-                        lag: head.saturating_sub(cursor),
-                        frames_read: e.frames_read.load(Ordering::Relaxed),
-                        frames_missed: e.frames_missed.load(Ordering::Relaxed),
-                        heartbeat_age_ns: now
-                            .saturating_sub(e.heartbeat_ns.load(Ordering::Relaxed)),
-                        evicted: state == reader_state::EVICTED,
-                        pinned_slots: (0..self.geo.pin_words)
-                            .map(|w| self.pin_word(i, w).load(Ordering::Relaxed).count_ones())
-                            .sum(),
-                    }
-                })
-            })
-            .collect();
-        SegmentInfo {
-            path: self.path.clone(),
-            layout: self.geo.layout,
-            depth: self.geo.depth,
-            slot_count: self.geo.slot_count,
-            slot_capacity: self.geo.slot_capacity,
-            total_len: self.geo.total_len,
-            backpressure: Backpressure::from_code(self.geo.backpressure),
-            writer_pid: h.writer_pid,
-            writer_uid: self.owner_uid(),
-            writer_session: h.writer_session,
-            writer_alive: self.writer_alive(),
-            state: self.stream_state(),
-            caps: read_caps(self, h.caps_gen.load(Ordering::Acquire))
-                .ok()
-                .flatten(),
-            head,
-            frames_written: h.frames_written.load(Ordering::Relaxed),
-            frames_dropped: h.frames_dropped.load(Ordering::Relaxed),
-            full_events: h.full_events.load(Ordering::Relaxed),
-            readers_evicted: h.readers_evicted.load(Ordering::Relaxed),
-            readers,
-        }
-    }
-}
-
-/// Reads the caps string of generation `gen` from the caps table. Ok(None) when that
-/// generation was already replaced (only the last CAPS_ENTRIES generations are kept) or when
-/// no caps were ever set.
-pub(crate) fn read_caps(m: &Mapping, gen_: u64) -> Result<Option<String>, Error> {
-    if gen_ == 0 {
-        return Ok(None);
-    }
-    let head = m.caps_head(gen_);
-    for _ in 0..100 {
-        let s1 = head.seq.load(Ordering::Acquire);
-        if s1 % 2 == 1 {
-            std::thread::yield_now();
-            continue;
-        }
-        let stored_gen = head.generation.load(Ordering::Relaxed);
-        let len = head.len.load(Ordering::Relaxed);
-        if len > CAPS_CAPACITY as u64 {
-            if head.seq.load(Ordering::Acquire) == s1 {
-                return Err(Error::Corrupt {
-                    field: "caps length".into(),
-                    expected: format!("0..={CAPS_CAPACITY}"),
-                    found: len,
-                });
-            }
-            continue;
-        }
-        let mut buf = vec![0u8; len as usize];
-        // SAFETY: len <= CAPS_CAPACITY, so the copy stays inside this caps entry. The bytes may
-        // change while we copy; the sequence check below discards such a copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(m.caps_bytes_ptr(gen_), buf.as_mut_ptr(), buf.len())
-        };
-        std::sync::atomic::fence(Ordering::Acquire);
-        if head.seq.load(Ordering::Relaxed) != s1 {
-            continue;
-        }
-        if stored_gen != gen_ {
-            return Ok(None);
-        }
-        return String::from_utf8(buf)
-            .map(Some)
-            .map_err(|_| Error::Corrupt {
-                field: "caps string".into(),
-                expected: "UTF-8 text".into(),
-                found: len,
-            });
-    }
-    Ok(None)
-}
-
-/// Writes caps generation `gen` (writer only).
-pub(crate) fn write_caps(m: &Mapping, gen_: u64, caps: &str) {
-    debug_assert!(m.is_writable() && caps.len() <= CAPS_CAPACITY);
-    let head = m.caps_head(gen_);
-    let s = head.seq.load(Ordering::Relaxed);
-    head.seq.store(s + 1, Ordering::Relaxed);
-    std::sync::atomic::fence(Ordering::Release);
-    // SAFETY: the writer's mapping is writable and caps.len() <= CAPS_CAPACITY.
-    unsafe {
-        std::ptr::copy_nonoverlapping(caps.as_ptr(), m.caps_bytes_ptr(gen_), caps.len());
-    }
-    head.len.store(caps.len() as u64, Ordering::Relaxed);
-    head.generation.store(gen_, Ordering::Relaxed);
-    head.seq.store(s + 2, Ordering::Release);
-    m.header().caps_gen.store(gen_, Ordering::Release);
 }
 
 /// Maps a segment read-only (header, control region and data): for observers, which claim no
@@ -881,32 +739,4 @@ pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
         _whole: WholeMap::ReadOnly(m),
         _ctrl: None,
     })
-}
-
-/// A snapshot of the segment named `name`, taken without attaching.
-pub fn inspect(name: &str) -> Result<SegmentInfo, Error> {
-    Ok(open_read_only(name)?.info())
-}
-
-/// Shared words of the control region a thread can futex-wait on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum WaitWord {
-    Frame,
-    Space,
-}
-
-impl Mapping {
-    pub(crate) fn wait_word(&self, w: WaitWord) -> &AtomicU32 {
-        match w {
-            WaitWord::Frame => &self.control().frame_seq,
-            WaitWord::Space => &self.control().space_seq,
-        }
-    }
-
-    /// Bumps a wait word and wakes everyone waiting on it.
-    pub(crate) fn kick(&self, w: WaitWord) {
-        let word = self.wait_word(w);
-        word.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake_all(word);
-    }
 }

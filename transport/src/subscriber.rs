@@ -1,10 +1,13 @@
 //! A reader that outlives writers: it waits for a segment to appear, attaches, and when the
 //! writer closes or dies it waits for the next one. This is `shmframesrc`'s view of the world.
 
-use super::reader::{
-    FrameInfo, Interrupt, PinnedFrame, ReadResult, Reader, ReaderOptions, SlotView,
-};
-use super::{Error, StartPosition, StreamState, name::segment_path, sys::NameWatch};
+use crate::error::Error;
+use crate::frame::{FrameInfo, SlotView};
+use crate::name::segment_path;
+use crate::reader::{PinnedFrame, ReadResult, Reader, ReaderOptions};
+use crate::sys::NameWatch;
+use crate::types::{StartPosition, StreamState};
+use crate::wait::Interrupt;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 

@@ -1,5 +1,7 @@
 //! Thin wrappers over the Linux primitives the transport needs: futex wait/wake on a shared
 //! word, open-file-description (OFD) byte locks for liveness, CLOCK_MONOTONIC, randomness.
+//! Crate-private except [`monotonic_ns`] (the clock frame write times are stamped in; also at
+//! the crate root) and [`last_level_cache_bytes`], which the plugin and its tests call.
 
 use std::fs::File;
 use std::io;
@@ -19,7 +21,7 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-pub fn realtime_ns() -> u64 {
+pub(crate) fn realtime_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -27,7 +29,7 @@ pub fn realtime_ns() -> u64 {
 }
 
 /// A non-zero random 64-bit value (session ids).
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     loop {
         let mut v = 0u64;
         // SAFETY: the buffer is the 8 bytes of `v`, valid for writes.
@@ -40,7 +42,7 @@ pub fn random_u64() -> u64 {
 
 /// Start time of this process in clock ticks since boot (field 22 of /proc/self/stat): with the
 /// pid it identifies a process even when pids are reused.
-pub fn process_start_ticks(pid: u32) -> u64 {
+pub(crate) fn process_start_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name (field 2) may contain spaces and parentheses: fields resume after the
     // last ')'.
@@ -52,7 +54,7 @@ pub fn process_start_ticks(pid: u32) -> u64 {
 
 /// The size of the file system holding `file`, and the bytes an unprivileged process may still
 /// allocate on it.
-pub fn space(file: &File) -> io::Result<(u64, u64)> {
+pub(crate) fn space(file: &File) -> io::Result<(u64, u64)> {
     // SAFETY: all-zero is a valid statvfs (plain integers), filled in by the call.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is open for the call and `st` is writable.
@@ -67,7 +69,7 @@ pub fn space(file: &File) -> io::Result<(u64, u64)> {
 /// pages are allocated when first written, and a write that finds the file system full
 /// faults (SIGBUS) instead of failing. Allocating up front turns that into an error at
 /// creation and spares the first pass through the ring its page allocation.
-pub fn allocate(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn allocate(file: &File, len: u64) -> io::Result<()> {
     // SAFETY: the descriptor is open for the call; posix_fallocate touches no memory of ours.
     match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len as libc::off_t) } {
         0 => Ok(()),
@@ -77,7 +79,7 @@ pub fn allocate(file: &File, len: u64) -> io::Result<()> {
 
 /// Blocks while `*word == expected`, for at most `timeout`. Returns on a wake, a value change,
 /// a signal or the timeout; callers re-check their condition in every case.
-pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -99,7 +101,7 @@ pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes every process/thread waiting on `word`.
-pub fn futex_wake_all(word: &AtomicU32) {
+pub(crate) fn futex_wake_all(word: &AtomicU32) {
     // SAFETY: as for `futex_wait`; FUTEX_WAKE does not access the word's value.
     unsafe {
         libc::syscall(
@@ -127,7 +129,7 @@ fn flock_struct(kind: libc::c_int, offset: u64) -> libc::flock {
 /// Takes an OFD lock on one byte without blocking. OFD locks belong to the open file
 /// description, so the kernel drops them when the holding process dies, however it dies: that
 /// is how writers and readers learn that a peer is gone.
-pub fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Result<bool> {
+pub(crate) fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Result<bool> {
     let kind = if exclusive {
         libc::F_WRLCK
     } else {
@@ -146,7 +148,7 @@ pub fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Result<bo
     }
 }
 
-pub fn unlock_byte(file: &File, offset: u64) {
+pub(crate) fn unlock_byte(file: &File, offset: u64) {
     let mut fl = flock_struct(libc::F_UNLCK, offset);
     // SAFETY: as for `try_lock_byte`.
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
@@ -154,7 +156,7 @@ pub fn unlock_byte(file: &File, offset: u64) {
 
 /// Whether another open file description holds a lock on `offset` that would conflict with
 /// `exclusive` (true: any lock; false: only a write lock). Does not take the lock.
-pub fn byte_is_locked(file: &File, offset: u64, exclusive: bool) -> bool {
+pub(crate) fn byte_is_locked(file: &File, offset: u64, exclusive: bool) -> bool {
     let kind = if exclusive {
         libc::F_WRLCK
     } else {
@@ -168,7 +170,7 @@ pub fn byte_is_locked(file: &File, offset: u64, exclusive: bool) -> bool {
 }
 
 /// Atomically renames `from` to `to`, failing with `AlreadyExists` if `to` exists.
-pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
+pub(crate) fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let from = std::ffi::CString::new(from.as_os_str().as_bytes())?;
     let to = std::ffi::CString::new(to.as_os_str().as_bytes())?;
@@ -192,14 +194,14 @@ pub fn rename_noreplace(from: &std::path::Path, to: &std::path::Path) -> io::Res
 /// Watches a directory for an entry of one name appearing (created, or renamed into place), so
 /// that a reader waiting for its writer's segment notices it at once instead of at its next
 /// poll of the name.
-pub struct NameWatch {
+pub(crate) struct NameWatch {
     inotify: std::os::fd::OwnedFd,
     name: std::ffi::OsString,
 }
 
 impl NameWatch {
     /// Watches `path`'s directory for `path`'s name.
-    pub fn new(path: &std::path::Path) -> io::Result<NameWatch> {
+    pub(crate) fn new(path: &std::path::Path) -> io::Result<NameWatch> {
         use std::os::fd::FromRawFd;
         use std::os::unix::ffi::OsStrExt;
         let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
@@ -229,7 +231,11 @@ impl NameWatch {
     /// Waits up to `timeout` for the name to appear, or for `wake` to become readable. True if
     /// the name appeared (or events were lost and it may have); false on timeout or wake-up.
     /// Events for other names are consumed and ignored.
-    pub fn wait(&self, timeout: Duration, wake: Option<std::os::fd::BorrowedFd<'_>>) -> bool {
+    pub(crate) fn wait(
+        &self,
+        timeout: Duration,
+        wake: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> bool {
         use std::os::unix::ffi::OsStrExt;
         let deadline = std::time::Instant::now() + timeout;
         // inotify_event is 16 bytes plus a NUL-padded name of at most NAME_MAX + 1 bytes.
@@ -277,7 +283,7 @@ impl NameWatch {
 }
 
 /// A non-blocking eventfd (a counter another thread makes readable).
-pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
+pub(crate) fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     // SAFETY: plain system call without pointers.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
@@ -289,7 +295,7 @@ pub fn eventfd() -> io::Result<std::os::fd::OwnedFd> {
 }
 
 /// Makes an eventfd readable.
-pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) {
+pub(crate) fn eventfd_signal(fd: &std::os::fd::OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writes the 8 bytes of `one` to a descriptor we own; a full counter (EAGAIN)
     // is readable already.
@@ -297,7 +303,7 @@ pub fn eventfd_signal(fd: &std::os::fd::OwnedFd) {
 }
 
 /// Makes an eventfd unreadable again.
-pub fn eventfd_drain(fd: &std::os::fd::OwnedFd) {
+pub(crate) fn eventfd_drain(fd: &std::os::fd::OwnedFd) {
     let mut count: u64 = 0;
     // SAFETY: reads at most 8 bytes into `count`; non-blocking (EAGAIN when already drained).
     unsafe { libc::read(fd.as_raw_fd(), (&mut count as *mut u64).cast(), 8) };
@@ -334,7 +340,7 @@ pub fn last_level_cache_bytes() -> u64 {
 /// other data out of the cache. Worth it when the destination is not in cache anyway (a ring
 /// of large frames larger than the cache); slower when it is. The stores are complete and
 /// ordered before whatever this thread stores next (a release that publishes the frame).
-pub fn copy_streaming(dst: &mut [u8], src: &[u8]) {
+pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len(), "copy_streaming needs equal lengths");
     #[cfg(target_arch = "x86_64")]
     {

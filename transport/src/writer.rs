@@ -1,18 +1,22 @@
 //! The writing side: one per segment.
 
-use super::cleanup::OnTerminate;
-use super::layout::*;
-use super::reader::{Interrupt, free_if_dead};
-use super::segment::{self, Mapping, NewSegment, SegmentInfo, WaitWord};
-use super::{Backpressure, DEFAULT_READER_TIMEOUT, Error, Layout, sys};
+use crate::caps;
+use crate::cleanup::OnTerminate;
+use crate::error::Error;
+use crate::layout::*;
+use crate::observer::{Observer, SegmentInfo};
+use crate::registry::free_if_dead;
+use crate::segment::{self, Mapping, NewSegment};
+use crate::slots::{Lender, Slots, holder};
+use crate::sys;
+use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
+use crate::wait::{BLOCKED_WAIT_SLICE, Interrupt, WaitWord};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// How often the writer checks reader liveness when it is not blocked.
 const HOUSEKEEPING_INTERVAL_NS: u64 = 100_000_000;
-/// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
-const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
 /// Shortest time a writer keeps its name after EOS: more than two polls of a waiting reader.
 const EOS_MIN_LINGER: Duration = Duration::from_millis(50);
 
@@ -141,285 +145,6 @@ pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     }
 }
 
-/// Who holds a slot.
-mod holder {
-    /// Nobody: the writer may claim it for a frame (unless a reader pinned it).
-    pub const FREE: u8 = 0;
-    /// The writer, filling it for `Writer::write` (a [`super::SlotLease`]).
-    pub const WRITER: u8 = 1;
-    /// Lent and not published yet: its borrower may fill it.
-    pub const FILLING: u8 = 2;
-    /// Lent, published as a frame and still held: readable, never reused until given back.
-    pub const PUBLISHED: u8 = 3;
-}
-
-/// No frame in the slot.
-const NO_FRAME: u64 = u64::MAX;
-
-/// Who holds each slot of a segment and which frame it holds, shared by the writer and its
-/// [`Lender`]s so that slots can be lent and given back from any thread, also while the writer
-/// waits for room. A slot changes hands only by a compare-and-swap of its holder from `FREE`,
-/// so the writer and a lender never claim the same slot.
-struct Slots {
-    map: Arc<Mapping>,
-    backpressure: Backpressure,
-    holder: Box<[AtomicU8]>,
-    /// The frame each slot holds (`NO_FRAME`): written only by the slot's holder, read by
-    /// whoever looks for a free slot.
-    frame: Box<[AtomicU64]>,
-}
-
-impl Slots {
-    fn count(&self) -> usize {
-        self.holder.len()
-    }
-
-    fn frame(&self, slot: usize) -> Option<u64> {
-        let f = self.frame[slot].load(Ordering::Acquire);
-        (f != NO_FRAME).then_some(f)
-    }
-
-    fn set_frame(&self, slot: usize, frame: Option<u64>) {
-        self.frame[slot].store(frame.unwrap_or(NO_FRAME), Ordering::Release);
-    }
-
-    fn held(&self, slot: usize) -> u8 {
-        // SeqCst pairs with `Lender::give_back` (see there).
-        self.holder[slot].load(Ordering::SeqCst)
-    }
-
-    fn head(&self) -> u64 {
-        self.map.header().head.load(Ordering::Acquire)
-    }
-
-    /// The smallest cursor among readers that count for backpressure, if any.
-    fn slowest_cursor(&self) -> Option<u64> {
-        if self.map.geo.layout == Layout::Double {
-            return None;
-        }
-        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        (0..self.map.readers_hwm())
-            .filter_map(|i| {
-                let e = self.map.reader_entry(i);
-                // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
-                (e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) == reader_state::ACTIVE)
-                    .then(|| e.cursor.load(Ordering::SeqCst).max(floor))
-            })
-            .min()
-    }
-
-    /// Whether reader `reader` pins a slot the writer could take for the next frame but for
-    /// pins: not lent, and holding no frame or one older than `keep_from` (gone from the ring).
-    fn pins_in_the_way(&self, reader: u32, keep_from: u64) -> bool {
-        (0..self.map.geo.pin_words).any(|w| {
-            let mut bits = self.map.pin_word(reader, w).load(Ordering::SeqCst);
-            while bits != 0 {
-                let slot = (w * 64 + bits.trailing_zeros()) as usize;
-                bits &= bits - 1;
-                if slot < self.count()
-                    && self.held(slot) == holder::FREE
-                    && self.frame(slot).is_none_or(|f| f < keep_from)
-                {
-                    return true;
-                }
-            }
-            false
-        })
-    }
-
-    fn pinned(&self, slot: u32) -> bool {
-        self.map.pinned_bits(slot / 64) & (1 << (slot % 64)) != 0
-    }
-
-    /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
-    /// holding a frame that stays in the ring after `n` is published. Under `block`, also not
-    /// holding a frame some counted reader still has to read. `may_sacrifice`: whether the
-    /// oldest unpinned frame of the window may be taken when nothing else is free.
-    fn free_slot(&self, n: u64, may_sacrifice: bool) -> Option<u32> {
-        let keep_from = self.map.geo.keep_from(n);
-        let slowest = match self.backpressure {
-            Backpressure::Block => self.slowest_cursor(),
-            _ => None,
-        };
-        let candidate = |slot: usize| {
-            self.held(slot) == holder::FREE
-                && match self.frame(slot) {
-                    None => true,
-                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
-                }
-        };
-        let oldest_first = |s: &usize| self.frame(*s).map_or(0, |f| f + 1);
-        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
-        let free = (0..self.count())
-            .filter(|&s| candidate(s))
-            .min_by_key(oldest_first)
-            .filter(|&s| !self.pinned(s as u32))
-            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !self.pinned(s as u32)));
-        // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
-        // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
-        // shorter ring would; readers detect it and count it missed. Block waits instead.
-        let sacrifice = || {
-            may_sacrifice
-                .then(|| {
-                    (0..self.count())
-                        .filter(|&s| self.held(s) == holder::FREE && !self.pinned(s as u32))
-                        .min_by_key(oldest_first)
-                })
-                .flatten()
-        };
-        free.or_else(sacrifice).map(|s| s as u32)
-    }
-
-    /// Takes a free slot for `who`, marking it as being written, unless someone else took it
-    /// or a reader pinned it meanwhile.
-    fn claim(&self, slot: u32, who: u8) -> bool {
-        if self.holder[slot as usize]
-            .compare_exchange(holder::FREE, who, Ordering::SeqCst, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        // Mark the slot as being written before touching it, then re-check pins: a reader
-        // pins by setting its bit and then checking this word, so with SeqCst on both sides
-        // at least one of us sees the other.
-        let desc = self.map.desc(slot);
-        let seq = desc.seq.load(Ordering::Relaxed);
-        desc.seq.store(seq | 1, Ordering::SeqCst);
-        if self.pinned(slot) {
-            desc.seq.fetch_add(1, Ordering::SeqCst);
-            self.holder[slot as usize].store(holder::FREE, Ordering::SeqCst);
-            return false;
-        }
-        self.set_frame(slot as usize, None);
-        true
-    }
-
-    /// See [`Writer::lend`].
-    fn lend(&self) -> Option<u32> {
-        let beyond_depth = self.count() - self.map.geo.depth as usize;
-        let keep_from = self.map.geo.keep_from(self.head());
-        let lent_outside_ring = (0..self.count())
-            .filter(|&s| match self.held(s) {
-                holder::FILLING => true,
-                holder::PUBLISHED => self.frame(s).is_none_or(|f| f < keep_from),
-                _ => false,
-            })
-            .count();
-        if lent_outside_ring >= beyond_depth {
-            return None;
-        }
-        // Someone taking the chosen slot at the same moment makes `claim` fail; another slot
-        // may still be free.
-        for _ in 0..self.count() {
-            let slot = self.free_slot(self.head(), false)?;
-            if self.claim(slot, holder::FILLING) {
-                return Some(slot);
-            }
-        }
-        None
-    }
-}
-
-/// Lends slots of a writer and takes them back, from any thread and without the writer
-/// (a GStreamer buffer pool hands out buffers in upstream's thread, and frees memory wherever
-/// the last reference to it is dropped), and reaches the memory of lent slots. Keeps the
-/// segment mapped while it lives.
-#[derive(Clone)]
-pub struct Lender {
-    slots: Arc<Slots>,
-}
-
-impl Lender {
-    /// Lends a free slot, as [`Writer::lend`] does, without the writer.
-    pub fn lend(&self) -> Option<u32> {
-        self.slots.lend()
-    }
-
-    /// [`Self::lend`], waiting up to `timeout` for a slot to become free (readers moving on,
-    /// a slot given back) unless `cancelled()` says to stop; see [`Self::wake_waiters`].
-    pub fn lend_within(&self, timeout: Duration, cancelled: impl Fn() -> bool) -> Option<u32> {
-        if let Some(slot) = self.lend() {
-            return Some(slot);
-        }
-        let ctrl = self.slots.map.control();
-        let deadline = Instant::now() + timeout;
-        // Counted as a waiting writer: readers then wake us when they move on (see wait_until).
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
-        let lent = loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
-            if let Some(slot) = self.lend() {
-                break Some(slot);
-            }
-            let now = Instant::now();
-            if cancelled() || now >= deadline {
-                break None;
-            }
-            sys::futex_wait(
-                &ctrl.space_seq,
-                seq,
-                (deadline - now).min(BLOCKED_WAIT_SLICE),
-            );
-        };
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
-        lent
-    }
-
-    /// Wakes every thread waiting for space (a `lend_within` about to be cancelled).
-    pub fn wake_waiters(&self) {
-        self.slots.map.kick(WaitWord::Space);
-    }
-
-    /// Where slot `slot` starts; `slot_capacity()` bytes are mapped there for as long as this
-    /// lender (or a clone of it) lives. Writing them is only sound while the slot is lent to
-    /// the caller and not published.
-    pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
-        self.slots.map.slot_ptr(slot)
-    }
-
-    pub fn slot_capacity(&self) -> u64 {
-        self.slots.map.geo.slot_capacity
-    }
-
-    pub fn slot_count(&self) -> u32 {
-        self.slots.count() as u32
-    }
-
-    /// Ends the loan of `slot`. A slot never published is emptied (readers never saw it and
-    /// never will); a published one stays in the ring as the frame it holds. Giving back a
-    /// slot that is not lent does nothing.
-    pub fn give_back(&self, slot: u32) {
-        let Some(held) = self.slots.holder.get(slot as usize) else {
-            return;
-        };
-        let map = &self.slots.map;
-        if held.load(Ordering::SeqCst) == holder::FILLING {
-            // Nobody else touches a lent slot's descriptor, and the borrower has stopped
-            // writing (it is giving the slot back); the stores happen before the slot can be
-            // claimed again, which needs the SeqCst exchange below.
-            let desc = map.desc(slot);
-            desc.frame.store(u64::MAX, Ordering::Relaxed);
-            desc.seq.fetch_add(1, Ordering::Release);
-        }
-        let returned = [holder::FILLING, holder::PUBLISHED]
-            .into_iter()
-            .any(|from| {
-                held.compare_exchange(from, holder::FREE, Ordering::SeqCst, Ordering::Relaxed)
-                    .is_ok()
-            });
-        // SeqCst pairs with the writer's store of writer_waiting before it re-checks for a
-        // free slot: either it sees this slot free, or we see it waiting and wake it.
-        if returned && map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-            map.kick(WaitWord::Space);
-        }
-    }
-
-    /// Whether `lender` lends the slots of the same writer as this one.
-    pub fn same_as(&self, lender: &Lender) -> bool {
-        Arc::ptr_eq(&self.slots, &lender.slots)
-    }
-}
-
 #[derive(Clone, Copy, Default)]
 struct ReaderWatch {
     /// (pid, session) last seen in this entry.
@@ -436,7 +161,6 @@ pub struct Writer {
     map: Arc<Mapping>,
     name: String,
     session: u64,
-    backpressure: Backpressure,
     reader_timeout_ns: u64,
     slots: Arc<Slots>,
     watch: Vec<ReaderWatch>,
@@ -481,11 +205,11 @@ impl Writer {
             Layout::Double => Backpressure::DropOldest,
             Layout::Ring => cfg.backpressure,
         };
-        let geo = super::Geometry::compute(
+        let geo = crate::layout::Geometry::compute(
             cfg.layout,
             cfg.depth,
             cfg.spare_slots,
-            backpressure.code(),
+            backpressure,
             cfg.slot_size,
         )?;
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
@@ -501,18 +225,8 @@ impl Writer {
         Ok(Writer {
             name: cfg.name.clone(),
             session,
-            backpressure,
             reader_timeout_ns,
-            slots: Arc::new(Slots {
-                map: map.clone(),
-                backpressure,
-                holder: (0..geo.slot_count)
-                    .map(|_| AtomicU8::new(holder::FREE))
-                    .collect(),
-                frame: (0..geo.slot_count)
-                    .map(|_| AtomicU64::new(NO_FRAME))
-                    .collect(),
-            }),
+            slots: Arc::new(Slots::new(map.clone())),
             watch: vec![ReaderWatch::default(); geo.max_readers as usize],
             events: Vec::new(),
             last_housekeeping_ns: 0,
@@ -536,7 +250,7 @@ impl Writer {
 
     /// The policy in force (`double` always behaves as `drop-oldest`).
     pub fn backpressure(&self) -> Backpressure {
-        self.backpressure
+        self.map.geo.backpressure
     }
 
     pub fn reader_timeout(&self) -> Duration {
@@ -547,7 +261,7 @@ impl Writer {
         self.map.geo.slot_capacity
     }
 
-    pub fn geometry(&self) -> &super::Geometry {
+    pub fn geometry(&self) -> &crate::layout::Geometry {
         &self.map.geo
     }
 
@@ -565,7 +279,7 @@ impl Writer {
             });
         }
         let gen_ = self.map.header().caps_gen.load(Ordering::Relaxed) + 1;
-        segment::write_caps(&self.map, gen_, caps);
+        caps::write_caps(&self.map, gen_, caps);
         Ok(gen_)
     }
 
@@ -595,17 +309,22 @@ impl Writer {
         size: u64,
         fill: impl FnOnce(&mut [u8]),
     ) -> Result<WriteOutcome, Error> {
-        if size > self.map.geo.slot_capacity {
-            return Err(Error::FrameTooLarge {
-                size,
-                capacity: self.map.geo.slot_capacity,
-            });
-        }
+        // Before waiting for a slot that could never take the frame.
+        self.check_fits(size)?;
         let Some(lease) = self.acquire()? else {
             return Ok(WriteOutcome::Dropped);
         };
         fill(&mut self.slot_mut(&lease)[..size as usize]);
         self.publish(lease, meta, size)
+    }
+
+    /// Whether a frame of `size` bytes fits a slot.
+    fn check_fits(&self, size: u64) -> Result<(), Error> {
+        let capacity = self.map.geo.slot_capacity;
+        if size > capacity {
+            return Err(Error::FrameTooLarge { size, capacity });
+        }
+        Ok(())
     }
 
     /// The memory of a leased slot.
@@ -645,7 +364,7 @@ impl Writer {
     fn full_on_arrival(&mut self, n: u64) -> bool {
         self.housekeeping_if_due();
         let full = self.ring_full_for(n);
-        if full && self.backpressure == Backpressure::DropNewest {
+        if full && self.backpressure() == Backpressure::DropNewest {
             self.check_readers(true);
             return self.ring_full_for(n);
         }
@@ -668,7 +387,7 @@ impl Writer {
     /// See [`Slots::free_slot`]; only `drop-oldest` sacrifices a frame of the window.
     fn free_slot(&self, n: u64) -> Option<u32> {
         self.slots
-            .free_slot(n, self.backpressure == Backpressure::DropOldest)
+            .free_slot(n, self.backpressure() == Backpressure::DropOldest)
     }
 
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
@@ -676,7 +395,7 @@ impl Writer {
     pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
         let n = self.head();
         let full = self.full_on_arrival(n);
-        if full && self.backpressure == Backpressure::DropNewest {
+        if full && self.backpressure() == Backpressure::DropNewest {
             self.count_full();
             self.count_drop();
             return Ok(None);
@@ -684,7 +403,7 @@ impl Writer {
         let mut waited_for_full = false;
         let wait_started = Instant::now();
         loop {
-            let slot = if full && self.backpressure == Backpressure::Block {
+            let slot = if full && self.backpressure() == Backpressure::Block {
                 if !waited_for_full {
                     self.count_full();
                     waited_for_full = true;
@@ -699,7 +418,7 @@ impl Writer {
                 })?
             } else if let Some(s) = self.free_slot(n) {
                 s
-            } else if self.backpressure == Backpressure::Block {
+            } else if self.backpressure() == Backpressure::Block {
                 // Every slot is leased or pinned: wait for a release.
                 self.wait_until(|w| w.free_slot(w.head()))?
             } else if let Some(s) = self.free_slot_after_evicting_stalled(n) {
@@ -776,9 +495,7 @@ impl Writer {
     /// Gives a lease back without publishing (the frame is not counted as written).
     pub fn release(&mut self, lease: SlotLease) {
         assert_eq!(lease.session, self.session, "lease from another writer");
-        let desc = self.map.desc(lease.slot);
-        desc.frame.store(u64::MAX, Ordering::Relaxed);
-        desc.seq.fetch_add(1, Ordering::Release);
+        self.slots.unpublish(lease.slot);
         self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
     }
 
@@ -810,16 +527,13 @@ impl Writer {
         meta: &FrameMeta,
         size: u64,
     ) -> Result<WriteOutcome, Error> {
-        if size > self.map.geo.slot_capacity {
-            let capacity = self.map.geo.slot_capacity;
-            return Err(Error::FrameTooLarge { size, capacity });
-        }
+        self.check_fits(size)?;
         self.await_readers()?;
         let started = Instant::now();
         let mut n = self.head();
         let outcome_full = self.full_on_arrival(n);
         if outcome_full {
-            match self.backpressure {
+            match self.backpressure() {
                 Backpressure::Block => {
                     self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))?;
                     n = self.head();
@@ -871,7 +585,7 @@ impl Writer {
         h.full
             .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
         let waited_in_acquire = self.acquire_wait.take();
-        Ok(match self.backpressure {
+        Ok(match self.backpressure() {
             Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
                 WriteOutcome::WrittenAfterWait {
                     frame: n,
@@ -1087,7 +801,7 @@ impl Writer {
                 continue;
             }
             let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
-            let behind = self.backpressure != Backpressure::DropOldest
+            let behind = self.map.geo.backpressure != Backpressure::DropOldest
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
             let stalled_behind = behind && timed_out(watch.progress_ns);
@@ -1136,8 +850,8 @@ impl Writer {
     }
 
     /// A read-only view sharing this writer's mapping (statistics while a write blocks).
-    pub fn observer(&self) -> super::Observer {
-        super::Observer::from_mapping(self.map.clone())
+    pub fn observer(&self) -> Observer {
+        Observer::from_mapping(self.map.clone())
     }
 
     /// Frames published, dropped, full events, evictions.
