@@ -1122,7 +1122,7 @@ fn writer_role(a: &HashMap<String, String>) {
     sink.static_pad("sink")
         .unwrap()
         .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let now = gstshmframe::transport::sys::monotonic_ns();
+            let now = gstshmframe::transport::monotonic_ns();
             if stamp && let Some(gst::PadProbeData::Buffer(buffer)) = info.data.as_mut() {
                 // Stamp CLOCK_MONOTONIC into the first bytes just before the sink, for both
                 // contenders.
@@ -1210,7 +1210,7 @@ fn reader_role(a: &HashMap<String, String>) {
         .by_name("out")
         .unwrap()
         .connect("handoff", false, move |args| {
-            let now = gstshmframe::transport::sys::monotonic_ns();
+            let now = gstshmframe::transport::monotonic_ns();
             let buffer = args[1].get::<gst::Buffer>().unwrap();
             let mut c = c.lock().unwrap();
             if c.n == 0 {

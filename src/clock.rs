@@ -47,5 +47,5 @@ impl ClockMapping {
 
 /// CLOCK_MONOTONIC now, in nanoseconds.
 pub(crate) fn monotonic_now() -> u64 {
-    transport::sys::monotonic_ns()
+    transport::monotonic_ns()
 }

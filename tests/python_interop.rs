@@ -494,7 +494,7 @@ fn rust_writer_to_python_reader(format: VideoFormat, layout: Layout, zero_copy: 
     );
     for n in 0..FRAMES {
         let meta = FrameMeta {
-            pts: Some(transport::sys::monotonic_ns()),
+            pts: Some(transport::monotonic_ns()),
             ..Default::default()
         };
         let outcome = writer.write(&meta, &pattern_frame(&info, n)).unwrap();
@@ -1676,7 +1676,7 @@ fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
          except shmframe.ShmFrameError as e:\n    print('ERROR', e)\n"
     );
     for round in 0..rounds {
-        let start = (transport::sys::monotonic_ns() + 1_500_000_000).to_string();
+        let start = (transport::monotonic_ns() + 1_500_000_000).to_string();
         let mut racers: Vec<ChildGuard> = ["a", "b"]
             .iter()
             .map(|n| python_script(&racer, &[&format!("race-{round}-{n}"), &start], &env))

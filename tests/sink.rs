@@ -12,7 +12,7 @@ use gst::prelude::*;
 use gst_check::Harness;
 use gstshmframe::transport::{
     FrameInfo, Observer, ReadResult, Reader, ReaderOptions, StartPosition, Subscriber,
-    SubscriberEvent, sys::monotonic_ns,
+    SubscriberEvent, monotonic_ns,
 };
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};

@@ -9,7 +9,7 @@ use common::{ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for}
 use gst::prelude::*;
 use gst_check::Harness;
 use gstshmframe::transport::{
-    Backpressure, FrameMeta, Layout, WriteOutcome, Writer, WriterConfig, sys::monotonic_ns,
+    Backpressure, FrameMeta, Layout, WriteOutcome, Writer, WriterConfig, monotonic_ns,
 };
 use std::str::FromStr;
 use std::sync::mpsc;

@@ -1147,7 +1147,7 @@ fn frames_of_a_ring_larger_than_the_cache_are_streamed_in_intact() {
     // streaming copy is the one under test there (and the plain copy elsewhere).
     assert_eq!(
         w.slots_are_cold(size as u64),
-        6 * size as u64 > sys::last_level_cache_bytes()
+        6 * size as u64 > last_level_cache_bytes()
     );
     let mut r = Reader::open(&name, &oldest()).unwrap();
     let mut frame = vec![0u8; size + 3];

@@ -235,7 +235,7 @@ fn run_many_writers(args: &[String]) -> i32 {
 fn run_racer(args: &[String]) -> i32 {
     let config = WriterConfig::new(&args[0], args[1].parse().unwrap());
     let start: u64 = args[2].parse().unwrap();
-    while sys::monotonic_ns() < start {
+    while monotonic_ns() < start {
         std::hint::spin_loop();
     }
     match Writer::create(&config) {
@@ -870,7 +870,7 @@ fn two_writers_racing_for_room_for_one_leave_exactly_one_running() {
     let dir = tmpfs.0.display().to_string();
     let slot = SLOT.to_string();
     for round in 0..rounds {
-        let start = (sys::monotonic_ns() + 500_000_000).to_string();
+        let start = (monotonic_ns() + 500_000_000).to_string();
         let mut racers: Vec<ChildGuard> = ["a", "b"]
             .iter()
             .map(|n| {

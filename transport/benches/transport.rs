@@ -114,7 +114,7 @@ fn reader(name: &str) {
         })
         .expect("read")
     {
-        latencies.push(sys::monotonic_ns().saturating_sub(info.write_time_ns));
+        latencies.push(monotonic_ns().saturating_sub(info.write_time_ns));
     }
     // Sample at most 100k latencies to keep the line short.
     let step = (latencies.len() / 100_000).max(1);

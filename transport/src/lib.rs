@@ -25,8 +25,7 @@ mod registry;
 mod segment;
 mod slots;
 mod subscriber;
-/// Only the clock and the cache size are public here; the rest is crate-private.
-pub mod sys;
+mod sys;
 mod types;
 mod wait;
 mod writer;
@@ -43,7 +42,7 @@ pub use reader::{PinnedFrame, ReadResult, Reader, ReaderOptions};
 pub use segment::check_name_for_writer;
 pub use slots::Lender;
 pub use subscriber::{Subscriber, SubscriberEvent};
-pub use sys::monotonic_ns;
+pub use sys::{last_level_cache_bytes, monotonic_ns};
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};
 pub use wait::Interrupt;
 pub use writer::{
