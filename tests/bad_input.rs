@@ -442,34 +442,8 @@ fn a_shape_that_does_not_match_the_writers_stream_names_both_shapes() {
         ("32x24", "64x48:RGBA but shape expects 32x24"),
         ("64x48:GRAY8", "64x48:RGBA but shape expects 64x48:GRAY8"),
     ] {
-        let src = gst::ElementFactory::make("shmframesrc")
-            .property("shm-name", name.as_str())
-            .property("shape", shape)
-            .build()
-            .unwrap();
-        let sink = gst::ElementFactory::make("fakesink").build().unwrap();
-        let pipeline = gst::Pipeline::new();
-        pipeline.add_many([&src, &sink]).unwrap();
-        src.link(&sink).unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let observer = writer.observer();
-        assert!(wait_for(Duration::from_secs(10), || observer
-            .reader_count()
-            > 0));
-        writer
-            .write_with(&FrameMeta::default(), 64 * 48 * 4, |s| fill_frame(0, s))
-            .unwrap();
-        let msg = pipeline
-            .bus()
-            .unwrap()
-            .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
-            .expect("a shape error");
-        pipeline.set_state(gst::State::Null).unwrap();
-        let gst::MessageView::Error(e) = msg.view() else {
-            unreachable!()
-        };
         assert_eq!(
-            e.error().to_string(),
+            src_error_on_first_frame(&mut writer, &name, &format!("shape={shape}")),
             format!(
                 "The writer's stream is {found_expected}: unset the shape property or set it \
                  to 64x48:RGBA, or make the writer on shm-name {:?} send {shape}",
@@ -886,8 +860,17 @@ fn src_error_for_writer_caps(name: &ShmName, caps: &str) -> String {
     init();
     let mut writer = Writer::create(&WriterConfig::new(name, 64 * 48 * 4)).unwrap();
     writer.set_caps(caps).unwrap();
+    src_error_on_first_frame(&mut writer, name, "")
+}
+
+/// The error a `shmframesrc` with the properties `src_props` posts once `writer` (on `name`,
+/// slots of at least 64x48 RGBA) has written one frame for it.
+fn src_error_on_first_frame(writer: &mut Writer, name: &ShmName, src_props: &str) -> String {
     let (pipeline, _) = common::launch_with::<gst::Element>(
-        &format!("shmframesrc name=src shm-name={} ! fakesink", name.as_str()),
+        &format!(
+            "shmframesrc name=src shm-name={} {src_props} ! fakesink",
+            name.as_str()
+        ),
         "src",
     );
     pipeline.set_state(gst::State::Playing).unwrap();
@@ -902,7 +885,7 @@ fn src_error_for_writer_caps(name: &ShmName, caps: &str) -> String {
         .bus()
         .unwrap()
         .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
-        .unwrap_or_else(|| panic!("no error for caps {caps}"));
+        .unwrap_or_else(|| panic!("no error from shmframesrc {src_props}"));
     pipeline.set_state(gst::State::Null).unwrap();
     let gst::MessageView::Error(e) = msg.view() else {
         unreachable!()
