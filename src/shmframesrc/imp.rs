@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::buffer::{FrameCopy, decorate_buffer, frame_duration_of, wrap_pinned};
+use super::buffer::{FrameCopy, decorate_buffer, frame_duration_of};
+use super::recycle::PinnedBuffers;
 use super::settings::{self, CopyMode, Settings, StartPosition, TimestampMode};
 use super::timeline::{Timeline, clock_time, mapped_timestamps};
 use crate::shape::{self, Shape};
@@ -89,6 +90,8 @@ struct Stream {
     copy_mode: CopyMode,
     /// Reused for copied frames, so steady-state reading allocates nothing: (frame size, pool).
     copy_pool: Option<(usize, gst::BufferPool)>,
+    /// Reused wrappers of zero-copy frames, for the same reason.
+    pinned_buffers: PinnedBuffers,
     start: StartPosition,
     /// Frames written before the current PLAYING period began are delivered, not skipped:
     /// the writer is `block` (nothing may be lost), or `start=oldest` asked for the frames
@@ -306,6 +309,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             timestamp_mode: settings.timestamp_mode,
             copy_mode: settings.copy_mode,
             copy_pool: None,
+            pinned_buffers: PinnedBuffers::default(),
             start: settings.start,
             keep_earlier_frames: false,
             timeline: Timeline::default(),
@@ -524,7 +528,7 @@ impl ShmFrameSrc {
                         }
                         // Read-only memory wrapping the slot; dropping the last reference
                         // releases the pin.
-                        Some(pinned) => Ok(wrap_pinned(pinned)),
+                        Some(pinned) => Ok(stream.pinned_buffers.wrap(pinned)),
                         None => frame_copy.finish(),
                     };
                     let buffer = copied.map_err(|failure| {
@@ -588,6 +592,8 @@ impl ShmFrameSrc {
         stream.video_info = None;
         stream.warned_missing_caps_gen = None;
         stream.discont_pending = true;
+        // Idle wrappers are kept for the slots of the previous writer's segment.
+        stream.pinned_buffers.forget_idle();
 
         // Until its first frame, the header's current caps answer caps queries.
         let header_caps = stream.subscriber.reader().and_then(|reader| {

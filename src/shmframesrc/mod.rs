@@ -34,6 +34,7 @@ use gst::prelude::*;
 
 mod buffer;
 mod imp;
+mod recycle;
 mod settings;
 mod timeline;
 
