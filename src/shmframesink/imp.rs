@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::input::{FrameSource, Input, slot_holding};
+use super::input::Input;
 use super::notices::{BackpressureNotices, FullEvent, Notice};
 use super::pool::SlotPool;
 use super::settings::{self, Settings};
@@ -493,7 +493,9 @@ impl BaseSinkImpl for ShmFrameSink {
                 self.announce_backpressure(notice);
             }
         }
-        self.announce_reader_events(reader_events);
+        if !reader_events.is_empty() {
+            self.announce_reader_events(reader_events);
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -716,17 +718,14 @@ impl ShmFrameSink {
             return Err(gst::FlowError::Error);
         }
         // A frame upstream wrote into a slot of our pool is published where it is.
-        let input = match slot_holding(buffer, writer, info) {
-            Some(slot) => Input::InPlace(slot),
-            None => Input::Copy(FrameSource::new(buffer, info).map_err(|why| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("Cannot read the input frame: {why}")
-                );
-                gst::FlowError::Error
-            })?),
-        };
+        let input = Input::of(buffer, writer, info).map_err(|why| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("Cannot read the input frame: {why}")
+            );
+            gst::FlowError::Error
+        })?;
         let cold = writer.slots_are_cold(frame_size);
         let started = Instant::now();
         let mut wait_interrupted = false;
