@@ -17,9 +17,12 @@
 //! identity drop-allocation=true ! shmframesink`: the sink's copy path, as with a camera) and a
 //! reader pipeline (`shmframesrc ! fakesink`), in the scenarios of `SCENARIOS`:
 //! * room in the ring (the writer paced like a camera, a deep ring), the reader in
-//!   `copy-mode=copy` and in `copy-mode=zero-copy`: counted in frames the reader receives;
+//!   `copy-mode=copy` and in `copy-mode=zero-copy`, and upstream drawing into the sink's pool
+//!   (no `drop-allocation`; each frame published in place): counted in frames the reader
+//!   receives;
 //! * a full ring on nearly every frame (an unpaced writer, a reader taking 1 ms per frame)
 //!   under `block`, `drop-oldest` and `drop-newest`: counted in frames entering the sink.
+//!
 //! A pad probe snapshots both counters (and the `shmframe-backpressure` messages posted so far)
 //! at the window marks after a warm-up. The assertion per window: at most `SLACK` allocations
 //! (both pipelines, all threads) plus `PER_ANNOUNCEMENT` per backpressure announcement, and no
@@ -29,8 +32,9 @@
 //! fill. Measured when written: 0 allocations in every window with room in the ring, both
 //! copy modes; under a full ring 4 allocations per announcement (structure, message, signal
 //! arguments) and none per frame. Before the rate limit, each full frame allocated 4 times;
-//! before the zero-copy wrappers were recycled, each zero-copy frame allocated 2
-//! (its `GstBuffer` and `GstMemory`).
+//! before the zero-copy wrappers were recycled, each zero-copy frame allocated 2 in the reader
+//! (its `GstBuffer` and `GstMemory`) and each frame drawn into the sink's pool 1 (the
+//! `GstMemory` over the lent slot).
 //!
 //! The test runs itself again in a child process with `G_SLICE=always-malloc`: GLib 2.74
 //! serves `GstBuffer`/`GstMemory` structs from `g_slice` magazines, which recycle them per
@@ -297,6 +301,8 @@ enum CountAt {
 /// in this process.
 struct Scenario {
     label: &'static str,
+    /// Upstream draws into the sink's pool (slots of the segment) instead of its own buffers.
+    into_sink_pool: bool,
     /// shmframesink properties.
     sink: &'static str,
     /// `identity sleep-time` before the sink, in µs (0: unpaced).
@@ -314,6 +320,7 @@ const SCENARIOS: &[Scenario] = &[
     // ring, so the reader keeps up and the ring never fills.
     Scenario {
         label: "room in the ring, shmframesrc copy-mode=copy",
+        into_sink_pool: false,
         sink: "depth=32 backpressure=block",
         pace_us: 300,
         copy_mode: "copy",
@@ -323,6 +330,18 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         label: "room in the ring, shmframesrc copy-mode=zero-copy",
+        into_sink_pool: false,
+        sink: "depth=32 backpressure=block",
+        pace_us: 300,
+        copy_mode: "zero-copy",
+        reader_sleep_us: 0,
+        count_at: CountAt::Reader,
+        windows: [200, 400],
+    },
+    // Upstream draws into the sink's pool: each frame is a slot lent and published in place.
+    Scenario {
+        label: "room in the ring, upstream draws into the sink's pool, copy-mode=zero-copy",
+        into_sink_pool: true,
         sink: "depth=32 backpressure=block",
         pace_us: 300,
         copy_mode: "zero-copy",
@@ -334,6 +353,7 @@ const SCENARIOS: &[Scenario] = &[
     // per frame. Every write waits, overwrites or drops.
     Scenario {
         label: "full ring, backpressure=block",
+        into_sink_pool: false,
         sink: "depth=4 backpressure=block",
         pace_us: 0,
         copy_mode: "copy",
@@ -343,6 +363,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         label: "full ring, backpressure=drop-oldest",
+        into_sink_pool: false,
         sink: "depth=4 backpressure=drop-oldest",
         pace_us: 0,
         copy_mode: "copy",
@@ -352,6 +373,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         label: "full ring, backpressure=drop-newest",
+        into_sink_pool: false,
         sink: "depth=4 backpressure=drop-newest",
         pace_us: 0,
         copy_mode: "copy",
@@ -460,7 +482,8 @@ fn measure(scenario: &Scenario, name: &str) -> [Window; 2] {
     };
     let writer = gst::parse::launch(&format!(
         "videotestsrc pattern=black num-buffers=1000000 ! video/x-raw,format=RGBA,width=160,\
-         height=120,framerate=30/1 ! identity drop-allocation=true {pace} ! shmframesink name=sink shm-name={} {} sync=false",
+         height=120,framerate=30/1 ! identity drop-allocation={} {pace} ! shmframesink name=sink shm-name={} {} sync=false",
+        !scenario.into_sink_pool,
         name.as_str(),
         scenario.sink
     ))

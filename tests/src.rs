@@ -920,7 +920,7 @@ fn a_copy_sharing_a_zero_copy_memory_keeps_its_slot_pinned_until_it_is_dropped()
     wait_for_reader(&writer);
     let pinned = |w: &Writer| w.info().readers.first().map_or(0, |r| r.pinned_slots);
     // A copy of each buffer pulled, sharing its memory; the buffer itself is dropped.
-    let mut pull_copy = |number: u64| {
+    let pull_copy = |number: u64| {
         let sample = pipe.pull();
         let copy = sample.buffer().unwrap().copy();
         assert_eq!(

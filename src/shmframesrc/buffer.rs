@@ -1,9 +1,12 @@
-//! Frames as buffers: copied into a pooled buffer of our own (zero-copy frames are wrapped in
-//! place by `recycle`); and the frame's descriptor put on the buffer.
+//! Frames as buffers: copied into a pooled buffer of our own, or wrapped in place while a pin
+//! keeps the writer off the slot; and the frame's descriptor put on the buffer.
 
 use gst::prelude::*;
 
-use crate::transport::{FrameInfo, SlotView};
+use std::ffi::c_void;
+
+use crate::recycle::{RecycledMemories, ShellPool};
+use crate::transport::{FrameInfo, PinnedFrame, SlotView};
 
 /// Where the transport's copy closure puts a frame: one buffer per frame size, overwritten if
 /// the closure runs again (the transport retries when the writer overwrote the slot mid-copy).
@@ -93,6 +96,56 @@ fn pooled_buffer(
     active
         .acquire_buffer(None)
         .map_err(|err| format!("could not get a buffer of {size} bytes: {err:?}"))
+}
+
+/// Buffers whose one read-only memory wraps a pinned frame in place; the pin is released when
+/// the memory is no longer referenced anywhere. Their wrappers are reused (`crate::recycle`),
+/// and the pin travels as a raw token to a record the reader made when it attached, so wrapping
+/// a frame allocates nothing.
+pub(super) struct PinnedBuffers {
+    shells: ShellPool,
+    memories: RecycledMemories,
+}
+
+impl Default for PinnedBuffers {
+    fn default() -> Self {
+        PinnedBuffers {
+            shells: ShellPool::new(),
+            memories: RecycledMemories::new(release_pin, true),
+        }
+    }
+}
+
+/// # Safety
+/// `token` came from `PinnedFrame::into_raw` and is released once.
+unsafe fn release_pin(token: *mut c_void) {
+    // SAFETY: as for this function.
+    unsafe { PinnedFrame::release_raw(token as *const c_void) }
+}
+
+impl PinnedBuffers {
+    pub(super) fn wrap(&self, pinned: PinnedFrame) -> gst::Buffer {
+        let data = pinned.data();
+        let (ptr, len) = (data.as_ptr(), data.len());
+        let token = pinned.into_raw();
+        // SAFETY: ptr..ptr+len stays mapped and unchanged while the pin is held, i.e. until
+        // the release runs for its token; the memories are read-only (so is the mapping).
+        let memory = unsafe {
+            self.memories
+                .wrap(ptr as *mut u8, len, len, token as *mut c_void)
+        };
+        let mut buffer = self.shells.shell();
+        buffer
+            .get_mut()
+            .expect("a shell from the pool is referenced by nobody else")
+            .append_memory(memory);
+        buffer
+    }
+
+    /// Lets go of idle wrappers: they wrap the slots of a writer's segment that is gone.
+    pub(super) fn forget_idle(&self) {
+        self.memories.forget_idle();
+    }
 }
 
 /// Puts a frame's descriptor on its buffer: timestamps, duration, frame number as offset, and

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::buffer::{FrameCopy, decorate_buffer, frame_duration_of};
-use super::recycle::PinnedBuffers;
+use super::buffer::{FrameCopy, PinnedBuffers, decorate_buffer, frame_duration_of};
 use super::settings::{self, CopyMode, Settings, StartPosition, TimestampMode};
 use super::timeline::{Timeline, clock_time, mapped_timestamps};
 use crate::shape::{self, Shape};

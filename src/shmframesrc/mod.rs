@@ -34,7 +34,6 @@ use gst::prelude::*;
 
 mod buffer;
 mod imp;
-mod recycle;
 mod settings;
 mod timeline;
 
