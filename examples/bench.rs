@@ -138,8 +138,12 @@ impl RunResult {
         }
     }
 
-    /// CPU seconds per frame, writer and all readers together.
+    /// CPU seconds per frame, writer and all readers together (0, i.e. failed, without the
+    /// writer's result).
     fn cpu_per_frame(&self) -> f64 {
+        if self.writer.frames == 0 {
+            return 0.0;
+        }
         let total = self.writer.cpu_s + self.readers.iter().map(|r| r.cpu_s).sum::<f64>();
         total / self.writer.frames.max(1) as f64
     }
@@ -642,10 +646,16 @@ impl Samples {
         Samples(runs.iter().map(value).collect())
     }
 
+    /// The measured values, sorted. A round that failed (a contender hung or printed no
+    /// result) measured 0, which no working run does: it is left out, and `show` says so.
     fn sorted(&self) -> Vec<f64> {
-        let mut v = self.0.clone();
+        let mut v: Vec<f64> = self.0.iter().copied().filter(|x| *x > 0.0).collect();
         v.sort_by(f64::total_cmp);
         v
+    }
+
+    fn failed(&self) -> usize {
+        self.0.len() - self.sorted().len()
     }
 
     fn median(&self) -> f64 {
@@ -661,11 +671,16 @@ impl Samples {
     /// rounds.
     fn show(&self, digits: usize) -> String {
         let v = self.sorted();
-        match (v.first(), v.last()) {
+        let shown = match (v.first(), v.last()) {
+            (None, _) | (_, None) => "-".to_string(),
             (Some(min), Some(max)) if v.len() > 1 => {
                 format!("{:.digits$} [{min:.digits$}-{max:.digits$}]", self.median())
             }
             _ => format!("{:.digits$}", self.median()),
+        };
+        match self.failed() {
+            0 => shown,
+            n => format!("{shown} ({n} failed)"),
         }
     }
 }
@@ -709,7 +724,7 @@ fn ratio_of(a: &Samples, b: &Samples) -> String {
     let ratios = Samples(
         a.0.iter()
             .zip(&b.0)
-            .filter(|(_, b)| **b > 0.0)
+            .filter(|(a, b)| **a > 0.0 && **b > 0.0)
             .map(|(a, b)| a / b)
             .collect(),
     );
@@ -1035,7 +1050,13 @@ fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
     let writer_result = writer
         .next_line(Instant::now() + Duration::from_secs(20))
         .map(|l| parse_writer(&l))
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            eprintln!(
+                "bench: a {} writer printed no result; its figures count as failed",
+                contender.name()
+            );
+            WriterResult::default()
+        });
     let writer_pid = writer.child.id();
     drop(writer);
     let _ = std::fs::remove_file(&socket);
