@@ -43,9 +43,15 @@ struct Home {
     closed: AtomicBool,
 }
 
-struct IdleMemory(*mut gst::ffi::GstMemory);
+/// An idle memory, with its record at hand: finding one for some bytes then takes no qdata
+/// lookup (a global lock and a search in GStreamer) per idle memory.
+struct IdleMemory {
+    memory: *mut gst::ffi::GstMemory,
+    record: *const MemoryRecord,
+}
 
-// SAFETY: a GstMemory is thread-safe reference-counted; the idle list owns one reference.
+// SAFETY: a GstMemory is thread-safe reference-counted; the idle list owns one reference, and
+// the record lives as long as the memory and is only changed by whoever holds that reference.
 unsafe impl Send for IdleMemory {}
 
 /// What a recycled memory knows about itself (its qdata and its wrapped user data).
@@ -102,14 +108,16 @@ impl RecycledMemories {
             idle.iter()
                 .position(|m| {
                     // SAFETY: the record of a memory on the idle list lives as long as it.
-                    let record = unsafe { &*record_of(m.0) };
+                    let record = unsafe { &*m.record };
                     record.data == data && record.maxsize == maxsize
                 })
                 .map(|i| idle.swap_remove(i))
         };
         match reused {
-            Some(memory) => {
-                let mem = memory.0;
+            Some(IdleMemory {
+                memory: mem,
+                record,
+            }) => {
                 // SAFETY: the idle list held the only reference, now ours: nobody else reads
                 // or writes the memory struct. Offset and size are set for this use (a user
                 // may have resized it); it wraps exactly the bytes the caller vouches for now
@@ -117,7 +125,7 @@ impl RecycledMemories {
                 unsafe {
                     (*mem).offset = 0;
                     (*mem).size = size;
-                    (*record_of(mem)).token.store(token, Ordering::SeqCst);
+                    (*record).token.store(token, Ordering::SeqCst);
                     from_glib_full(mem)
                 }
             }
@@ -176,12 +184,12 @@ impl RecycledMemories {
     /// Lets go of the idle memories (when the bytes they wrap are gone: a new segment).
     pub(crate) fn forget_idle(&self) {
         let idle = std::mem::take(&mut *self.home.idle.lock().unwrap());
-        for memory in idle {
+        for IdleMemory { memory, record } in idle {
             // SAFETY: the record of a memory on the idle list lives as long as the memory;
             // the idle list owned this reference, and dispose now lets the memory be freed.
             unsafe {
-                (*record_of(memory.0)).retired.store(true, Ordering::SeqCst);
-                gst::ffi::gst_mini_object_unref(memory.0 as *mut gst::ffi::GstMiniObject);
+                (*record).retired.store(true, Ordering::SeqCst);
+                gst::ffi::gst_mini_object_unref(memory as *mut gst::ffi::GstMiniObject);
             }
         }
         // Room for the next idle ones without allocating while frames flow.
@@ -212,7 +220,8 @@ unsafe extern "C" fn recycle(object: *mut gst::ffi::GstMiniObject) -> glib::ffi:
     // nobody else references it, so its record is ours to update; the token was given with
     // the promise that the release is called once for it.
     unsafe {
-        let record = &*record_of(object as *mut gst::ffi::GstMemory);
+        let record_ptr = record_of(object as *mut gst::ffi::GstMemory);
+        let record = &*record_ptr;
         let token = record.token.swap(std::ptr::null_mut(), Ordering::SeqCst);
         if !token.is_null() {
             (record.home.release)(token);
@@ -226,7 +235,10 @@ unsafe extern "C" fn recycle(object: *mut gst::ffi::GstMiniObject) -> glib::ffi:
             return glib::ffi::GTRUE;
         }
         gst::ffi::gst_mini_object_ref(object);
-        idle.push(IdleMemory(object as *mut gst::ffi::GstMemory));
+        idle.push(IdleMemory {
+            memory: object as *mut gst::ffi::GstMemory,
+            record: record_ptr,
+        });
         glib::ffi::GFALSE
     }
 }
