@@ -169,7 +169,9 @@ impl Stats {
 pub struct ShmFrameSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    stream: Mutex<Option<Stream>>,
+    /// Boxed: `create()` moves it out and back for every frame, a pointer rather than the
+    /// whole struct.
+    stream: Mutex<Option<Box<Stream>>>,
     /// The subscriber's interrupt handle, outside `stream` so `unlock()` can reach it while
     /// `create()` waits.
     interrupt: Mutex<Option<Interrupt>>,
@@ -300,7 +302,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
 
         *self.interrupt.lock().unwrap() = Some(subscriber.interrupt_handle());
-        *self.stream.lock().unwrap() = Some(Stream {
+        *self.stream.lock().unwrap() = Some(Box::new(Stream {
             subscriber,
             shm_name: shm_name.clone(),
             shape,
@@ -318,7 +320,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             warned_missing_caps_gen: None,
             discont_pending: true,
             evictions_before: 0,
-        });
+        }));
         *self.state.lock().unwrap() = State::Started {
             stats: Stats::default(),
             writer_caps: None,
