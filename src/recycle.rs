@@ -68,7 +68,11 @@ struct MemoryRecord {
 
 impl Drop for RecycledMemories {
     fn drop(&mut self) {
+        // Under the idle list's lock, which `recycle` checks it under: no memory is kept
+        // after this (it would keep the home alive through its record, and itself).
+        let idle = self.home.idle.lock().unwrap();
         self.home.closed.store(true, Ordering::SeqCst);
+        drop(idle);
         self.forget_idle();
     }
 }
@@ -226,10 +230,13 @@ unsafe extern "C" fn recycle(object: *mut gst::ffi::GstMiniObject) -> glib::ffi:
         if !token.is_null() {
             (record.home.release)(token);
         }
-        if record.retired.load(Ordering::SeqCst) || record.home.closed.load(Ordering::SeqCst) {
+        if record.retired.load(Ordering::SeqCst) {
             return glib::ffi::GTRUE;
         }
         let mut idle = record.home.idle.lock().unwrap();
+        if record.home.closed.load(Ordering::SeqCst) {
+            return glib::ffi::GTRUE;
+        }
         // Within the reserved capacity only, so that keeping it never allocates.
         if idle.len() >= idle.capacity().min(MAX_IDLE) {
             return glib::ffi::GTRUE;
