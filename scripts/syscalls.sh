@@ -17,6 +17,8 @@
 #   asleep  the writer publishes every 1 ms, the reader waits for each frame: one wake per
 #           frame is the price of the reader sleeping.
 #   unpaced backpressure=block, neither paced: as fast as the pair goes.
+#   zero-copy  unpaced, upstream draws each frame into the sink's pool, the reader wraps the
+#           slots (copy-mode=zero-copy): no copy on either side.
 # Pacing is `identity sleep-time`, i.e. one clock_nanosleep per frame in the paced process:
 # it is listed on its own line, so the futex figures are the transport's (and GStreamer's).
 # Needs: gst-launch-1.0, perf with tracepoint access (root, or perf_event_paranoid <= -1).
@@ -54,23 +56,24 @@ CAPS="video/x-raw,format=GRAY8,width=320,height=240,framerate=1000/1"
 # run SCENARIO FRAMES: counts into $WORK/SCENARIO-FRAMES-{writer,reader}.csv
 run() {
     local scenario=$1 n=$2 name="syscalls-$$-$1-$2"
-    local pace="" policy="backpressure=block" reader_work=""
+    local pace="" policy="backpressure=block" reader_work="" copy_mode=auto
+    local source="videotestsrc num-buffers=1 ! $CAPS ! imagefreeze num-buffers=$n ! identity drop-allocation=true"
     case $scenario in
         awake) pace="! identity sleep-time=500" policy="backpressure=drop-oldest"
                reader_work="! identity sleep-time=1000" ;;
         asleep) pace="! identity sleep-time=1000" ;;
         unpaced) ;;
+        zero-copy) source="videotestsrc pattern=black num-buffers=$n ! $CAPS" copy_mode=zero-copy ;;
     esac
     NAMES_MADE+=("$name")
     # shellcheck disable=SC2086
     timeout 300 perf stat -x, "${EVENTS[@]}" -o "$WORK/$scenario-$n-reader.csv" \
-        gst-launch-1.0 -q shmframesrc shm-name="$name" start=oldest $reader_work \
+        gst-launch-1.0 -q shmframesrc shm-name="$name" start=oldest copy-mode=$copy_mode $reader_work \
         ! fakesink sync=false >/dev/null &
     local reader=$!
     # shellcheck disable=SC2086
     timeout 300 perf stat -x, "${EVENTS[@]}" -o "$WORK/$scenario-$n-writer.csv" \
-        gst-launch-1.0 -q videotestsrc num-buffers=1 ! "$CAPS" ! imagefreeze num-buffers="$n" \
-        ! identity drop-allocation=true $pace \
+        gst-launch-1.0 -q $source $pace \
         ! shmframesink shm-name="$name" $policy wait-for-readers=1 sync=false >/dev/null
     wait "$reader"
 }
@@ -89,7 +92,7 @@ rule="|---|---|"
 for c in "${COLUMNS[@]}"; do header+=" $c |"; rule+="---|"; done
 echo "$header"
 echo "$rule"
-for scenario in awake asleep unpaced; do
+for scenario in awake asleep unpaced zero-copy; do
     run "$scenario" "$BASE"
     run "$scenario" $((BASE + FRAMES))
     for role in writer reader; do
