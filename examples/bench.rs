@@ -3,6 +3,7 @@
 //!     cargo run --release --example bench -- --quick     # about a minute
 //!     cargo run --release --example bench                # the full matrix
 //!     cargo run --release --example bench -- --csv out.csv
+//!     cargo run --release --example bench -- --markdown perf.md   # README Performance block
 //!     cargo run --release --example bench -- --quick --only latency,cpu   # some row groups
 //!     cargo run --release --example bench -- --rounds 5                   # rounds per row
 //!
@@ -137,8 +138,12 @@ impl RunResult {
         }
     }
 
-    /// CPU seconds per frame, writer and all readers together.
+    /// CPU seconds per frame, writer and all readers together (0, i.e. failed, without the
+    /// writer's result).
     fn cpu_per_frame(&self) -> f64 {
+        if self.writer.frames == 0 {
+            return 0.0;
+        }
         let total = self.writer.cpu_s + self.readers.iter().map(|r| r.cpu_s).sum::<f64>();
         total / self.writer.frames.max(1) as f64
     }
@@ -177,10 +182,12 @@ fn main() {
     }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
-    let csv = args
-        .iter()
-        .position(|a| a == "--csv")
-        .and_then(|i| args.get(i + 1).cloned());
+    let path_after = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let (csv, markdown) = (path_after("--csv"), path_after("--markdown"));
     let only: Vec<String> = args
         .iter()
         .position(|a| a == "--only")
@@ -196,7 +203,7 @@ fn main() {
             _ => panic!("--rounds {v}: expected a whole number of at least 1"),
         })
         .unwrap_or(if quick { 1 } else { 3 });
-    run_matrix(quick, rounds, csv, &only);
+    run_matrix(quick, rounds, Outputs { csv, markdown }, &only);
 }
 
 /// Row groups, in table order; `--only GROUP[,GROUP]` runs a subset.
@@ -210,7 +217,39 @@ const GROUPS: &[&str] = &[
     "policies",
 ];
 
-fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) {
+/// Files written after the run, besides the table on stdout.
+struct Outputs {
+    csv: Option<String>,
+    /// The block README's Performance section quotes: when, where and how it was measured,
+    /// then the table.
+    markdown: Option<String>,
+}
+
+/// The date and time now, UTC, as `YYYY-MM-DD HH:MM UTC`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        day_secs / 3600,
+        day_secs % 3600 / 60
+    )
+}
+
+fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
     for o in only {
         assert!(
             GROUPS.contains(&o.as_str()),
@@ -246,10 +285,10 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
     if !options.is_empty() {
         command += &format!(" -- {}", options.join(" "));
     }
-    println!("# shmframe vs shmsink/shmsrc");
-    println!();
-    println!(
-        "{} cores, {}, {}, {rounds} interleaved round{} per row{}, command: `{command}`",
+    let intro = format!(
+        "Measured {}, {} cores, {}, {}, {rounds} interleaved round{} per row{}, command: \
+         `{command}`",
+        utc_now(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         gst::version_string(),
         if quick { "quick run" } else { "full run" },
@@ -260,9 +299,12 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
             " (cells: median [min-max]; ratio: median of the rounds' ratios)"
         }
     );
+    const TABLE_HEAD: &str = "| case | shmframe | shmsink | ratio |\n|---|---|---|---|";
+    println!("# shmframe vs shmsink/shmsrc");
     println!();
-    println!("| case | shmframe | shmsink | ratio |");
-    println!("|---|---|---|---|");
+    println!("{intro}");
+    println!();
+    println!("{TABLE_HEAD}");
     let mut rows: Vec<[String; 4]> = Vec::new();
     let mut emit = |row: [String; 4]| {
         println!("| {} | {} | {} | {} |", row[0], row[1], row[2], row[3]);
@@ -561,7 +603,16 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
         }
     }
 
-    if let Some(path) = csv {
+    if let Some(path) = outputs.markdown {
+        let table: String = rows
+            .iter()
+            .map(|r| format!("| {} | {} | {} | {} |\n", r[0], r[1], r[2], r[3]))
+            .collect();
+        std::fs::write(&path, format!("{intro}\n\n{TABLE_HEAD}\n{table}")).unwrap();
+        println!();
+        println!("Markdown written to {path}");
+    }
+    if let Some(path) = outputs.csv {
         let body: String = rows
             .iter()
             .map(|r| {
@@ -595,10 +646,16 @@ impl Samples {
         Samples(runs.iter().map(value).collect())
     }
 
+    /// The measured values, sorted. A round that failed (a contender hung or printed no
+    /// result) measured 0, which no working run does: it is left out, and `show` says so.
     fn sorted(&self) -> Vec<f64> {
-        let mut v = self.0.clone();
+        let mut v: Vec<f64> = self.0.iter().copied().filter(|x| *x > 0.0).collect();
         v.sort_by(f64::total_cmp);
         v
+    }
+
+    fn failed(&self) -> usize {
+        self.0.len() - self.sorted().len()
     }
 
     fn median(&self) -> f64 {
@@ -614,11 +671,16 @@ impl Samples {
     /// rounds.
     fn show(&self, digits: usize) -> String {
         let v = self.sorted();
-        match (v.first(), v.last()) {
+        let shown = match (v.first(), v.last()) {
+            (None, _) | (_, None) => "-".to_string(),
             (Some(min), Some(max)) if v.len() > 1 => {
                 format!("{:.digits$} [{min:.digits$}-{max:.digits$}]", self.median())
             }
             _ => format!("{:.digits$}", self.median()),
+        };
+        match self.failed() {
+            0 => shown,
+            n => format!("{shown} ({n} failed)"),
         }
     }
 }
@@ -662,7 +724,7 @@ fn ratio_of(a: &Samples, b: &Samples) -> String {
     let ratios = Samples(
         a.0.iter()
             .zip(&b.0)
-            .filter(|(_, b)| **b > 0.0)
+            .filter(|(a, b)| **a > 0.0 && **b > 0.0)
             .map(|(a, b)| a / b)
             .collect(),
     );
@@ -988,7 +1050,13 @@ fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
     let writer_result = writer
         .next_line(Instant::now() + Duration::from_secs(20))
         .map(|l| parse_writer(&l))
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            eprintln!(
+                "bench: a {} writer printed no result; its figures count as failed",
+                contender.name()
+            );
+            WriterResult::default()
+        });
     let writer_pid = writer.child.id();
     drop(writer);
     let _ = std::fs::remove_file(&socket);

@@ -151,18 +151,32 @@ fn enum_nick(sink: &gst::Element, prop: &str) -> String {
     enum_value.nick().to_string()
 }
 
-/// Every (outcome, frames dropped) the sink's `backpressure` signal reports.
-fn record_backpressure(sink: &gst::Element) -> Arc<Mutex<Vec<(String, u64)>>> {
+/// Every (outcome, frames dropped, suppressed) the sink's `backpressure` signal reports.
+type Announcements = Arc<Mutex<Vec<(String, u64, u64)>>>;
+
+fn record_backpressure(sink: &gst::Element) -> Announcements {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let seen = outcomes.clone();
     sink.connect("backpressure", false, move |args| {
         seen.lock().unwrap().push((
             args[1].get::<String>().unwrap(),
             args[2].get::<u64>().unwrap(),
+            args[3].get::<u64>().unwrap(),
         ));
         None
     });
     outcomes
+}
+
+/// The announcements once `n` were made (a full event held back by the rate limit is
+/// announced by the sink's periodic check within 200 ms).
+fn announced(outcomes: &Announcements, n: usize) -> Vec<(String, u64, u64)> {
+    assert!(
+        wait_for(LIMIT, || outcomes.lock().unwrap().len() >= n),
+        "{n} backpressure announcements expected, got {:?}",
+        outcomes.lock().unwrap()
+    );
+    outcomes.lock().unwrap().clone()
 }
 
 /// Every pid a `reader-attached` / `reader-detached` signal reports.
@@ -789,7 +803,7 @@ fn clear_frees_a_write_blocked_on_a_full_depot() {
     assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 0);
     assert_eq!(
         *outcomes.lock().unwrap(),
-        vec![("waited".to_string(), 0u64)]
+        vec![("waited".to_string(), 0u64, 0u64)]
     );
 }
 
@@ -987,11 +1001,13 @@ fn drop_newest_reports_every_dropped_frame() {
     for n in 0..4 {
         h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
     }
+    // The first full event is announced at once; the second, within 100 ms of it, once the
+    // interval is over.
     assert_eq!(
-        *outcomes.lock().unwrap(),
+        announced(&outcomes, 2),
         vec![
-            ("dropped-newest".to_string(), 1u64),
-            ("dropped-newest".to_string(), 2u64)
+            ("dropped-newest".to_string(), 1u64, 0u64),
+            ("dropped-newest".to_string(), 2u64, 0u64)
         ]
     );
     let messages = element_messages(&sink, "shmframe-backpressure");
@@ -1001,6 +1017,7 @@ fn drop_newest_reports_every_dropped_frame() {
         "dropped-newest"
     );
     assert_eq!(messages[1].get::<u64>("frames-dropped").unwrap(), 2);
+    assert_eq!(messages[1].get::<u64>("suppressed").unwrap(), 0);
     let s = stats(&sink);
     assert_eq!(s.get::<u64>("frames-written").unwrap(), 2);
     assert_eq!(s.get::<u64>("frames-dropped").unwrap(), 2);
@@ -1010,6 +1027,69 @@ fn drop_newest_reports_every_dropped_frame() {
         assert_eq!(info.number, n);
         check_frame(n, &data).unwrap();
     }
+}
+
+#[test]
+fn a_full_ring_is_announced_at_most_every_100_ms_and_every_full_event_is_counted_once() {
+    let (Fixture { name, sink, mut h }, outcomes) = Fixture::with_setup(
+        "fullratelimit",
+        &[
+            ("shape", "64x48:RGBA"),
+            ("depth", "2"),
+            ("backpressure", "drop-newest"),
+            // The reader never reads: keep it from being evicted meanwhile.
+            ("reader-timeout", "600000"),
+        ],
+        record_backpressure,
+    );
+    let _reader = open_reader(&name, StartPosition::Oldest);
+    h.set_src_caps_str(RGBA_64X48);
+    const FRAMES: u64 = 3000;
+    let started = std::time::Instant::now();
+    for n in 0..FRAMES {
+        h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
+    }
+    let full = stats(&sink).get::<u64>("full-events").unwrap();
+    assert_eq!(
+        full,
+        FRAMES - 2,
+        "every frame after the first two met a full ring"
+    );
+    // Stopping announces what is still held back (or the periodic check, if it ran then).
+    sink.set_state(gst::State::Null).unwrap();
+    let counted = || {
+        outcomes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, _, suppressed)| 1 + suppressed)
+            .sum::<u64>()
+    };
+    assert!(
+        wait_for(LIMIT, || counted() == full),
+        "each full event counted once: {:?}",
+        outcomes.lock().unwrap()
+    );
+    let elapsed = started.elapsed();
+    let seen = outcomes.lock().unwrap().clone();
+    assert_eq!(
+        seen[0],
+        ("dropped-newest".to_string(), 1, 0),
+        "the first at once"
+    );
+    assert_eq!(
+        seen.last().unwrap().1,
+        FRAMES - 2,
+        "the last one counts every drop"
+    );
+    assert!(
+        seen.len() as u128 <= elapsed.as_millis() / 100 + 2,
+        "{} announcements in {elapsed:?}: {seen:?}",
+        seen.len()
+    );
+    let messages = element_messages(&sink, "shmframe-backpressure");
+    assert_eq!(messages.len(), seen.len(), "a bus message with each signal");
+    drop(h);
 }
 
 #[test]
@@ -1025,10 +1105,10 @@ fn drop_oldest_overwrites_and_the_reader_counts_what_it_missed() {
         h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
     }
     assert_eq!(
-        *outcomes.lock().unwrap(),
+        announced(&outcomes, 2),
         vec![
-            ("overwrote-oldest".to_string(), 0u64),
-            ("overwrote-oldest".to_string(), 0u64)
+            ("overwrote-oldest".to_string(), 0u64, 0u64),
+            ("overwrote-oldest".to_string(), 0u64, 0u64)
         ]
     );
     let (info, data) = read_frame(&mut reader);

@@ -898,6 +898,61 @@ fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
     }
 }
 
+/// Zero-copy wrappers are reused frame after frame, but a slot's pin ends only when nothing
+/// references its memory any more: a copy of a buffer (sharing its memory, as `tee` or
+/// `gst_buffer_copy` do) keeps the slot pinned after the buffer itself is gone, and a reused
+/// wrapper carries the frame it wraps now.
+#[test]
+fn a_copy_sharing_a_zero_copy_memory_keeps_its_slot_pinned_until_it_is_dropped() {
+    let name = ShmName::new("src-zero-copy-shared");
+    let pipe = Pipe::with_sink(
+        &name,
+        "copy-mode=zero-copy start=oldest",
+        "enable-last-sample=false",
+    );
+    pipe.play();
+    let mut config = WriterConfig::new(&name, RGBA_64X48_SIZE as u64);
+    config.depth = 2;
+    config.spare_slots = 1;
+    config.backpressure = Backpressure::Block;
+    let mut writer = Writer::create(&config).unwrap();
+    writer.set_caps(RGBA_64X48).unwrap();
+    wait_for_reader(&writer);
+    let pinned = |w: &Writer| w.info().readers.first().map_or(0, |r| r.pinned_slots);
+    // A copy of each buffer pulled, sharing its memory; the buffer itself is dropped.
+    let pull_copy = |number: u64| {
+        let sample = pipe.pull();
+        let copy = sample.buffer().unwrap().copy();
+        assert_eq!(
+            copy.peek_memory(0).as_ptr(),
+            sample.buffer().unwrap().peek_memory(0).as_ptr(),
+            "the copy of frame {number} shares its memory"
+        );
+        copy
+    };
+    for round in 0..6 {
+        let (first, second) = (2 * round, 2 * round + 1);
+        write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+        let first_copy = pull_copy(first);
+        write_frame(&mut writer, 1, RGBA_64X48_SIZE);
+        let second_copy = pull_copy(second);
+        // appsink keeps the newest buffer it received (the second), nothing else the first.
+        assert_eq!(
+            pinned(&writer),
+            2,
+            "the copies pin frames {first} and {second}"
+        );
+        check_buffer(&first_copy, 1, first, RGBA_64X48_SIZE);
+        check_buffer(&second_copy, 1, second, RGBA_64X48_SIZE);
+        drop(first_copy);
+        assert!(
+            wait_for(LIMIT, || pinned(&writer) == 1),
+            "dropping the last reference to frame {first} releases its pin"
+        );
+        drop(second_copy);
+    }
+}
+
 /// A zero-copy reader that holds the writer up past `reader-timeout` is evicted and its pins
 /// stop counting, so the slot of a frame it pinned may be rewritten before it pushes that frame
 /// (here: while a downstream probe holds the caps event that goes before it). That frame is not

@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::input::{FrameSource, Input, slot_holding};
+use super::input::Input;
+use super::notices::{BackpressureNotices, FullEvent, Notice};
 use super::pool::SlotPool;
 use super::settings::{self, Settings};
 use super::stats::{Counters, stats_structure};
@@ -85,16 +86,6 @@ struct Output {
     video_info: Option<gst_video::VideoInfo>,
 }
 
-/// The input frame, ready to be copied into a slot.
-fn outcome_name(outcome: &WriteOutcome) -> &'static str {
-    match outcome {
-        WriteOutcome::Written { .. } => "written",
-        WriteOutcome::WrittenAfterWait { .. } => "waited",
-        WriteOutcome::OverwroteOldest { .. } => "overwrote-oldest",
-        WriteOutcome::Dropped => "dropped-newest",
-    }
-}
-
 #[derive(Default)]
 pub struct ShmFrameSink {
     settings: Mutex<Settings>,
@@ -116,6 +107,8 @@ pub struct ShmFrameSink {
     lender: Mutex<Option<PoolLending>>,
     /// The periodic reader check while started (see `IDLE_HOUSEKEEPING`).
     housekeeping: Mutex<Option<gst::PeriodicClockId>>,
+    /// Which full-ring events were announced (a leaf lock, held for a few instructions).
+    notices: Mutex<BackpressureNotices>,
 }
 
 /// How the slot pool borrows from the current segment.
@@ -152,11 +145,16 @@ impl ObjectImpl for ShmFrameSink {
                     .param_types([u32::static_type()])
                     .build(),
                 // A frame met a full ring. Arguments: what the policy did ("waited",
-                // "overwrote-oldest" or "dropped-newest") and the number of frames this sink
+                // "overwrote-oldest" or "dropped-newest"), the number of frames this sink
                 // dropped since start (drop-newest drops; overwritten frames are counted by
-                // the readers that missed them).
+                // the readers that missed them), and how many earlier full events this one
+                // stands for too: at most one is announced per 100 ms.
                 glib::subclass::Signal::builder("backpressure")
-                    .param_types([String::static_type(), u64::static_type()])
+                    .param_types([
+                        String::static_type(),
+                        u64::static_type(),
+                        u64::static_type(),
+                    ])
                     .build(),
                 // Empties the depot: readers skip to the next frame written, counting the
                 // skipped ones as missed. A write blocked on a full ring proceeds.
@@ -268,6 +266,7 @@ impl ShmFrameSink {
         self.flushing.store(false, Ordering::SeqCst);
         self.clear_pending.store(false, Ordering::SeqCst);
         self.frames_in_place.store(0, Ordering::Relaxed);
+        *self.notices.lock().unwrap() = BackpressureNotices::default();
 
         let mut started = Started {
             config: config.clone(),
@@ -326,6 +325,7 @@ impl BaseSinkImpl for ShmFrameSink {
         if let Some(housekeeping) = self.housekeeping.lock().unwrap().take() {
             housekeeping.unschedule();
         }
+        self.announce_held_backpressure(true);
         // End any write still waiting for room before taking the writer's lock.
         self.flushing.store(true, Ordering::SeqCst);
         self.wake_pool();
@@ -481,9 +481,21 @@ impl BaseSinkImpl for ShmFrameSink {
         gst::trace!(CAT, imp = self, "Frame {outcome:?}");
         if outcome.was_full() {
             let dropped = self.dropped_before() + dropped_in_segment;
-            self.announce_backpressure(&outcome, dropped);
+            let event = FullEvent::of(&outcome, dropped);
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Ring full: {} ({dropped} frames dropped so far)",
+                event.outcome
+            );
+            let notice = self.notices.lock().unwrap().on_full(event, Instant::now());
+            if let Some(notice) = notice {
+                self.announce_backpressure(notice);
+            }
         }
-        self.announce_reader_events(reader_events);
+        if !reader_events.is_empty() {
+            self.announce_reader_events(reader_events);
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -498,6 +510,9 @@ impl BaseSinkImpl for ShmFrameSink {
                 output.writer.frames_written()
             );
             output.writer.end_of_stream();
+        }
+        if let gst::EventView::Eos(_) = event.view() {
+            self.announce_held_backpressure(true);
         }
         self.parent_event(event)
     }
@@ -703,17 +718,14 @@ impl ShmFrameSink {
             return Err(gst::FlowError::Error);
         }
         // A frame upstream wrote into a slot of our pool is published where it is.
-        let input = match slot_holding(buffer, writer, info) {
-            Some(slot) => Input::InPlace(slot),
-            None => Input::Copy(FrameSource::new(buffer, info).map_err(|why| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Format,
-                    ("Cannot read the input frame: {why}")
-                );
-                gst::FlowError::Error
-            })?),
-        };
+        let input = Input::of(buffer, writer, info).map_err(|why| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("Cannot read the input frame: {why}")
+            );
+            gst::FlowError::Error
+        })?;
         let cold = writer.slots_are_cold(frame_size);
         let started = Instant::now();
         let mut wait_interrupted = false;
@@ -991,6 +1003,7 @@ impl ShmFrameSink {
         let scheduled = id.wait_async(move |_, _, _| {
             if let Some(sink) = weak_sink.upgrade() {
                 sink.imp().poll_reader_events();
+                sink.imp().announce_held_backpressure(false);
             }
         });
         match scheduled {
@@ -1063,26 +1076,32 @@ impl ShmFrameSink {
         }
     }
 
-    fn announce_backpressure(&self, outcome: &WriteOutcome, frames_dropped: u64) {
-        let name = outcome_name(outcome);
-        gst::debug!(
-            CAT,
-            imp = self,
-            "Ring full: {name} ({frames_dropped} frames dropped so far)"
-        );
+    /// Announces a full-ring event held back by the rate limit once its interval is over
+    /// (from the periodic check), or at once (`always`: EOS and stop).
+    fn announce_held_backpressure(&self, always: bool) {
+        let notice = self.notices.lock().unwrap().due(Instant::now(), always);
+        if let Some(notice) = notice {
+            self.announce_backpressure(notice);
+        }
+    }
+
+    fn announce_backpressure(&self, Notice { event, suppressed }: Notice) {
         let mut structure = gst::Structure::builder("shmframe-backpressure")
-            .field("outcome", name)
-            .field("frames-dropped", frames_dropped)
+            .field("outcome", event.outcome)
+            .field("frames-dropped", event.frames_dropped)
+            .field("suppressed", suppressed)
             .build();
-        if let Some(frame) = outcome.frame() {
+        if let Some(frame) = event.frame {
             structure.set("frame", frame);
         }
-        if let WriteOutcome::WrittenAfterWait { waited, .. } = outcome {
-            structure.set("waited", waited.as_nanos().min(u64::MAX as u128) as u64);
+        if let Some(waited) = event.waited_ns {
+            structure.set("waited", waited);
         }
         self.post_element_message(structure);
-        self.obj()
-            .emit_by_name::<()>("backpressure", &[&name, &frames_dropped]);
+        self.obj().emit_by_name::<()>(
+            "backpressure",
+            &[&event.outcome, &event.frames_dropped, &suppressed],
+        );
     }
 
     fn post_element_message(&self, structure: gst::Structure) {

@@ -16,11 +16,13 @@ pub(super) enum FrameSource<'a> {
 }
 
 impl<'a> FrameSource<'a> {
-    pub(super) fn new(
+    /// `packed`: the buffer is in the default layout of `info` (see [`in_default_layout`]).
+    fn new(
         buffer: &'a gst::BufferRef,
         info: &gst_video::VideoInfo,
+        packed: bool,
     ) -> Result<Self, String> {
-        if in_default_layout(buffer, info) {
+        if packed {
             if buffer.size() < info.size() {
                 return Err(format!(
                     "the buffer holds {} bytes, a frame of these caps needs {} bytes",
@@ -92,9 +94,24 @@ pub(super) enum Input<'a> {
     Copy(FrameSource<'a>),
 }
 
-/// The slot of our pool that `buffer` was filled in, when it can be published as it is: one
-/// memory starting at a lent, unpublished slot, holding a whole frame in the default layout.
-pub(super) fn slot_holding(
+impl<'a> Input<'a> {
+    /// How `buffer`, a frame of `info`, reaches its slot.
+    pub(super) fn of(
+        buffer: &'a gst::BufferRef,
+        writer: &Writer,
+        info: &gst_video::VideoInfo,
+    ) -> Result<Input<'a>, String> {
+        let packed = in_default_layout(buffer, info);
+        if packed && let Some(slot) = slot_holding(buffer, writer, info) {
+            return Ok(Input::InPlace(slot));
+        }
+        FrameSource::new(buffer, info, packed).map(Input::Copy)
+    }
+}
+
+/// The slot of our pool that `buffer` (in the default layout) was filled in, when it can be
+/// published as it is: one memory starting at a lent, unpublished slot, holding a whole frame.
+fn slot_holding(
     buffer: &gst::BufferRef,
     writer: &Writer,
     info: &gst_video::VideoInfo,
@@ -102,11 +119,14 @@ pub(super) fn slot_holding(
     if buffer.n_memory() != 1 || buffer.size() < info.size() {
         return None;
     }
-    if !in_default_layout(buffer, info) {
+    let memory = buffer.peek_memory(0);
+    // Our pool wraps whole slots: other memory (a camera's, a copy's) is told apart without
+    // mapping it, which costs more than the rest of this check.
+    if memory.maxsize() as u64 != writer.slot_capacity() {
         return None;
     }
     // Mapping memory that wraps a slot only hands out its pointer.
-    let map = buffer.peek_memory(0).map_readable().ok()?;
+    let map = memory.map_readable().ok()?;
     writer.lent_slot_at(map.as_ptr())
 }
 

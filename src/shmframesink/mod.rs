@@ -26,9 +26,12 @@
 //! readers can attach early. Without it, the segment appears with the first caps.
 //!
 //! Signals: `reader-attached` / `reader-detached` (reader pid), `backpressure` (outcome, frames
-//! dropped so far) and the action signal `clear`, which empties the depot. Each event is also
-//! posted on the bus as an element message (`shmframe-reader-attached`,
-//! `shmframe-reader-detached`, `shmframe-backpressure`, plus `shmframe-reader-evicted`).
+//! dropped so far, earlier full events it stands for) and the action signal `clear`, which
+//! empties the depot. Each event is also posted on the bus as an element message
+//! (`shmframe-reader-attached`, `shmframe-reader-detached`, `shmframe-backpressure`, plus
+//! `shmframe-reader-evicted`). A full ring is announced at most once per 100 ms: the events in
+//! between are counted in the next announcement's `suppressed`, so a writer outrunning its
+//! readers neither floods the bus nor allocates per frame.
 //! The read-only `stats` property is a `shmframesink-stats` structure with `frames-written`,
 //! `frames-in-place`, `frames-dropped`, `readers`, `full-events`, `readers-evicted`, `caps` and
 //! `slot-size`.
@@ -65,6 +68,7 @@ use gst::prelude::*;
 
 mod imp;
 mod input;
+mod notices;
 mod pool;
 mod settings;
 mod stats;

@@ -20,6 +20,7 @@ use gst::subclass::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::recycle::RecycledMemories;
 use crate::transport::Lender;
 
 /// Asks the sink's current writer for a free slot that holds a frame of the given size: the
@@ -41,6 +42,7 @@ impl SlotPool {
             lend,
             loans: Mutex::new(imp::Loans::default()),
             frame_size: AtomicUsize::new(0),
+            memories: RecycledMemories::new(imp::end_loan, false),
         });
         assert!(bound.is_ok(), "a new pool is bound once");
         pool.imp().reserve_shells(max_slots as usize);
@@ -91,6 +93,8 @@ mod imp {
         pub loans: Mutex<Loans>,
         /// The size of the buffers upstream asked for (the frame size of its caps).
         pub frame_size: AtomicUsize,
+        /// The memories wrapping lent slots, reused for the same slots.
+        pub(crate) memories: RecycledMemories,
     }
 
     #[derive(Default)]
@@ -104,10 +108,12 @@ mod imp {
         flushing: AtomicBool,
     }
 
-    /// Called by GStreamer when the last reference to a slot's memory is dropped.
-    unsafe extern "C" fn end_loan(loan: glib::ffi::gpointer) {
-        // SAFETY: `loan` is the pointer `Arc::into_raw` gave in `wrap_slot`, passed to GStreamer
-        // as this notify's user data, which calls it exactly once.
+    /// Called when the last reference to a slot's memory is dropped.
+    ///
+    /// # Safety
+    /// `loan` is the pointer `Arc::into_raw` gave in `wrap_slot`, passed once.
+    pub unsafe fn end_loan(loan: *mut std::ffi::c_void) {
+        // SAFETY: as for this function.
         let loan = unsafe { Arc::from_raw(loan as *const SlotLoan) };
         loan.lender.give_back(loan.slot);
     }
@@ -132,19 +138,16 @@ mod imp {
             let loan = Arc::into_raw(record);
             // SAFETY: the slot is lent to this pool and unpublished, so nothing else writes it;
             // `capacity` bytes stay mapped at `data` as long as the lender inside the loan
-            // record lives, and the record lives until `end_loan` runs, which GStreamer does
-            // after the last use of the memory. frame_size <= capacity: the sink lends only
-            // slots that hold a frame of that size.
+            // record lives, and the record lives until `end_loan` runs, after the last use of
+            // the memory. frame_size <= capacity: the sink lends only slots that hold a frame
+            // of that size.
             unsafe {
-                from_glib_full(gst::ffi::gst_memory_new_wrapped(
-                    0,
-                    data as glib::ffi::gpointer,
+                self.binding().memories.wrap(
+                    data,
                     capacity,
-                    0,
                     frame_size,
-                    loan as glib::ffi::gpointer,
-                    Some(end_loan),
-                ))
+                    loan as *mut std::ffi::c_void,
+                )
             }
         }
     }

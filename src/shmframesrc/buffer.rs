@@ -1,9 +1,11 @@
 //! Frames as buffers: copied into a pooled buffer of our own, or wrapped in place while a pin
 //! keeps the writer off the slot; and the frame's descriptor put on the buffer.
 
-use gst::glib;
 use gst::prelude::*;
 
+use std::ffi::c_void;
+
+use crate::recycle::{RecycledMemories, ShellPool};
 use crate::transport::{FrameInfo, PinnedFrame, SlotView};
 
 /// Where the transport's copy closure puts a frame: one buffer per frame size, overwritten if
@@ -96,49 +98,54 @@ fn pooled_buffer(
         .map_err(|err| format!("could not get a buffer of {size} bytes: {err:?}"))
 }
 
-/// A buffer whose one read-only memory wraps a pinned frame in place; the pin is released when
-/// GStreamer frees the memory (the last buffer holding it is dropped). Unlike
-/// `gst::Buffer::from_slice`, which boxes its owner, this allocates nothing on the Rust side:
-/// the pin travels as a raw token to a record the reader made when it attached.
-pub(super) fn wrap_pinned(pinned: PinnedFrame) -> gst::Buffer {
-    /// The memory's GDestroyNotify.
-    unsafe extern "C" fn release_pin(token: glib::ffi::gpointer) {
-        // SAFETY: `token` is the into_raw token given to exactly this memory, and GStreamer
-        // calls the notify once, when the memory is freed.
-        unsafe { PinnedFrame::release_raw(token as *const std::ffi::c_void) }
+/// Buffers whose one read-only memory wraps a pinned frame in place; the pin is released when
+/// the memory is no longer referenced anywhere. Their wrappers are reused (`crate::recycle`),
+/// and the pin travels as a raw token to a record the reader made when it attached, so wrapping
+/// a frame allocates nothing.
+pub(super) struct PinnedBuffers {
+    shells: ShellPool,
+    memories: RecycledMemories,
+}
+
+impl Default for PinnedBuffers {
+    fn default() -> Self {
+        PinnedBuffers {
+            shells: ShellPool::new(),
+            memories: RecycledMemories::new(release_pin, true),
+        }
+    }
+}
+
+/// # Safety
+/// `token` came from `PinnedFrame::into_raw` and is released once.
+unsafe fn release_pin(token: *mut c_void) {
+    // SAFETY: as for this function.
+    unsafe { PinnedFrame::release_raw(token as *const c_void) }
+}
+
+impl PinnedBuffers {
+    pub(super) fn wrap(&self, pinned: PinnedFrame) -> gst::Buffer {
+        let data = pinned.data();
+        let (ptr, len) = (data.as_ptr(), data.len());
+        let token = pinned.into_raw();
+        // SAFETY: ptr..ptr+len stays mapped and unchanged while the pin is held, i.e. until
+        // the release runs for its token; the memories are read-only (so is the mapping).
+        let memory = unsafe {
+            self.memories
+                .wrap(ptr as *mut u8, len, len, token as *mut c_void)
+        };
+        let mut buffer = self.shells.shell();
+        buffer
+            .get_mut()
+            .expect("a shell from the pool is referenced by nobody else")
+            .append_memory(memory);
+        buffer
     }
 
-    let data = pinned.data();
-    let (ptr, len) = (data.as_ptr(), data.len());
-    let token = pinned.into_raw();
-    // SAFETY: ptr..ptr+len stays mapped and unchanged while the pin is held, i.e. until
-    // release_pin runs; the memory is flagged read-only (the mapping is read-only too), so
-    // GStreamer never writes through the mut pointer it is given.
-    let memory = unsafe {
-        gst::ffi::gst_memory_new_wrapped(
-            gst::ffi::GST_MEMORY_FLAG_READONLY,
-            ptr as glib::ffi::gpointer,
-            len,
-            0,
-            len,
-            token as glib::ffi::gpointer,
-            Some(release_pin),
-        )
-    };
-    let mut buffer = gst::Buffer::new();
-    if memory.is_null() {
-        // Only on a failed precondition, which the arguments above rule out; do not leak the pin.
-        // SAFETY: the token was not handed to GStreamer.
-        unsafe { PinnedFrame::release_raw(token) };
-        return buffer;
+    /// Lets go of idle wrappers: they wrap the slots of a writer's segment that is gone.
+    pub(super) fn forget_idle(&self) {
+        self.memories.forget_idle();
     }
-    // SAFETY: gst_memory_new_wrapped returns a new memory we own (transfer full).
-    let memory: gst::Memory = unsafe { glib::translate::from_glib_full(memory) };
-    buffer
-        .get_mut()
-        .expect("a new buffer is writable")
-        .append_memory(memory);
-    buffer
 }
 
 /// Puts a frame's descriptor on its buffer: timestamps, duration, frame number as offset, and

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use super::buffer::{FrameCopy, decorate_buffer, frame_duration_of, wrap_pinned};
+use super::buffer::{FrameCopy, PinnedBuffers, decorate_buffer, frame_duration_of};
 use super::settings::{self, CopyMode, Settings, StartPosition, TimestampMode};
 use super::timeline::{Timeline, clock_time, mapped_timestamps};
 use crate::shape::{self, Shape};
@@ -89,6 +89,8 @@ struct Stream {
     copy_mode: CopyMode,
     /// Reused for copied frames, so steady-state reading allocates nothing: (frame size, pool).
     copy_pool: Option<(usize, gst::BufferPool)>,
+    /// Reused wrappers of zero-copy frames, for the same reason.
+    pinned_buffers: PinnedBuffers,
     start: StartPosition,
     /// Frames written before the current PLAYING period began are delivered, not skipped:
     /// the writer is `block` (nothing may be lost), or `start=oldest` asked for the frames
@@ -167,7 +169,9 @@ impl Stats {
 pub struct ShmFrameSrc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
-    stream: Mutex<Option<Stream>>,
+    /// Boxed: `create()` moves it out and back for every frame, a pointer rather than the
+    /// whole struct.
+    stream: Mutex<Option<Box<Stream>>>,
     /// The subscriber's interrupt handle, outside `stream` so `unlock()` can reach it while
     /// `create()` waits.
     interrupt: Mutex<Option<Interrupt>>,
@@ -298,7 +302,7 @@ impl BaseSrcImpl for ShmFrameSrc {
         .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
 
         *self.interrupt.lock().unwrap() = Some(subscriber.interrupt_handle());
-        *self.stream.lock().unwrap() = Some(Stream {
+        *self.stream.lock().unwrap() = Some(Box::new(Stream {
             subscriber,
             shm_name: shm_name.clone(),
             shape,
@@ -306,6 +310,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             timestamp_mode: settings.timestamp_mode,
             copy_mode: settings.copy_mode,
             copy_pool: None,
+            pinned_buffers: PinnedBuffers::default(),
             start: settings.start,
             keep_earlier_frames: false,
             timeline: Timeline::default(),
@@ -315,7 +320,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             warned_missing_caps_gen: None,
             discont_pending: true,
             evictions_before: 0,
-        });
+        }));
         *self.state.lock().unwrap() = State::Started {
             stats: Stats::default(),
             writer_caps: None,
@@ -524,7 +529,7 @@ impl ShmFrameSrc {
                         }
                         // Read-only memory wrapping the slot; dropping the last reference
                         // releases the pin.
-                        Some(pinned) => Ok(wrap_pinned(pinned)),
+                        Some(pinned) => Ok(stream.pinned_buffers.wrap(pinned)),
                         None => frame_copy.finish(),
                     };
                     let buffer = copied.map_err(|failure| {
@@ -588,6 +593,8 @@ impl ShmFrameSrc {
         stream.video_info = None;
         stream.warned_missing_caps_gen = None;
         stream.discont_pending = true;
+        // Idle wrappers are kept for the slots of the previous writer's segment.
+        stream.pinned_buffers.forget_idle();
 
         // Until its first frame, the header's current caps answer caps queries.
         let header_caps = stream.subscriber.reader().and_then(|reader| {
