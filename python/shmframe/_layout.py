@@ -88,7 +88,9 @@ class FrameLayout:
             self.bytes_per_pixel = bpp
             self.planes = [Plane("packed", 0, stride, h, w * bpp, shape)]
             self.size = stride * h
+            self._padded = stride != w * bpp
             return
+        self._padded = False
         self.dtype = np.dtype("u1")
         self.shape = None
         self.bytes_per_pixel = None
@@ -134,7 +136,7 @@ class FrameLayout:
     @property
     def padded(self) -> bool:
         """Whether rows carry padding bytes (the frame array is then not contiguous)."""
-        return any(p.stride != p.row_bytes for p in self.planes) if self.packed else False
+        return self._padded
 
     def __repr__(self) -> str:
         return f"FrameLayout({self.format}, {self.width}x{self.height}, size={self.size})"
@@ -154,6 +156,12 @@ class FrameLayout:
         """The frame as ``Reader.read`` returns it: shaped for packed formats (a view of
         ``buf``, not contiguous when rows are padded), ``buf`` itself (1-D) otherwise."""
         if self.packed:
+            if self.shape is not None and not self.padded and type(buf) is np.ndarray:
+                # Contiguous pixels: a reshape is all it takes (and the cheapest view).
+                flat = buf.reshape(-1)
+                if self.dtype.itemsize != 1 or flat.dtype != np.uint8:
+                    flat = flat.view(np.uint8).view(self.dtype)
+                return flat[: self.size // self.dtype.itemsize].reshape(self.shape)
             return self._plane_view(buf, self.planes[0])
         return np.asarray(buf).reshape(-1)
 
