@@ -95,9 +95,8 @@ struct Case {
 enum ReaderKind {
     /// `shmframesrc` (or `shmsrc`) into a fakesink.
     GStreamer,
-    /// examples/python/bench_peer.py with the `shmframe` package: `read(copy=False)` or `read()`;
-    /// `pure`: with the pure-Python module examples/python/shmframe.py instead.
-    Python { zero_copy: bool, pure: bool },
+    /// examples/python/bench_peer.py with the `shmframe` package: `read(copy=False)` or `read()`.
+    Python { zero_copy: bool },
 }
 
 impl Case {
@@ -600,15 +599,12 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
             src_props: "copy-mode=zero-copy",
             ..base.clone()
         };
-        let python_reader = |zero_copy, pure| ReaderKind::Python { zero_copy, pure };
+        let python_reader = |zero_copy| ReaderKind::Python { zero_copy };
         let (py_zero, src): (Samples, Samples) = interleaved(
             rounds,
-            || reader_fps(&reading(10_000, python_reader(true, false))),
+            || reader_fps(&reading(10_000, python_reader(true))),
             || reader_fps(&reading(10_000, ReaderKind::GStreamer)),
         );
-        let pure_zero: Samples = repeated(rounds, || {
-            reader_fps(&reading(10_000, python_reader(true, true)))
-        });
         emit([
             "python zero-copy reader 1920x1080 RGBA: package / shmframesrc copy-mode=zero-copy ! \
              fakesink (fps)"
@@ -617,60 +613,31 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
             "-".into(),
             ratio_of(&py_zero, &src),
         ]);
-        emit(ours_only(
-            "  pure-Python module, zero-copy (fps)".into(),
-            format!(
-                "{} ({:.0}% of shmframesrc)",
-                pure_zero.show(0),
-                100.0 * pure_zero.median() / src.median()
-            ),
-        ));
-        let copying = reading(1200, python_reader(false, false));
+        let copying = reading(1200, python_reader(false));
         let (py_copy, memcpy): (Samples, Samples) = interleaved(
             rounds,
             || reader_fps(&copying),
             || memcpy_fps(copying.frame_size()),
         );
-        let pure_copy: Samples = repeated(rounds, || {
-            reader_fps(&reading(1200, python_reader(false, true)))
-        });
         emit([
             "python copy reader 1920x1080 RGBA: package / one memcpy per frame (fps)".into(),
             format!("{} / {}", py_copy.show(0), memcpy.show(0)),
             "-".into(),
             ratio_of(&py_copy, &memcpy),
         ]);
-        emit(ours_only(
-            "  pure-Python module, copying (fps)".into(),
-            format!(
-                "{} ({:.0}% of memcpy)",
-                pure_copy.show(0),
-                100.0 * pure_copy.median() / memcpy.median()
-            ),
-        ));
         for (w, h, f, n) in [(320, 240, "GRAY8", 40_000), (1920, 1080, "RGBA", 1200)] {
             let frames = scale(n);
             let (py_writer, rust_writer): (Samples, Samples) = interleaved(
                 rounds,
-                || python_writer_fps(&python, false, w, h, f, frames),
+                || python_writer_fps(&python, w, h, f, frames),
                 || transport_writer_fps(w, h, f, frames),
             );
-            let pure_writer: Samples =
-                repeated(rounds, || python_writer_fps(&python, true, w, h, f, frames));
             emit([
                 format!("python writer {w}x{h} {f} alone: package / Rust transport writer (fps)"),
                 format!("{} / {}", py_writer.show(0), rust_writer.show(0)),
                 "-".into(),
                 ratio_of(&py_writer, &rust_writer),
             ]);
-            emit(ours_only(
-                format!("  pure-Python module writer {w}x{h} {f} alone (fps)"),
-                format!(
-                    "{} ({:.0}% of the Rust writer)",
-                    pure_writer.show(0),
-                    100.0 * pure_writer.median() / rust_writer.median()
-                ),
-            ));
         }
     }
 
@@ -731,33 +698,19 @@ fn python_package_profile(python: &std::path::Path) -> String {
     }
 }
 
-/// examples/python/bench_peer.py `args` with `python`; `pure`: importing the pure-Python
-/// module examples/python/shmframe.py instead of the package.
-fn python_peer(python: &std::path::Path, pure: bool, args: &[String]) -> Command {
+/// examples/python/bench_peer.py `args` with `python`.
+fn python_peer(python: &std::path::Path, args: &[String]) -> Command {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
     let mut command = Command::new(python);
     command
-        // -P: the script's directory is not put on sys.path, where the pure-Python module
-        // would shadow the package.
-        .arg("-P")
         .arg(format!("{dir}/bench_peer.py"))
         .args(args)
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    if pure {
-        command.env("PYTHONPATH", dir);
-    }
     command
 }
 
 /// Frames per second of a Python writer writing `frames` frames alone (bench_peer.py write).
-fn python_writer_fps(
-    python: &std::path::Path,
-    pure: bool,
-    w: u32,
-    h: u32,
-    format: &str,
-    frames: u64,
-) -> f64 {
+fn python_writer_fps(python: &std::path::Path, w: u32, h: u32, format: &str, frames: u64) -> f64 {
     let name = bench_name();
     let args = [
         &name,
@@ -767,7 +720,7 @@ fn python_writer_fps(
         &frames.to_string(),
     ]
     .map(str::to_string);
-    let mut command = python_peer(python, pure, &[&["write".to_string()][..], &args].concat());
+    let mut command = python_peer(python, &[&["write".to_string()][..], &args].concat());
     let child = spawn_command(&mut command, "python writer");
     let line = child.next_line(Instant::now() + Duration::from_secs(150));
     drop(child);
@@ -891,13 +844,13 @@ fn reader_fps(case: &Case) -> f64 {
                 format!("srcprops={}", case.src_props),
             ],
         ),
-        ReaderKind::Python { zero_copy, pure } => {
+        ReaderKind::Python { zero_copy } => {
             let mut args = vec!["read".to_string(), name.clone(), case.frames.to_string()];
             if zero_copy {
                 args.push("--zero-copy".into());
             }
             spawn_command(
-                &mut python_peer(&python_interpreter(), pure, &args),
+                &mut python_peer(&python_interpreter(), &args),
                 "python reader",
             )
         }

@@ -9,7 +9,7 @@ writer of the ``shmframe`` package that measures itself and prints one line the 
 The reader attaches at the oldest frame (waiting up to 10 s for the segment) and reads FRAMES
 frames, or until end of stream. Each frame is let go before the next read, as
 ``shmframesrc ! fakesink`` lets each buffer go: a zero-copy frame (``read(copy=False)``) is
-then unpinned (the pure-Python module needs ``reader.release()`` for that). fps
+then unpinned (``reader.release()`` drops the reader's own reference, ``reader.last``). fps
 counts from the first frame to the last: (frames - 1) / span. cpu is the process's user + sys
 seconds over that span.
 

@@ -449,7 +449,7 @@ impl Reader {
                 )));
             }
         };
-        let opts = ReaderOptions { start };
+        let mut opts = ReaderOptions { start };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {
@@ -471,6 +471,10 @@ impl Reader {
             if expired(deadline) {
                 return Err(err);
             }
+            // A reader that waited for its writer starts at the oldest frame still held
+            // whatever `start` says (as shmframesrc): the writer began after it, so nothing
+            // that writer published is skipped.
+            opts.start = StartPosition::Oldest;
             py.detach(|| std::thread::sleep(next_slice(deadline).min(ATTACH_POLL)));
             py.check_signals()?;
         }

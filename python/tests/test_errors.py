@@ -1,5 +1,6 @@
-"""The exceptions: the classes and hierarchy of the pure-Python module, the transport's texts
-(its Display, word for word), and the fields code can act on."""
+"""The exceptions: their classes and hierarchy (those the earlier pure-Python module raised, so
+code catching them keeps working), the transport's texts (its Display, word for word), and
+the fields code can act on."""
 
 import os
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_segment_paths_and_limits_are_the_transports(shm_name):
     with pytest.raises(shmframe.InvalidName):
         shmframe.segment_path("x" * (shmframe.MAX_NAME_LEN + 1))
     assert shmframe.LAYOUT_VERSION == 1 and shmframe.MAX_READERS == 64
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer, shmframe.Reader(shm_name) as r:
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as r:
         assert writer.path == r.path == str(SHM_DIR / shm_name)
         assert os.path.isfile(writer.path)
     assert shmframe.crc32(b"123456789") == 0xCBF43926

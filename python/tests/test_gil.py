@@ -48,7 +48,9 @@ def test_a_waiting_read_lets_other_threads_run(shm_name):
 
 
 def test_a_blocked_writer_lets_other_threads_run(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8", depth=2, backpressure="block", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 4, 1, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))

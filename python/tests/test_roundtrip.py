@@ -74,7 +74,9 @@ def test_gray16_be_values_are_stored_big_endian(shm_name):
 
 
 def test_a_lagging_reader_under_drop_oldest_counts_exactly_what_it_missed(shm_name):
-    with shmframe.Writer(shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-oldest", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-oldest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         for n in range(10):
@@ -89,7 +91,9 @@ def test_a_lagging_reader_under_drop_oldest_counts_exactly_what_it_missed(shm_na
 
 
 def test_a_full_ring_under_drop_newest_drops_the_incoming_frames(shm_name):
-    with shmframe.Writer(shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-newest", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-newest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         outcomes = [writer.write(pattern(fl, n)) for n in range(7)]
@@ -116,7 +120,9 @@ def test_double_hands_out_the_newest_frame(shm_name):
 
 def test_block_waits_for_the_slowest_reader_and_loses_nothing(shm_name):
     frames = 40
-    with shmframe.Writer(shm_name, 16, 8, "GRAY8", depth=2, backpressure="block", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 16, 8, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         got = []

@@ -128,7 +128,9 @@ def test_writing_while_a_frame_is_drawn_is_refused(rgb):
 
 
 def test_a_frame_dropped_under_drop_newest_is_drawn_into_scratch_memory(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8", depth=2, backpressure="drop-newest", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 4, 1, "GRAY8", depth=2, backpressure="drop-newest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         writer.write(b"\1\1\1\1")
         writer.write(b"\2\2\2\2")

@@ -17,7 +17,9 @@ def pins(writer: shmframe.Writer) -> int:
 
 
 def test_a_zero_copy_array_is_read_only(shm_name):
-    with shmframe.Writer(shm_name, 6, 4, "RGB", pace=False) as writer, shmframe.Reader(shm_name) as reader:
+    with shmframe.Writer(shm_name, 6, 4, "RGB", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as reader:
         writer.write(pattern(writer.frame_layout, 0))
         _, frame, _ = read_frame(reader, copy=False)
         assert not frame.flags.writeable and not reader.last.data.flags.writeable
@@ -107,7 +109,9 @@ def test_a_frame_pinned_under_block_uses_a_spare_slot_not_the_stream(shm_name):
 
 
 def test_without_spare_slots_a_block_writer_waits_until_the_array_is_collected(shm_name):
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8", depth=2, backpressure="block", pace=False) as writer:
+    with shmframe.Writer(
+        shm_name, 8, 2, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))
@@ -131,7 +135,9 @@ def test_without_spare_slots_a_block_writer_waits_until_the_array_is_collected(s
 
 
 def test_release_is_accepted_for_code_written_for_the_pure_python_module(shm_name):
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8", pace=False) as writer, shmframe.Reader(shm_name) as reader:
+    with shmframe.Writer(shm_name, 8, 2, "GRAY8", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as reader:
         writer.write(pattern(writer.frame_layout, 0))
         _, frame, _ = read_frame(reader, copy=False)
         reader.release()
