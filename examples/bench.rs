@@ -602,8 +602,8 @@ fn run_matrix(quick: bool, rounds: usize, csv: Option<String>, only: &[String]) 
         let python_reader = |zero_copy| ReaderKind::Python { zero_copy };
         let (py_zero, src): (Samples, Samples) = interleaved(
             rounds,
-            || reader_fps(&reading(10_000, python_reader(true))),
-            || reader_fps(&reading(10_000, ReaderKind::GStreamer)),
+            || reader_fps(&reading(100_000, python_reader(true))),
+            || reader_fps(&reading(100_000, ReaderKind::GStreamer)),
         );
         emit([
             "python zero-copy reader 1920x1080 RGBA: package / shmframesrc copy-mode=zero-copy ! \

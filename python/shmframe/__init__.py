@@ -179,7 +179,7 @@ class Reader:
         self._native: Optional[_native.Reader] = None
         self.name = shm_name
         self.path = segment_path(shm_name)
-        self._last: "Optional[Tuple[_native.InfoTuple, Optional[str], np.ndarray]]" = None
+        self._last: "Optional[Tuple[_native.InfoTuple, Optional[str], _native.Buffer]]" = None
         self._layouts: Dict[int, Tuple[Optional[str], Optional[FrameLayout]]] = {}
         self._native = _native.Reader(shm_name, start, float(wait))
 
@@ -223,15 +223,19 @@ class Reader:
         if got is None:
             return None
         meta, buf = got
-        data = np.frombuffer(buf, np.uint8)
         caps_gen = meta[6]
         known = self._layouts.get(caps_gen)
         caps, layout = known if known is not None else self._layout_for(caps_gen)
-        # FrameInfo is made when `last` is asked for: most loops never do.
-        self._last = (meta, caps, data)
-        if layout is not None and layout.size <= meta[5]:
-            return meta[0], layout.to_array(data), meta[1]
-        return meta[0], data, meta[1]
+        # FrameInfo (and its 1-D view of the bytes) is made when `last` is asked for: most
+        # loops never do. The buffer keeps a zero-copy frame pinned meanwhile.
+        self._last = (meta, caps, buf)
+        if layout is None or layout.size > meta[5]:
+            return meta[0], np.frombuffer(buf, np.uint8), meta[1]
+        as_is = layout.contiguous_shape
+        if as_is is not None:
+            # The cheapest view: one array straight over the buffer.
+            return meta[0], np.frombuffer(buf, layout.dtype, as_is[1]).reshape(as_is[0]), meta[1]
+        return meta[0], layout.to_array(np.frombuffer(buf, np.uint8)), meta[1]
 
     @property
     def last(self) -> Optional[FrameInfo]:
@@ -239,9 +243,10 @@ class Reader:
         or the next ``read`` began)."""
         if self._last is None:
             return None
-        (number, pts, dts, duration, flags, size, caps_gen, write_time, missed), caps, data = (
+        (number, pts, dts, duration, flags, size, caps_gen, write_time, missed), caps, buf = (
             self._last
         )
+        data = np.frombuffer(buf, np.uint8)
         info = FrameInfo()
         info.number, info.pts, info.dts, info.duration = number, pts, dts, duration
         info.flags, info.size, info.caps_gen, info.caps = flags, size, caps_gen, caps

@@ -66,6 +66,9 @@ class FrameLayout:
     dtype: np.dtype
     #: The array shape of a packed format's frame; None for planar formats (1-D buffers).
     shape: Optional[Shape]
+    #: For packed formats without row padding: (shape, element count) of the frame array,
+    #: which is then a plain reshape of the bytes; None otherwise.
+    contiguous_shape: Optional[Tuple[Shape, int]]
     bytes_per_pixel: Optional[int]
     planes: List[Plane]
     size: int
@@ -89,8 +92,11 @@ class FrameLayout:
             self.planes = [Plane("packed", 0, stride, h, w * bpp, shape)]
             self.size = stride * h
             self._padded = stride != w * bpp
+            count = h * w * (channels or 1)
+            self.contiguous_shape = None if self._padded else (shape, count)
             return
         self._padded = False
+        self.contiguous_shape = None
         self.dtype = np.dtype("u1")
         self.shape = None
         self.bytes_per_pixel = None

@@ -491,7 +491,7 @@ impl Reader {
         copy: bool,
     ) -> PyResult<Option<(InfoTuple, Py<PyAny>)>> {
         let deadline = deadline_after(timeout)?;
-        let name = self.name.clone();
+        let name = &self.name;
         let reader = self.inner.as_mut().ok_or_else(|| closed(py, "reader"))?;
         let pool = &self.pool;
         loop {
@@ -530,7 +530,7 @@ impl Reader {
                     return Ok(Some((info_tuple(&info), buffer)));
                 }
                 ReadResult::Eos => {
-                    let quoted = PyString::new(py, &name).repr()?;
+                    let quoted = PyString::new(py, name).repr()?;
                     let message = format!(
                         "end of stream on {quoted} after {} frames",
                         reader.frames_read()
