@@ -16,7 +16,12 @@
 //! Groups: throughput (camera-like source, both contenders copy in), zero-copy (upstream
 //! draws into the sink's memory: our pool, shmsink's allocator), src-mode (shmframesrc
 //! copy-mode), fan-out, latency, cpu (user + sys CPU seconds per frame of writer and readers,
-//! from `getrusage` in each process over its streaming window), policies.
+//! from `getrusage` in each process over its streaming window), policies, python (the
+//! `shmframe` Python package: readers against `shmframesrc ! fakesink` and one memcpy per
+//! frame, writers against the Rust transport's writer; needs the package installed in release
+//! mode in the interpreter `SHMFRAME_PYTHON` names, by default `<target dir>/pyenv/bin/python`:
+//! `scripts/python.sh` makes that environment, then
+//! `maturin develop --release --manifest-path python/Cargo.toml` with it active).
 //!
 //! Every process is this binary re-run in a role (writer or reader) with the plugin registered
 //! statically, so what is measured is the code in this tree. Writers are gated until all their
@@ -81,6 +86,18 @@ struct Case {
     props: &'static str,
     /// Extra shmframesrc properties.
     src_props: &'static str,
+    /// What the readers are (the `python` rows' reader processes; the other rows run
+    /// `GStreamer` readers).
+    reader: ReaderKind,
+}
+
+/// A reader process of a run.
+#[derive(Clone, Copy, PartialEq)]
+enum ReaderKind {
+    /// `shmframesrc` (or `shmsrc`) into a fakesink.
+    GStreamer,
+    /// examples/python/bench_peer.py with the `shmframe` package: `read(copy=False)` or `read()`.
+    Python { zero_copy: bool },
 }
 
 impl Case {
@@ -176,6 +193,7 @@ fn main() {
         match role.as_str() {
             "writer" => writer_role(&args),
             "reader" => reader_role(&args),
+            "transport-writer" => transport_writer_role(&args),
             _ => panic!("unknown role"),
         }
         return;
@@ -215,6 +233,7 @@ const GROUPS: &[&str] = &[
     "latency",
     "cpu",
     "policies",
+    "python",
 ];
 
 /// Files written after the run, besides the table on stdout.
@@ -269,6 +288,7 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
         stamp: false,
         props: "",
         src_props: "",
+        reader: ReaderKind::GStreamer,
     };
     let default_rounds = if quick { 1 } else { 3 };
     let mut options = Vec::new();
@@ -603,6 +623,66 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
         }
     }
 
+    // The Python package against what it wraps: a zero-copy reader against a shmframesrc !
+    // fakesink reader of the same stream, a copying reader against one memcpy per frame, and
+    // a writer alone (unpaced, no reader) against the Rust transport's writer alone.
+    if wanted("python") {
+        let python = python_interpreter();
+        println!(
+            "python group: {} ({})",
+            python.display(),
+            python_package_profile(&python)
+        );
+        // The writer publishes as fast as the reader reads, without rewriting the frames
+        // (transport_writer_role): the reader is what is measured.
+        let reading = |frames, reader| Case {
+            frames: scale(frames),
+            reader,
+            src_props: "copy-mode=zero-copy",
+            ..base.clone()
+        };
+        let python_reader = |zero_copy| ReaderKind::Python { zero_copy };
+        let (py_zero, src): (Samples, Samples) = interleaved(
+            rounds,
+            || reader_fps(&reading(100_000, python_reader(true))),
+            || reader_fps(&reading(100_000, ReaderKind::GStreamer)),
+        );
+        emit([
+            "python zero-copy reader 1920x1080 RGBA: package / shmframesrc copy-mode=zero-copy ! \
+             fakesink (fps)"
+                .into(),
+            format!("{} / {}", py_zero.show(0), src.show(0)),
+            "-".into(),
+            ratio_of(&py_zero, &src),
+        ]);
+        let copying = reading(1200, python_reader(false));
+        let (py_copy, memcpy): (Samples, Samples) = interleaved(
+            rounds,
+            || reader_fps(&copying),
+            || memcpy_fps(copying.frame_size()),
+        );
+        emit([
+            "python copy reader 1920x1080 RGBA: package / one memcpy per frame (fps)".into(),
+            format!("{} / {}", py_copy.show(0), memcpy.show(0)),
+            "-".into(),
+            ratio_of(&py_copy, &memcpy),
+        ]);
+        for (w, h, f, n) in [(320, 240, "GRAY8", 40_000), (1920, 1080, "RGBA", 1200)] {
+            let frames = scale(n);
+            let (py_writer, rust_writer): (Samples, Samples) = interleaved(
+                rounds,
+                || python_writer_fps(&python, w, h, f, frames),
+                || transport_writer_fps(w, h, f, frames),
+            );
+            emit([
+                format!("python writer {w}x{h} {f} alone: package / Rust transport writer (fps)"),
+                format!("{} / {}", py_writer.show(0), rust_writer.show(0)),
+                "-".into(),
+                ratio_of(&py_writer, &rust_writer),
+            ]);
+        }
+    }
+
     if let Some(path) = outputs.markdown {
         let table: String = rows
             .iter()
@@ -627,6 +707,213 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
         println!();
         println!("CSV written to {path}");
     }
+}
+
+/// The Python interpreter of the `python` rows: `SHMFRAME_PYTHON`, or the environment
+/// scripts/python.sh makes, `<target dir>/pyenv/bin/python` (this binary is
+/// `<target dir>/<profile>/examples/bench`).
+fn python_interpreter() -> std::path::PathBuf {
+    if let Some(python) = std::env::var_os("SHMFRAME_PYTHON").filter(|v| !v.is_empty()) {
+        return python.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.ancestors()
+        .nth(3)
+        .expect("the bench runs from <target dir>/<profile>/examples")
+        .join("pyenv/bin/python")
+}
+
+/// How the package `python` imports was built ("release" or "debug"), or why it cannot be
+/// imported.
+fn python_package_profile(python: &std::path::Path) -> String {
+    match Command::new(python)
+        .args(["-c", "import shmframe._native as n; print(n.BUILD_PROFILE)"])
+        .output()
+    {
+        Ok(out) if out.status.success() => {
+            let profile = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if profile == "release" {
+                "package built in release mode".into()
+            } else {
+                format!(
+                    "WARNING: the package is a {profile} build; for figures that mean something: \
+                     maturin develop --release --manifest-path python/Cargo.toml"
+                )
+            }
+        }
+        Ok(out) => format!(
+            "WARNING: cannot import shmframe: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("WARNING: cannot run {}: {e}", python.display()),
+    }
+}
+
+/// examples/python/bench_peer.py `args` with `python`.
+fn python_peer(python: &std::path::Path, args: &[String]) -> Command {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python");
+    let mut command = Command::new(python);
+    command
+        .arg(format!("{dir}/bench_peer.py"))
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    command
+}
+
+/// Frames per second of a Python writer writing `frames` frames alone (bench_peer.py write).
+fn python_writer_fps(python: &std::path::Path, w: u32, h: u32, format: &str, frames: u64) -> f64 {
+    let name = bench_name();
+    let args = [
+        &name,
+        &w.to_string(),
+        &h.to_string(),
+        format,
+        &frames.to_string(),
+    ]
+    .map(str::to_string);
+    let mut command = python_peer(python, &[&["write".to_string()][..], &args].concat());
+    let child = spawn_command(&mut command, "python writer");
+    let line = child.next_line(Instant::now() + Duration::from_secs(150));
+    drop(child);
+    let _ = std::fs::remove_file(gstshmframe::transport::shm_dir().join(&name));
+    line.map_or(0.0, |l| parse_writer(&l).fps)
+}
+
+/// Frames per second of the Rust transport's writer writing `frames` frames alone, as
+/// bench_peer.py's writer does (one frame prepared once, copied into a `block` ring of its own,
+/// no reader).
+fn transport_writer_fps(w: u32, h: u32, format: &str, frames: u64) -> f64 {
+    let args = [
+        format!("name={}", bench_name()),
+        format!("shape={w}x{h}:{format}"),
+        format!("frames={frames}"),
+    ];
+    let child = spawn("transport-writer", &args);
+    let line = child.next_line(Instant::now() + Duration::from_secs(150));
+    line.map_or(0.0, |l| parse_writer(&l).fps)
+}
+
+/// The Rust transport's writer. Without `readers`: writes `frames` copies of one frame
+/// alone (a `block` ring, no reader). With `readers=N`: once N readers are attached, publishes
+/// `frames` frames as fast as they read (`block`), each slot filled once only, so that what
+/// is measured is the readers; then EOS.
+fn transport_writer_role(a: &HashMap<String, String>) {
+    use gstshmframe::transport::{Backpressure, FrameMeta, Writer, WriterConfig};
+    let (dims, format) = a["shape"].split_once(':').unwrap();
+    let (w, h) = dims.split_once('x').unwrap();
+    let info = gst_video::VideoInfo::builder(
+        gst_video::VideoFormat::from_string(format),
+        w.parse().unwrap(),
+        h.parse().unwrap(),
+    )
+    .build()
+    .unwrap();
+    let frames: u64 = a["frames"].parse().unwrap();
+    let readers: usize = a.get("readers").map_or(0, |r| r.parse().unwrap());
+    let mut cfg = WriterConfig::new(&a["name"], info.size() as u64);
+    cfg.backpressure = Backpressure::Block;
+    let mut writer = Writer::create(&cfg).unwrap();
+    writer
+        .set_caps(&format!(
+            "video/x-raw, format=(string){format}, width=(int){w}, height=(int){h}, \
+             framerate=(fraction)30/1"
+        ))
+        .unwrap();
+    let frame = vec![7u8; info.size()];
+    let meta = || FrameMeta {
+        pts: Some(gstshmframe::transport::monotonic_ns()),
+        dts: None,
+        duration: None,
+        flags: 0,
+    };
+    if readers > 0 {
+        println!("READY");
+        assert!(
+            writer
+                .wait_for_readers(readers, Some(Duration::from_secs(30)))
+                .unwrap(),
+            "readers did not attach"
+        );
+        let mut filled = vec![false; writer.geometry().slot_count as usize];
+        for _ in 0..frames {
+            let lease = writer.acquire().unwrap().expect("block never drops");
+            let slot = lease.slot() as usize;
+            if !filled[slot] {
+                writer.slot_mut(&lease)[..frame.len()].copy_from_slice(&frame);
+                filled[slot] = true;
+            }
+            writer.publish(lease, &meta(), frame.len() as u64).unwrap();
+        }
+        writer.end_of_stream();
+        writer.close();
+        println!("frames={frames}");
+        return;
+    }
+    for _ in 0..8 {
+        writer.write(&meta(), &frame).unwrap();
+    }
+    let (cpu_start, started) = (cpu_seconds(), Instant::now());
+    for _ in 0..frames {
+        writer.write(&meta(), &frame).unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_start;
+    writer.close();
+    println!(
+        "frames={frames} fps={:.2} cpu={cpu:.6}",
+        frames as f64 / took
+    );
+}
+
+/// One reader of `case.reader` kind reading `case.frames` frames from the transport writer
+/// of [`transport_writer_role`] that publishes as fast as it reads: what the reader costs.
+fn reader_fps(case: &Case) -> f64 {
+    let name = bench_name();
+    let shape = format!("shape={}x{}:{}", case.width, case.height, case.format);
+    let writer = spawn(
+        "transport-writer",
+        &[
+            format!("name={name}"),
+            shape,
+            format!("frames={}", case.frames),
+            "readers=1".into(),
+        ],
+    );
+    let ready = writer.next_line(Instant::now() + Duration::from_secs(30));
+    if ready.as_deref() != Some("READY") {
+        eprintln!("bench: transport writer did not start ({ready:?}); counting 0 fps");
+        return 0.0;
+    }
+    let reader = match case.reader {
+        ReaderKind::GStreamer => spawn(
+            "reader",
+            &[
+                "contender=shmframe".into(),
+                format!("name={name}"),
+                format!("frames={}", case.frames),
+                "stamp=false".into(),
+                format!("srcprops={}", case.src_props),
+            ],
+        ),
+        ReaderKind::Python { zero_copy } => {
+            let mut args = vec!["read".to_string(), name.clone(), case.frames.to_string()];
+            if zero_copy {
+                args.push("--zero-copy".into());
+            }
+            spawn_command(
+                &mut python_peer(&python_interpreter(), &args),
+                "python reader",
+            )
+        }
+    };
+    let result = reader
+        .next_line(Instant::now() + Duration::from_secs(150))
+        .map(|l| parse_reader(&l))
+        .unwrap_or_default();
+    drop(reader);
+    drop(writer);
+    let _ = std::fs::remove_file(gstshmframe::transport::shm_dir().join(&name));
+    result.fps
 }
 
 /// Frames per second of the writer's source alone (drawing into a fakesink).
@@ -968,15 +1255,20 @@ impl Drop for Bounded {
     }
 }
 
+/// This binary re-run in `role` with `args`.
 fn spawn(role: &str, args: &[String]) -> Bounded {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .env(ROLE_ENV, role)
-        .args(args)
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.env(ROLE_ENV, role).args(args);
+    spawn_command(&mut command, &format!("{role} ({})", args[0]))
+}
+
+fn spawn_command(command: &mut Command, role: &str) -> Bounded {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn role");
+        .unwrap_or_else(|e| panic!("spawn {role}: {e}"));
     let out = child.stdout.take().unwrap();
     let (tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -990,20 +1282,25 @@ fn spawn(role: &str, args: &[String]) -> Bounded {
     Bounded {
         child,
         lines,
-        role: format!("{role} ({})", args[0]),
+        role: role.to_string(),
     }
 }
 
-/// Runs one writer and `case.readers` readers; returns what each measured.
-fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
-    let id = format!(
+/// A segment name unique to this run.
+fn bench_name() -> String {
+    format!(
         "shmframe-bench-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos()
-    );
+    )
+}
+
+/// Runs one writer and `case.readers` readers; returns what each measured.
+fn run_with(contender: Contender, case: &Case, shm_frames: u64) -> RunResult {
+    let id = bench_name();
     let socket = std::env::temp_dir().join(format!("{id}.sock"));
     let upstream = match case.upstream {
         Upstream::Camera => "camera",

@@ -3,7 +3,8 @@
 # binding crate, installs the package with `maturin develop`, type-checks it, builds the
 # GStreamer plugin for the interop tests, and runs `pytest python/tests`. Extra arguments go to pytest (e.g.
 # `scripts/python.sh -k zero_copy`). The environment is $target_dir/pyenv (made once, from
-# /usr/bin/python3: the interpreter scripts/setup.sh installs numpy and venv for).
+# /usr/bin/python3, the interpreter scripts/setup.sh installs numpy and venv for, or from
+# SHMFRAME_BASE_PYTHON). The Rust tests and the bench run Python from it (or SHMFRAME_PYTHON).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -14,7 +15,7 @@ if [[ -z "$target_dir" ]]; then
     target_dir=$(realpath -m "${CARGO_TARGET_DIR:-target}")
 fi
 venv="$target_dir/pyenv"
-python=${SHMFRAME_PYTHON:-/usr/bin/python3}
+python=${SHMFRAME_BASE_PYTHON:-/usr/bin/python3}
 
 if [[ ! -x "$venv/bin/python" ]]; then
     echo "+ $python -m venv $venv"

@@ -5,34 +5,21 @@
 //! lets `autovideosink` fall back to `fakevideosink` where there is no display; the code is
 //! not touched.
 //!
-//! Needs /usr/bin/python3 with numpy (scripts/setup.sh installs python3-numpy); without it the
-//! tests print a notice and pass, as tests/python_interop.rs does.
+//! Needs the Python environment with the `shmframe` package (`common::python`: scripts/python.sh
+//! builds it); without it the tests fail under scripts/test.sh, or are skipped with a notice
+//! (see `common::prerequisite`).
 
 mod common;
 
-use common::{ChildGuard, built_plugin, wait_for};
-use std::path::{Path, PathBuf};
+use common::{ChildGuard, built_plugin, python, python_ready, wait_for};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const PYTHON: &str = "/usr/bin/python3";
 const DOC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/PYTHON.md");
 /// Upper bound for any example; reached only when something is broken.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn python_ready(test: &str) -> bool {
-    let ready = Command::new(PYTHON)
-        .args(["-c", "import numpy"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("NOTICE: {test} skipped: {PYTHON} with numpy is missing; run scripts/setup.sh");
-    }
-    ready
-}
 
 /// The fenced code blocks (language, text) of the section headed `heading` (any level), up to
 /// the next heading of the same or a higher level.
@@ -92,7 +79,11 @@ impl Sandbox {
 
     /// `program args` with the environment an example runs in; stdout and stderr come as
     /// lines on the returned channel.
-    fn spawn(&self, program: &str, args: &[&str]) -> (ChildGuard, mpsc::Receiver<String>) {
+    fn spawn(
+        &self,
+        program: &std::path::Path,
+        args: &[&str],
+    ) -> (ChildGuard, mpsc::Receiver<String>) {
         let plugin = built_plugin();
         let mut child = Command::new(program)
             .args(args)
@@ -104,18 +95,14 @@ impl Sandbox {
             .env("GST_PLUGIN_FEATURE_RANK", "fakevideosink:MAX")
             .env("GST_DEBUG", "shmframesrc:4")
             .env("GST_DEBUG_NO_COLOR", "1")
-            // The module is on PYTHONPATH, as the set-up section says; print lines as they come.
-            .env(
-                "PYTHONPATH",
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python"),
-            )
+            // Print lines as they come.
             .env("PYTHONUNBUFFERED", "1")
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("{program}: {e}"));
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
         let (tx, lines) = mpsc::channel();
         for pipe in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
@@ -132,17 +119,21 @@ impl Sandbox {
                 }
             });
         }
-        let label = format!("{program} {}", args.join(" "));
+        let label = format!("{} {}", program.display(), args.join(" "));
         (ChildGuard { child, label }, lines)
     }
 
     /// A `sh` code block as a shell runs it (exec: signals reach the command itself).
     fn shell(&self, script: &str) -> (ChildGuard, mpsc::Receiver<String>) {
-        self.spawn("sh", &["-c", &format!("exec {}", script.trim())])
+        self.spawn(
+            std::path::Path::new("sh"),
+            &["-c", &format!("exec {}", script.trim())],
+        )
     }
 
     fn python(&self, code: &str) -> (ChildGuard, mpsc::Receiver<String>) {
-        self.spawn(PYTHON, &["-c", code])
+        // The interpreter the package is installed in, as the set-up section says.
+        self.spawn(python(), &["-c", code])
     }
 
     /// Whether segment `name` exists.

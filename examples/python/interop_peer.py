@@ -1,5 +1,6 @@
-"""Test peer for tests/python_interop.rs: a shmframe reader or writer driven from the command
-line that prints one line per event, so the Rust side can compare frame content.
+"""Test peer for tests/python_interop.rs: a reader or writer of the ``shmframe`` package
+(``pip install ./python``) driven from the command line that prints one line per event, so the
+Rust side can compare frame content.
 
     interop_peer.py read NAME [--start oldest|newest] [--wait S] [--timeout S] [--stall]
                               [--zero-copy] [--max-frames N] [--hold]
@@ -10,7 +11,7 @@ line that prints one line per event, so the Rust side can compare frame content.
 
 Output lines (space separated key=value fields after a keyword):
     opening NAME                                       (reader, before it looks for NAME)
-    attached index=I layout=L depth=D caps="..."     (reader attached)
+    attached layout=L depth=D caps="..."             (reader attached)
     frame N raw=CRC pix=CRC shape=A,B,C dtype=T missed=M
     eos read=R missed=M | gone clean=0|1 | timeout
     holding read=R                                    (--hold: --max-frames read, last kept)
@@ -24,15 +25,13 @@ plane ``p`` of frame ``n`` is ``(n*29 + p*71 + y*7 + x*3) & 0xff``.
 """
 
 import argparse
-import os
 import sys
 import time
 import zlib
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import shmframe  # noqa: E402
+import shmframe
 
 
 def out(line):
@@ -57,15 +56,13 @@ def cmd_read(a):
     out(f"opening {a.name}")
     reader = shmframe.Reader(a.name, start=a.start, wait=a.wait)
     caps = reader.caps or ""
-    out(
-        f"attached index={reader._index} layout={reader.layout} depth={reader.depth} "
-        f'caps="{caps}"'
-    )
+    out(f'attached layout={reader.layout} depth={reader.depth} caps="{caps}"')
     if a.stall:
         # Attached and never reading: holds a `block` writer up until killed.
         time.sleep(a.timeout)
         return 0
     count = 0
+    held = None
     try:
         while a.max_frames is None or count < a.max_frames:
             remaining = deadline - time.monotonic()
@@ -82,24 +79,12 @@ def cmd_read(a):
                 return 0
             if got is None:
                 continue
-            number, array, _pts = got
-            info = reader.last
-            raw = info.data
-            layout = shmframe.FrameLayout(*shmframe.parse_caps(info.caps))
-            # The shaped array must show exactly the visible pixels of the raw frame.
-            if layout.packed:
-                assert array.shape == layout.shape, (array.shape, layout.shape)
-                visible = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-                pix = zlib.crc32(visible) & 0xFFFFFFFF
-                assert pix == pixel_crc(layout, raw)
-            else:
-                pix = pixel_crc(layout, raw)
-            shape = ",".join(str(d) for d in array.shape)
-            out(
-                f"frame {number} raw={zlib.crc32(raw) & 0xFFFFFFFF} pix={pix} shape={shape} "
-                f"dtype={array.dtype} missed={info.missed_before}"
-            )
+            report(got, reader.last)
             count += 1
+            # A zero-copy frame stays pinned while an array of it lives: only the last one,
+            # with --hold.
+            held = got if a.hold else None
+            del got
         if a.hold:
             # The last frame read stays pinned (with --zero-copy) until the process ends.
             out(f"holding read={reader.frames_read}")
@@ -108,7 +93,29 @@ def cmd_read(a):
         out(f"done read={reader.frames_read} missed={reader.frames_missed}")
         return 0
     finally:
+        del held
         reader.close()
+
+
+def report(got, info):
+    """Prints the ``frame`` line of a frame read, after checking its array against its raw
+    bytes."""
+    number, array, _pts = got
+    raw = info.data
+    layout = shmframe.FrameLayout(*shmframe.parse_caps(info.caps))
+    # The shaped array must show exactly the visible pixels of the raw frame.
+    if layout.packed:
+        assert array.shape == layout.shape, (array.shape, layout.shape)
+        visible = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        pix = zlib.crc32(visible) & 0xFFFFFFFF
+        assert pix == pixel_crc(layout, raw)
+    else:
+        pix = pixel_crc(layout, raw)
+    shape = ",".join(str(d) for d in array.shape)
+    out(
+        f"frame {number} raw={zlib.crc32(raw) & 0xFFFFFFFF} pix={pix} shape={shape} "
+        f"dtype={array.dtype} missed={info.missed_before}"
+    )
 
 
 def cmd_write(a):
@@ -132,8 +139,12 @@ def cmd_write(a):
                 frame = planes[0].view(layout.dtype).reshape(layout.shape)
             else:
                 frame = layout.pack([pl.reshape(p.shape) for pl, p in zip(planes, layout.planes)])
+            # The frame as stored: padding zero.
             stored = np.zeros(layout.size, np.uint8)
-            layout.write_into(frame, stored)
+            if layout.packed:
+                layout.to_array(stored)[...] = frame
+            else:
+                stored[...] = frame
             try:
                 number = writer.write(frame)
             except shmframe.ReadersMissing as missing:

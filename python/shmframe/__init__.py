@@ -23,7 +23,7 @@ Writing::
 import time
 import zlib
 from types import TracebackType
-from typing import Dict, Iterator, List, Optional, Tuple, Type, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Type, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -66,6 +66,7 @@ __all__ = [
     "WriterFrame",
     "FrameLayout",
     "FrameInfo",
+    "Geometry",
     "Plane",
     "parse_caps",
     "caps_string",
@@ -105,6 +106,24 @@ def crc32(data: npt.ArrayLike) -> int:
 
 #: What ``Reader.read`` returns: ``(frame_number, array, pts_ns)``.
 Frame = Tuple[int, np.ndarray, Optional[int]]
+
+
+class Geometry(NamedTuple):
+    """How a segment is laid out (docs/LAYOUT.md), fixed by its writer: ``layout`` (``"ring"``
+    or ``"double"``), ``depth`` (frames a reader can be behind), ``slot_count`` (``depth`` plus
+    ``spare_slots``), ``backpressure`` (``"block"``, ``"drop-oldest"`` or ``"drop-newest"``),
+    ``slot_capacity`` (the largest frame in bytes), ``slot_stride`` (bytes from one slot to the
+    next), ``max_readers`` and ``segment_size`` (bytes)."""
+
+    layout: str
+    depth: int
+    slot_count: int
+    spare_slots: int
+    backpressure: str
+    slot_capacity: int
+    slot_stride: int
+    max_readers: int
+    segment_size: int
 
 
 class FrameInfo:
@@ -155,13 +174,12 @@ class Reader:
 
     name: str
     path: str
-    last: Optional[FrameInfo]
 
     def __init__(self, shm_name: str, start: str = "newest", wait: float = 0.0) -> None:
         self._native: Optional[_native.Reader] = None
         self.name = shm_name
         self.path = segment_path(shm_name)
-        self.last = None
+        self._last: "Optional[Tuple[_native.InfoTuple, Optional[str], _native.Buffer]]" = None
         self._layouts: Dict[int, Tuple[Optional[str], Optional[FrameLayout]]] = {}
         self._native = _native.Reader(shm_name, start, float(wait))
 
@@ -198,24 +216,48 @@ class Reader:
 
         Raises ``EndOfStream`` once every frame was read after the writer's end of stream, and
         ``WriterGone`` when the writer closed the segment or died."""
+        # Our reference to the last frame goes first: a zero-copy one would stay pinned for
+        # the whole wait.
+        self._last = None
         got = self._open().read(timeout, copy)
         if got is None:
             return None
-        (number, pts, dts, duration, flags, size, caps_gen, write_time_ns, missed), buf = got
+        meta, buf = got
+        caps_gen = meta[6]
+        known = self._layouts.get(caps_gen)
+        caps, layout = known if known is not None else self._layout_for(caps_gen)
+        # FrameInfo (and its 1-D view of the bytes) is made when `last` is asked for: most
+        # loops never do. The buffer keeps a zero-copy frame pinned meanwhile.
+        self._last = (meta, caps, buf)
+        if layout is None or layout.size > meta[5]:
+            return meta[0], np.frombuffer(buf, np.uint8), meta[1]
+        as_is = layout.contiguous_shape
+        if as_is is not None:
+            # The cheapest view: one array straight over the buffer.
+            return meta[0], np.frombuffer(buf, layout.dtype, as_is[1]).reshape(as_is[0]), meta[1]
+        return meta[0], layout.to_array(np.frombuffer(buf, np.uint8)), meta[1]
+
+    @property
+    def last(self) -> Optional[FrameInfo]:
+        """Everything about the last frame read (None before the first, and once ``release``
+        or the next ``read`` began)."""
+        if self._last is None:
+            return None
+        (number, pts, dts, duration, flags, size, caps_gen, write_time, missed), caps, buf = (
+            self._last
+        )
         data = np.frombuffer(buf, np.uint8)
-        caps, layout = self._layout_for(caps_gen)
         info = FrameInfo()
         info.number, info.pts, info.dts, info.duration = number, pts, dts, duration
         info.flags, info.size, info.caps_gen, info.caps = flags, size, caps_gen, caps
-        info.write_time_ns, info.missed_before, info.data = write_time_ns, missed, data
-        self.last = info
-        if layout is not None and layout.size <= size:
-            return number, layout.to_array(data), pts
-        return number, data, pts
+        info.write_time_ns, info.missed_before, info.data = write_time, missed, data
+        return info
 
     def release(self) -> None:
-        """Kept for code written for the pure-Python module: a zero-copy frame's pin is
-        released when its array is garbage-collected (``del frame``), not by this call."""
+        """Drops the reader's own reference to the last frame (``reader.last``): a zero-copy
+        frame's pin is released once that and every array of the frame are garbage-collected
+        (``del frame``). ``read`` does this first."""
+        self._last = None
 
     def __iter__(self) -> Iterator[Frame]:
         """Yields ``(frame_number, array, pts_ns)`` until end of stream (or the writer goes)."""
@@ -235,6 +277,11 @@ class Reader:
     @property
     def depth(self) -> int:
         return self._open().depth
+
+    @property
+    def geometry(self) -> "Geometry":
+        """How the writer laid the segment out (``Geometry``)."""
+        return Geometry(*self._open().geometry)
 
     @property
     def caps(self) -> Optional[str]:
@@ -291,7 +338,7 @@ class Reader:
         reader's table entry taken) until they are collected."""
         if self._native is not None:
             self._native.close()
-        self.last = None
+        self._last = None
 
     def __enter__(self) -> "Reader":
         return self
@@ -319,6 +366,10 @@ class Writer:
     ``"drop-oldest"`` (overwrite) or ``"drop-newest"`` (drop the incoming frame). ``perms``:
     file mode (must include 0o600). ``fps``: announced frame rate (int or (num, den)).
     ``spare_slots``: extra slots so readers pinning frames (zero-copy) do not cost drops.
+    ``pace``: ``write`` waits until each frame is due at ``fps``, as a live source would
+    (``False``: as fast as the readers allow). ``wait_for_readers``: the first ``write`` (or
+    ``frame()``) waits until this many readers are attached, for at most
+    ``wait_for_readers_timeout`` seconds (None: for ever), then raises ``ReadersMissing``.
 
     Fails with ``WriterExists`` (naming the pid) if a live writer holds the name, with
     ``ForeignFile`` if a non-shmframe file is in the way; a dead writer's segment is replaced.
@@ -342,6 +393,9 @@ class Writer:
         fps: Fps = 30,
         spare_slots: int = 0,
         reader_timeout: float = 1.0,
+        pace: bool = True,
+        wait_for_readers: int = 0,
+        wait_for_readers_timeout: Optional[float] = None,
     ) -> None:
         self._native: Optional[_native.Writer] = None
         if layout not in _LAYOUTS:
@@ -356,6 +410,9 @@ class Writer:
         self.caps = caps_string(format, width, height, fps)
         fps_num, fps_den = (fps, 1) if isinstance(fps, int) else fps
         self._duration = fps_den * 1_000_000_000 // fps_num if fps_num > 0 else None
+        self._pace = pace and self._duration is not None
+        self._next_due: Optional[int] = None
+        self._awaiting_readers = wait_for_readers > 0
         self._native = _native.Writer(
             shm_name,
             self.frame_layout.size,
@@ -365,13 +422,35 @@ class Writer:
             perms,
             spare_slots,
             float(reader_timeout),
+            wait_for_readers,
+            None if wait_for_readers_timeout is None else float(wait_for_readers_timeout),
         )
         self._native.set_caps(self.caps)
+        fl = self.frame_layout
+        # Arrays `write` hands over as they are: the frame's own shape and dtype, unpadded.
+        self._as_is = (fl.shape, fl.dtype) if fl.packed and not fl.padded else None
 
     def _open(self) -> _native.Writer:
         if self._native is None or self._native.closed:
             raise ShmFrameError("writer is closed")
         return self._native
+
+    def _keep_pace(self) -> None:
+        """The waits before a frame: the first time for the readers of ``wait_for_readers``,
+        and with ``pace`` until the frame is due at ``fps`` (a writer that fell behind starts
+        a new schedule from now rather than catching up in a burst)."""
+        if self._awaiting_readers:
+            self._open().await_readers()
+            self._awaiting_readers = False
+        if not self._pace or self._duration is None:
+            return
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        due = self._next_due
+        if due is not None and now < due:
+            time.sleep((due - now) / 1e9)
+        else:
+            due = now
+        self._next_due = due + self._duration
 
     def _times(self, pts: Optional[int], duration: Optional[int]) -> Tuple[int, Optional[int]]:
         if pts is None:
@@ -401,23 +480,44 @@ class Writer:
         CLOCK_MONOTONIC now (ns), ``duration`` to one frame at ``fps``. Waits (GIL released)
         under ``block``. Returns the frame number, or None if the frame was dropped."""
         writer = self._open()
+        as_is = self._as_is
+        if (
+            as_is is not None
+            and type(array) is np.ndarray
+            and array.shape == as_is[0]
+            and array.dtype == as_is[1]
+            and array.flags.c_contiguous
+        ):
+            # The common case, checked in as few steps as possible: per frame they count.
+            if self._pace or self._awaiting_readers:
+                self._keep_pace()
+            if pts is None:
+                pts = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            if duration is None:
+                duration = self._duration
+            if array.dtype.itemsize == 1:
+                return writer.write(array, pts, duration, flags)
+            return writer.write(array.reshape(-1).view(np.uint8), pts, duration, flags)
         fl = self.frame_layout
         if isinstance(array, (bytes, bytearray, memoryview)):
             a = np.frombuffer(array, np.uint8)
         else:
             a = np.asarray(array)
-        pts, duration = self._times(pts, duration)
         if fl.packed and a.shape == fl.shape:
             same_width_uint = a.dtype.kind == "u" and a.dtype.itemsize == fl.dtype.itemsize
             if a.dtype != fl.dtype and not same_width_uint:
                 raise TypeError(f"{fl.format} frames are {fl.dtype} arrays, got {a.dtype}")
             if a.dtype == fl.dtype and not fl.padded and a.flags.c_contiguous:
+                self._keep_pace()
+                pts, duration = self._times(pts, duration)
                 return writer.write(a.reshape(-1).view(np.uint8), pts, duration, flags)
             # Padded rows or another byte order: numpy lays the pixels out in the slot.
             with self.frame(pts, duration, flags) as dst:
                 dst[...] = a
             return self._last_frame
         if a.ndim == 1 and a.dtype == np.uint8 and a.size == fl.size:
+            self._keep_pace()
+            pts, duration = self._times(pts, duration)
             return writer.write(np.ascontiguousarray(a), pts, duration, flags)
         raise self._refuse(a)
 
@@ -479,6 +579,11 @@ class Writer:
         return self._open().head
 
     @property
+    def geometry(self) -> "Geometry":
+        """How this writer laid its segment out (``Geometry``)."""
+        return Geometry(*self._open().geometry)
+
+    @property
     def closed(self) -> bool:
         return self._native is None or self._native.closed
 
@@ -512,7 +617,8 @@ class WriterFrame:
         self, writer: Writer, pts: Optional[int], duration: Optional[int], flags: int
     ) -> None:
         self._writer = writer
-        self._pts, self._duration = writer._times(pts, duration)
+        self._pts: Optional[int] = pts
+        self._duration: Optional[int] = duration
         self._flags = flags
         self._leased = False
         self._array: Optional[np.ndarray] = None
@@ -520,7 +626,11 @@ class WriterFrame:
 
     def __enter__(self) -> np.ndarray:
         fl = self._writer.frame_layout
-        slot = self._writer._open().lease(fl.size)
+        native = self._writer._open()
+        self._writer._keep_pace()
+        # The frame's default pts is when it is due: before the slot is waited for, as `write`.
+        self._pts, self._duration = self._writer._times(self._pts, self._duration)
+        slot = native.lease(fl.size)
         self._leased = slot is not None
         if slot is None:
             # Dropped (drop-newest, full ring): the caller draws into scratch memory.

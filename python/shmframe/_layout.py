@@ -66,6 +66,9 @@ class FrameLayout:
     dtype: np.dtype
     #: The array shape of a packed format's frame; None for planar formats (1-D buffers).
     shape: Optional[Shape]
+    #: For packed formats without row padding: (shape, element count) of the frame array,
+    #: which is then a plain reshape of the bytes; None otherwise.
+    contiguous_shape: Optional[Tuple[Shape, int]]
     bytes_per_pixel: Optional[int]
     planes: List[Plane]
     size: int
@@ -88,7 +91,12 @@ class FrameLayout:
             self.bytes_per_pixel = bpp
             self.planes = [Plane("packed", 0, stride, h, w * bpp, shape)]
             self.size = stride * h
+            self._padded = stride != w * bpp
+            count = h * w * (channels or 1)
+            self.contiguous_shape = None if self._padded else (shape, count)
             return
+        self._padded = False
+        self.contiguous_shape = None
         self.dtype = np.dtype("u1")
         self.shape = None
         self.bytes_per_pixel = None
@@ -134,7 +142,7 @@ class FrameLayout:
     @property
     def padded(self) -> bool:
         """Whether rows carry padding bytes (the frame array is then not contiguous)."""
-        return any(p.stride != p.row_bytes for p in self.planes) if self.packed else False
+        return self._padded
 
     def __repr__(self) -> str:
         return f"FrameLayout({self.format}, {self.width}x{self.height}, size={self.size})"
@@ -154,6 +162,12 @@ class FrameLayout:
         """The frame as ``Reader.read`` returns it: shaped for packed formats (a view of
         ``buf``, not contiguous when rows are padded), ``buf`` itself (1-D) otherwise."""
         if self.packed:
+            if self.shape is not None and not self.padded and type(buf) is np.ndarray:
+                # Contiguous pixels: a reshape is all it takes (and the cheapest view).
+                flat = buf.reshape(-1)
+                if self.dtype.itemsize != 1 or flat.dtype != np.uint8:
+                    flat = flat.view(np.uint8).view(self.dtype)
+                return flat[: self.size // self.dtype.itemsize].reshape(self.shape)
             return self._plane_view(buf, self.planes[0])
         return np.asarray(buf).reshape(-1)
 

@@ -8,12 +8,17 @@ Buffer = Any
 # (number, pts, dts, duration, flags, size, caps_gen, write_time_ns, missed_before)
 InfoTuple = Tuple[int, Optional[int], Optional[int], Optional[int], int, int, int, int, int]
 
+# (layout, depth, slot_count, spare_slots, backpressure, slot_capacity, slot_stride,
+#  max_readers, segment_size): the fields of shmframe.Geometry
+GeometryTuple = Tuple[str, int, int, int, str, int, int, int, int]
+
 LAYOUT_VERSION: int
 MAX_DEPTH: int
 MAX_SPARE_SLOTS: int
 MAX_READERS: int
 MAX_SLOT_CAPACITY: int
 MAX_NAME_LEN: int
+BUILD_PROFILE: str
 
 def segment_path(name: str) -> str: ...
 
@@ -41,6 +46,8 @@ class Reader:
     def layout(self) -> str: ...
     @property
     def depth(self) -> int: ...
+    @property
+    def geometry(self) -> GeometryTuple: ...
     @property
     def frames_read(self) -> int: ...
     @property
@@ -74,12 +81,15 @@ class Writer:
         perms: int = 0o600,
         spare_slots: int = 0,
         reader_timeout: float = 1.0,
+        wait_for_readers: int = 0,
+        wait_for_readers_timeout: Optional[float] = None,
     ) -> None: ...
     def set_caps(self, caps: str) -> int: ...
     def write(
         self, data: Buffer, pts: Optional[int] = None, duration: Optional[int] = None, flags: int = 0
     ) -> Optional[int]: ...
     def lease(self, size: int) -> Optional[SlotBuffer]: ...
+    def await_readers(self) -> None: ...
     def publish(
         self, pts: Optional[int] = None, duration: Optional[int] = None, flags: int = 0
     ) -> Optional[int]: ...
@@ -101,6 +111,8 @@ class Writer:
     def head(self) -> int: ...
     @property
     def slot_capacity(self) -> int: ...
+    @property
+    def geometry(self) -> GeometryTuple: ...
     @property
     def session(self) -> int: ...
     @property

@@ -7,12 +7,13 @@
 //! drawn in place a writer slot ([`SlotBuffer`]). numpy wraps them with `np.frombuffer`, and the
 //! array keeps the object (and so the pin, or the mapping) alive until it is collected.
 
-use pyo3::exceptions::{PyBufferError, PyValueError};
+use pyo3::exceptions::{PyBufferError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use pyo3::{PyTraverseError, ffi};
 use shmframe_transport as transport;
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use transport::{
     Backpressure, FrameInfo, FrameMeta, Layout, ReadResult, ReaderOptions, SlotLease,
@@ -218,34 +219,72 @@ unsafe fn export(
     }
 }
 
-/// A frame copied out of a slot: a writable buffer of its bytes, owned by Python.
+/// Buffers of copied frames whose arrays were collected, kept for the next copies of the same
+/// reader: a fresh allocation of a large frame costs a page fault per 4 KiB page at every
+/// frame (a 1080p RGBA frame: 2,025 faults), about as much as the copy itself.
+#[derive(Default)]
+struct BufferPool {
+    free: std::sync::Mutex<Vec<Box<[u8]>>>,
+}
+
+/// How many collected buffers a reader keeps (a consumer that holds a few frames at a time
+/// needs no more).
+const POOLED_BUFFERS: usize = 4;
+
+impl BufferPool {
+    /// A buffer of `len` bytes: a pooled one (its old content is about to be overwritten) or
+    /// a new one, zeroed.
+    fn take(&self, len: usize) -> Box<[u8]> {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(buffer) = free.pop() {
+            if buffer.len() == len {
+                return buffer;
+            }
+        }
+        drop(free);
+        vec![0u8; len].into_boxed_slice()
+    }
+
+    fn give_back(&self, buffer: Box<[u8]>) {
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < POOLED_BUFFERS {
+            free.push(buffer);
+        }
+    }
+}
+
+/// A frame copied out of a slot: a writable buffer of its bytes, owned by Python; back to its
+/// reader's pool when collected.
 #[pyclass(module = "shmframe._native", frozen)]
 struct FrameBuffer {
     /// The bytes, from `Box::into_raw`: Python writes them through the buffer protocol, which
     /// a `Box` reached through `&self` would not permit.
     data: *mut [u8],
+    pool: std::sync::Arc<BufferPool>,
 }
 
 // SAFETY: the bytes are owned by this object alone; Python code reaches them only through the
-// buffer protocol (numpy arrays, with the usual rules of a shared bytearray), Rust only frees
-// them on drop, when no export is left.
+// buffer protocol (numpy arrays, with the usual rules of a shared bytearray), Rust only hands
+// them back to the pool on drop, when no export is left.
 unsafe impl Send for FrameBuffer {}
 // SAFETY: as above: no Rust code reads or writes the bytes through `&self`.
 unsafe impl Sync for FrameBuffer {}
 
 impl FrameBuffer {
-    fn new(bytes: Vec<u8>) -> FrameBuffer {
+    fn new(bytes: Box<[u8]>, pool: std::sync::Arc<BufferPool>) -> FrameBuffer {
         FrameBuffer {
-            data: Box::into_raw(bytes.into_boxed_slice()),
+            data: Box::into_raw(bytes),
+            pool,
         }
     }
 }
 
 impl Drop for FrameBuffer {
     fn drop(&mut self) {
-        // SAFETY: `data` came from Box::into_raw and is freed once, here; every buffer export
-        // held a reference to this object, so none is left.
-        drop(unsafe { Box::from_raw(self.data) });
+        // SAFETY: `data` came from Box::into_raw and is taken back once, here; every buffer
+        // export held a reference to this object, so none is left.
+        let bytes = unsafe { Box::from_raw(self.data) };
+        self.pool.give_back(bytes);
     }
 }
 
@@ -384,6 +423,8 @@ fn info_tuple(i: &FrameInfo) -> InfoTuple {
 struct Reader {
     name: String,
     inner: Option<transport::Reader>,
+    /// Buffers of copied frames, reused.
+    pool: std::sync::Arc<BufferPool>,
 }
 
 impl Reader {
@@ -408,7 +449,7 @@ impl Reader {
                 )));
             }
         };
-        let opts = ReaderOptions { start };
+        let mut opts = ReaderOptions { start };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {
@@ -416,6 +457,7 @@ impl Reader {
                     return Ok(Reader {
                         name: name.to_string(),
                         inner: Some(reader),
+                        pool: Default::default(),
                     });
                 }
                 Ok(reader) => writer_gone(
@@ -429,6 +471,10 @@ impl Reader {
             if expired(deadline) {
                 return Err(err);
             }
+            // A reader that waited for its writer starts at the oldest frame still held
+            // whatever `start` says (as shmframesrc): the writer began after it, so nothing
+            // that writer published is skipped.
+            opts.start = StartPosition::Oldest;
             py.detach(|| std::thread::sleep(next_slice(deadline).min(ATTACH_POLL)));
             py.check_signals()?;
         }
@@ -445,21 +491,24 @@ impl Reader {
         copy: bool,
     ) -> PyResult<Option<(InfoTuple, Py<PyAny>)>> {
         let deadline = deadline_after(timeout)?;
-        let name = self.name.clone();
+        let name = &self.name;
         let reader = self.inner.as_mut().ok_or_else(|| closed(py, "reader"))?;
+        let pool = &self.pool;
         loop {
             let slice = next_slice(deadline);
-            let mut copied: Vec<u8> = Vec::new();
+            let mut copied: Option<Box<[u8]>> = None;
             let mut pinned = None;
             let result = py
                 .detach(|| {
                     if copy {
                         reader.read_next(slice, |_, view| {
                             // Called again if the writer overwrote the frame meanwhile: the
-                            // allocation is reused.
-                            copied.clear();
-                            copied.resize(view.len(), 0);
-                            view.copy_to(&mut copied);
+                            // buffer is reused.
+                            let buffer = match copied.take() {
+                                Some(b) if b.len() == view.len() => b,
+                                _ => pool.take(view.len()),
+                            };
+                            view.copy_to(copied.insert(buffer));
                         })
                     } else {
                         reader.pin_next(slice, &mut pinned)
@@ -468,14 +517,20 @@ impl Reader {
                 .map_err(|e| to_py(py, e))?;
             match result {
                 ReadResult::Frame(info) => {
-                    let buffer = match pinned {
-                        Some(frame) => Py::new(py, PinnedBuffer { frame })?.into_any(),
-                        None => Py::new(py, FrameBuffer::new(copied))?.into_any(),
+                    let buffer = match (pinned, copied) {
+                        (Some(frame), _) => Py::new(py, PinnedBuffer { frame })?.into_any(),
+                        (None, Some(bytes)) => {
+                            Py::new(py, FrameBuffer::new(bytes, self.pool.clone()))?.into_any()
+                        }
+                        (None, None) => {
+                            Py::new(py, FrameBuffer::new(Box::default(), self.pool.clone()))?
+                                .into_any()
+                        }
                     };
                     return Ok(Some((info_tuple(&info), buffer)));
                 }
                 ReadResult::Eos => {
-                    let quoted = PyString::new(py, &name).repr()?;
+                    let quoted = PyString::new(py, name).repr()?;
                     let message = format!(
                         "end of stream on {quoted} after {} frames",
                         reader.frames_read()
@@ -517,6 +572,12 @@ impl Reader {
     #[getter]
     fn depth(&self, py: Python<'_>) -> PyResult<u32> {
         Ok(self.open(py)?.geometry().depth)
+    }
+
+    /// The segment's geometry (see the package's `Geometry`).
+    #[getter]
+    fn geometry(&self, py: Python<'_>) -> PyResult<GeometryTuple> {
+        Ok(geometry_tuple(self.open(py)?.geometry()))
     }
 
     #[getter]
@@ -581,10 +642,97 @@ impl Reader {
     }
 }
 
+/// The fields of the package's `Geometry`, in its order: layout, depth, slot_count,
+/// spare_slots, backpressure, slot_capacity, slot_stride, max_readers, segment_size.
+type GeometryTuple = (
+    &'static str,
+    u32,
+    u32,
+    u32,
+    &'static str,
+    u64,
+    u64,
+    u32,
+    u64,
+);
+
+fn geometry_tuple(geo: &transport::Geometry) -> GeometryTuple {
+    (
+        layout_name(geo.layout),
+        geo.depth,
+        geo.slot_count,
+        geo.slot_count - geo.depth,
+        backpressure_name(geo.backpressure),
+        geo.slot_capacity,
+        geo.slot_stride,
+        geo.max_readers,
+        geo.total_len,
+    )
+}
+
+fn backpressure_name(backpressure: Backpressure) -> &'static str {
+    match backpressure {
+        Backpressure::Block => "block",
+        Backpressure::DropOldest => "drop-oldest",
+        Backpressure::DropNewest => "drop-newest",
+    }
+}
+
 fn layout_name(layout: Layout) -> &'static str {
     match layout {
         Layout::Double => "double",
         Layout::Ring => "ring",
+    }
+}
+
+/// Cuts the writer's blocking calls (a `block` ring that stays full, the wait for readers)
+/// into slices, so that the thread waiting in one handles its signals (Ctrl-C) between them:
+/// a thread of its own interrupts a call that has lasted one [`WAIT_SLICE`] or more, and
+/// [`Writer::blocking`] checks for signals and makes the call again. A call costs two atomic
+/// increments; the thread wakes 10 times a second while its writer lives.
+struct SliceTimer {
+    shared: std::sync::Arc<SliceShared>,
+}
+
+struct SliceShared {
+    /// Bumped when a call starts and when it ends: odd while one is in progress.
+    calls: AtomicU64,
+    interrupt: transport::Interrupt,
+}
+
+impl SliceTimer {
+    fn start(interrupt: transport::Interrupt) -> PyResult<SliceTimer> {
+        let shared = std::sync::Arc::new(SliceShared {
+            calls: AtomicU64::new(0),
+            interrupt,
+        });
+        let watched = std::sync::Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name("shmframe-slices".into())
+            .spawn(move || {
+                // Ends within a slice of the writer's end (the weak reference dies with it).
+                while let Some(seen) = watched.upgrade().map(|s| s.calls.load(Ordering::SeqCst)) {
+                    std::thread::sleep(WAIT_SLICE);
+                    let Some(shared) = watched.upgrade() else {
+                        return;
+                    };
+                    if seen % 2 == 1 && shared.calls.load(Ordering::SeqCst) == seen {
+                        shared.interrupt.interrupt();
+                    }
+                }
+            })
+            .map_err(|e| {
+                PyRuntimeError::new_err(format!("cannot start the writer's signal timer: {e}"))
+            })?;
+        Ok(SliceTimer { shared })
+    }
+
+    /// Runs `call` as one timed call.
+    fn time<T>(&self, call: impl FnOnce() -> T) -> T {
+        self.shared.calls.fetch_add(1, Ordering::SeqCst);
+        let result = call();
+        self.shared.calls.fetch_add(1, Ordering::SeqCst);
+        result
     }
 }
 
@@ -594,6 +742,8 @@ struct Writer {
     inner: Option<transport::Writer>,
     /// The slot `Writer.frame()` is drawing into, and the buffer exported over it.
     leased: Option<(SlotLease, Py<SlotBuffer>)>,
+    /// Started by the first call that may block.
+    slices: Option<SliceTimer>,
 }
 
 impl Writer {
@@ -603,6 +753,31 @@ impl Writer {
 
     fn open_mut(&mut self, py: Python<'_>) -> PyResult<&mut transport::Writer> {
         self.inner.as_mut().ok_or_else(|| closed(py, "writer"))
+    }
+
+    /// Runs `call` on the writer with the GIL released, made again after each slice in which
+    /// it blocked, until it returns; between slices, signal handlers run (Ctrl-C raises
+    /// KeyboardInterrupt here). `call` must be one that can be made again after
+    /// `Error::Interrupted` (each of the transport's blocking calls can).
+    fn blocking<T: Send>(
+        &mut self,
+        py: Python<'_>,
+        mut call: impl FnMut(&mut transport::Writer) -> Result<T, transport::Error> + Send,
+    ) -> PyResult<T> {
+        let writer = self.inner.as_mut().ok_or_else(|| closed(py, "writer"))?;
+        let slices = match &mut self.slices {
+            Some(slices) => slices,
+            empty => empty.insert(SliceTimer::start(writer.interrupt_handle())?),
+        };
+        loop {
+            match py.detach(|| slices.time(|| call(writer))) {
+                Err(transport::Error::Interrupted) => {
+                    slices.shared.interrupt.clear();
+                    py.check_signals()?;
+                }
+                result => return result.map_err(|e| to_py(py, e)),
+            }
+        }
     }
 
     fn refuse_while_leased(&self, py: Python<'_>) -> PyResult<()> {
@@ -663,9 +838,12 @@ fn frame_meta(pts: Option<u64>, duration: Option<u64>, flags: u32) -> FrameMeta 
 #[pymethods]
 impl Writer {
     /// Creates segment `name` with slots of `slot_size` bytes.
+    /// `wait_for_readers`: the first frame waits until this many readers are attached, for at
+    /// most `wait_for_readers_timeout` seconds (None: for ever).
     #[new]
     #[pyo3(signature = (name, slot_size, layout = "ring", depth = 4,
-        backpressure = "drop-oldest", perms = 0o600, spare_slots = 0, reader_timeout = 1.0))]
+        backpressure = "drop-oldest", perms = 0o600, spare_slots = 0, reader_timeout = 1.0,
+        wait_for_readers = 0, wait_for_readers_timeout = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -677,6 +855,8 @@ impl Writer {
         perms: u32,
         spare_slots: u32,
         reader_timeout: f64,
+        wait_for_readers: u32,
+        wait_for_readers_timeout: Option<f64>,
     ) -> PyResult<Writer> {
         let mut cfg = WriterConfig::new(name, slot_size);
         cfg.layout = match layout {
@@ -706,12 +886,22 @@ impl Writer {
                 "reader_timeout must be a positive number of seconds, got {reader_timeout}"
             ))
         })?;
+        cfg.wait_for_readers = wait_for_readers;
+        cfg.wait_for_readers_timeout = match wait_for_readers_timeout {
+            None => None,
+            Some(t) => Some(Duration::try_from_secs_f64(t).map_err(|_| {
+                PyValueError::new_err(format!(
+                    "wait_for_readers_timeout must be None or at least 0 seconds, got {t}"
+                ))
+            })?),
+        };
         let writer = py
             .detach(|| transport::Writer::create(&cfg))
             .map_err(|e| to_py(py, e))?;
         Ok(Writer {
             inner: Some(writer),
             leased: None,
+            slices: None,
         })
     }
 
@@ -745,10 +935,7 @@ impl Writer {
             std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes())
         };
         let meta = frame_meta(pts, duration, flags);
-        let writer = self.open_mut(py)?;
-        let outcome = py
-            .detach(|| writer.write(&meta, bytes))
-            .map_err(|e| to_py(py, e))?;
+        let outcome = self.blocking(py, |writer| writer.write(&meta, bytes))?;
         drop(buffer);
         Ok(outcome.frame())
     }
@@ -765,9 +952,16 @@ impl Writer {
             };
             return Err(to_py(py, err));
         }
-        let Some(lease) = py.detach(|| writer.acquire()).map_err(|e| to_py(py, e))? else {
+        // The wait for readers first: publishing would wait for them otherwise, and an
+        // interrupted publish gives the drawn frame up.
+        let acquired = self.blocking(py, |writer| {
+            writer.await_readers()?;
+            writer.acquire()
+        })?;
+        let Some(lease) = acquired else {
             return Ok(None);
         };
+        let writer = self.open_mut(py)?;
         let addr = writer.slot_mut(&lease).as_mut_ptr() as usize;
         let buffer = Py::new(
             py,
@@ -780,6 +974,12 @@ impl Writer {
         )?;
         self.leased = Some((lease, buffer.clone_ref(py)));
         Ok(Some(buffer))
+    }
+
+    /// Performs the wait of `wait_for_readers` unless it is over (GIL released, Ctrl-C
+    /// honoured); raises `ReadersMissing` once when its timeout runs out.
+    fn await_readers(&mut self, py: Python<'_>) -> PyResult<()> {
+        self.blocking(py, |writer| writer.await_readers())
     }
 
     /// Publishes the leased slot as the next frame (see `lease`); returns its number or None.
@@ -901,6 +1101,12 @@ impl Writer {
         Ok(self.open(py)?.slot_capacity())
     }
 
+    /// The segment's geometry (see the package's `Geometry`).
+    #[getter]
+    fn geometry(&self, py: Python<'_>) -> PyResult<GeometryTuple> {
+        Ok(geometry_tuple(self.open(py)?.geometry()))
+    }
+
     #[getter]
     fn session(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.open(py)?.session())
@@ -922,6 +1128,9 @@ impl Writer {
             }
         }
         if let Some(writer) = self.inner.take() {
+            // A slice that ended as its call returned may have left the interrupt set: it
+            // would cut the wait for readers to drain after EOS short.
+            writer.interrupt_handle().clear();
             py.detach(|| writer.close());
         }
         Ok(())
@@ -956,6 +1165,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_READERS", transport::MAX_READERS)?;
     m.add("MAX_SLOT_CAPACITY", transport::MAX_SLOT_CAPACITY)?;
     m.add("MAX_NAME_LEN", transport::MAX_NAME_LEN)?;
+    // How this module was compiled: a debug build is many times slower (the bench says so).
+    m.add(
+        "BUILD_PROFILE",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     m.add_class::<Reader>()?;
     m.add_class::<Writer>()?;
     m.add_class::<FrameBuffer>()?;

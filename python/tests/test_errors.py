@@ -1,5 +1,6 @@
-"""The exceptions: the classes and hierarchy of the pure-Python module, the transport's texts
-(its Display, word for word), and the fields code can act on."""
+"""The exceptions: their classes and hierarchy (those the earlier pure-Python module raised, so
+code catching them keeps working), the transport's texts (its Display, word for word), and
+the fields code can act on."""
 
 import os
 from pathlib import Path
@@ -40,7 +41,9 @@ def test_segment_paths_and_limits_are_the_transports(shm_name):
     with pytest.raises(shmframe.InvalidName):
         shmframe.segment_path("x" * (shmframe.MAX_NAME_LEN + 1))
     assert shmframe.LAYOUT_VERSION == 1 and shmframe.MAX_READERS == 64
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer, shmframe.Reader(shm_name) as r:
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as r:
         assert writer.path == r.path == str(SHM_DIR / shm_name)
         assert os.path.isfile(writer.path)
     assert shmframe.crc32(b"123456789") == 0xCBF43926
@@ -48,7 +51,7 @@ def test_segment_paths_and_limits_are_the_transports(shm_name):
 
 def test_an_invalid_name():
     with pytest.raises(shmframe.InvalidName) as invalid:
-        shmframe.Writer("a/b", 4, 1, "GRAY8")
+        shmframe.Writer("a/b", 4, 1, "GRAY8", pace=False)
     assert str(invalid.value) == (
         "invalid shm-name \"a/b\": it contains '/'; only letters, digits, '.', '_' and '-' are "
         "allowed"
@@ -56,9 +59,9 @@ def test_an_invalid_name():
 
 
 def test_a_live_writer_keeps_its_name(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8"):
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False):
         with pytest.raises(shmframe.WriterExists) as exists:
-            shmframe.Writer(shm_name, 4, 1, "GRAY8")
+            shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False)
     assert (exists.value.name, exists.value.pid) == (shm_name, os.getpid())
     assert str(exists.value) == (
         f'shm-name "{shm_name}" is already used by a live writer (pid {os.getpid()}); stop it '
@@ -73,7 +76,7 @@ def test_a_foreign_file_is_left_alone(shm_name):
         shmframe.Reader(shm_name)
     assert path.read_bytes() == b"not a segment" * 100
     with pytest.raises(shmframe.ForeignFile) as foreign:
-        shmframe.Writer(shm_name, 4, 1, "GRAY8")
+        shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False)
     assert foreign.value.path == str(path)
     assert str(foreign.value) == (
         f"{path} exists and is not a shmframe segment; it was left untouched: remove it or "
@@ -86,7 +89,7 @@ def test_a_directory_is_not_a_segment(shm_name):
     path.mkdir()
     try:
         with pytest.raises(shmframe.NotAFile) as not_a_file:
-            shmframe.Writer(shm_name, 4, 1, "GRAY8")
+            shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False)
         assert (not_a_file.value.path, not_a_file.value.what) == (str(path), "a directory")
         assert str(not_a_file.value) == (
             f"{path} is a directory, not a shmframe segment (segments are regular files); it "
@@ -97,7 +100,7 @@ def test_a_directory_is_not_a_segment(shm_name):
 
 
 def test_the_reader_table_holds_64(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8"):
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False):
         readers = [shmframe.Reader(shm_name) for _ in range(64)]
         with pytest.raises(shmframe.TooManyReaders) as full:
             shmframe.Reader(shm_name)

@@ -2,6 +2,7 @@
 block writer waits for room, and while a writer waits for readers."""
 
 import signal
+import textwrap
 import threading
 import time
 from typing import Callable
@@ -33,7 +34,7 @@ def python_work_while(wait: Callable[[], object], seconds: float = 0.5) -> int:
 
 
 def test_a_waiting_read_lets_other_threads_run(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer:
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer:
         reader = shmframe.Reader(shm_name)
         got = []
         count = python_work_while(lambda: got.append(reader.read(timeout=30)))
@@ -47,7 +48,9 @@ def test_a_waiting_read_lets_other_threads_run(shm_name):
 
 
 def test_a_blocked_writer_lets_other_threads_run(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8", depth=2, backpressure="block") as writer:
+    with shmframe.Writer(
+        shm_name, 4, 1, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))
@@ -63,7 +66,7 @@ def test_a_blocked_writer_lets_other_threads_run(shm_name):
 
 
 def test_waiting_for_readers_lets_other_threads_run(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer:
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer:
         result = []
         count = python_work_while(
             lambda: result.append(writer.wait_for_readers(1, timeout=30))
@@ -83,7 +86,7 @@ def wait_for(cond: Callable[[], bool], limit_s: float = 30.0) -> bool:
 
 
 def test_a_reader_used_by_a_second_thread_while_it_waits_refuses(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer:
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer:
         reader = shmframe.Reader(shm_name)
         got = []
         thread = threading.Thread(target=lambda: got.append(reader.read(timeout=30)))
@@ -99,7 +102,7 @@ def test_a_reader_used_by_a_second_thread_while_it_waits_refuses(shm_name):
 
 
 def test_ctrl_c_interrupts_a_read_that_waits_forever(shm_name, spawn):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8"):
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False):
         child = spawn(
             """
             r = shmframe.Reader(sys.argv[1])
@@ -121,7 +124,7 @@ def test_ctrl_c_interrupts_a_read_that_waits_forever(shm_name, spawn):
 
 
 def test_a_writer_collected_after_eos_lingers_without_the_gil(shm_name):
-    writer = shmframe.Writer(shm_name, 4, 1, "GRAY8", reader_timeout=1.0)
+    writer = shmframe.Writer(shm_name, 4, 1, "GRAY8", reader_timeout=1.0, pace=False)
     reader = shmframe.Reader(shm_name, start="oldest")
     writer.write(b"\1" * 4)
     writer.end_of_stream()
@@ -138,3 +141,60 @@ def read_frame_number(reader: shmframe.Reader) -> int:
     got = reader.read(timeout=5)
     assert got is not None
     return got[0]
+
+
+# A child writer blocked in one of these, with a live reader (this process) that does not
+# read and a reader timeout longer than the test: nothing but the signal ends the wait.
+BLOCKED_WRITES = {
+    "write on a full ring": """
+        w.write(b"\\0" * 4)
+        w.write(b"\\1" * 4)
+        print("blocking", flush=True)
+        w.write(b"\\2" * 4)
+    """,
+    "frame() on a full ring": """
+        w.write(b"\\0" * 4)
+        w.write(b"\\1" * 4)
+        print("blocking", flush=True)
+        with w.frame() as arr:
+            arr[...] = 2
+    """,
+    "the first write waiting for a second reader": """
+        print("blocking", flush=True)
+        w.write(b"\\0" * 4)
+    """,
+}
+
+
+@pytest.mark.parametrize("blocked_in", list(BLOCKED_WRITES))
+def test_ctrl_c_interrupts_a_blocked_writer(shm_name, spawn, blocked_in):
+    code = (
+        'w = shmframe.Writer(sys.argv[1], 4, 1, "GRAY8", depth=2, backpressure="block",\n'
+        "                    pace=False, reader_timeout=600.0,\n"
+        "                    wait_for_readers=int(sys.argv[2]))\n"
+        'print("created", flush=True)\n'
+        "try:\n"
+        "    while w.reader_count() < 1:\n"
+        "        time.sleep(0.005)\n"
+        + textwrap.indent(textwrap.dedent(BLOCKED_WRITES[blocked_in]).strip("\n"), "    ")
+        + "\n"
+        '    print("not blocked", flush=True)\n'
+        "except KeyboardInterrupt:\n"
+        '    print("interrupted", w.frames_written, flush=True)\n'
+        "w.close()\n"
+    )
+    child = spawn(code, shm_name, "2" if "second reader" in blocked_in else "0")
+    assert child.readline() == "created"
+    with shmframe.Reader(shm_name, start="oldest", wait=30):
+        assert child.readline() == "blocking"
+        time.sleep(0.5)  # well inside the wait
+        assert child.proc.poll() is None
+        sent = time.monotonic()
+        child.proc.send_signal(signal.SIGINT)
+        line = child.readline()
+        took = time.monotonic() - sent
+        expected = 0 if "second reader" in blocked_in else 2
+        assert line == f"interrupted {expected}", line
+        # A slice or two (100-200 ms) on an idle machine; generous for a loaded one.
+        assert took < 5, took
+        child.finish()

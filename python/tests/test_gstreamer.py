@@ -79,7 +79,9 @@ def iter_zero_copy(reader):
 
 def test_a_python_writer_to_a_gstreamer_reader(shm_name, gst_launch, tmp_path):
     out = tmp_path / "received.raw"
-    with shmframe.Writer(shm_name, 33, 17, "RGB", depth=4, backpressure="block") as writer:
+    with shmframe.Writer(
+        shm_name, 33, 17, "RGB", depth=4, backpressure="block", pace=False,
+    ) as writer:
         reader = gst_launch(f"shmframesrc shm-name={shm_name} ! filesink location={out}")
         assert writer.wait_for_readers(1, timeout=CHILD_LIMIT_S)
         fl = writer.frame_layout

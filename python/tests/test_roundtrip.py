@@ -3,6 +3,7 @@ backpressure policy, every way of writing (an array, raw bytes, drawn in place) 
 (copy, zero-copy), formats with padded rows, 16-bit byte orders and planes; and the policies
 do what they promise when a reader falls behind."""
 
+import os
 import threading
 import time
 
@@ -33,7 +34,7 @@ def frame_array(layout: shmframe.FrameLayout, raw: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("copy", [True, False])
 def test_round_trip_byte_for_byte(shm_name, layout, backpressure, fmt, width, height, how, copy):
     with shmframe.Writer(
-        shm_name, width, height, fmt, layout=layout, backpressure=backpressure, depth=3
+        shm_name, width, height, fmt, layout=layout, backpressure=backpressure, depth=3, pace=False
     ) as writer, shmframe.Reader(shm_name, start="oldest") as reader:
         fl = writer.frame_layout
         assert reader.caps == writer.caps
@@ -63,7 +64,7 @@ def test_round_trip_byte_for_byte(shm_name, layout, backpressure, fmt, width, he
 
 
 def test_gray16_be_values_are_stored_big_endian(shm_name):
-    with shmframe.Writer(shm_name, 2, 1, "GRAY16_BE") as writer, shmframe.Reader(
+    with shmframe.Writer(shm_name, 2, 1, "GRAY16_BE", pace=False) as writer, shmframe.Reader(
         shm_name
     ) as reader:
         writer.write(np.array([[0x0102, 0xA0B0]], np.uint16))  # native order: converted
@@ -73,7 +74,9 @@ def test_gray16_be_values_are_stored_big_endian(shm_name):
 
 
 def test_a_lagging_reader_under_drop_oldest_counts_exactly_what_it_missed(shm_name):
-    with shmframe.Writer(shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-oldest") as writer:
+    with shmframe.Writer(
+        shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-oldest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         for n in range(10):
@@ -88,7 +91,9 @@ def test_a_lagging_reader_under_drop_oldest_counts_exactly_what_it_missed(shm_na
 
 
 def test_a_full_ring_under_drop_newest_drops_the_incoming_frames(shm_name):
-    with shmframe.Writer(shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-newest") as writer:
+    with shmframe.Writer(
+        shm_name, 4, 4, "GRAY8", depth=4, backpressure="drop-newest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         outcomes = [writer.write(pattern(fl, n)) for n in range(7)]
@@ -101,7 +106,7 @@ def test_a_full_ring_under_drop_newest_drops_the_incoming_frames(shm_name):
 
 
 def test_double_hands_out_the_newest_frame(shm_name):
-    with shmframe.Writer(shm_name, 4, 4, "GRAY8", layout="double") as writer:
+    with shmframe.Writer(shm_name, 4, 4, "GRAY8", layout="double", pace=False) as writer:
         reader = shmframe.Reader(shm_name)
         fl = writer.frame_layout
         for n in range(5):
@@ -115,7 +120,9 @@ def test_double_hands_out_the_newest_frame(shm_name):
 
 def test_block_waits_for_the_slowest_reader_and_loses_nothing(shm_name):
     frames = 40
-    with shmframe.Writer(shm_name, 16, 8, "GRAY8", depth=2, backpressure="block") as writer:
+    with shmframe.Writer(
+        shm_name, 16, 8, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         got = []
@@ -144,7 +151,7 @@ def test_frames_cross_processes_byte_for_byte(shm_name, spawn):
     writer = spawn(
         """
         name = sys.argv[1]
-        with shmframe.Writer(name, 33, 7, "RGB", depth=4, backpressure="block") as w:
+        with shmframe.Writer(name, 33, 7, "RGB", depth=4, backpressure="block", pace=False) as w:
             assert w.wait_for_readers(1, timeout=30)
             for n in range(50):
                 raw = np.array([(n * 29 + y * 7 + x * 3) & 0xFF for y in range(7)
@@ -169,3 +176,36 @@ def test_frames_cross_processes_byte_for_byte(shm_name, spawn):
     assert reader.writer_pid == writer.pid
     reader.close()
     assert "done" in writer.finish()
+
+
+@pytest.mark.parametrize(
+    "kwargs,layout,depth,slots,backpressure",
+    [
+        ({"depth": 5, "spare_slots": 2, "backpressure": "block"}, "ring", 5, 7, "block"),
+        ({"depth": 3, "backpressure": "drop-newest"}, "ring", 3, 3, "drop-newest"),
+        # A double buffer has two slots and never waits, whatever it is given.
+        ({"layout": "double", "depth": 9, "backpressure": "block"}, "double", 2, 2, "drop-oldest"),
+    ],
+)
+def test_reader_and_writer_tell_the_segments_geometry(
+    shm_name, kwargs, layout, depth, slots, backpressure
+):
+    with shmframe.Writer(shm_name, 33, 7, "RGB", **kwargs, pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as reader:
+        geometry = reader.geometry
+        assert isinstance(geometry, shmframe.Geometry)
+        assert geometry == writer.geometry
+        assert geometry.layout == layout == reader.layout
+        assert geometry.depth == depth == reader.depth
+        assert geometry.slot_count == slots
+        assert geometry.spare_slots == slots - depth
+        assert geometry.backpressure == backpressure
+        # RGB rows of 33 pixels are padded to 100 bytes: the slot holds exactly one frame.
+        assert geometry.slot_capacity == writer.frame_layout.size == 700
+        assert geometry.slot_stride >= geometry.slot_capacity
+        assert geometry.max_readers == shmframe.MAX_READERS
+        assert geometry.segment_size == os.stat(writer.path).st_size
+        assert geometry.segment_size >= slots * geometry.slot_stride
+    with pytest.raises(shmframe.ShmFrameError, match="^reader is closed$"):
+        reader.geometry

@@ -14,7 +14,7 @@ import shmframe
 #: then ends the stream (`eos`), closes (`close`; both after a reader attached) or lingers.
 WRITER = """
 name, first, count, then = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-w = shmframe.Writer(name, 8, 2, "GRAY8", depth=64, backpressure="drop-oldest")
+w = shmframe.Writer(name, 8, 2, "GRAY8", depth=64, backpressure="drop-oldest", pace=False)
 if then != "linger":
     assert w.wait_for_readers(1, timeout=30)
 for n in range(first, first + count):
@@ -107,7 +107,9 @@ def test_waiting_for_a_segment_that_appears_later(shm_name, spawn):
 def test_a_killed_reader_is_detected_and_its_entry_and_pins_reclaimed(shm_name, spawn):
     """A reader process killed while it holds a zero-copy frame no longer holds up a `block`
     writer, and its table entry is free for the next reader."""
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8", depth=2, backpressure="block") as writer:
+    with shmframe.Writer(
+        shm_name, 8, 2, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         child = spawn(
             """
             r = shmframe.Reader(sys.argv[1], start="oldest")

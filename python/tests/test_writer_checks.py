@@ -11,7 +11,7 @@ import shmframe
 @pytest.fixture
 def rgb(shm_name):
     """A 5x3 RGB writer (rows of 15 bytes padded to 16) and a reader of it."""
-    with shmframe.Writer(shm_name, 5, 3, "RGB", depth=4) as writer, shmframe.Reader(
+    with shmframe.Writer(shm_name, 5, 3, "RGB", depth=4, pace=False) as writer, shmframe.Reader(
         shm_name, start="oldest"
     ) as reader:
         yield writer, reader
@@ -64,7 +64,7 @@ def test_a_frame_of_the_wrong_dtype_is_refused(rgb):
 
 
 def test_planar_frames_are_raw_bytes_of_their_size(shm_name):
-    with shmframe.Writer(shm_name, 4, 2, "I420") as writer:
+    with shmframe.Writer(shm_name, 4, 2, "I420", pace=False) as writer:
         fl = writer.frame_layout
         with pytest.raises(ValueError) as refused:
             writer.write(np.zeros((2, 4), np.uint8))
@@ -128,7 +128,9 @@ def test_writing_while_a_frame_is_drawn_is_refused(rgb):
 
 
 def test_a_frame_dropped_under_drop_newest_is_drawn_into_scratch_memory(shm_name):
-    with shmframe.Writer(shm_name, 4, 1, "GRAY8", depth=2, backpressure="drop-newest") as writer:
+    with shmframe.Writer(
+        shm_name, 4, 1, "GRAY8", depth=2, backpressure="drop-newest", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         writer.write(b"\1\1\1\1")
         writer.write(b"\2\2\2\2")
@@ -141,7 +143,7 @@ def test_a_frame_dropped_under_drop_newest_is_drawn_into_scratch_memory(shm_name
 
 
 def test_a_closed_writer_and_reader_say_so(shm_name):
-    writer = shmframe.Writer(shm_name, 4, 1, "GRAY8")
+    writer = shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False)
     reader = shmframe.Reader(shm_name)
     reader.close()
     writer.close()
@@ -170,5 +172,5 @@ def test_a_closed_writer_and_reader_say_so(shm_name):
 )
 def test_invalid_settings_are_value_errors(shm_name, kwargs, text):
     with pytest.raises(ValueError) as refused:
-        shmframe.Writer(shm_name, 4, 1, "GRAY8", **kwargs)
+        shmframe.Writer(shm_name, 4, 1, "GRAY8", **kwargs, pace=False)
     assert str(refused.value) == text

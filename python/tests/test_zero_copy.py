@@ -17,7 +17,9 @@ def pins(writer: shmframe.Writer) -> int:
 
 
 def test_a_zero_copy_array_is_read_only(shm_name):
-    with shmframe.Writer(shm_name, 6, 4, "RGB") as writer, shmframe.Reader(shm_name) as reader:
+    with shmframe.Writer(shm_name, 6, 4, "RGB", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as reader:
         writer.write(pattern(writer.frame_layout, 0))
         _, frame, _ = read_frame(reader, copy=False)
         assert not frame.flags.writeable and not reader.last.data.flags.writeable
@@ -36,7 +38,7 @@ def test_a_zero_copy_array_is_read_only(shm_name):
 
 def test_a_pinned_frame_survives_the_writer_lapping_the_ring(shm_name):
     with shmframe.Writer(
-        shm_name, 16, 4, "GRAY8", depth=2, backpressure="drop-oldest"
+        shm_name, 16, 4, "GRAY8", depth=2, backpressure="drop-oldest", pace=False
     ) as writer, shmframe.Reader(shm_name, start="oldest") as reader:
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))
@@ -53,7 +55,7 @@ def test_a_pinned_frame_survives_the_writer_lapping_the_ring(shm_name):
 
 
 def test_the_pin_lasts_as_long_as_any_view_of_the_array(shm_name):
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8", depth=2, spare_slots=2) as writer:
+    with shmframe.Writer(shm_name, 8, 2, "GRAY8", depth=2, spare_slots=2, pace=False) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))
@@ -65,8 +67,10 @@ def test_the_pin_lasts_as_long_as_any_view_of_the_array(shm_name):
         del first
         gc.collect()
         assert pins(writer) == 2
-        reader.last = None  # (it refers to the last frame's data)
         del second
+        gc.collect()
+        assert pins(writer) == 2  # reader.last refers to the last frame's data
+        reader.release()
         gc.collect()
         assert pins(writer) == 1
         assert row.tobytes() == fl.to_array(pattern(fl, 0))[1].tobytes()
@@ -89,7 +93,7 @@ def test_the_pin_lasts_as_long_as_any_view_of_the_array(shm_name):
 def test_a_frame_pinned_under_block_uses_a_spare_slot_not_the_stream(shm_name):
     """Under block, a spare slot lets a reader hold a frame while the writer goes on."""
     with shmframe.Writer(
-        shm_name, 8, 2, "GRAY8", depth=3, backpressure="block", spare_slots=1
+        shm_name, 8, 2, "GRAY8", depth=3, backpressure="block", spare_slots=1, pace=False
     ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
@@ -105,7 +109,9 @@ def test_a_frame_pinned_under_block_uses_a_spare_slot_not_the_stream(shm_name):
 
 
 def test_without_spare_slots_a_block_writer_waits_until_the_array_is_collected(shm_name):
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8", depth=2, backpressure="block") as writer:
+    with shmframe.Writer(
+        shm_name, 8, 2, "GRAY8", depth=2, backpressure="block", pace=False,
+    ) as writer:
         reader = shmframe.Reader(shm_name, start="oldest")
         fl = writer.frame_layout
         writer.write(pattern(fl, 0))
@@ -129,7 +135,9 @@ def test_without_spare_slots_a_block_writer_waits_until_the_array_is_collected(s
 
 
 def test_release_is_accepted_for_code_written_for_the_pure_python_module(shm_name):
-    with shmframe.Writer(shm_name, 8, 2, "GRAY8") as writer, shmframe.Reader(shm_name) as reader:
+    with shmframe.Writer(shm_name, 8, 2, "GRAY8", pace=False) as writer, shmframe.Reader(
+        shm_name
+    ) as reader:
         writer.write(pattern(writer.frame_layout, 0))
         _, frame, _ = read_frame(reader, copy=False)
         reader.release()

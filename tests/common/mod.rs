@@ -539,3 +539,55 @@ impl Drop for SmallTmpfs {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// The Python interpreter that has the `shmframe` package (python/) and numpy: the one
+/// `SHMFRAME_PYTHON` names, or else the virtual environment scripts/python.sh builds the
+/// package into, `<target dir>/pyenv/bin/python`. Err: why it cannot be used.
+fn python_env() -> &'static Result<std::path::PathBuf, String> {
+    static PYTHON: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let python = match std::env::var_os("SHMFRAME_PYTHON").filter(|v| !v.is_empty()) {
+            Some(python) => std::path::PathBuf::from(python),
+            // This test binary is <target dir>/<profile>/deps/<test>.
+            None => std::env::current_exe()
+                .unwrap()
+                .ancestors()
+                .nth(3)
+                .expect("tests run from <target dir>/<profile>/deps")
+                .join("pyenv/bin/python"),
+        };
+        let out = Command::new(&python)
+            .args(["-c", "import numpy, shmframe"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| {
+                format!(
+                    "{} cannot run ({e}): run scripts/python.sh, which builds the shmframe \
+                     package into it, or set SHMFRAME_PYTHON to an interpreter that has it",
+                    python.display()
+                )
+            })?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} cannot import the shmframe package ({}): run scripts/python.sh, or set \
+                 SHMFRAME_PYTHON to an interpreter that has it",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(python)
+    })
+}
+
+/// Whether the Python interpreter of [`python`] is there (see `prerequisite`).
+pub fn python_ready(test: &str) -> bool {
+    prerequisite(test, python_env().clone().err())
+}
+
+/// The Python interpreter with the `shmframe` package; call [`python_ready`] first.
+pub fn python() -> &'static std::path::Path {
+    python_env()
+        .as_ref()
+        .expect("python_ready was called and returned true")
+}
