@@ -32,6 +32,7 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
 fn oldest() -> ReaderOptions {
     ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     }
 }
 
@@ -459,13 +460,19 @@ fn segment_mode_follows_perms() {
     drop(w);
     let mut c = WriterConfig::new(&name, 16);
     c.perms = 0o666;
-    let _w = Writer::create(&c).unwrap();
+    let w = Writer::create(&c).unwrap();
     let mode = std::fs::metadata(name.path()).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,
-        0o666,
-        "perms widen the mode deliberately, despite the umask"
+        0o644,
+        "perms widen the mode deliberately, despite the umask; only the writer writes the file"
     );
+    // Attaching means connecting to the stream's socket, which needs write permission there.
+    let socket = shm_dir().join(format!(".shmframe-sock-{:016x}", w.session()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "the socket admits whom perms admit");
+    drop(w);
+    assert!(!socket.exists(), "closing removes the socket");
 }
 
 #[test]

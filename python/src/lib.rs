@@ -408,7 +408,7 @@ impl Reader {
                 )));
             }
         };
-        let opts = ReaderOptions { start };
+        let opts = ReaderOptions { start, ..Default::default() };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {

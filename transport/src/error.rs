@@ -80,6 +80,18 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
+    /// The segment belongs to another user than the one the reader requires as its writer
+    /// ([`crate::ReaderOptions::writer_uid`]).
+    WriterUidMismatch {
+        path: String,
+        expected: u32,
+        found: u32,
+    },
+    /// The segment's writer is gone (its socket no longer answers): a new writer will
+    /// replace the segment.
+    WriterGone {
+        name: String,
+    },
     /// The wait was interrupted from another thread (element unlock/flush).
     Interrupted,
     /// The writer waited for `wanted` readers before its first frame (see
@@ -181,10 +193,11 @@ impl fmt::Display for Error {
             ),
             Error::PermissionDenied { path, detail } => write!(
                 f,
-                "permission denied on {path}: {detail}; a reader needs read and write access, \
-                 which the writer's perms property grants (default 0600: the writer's user \
-                 only): run the reader as that user, or start the writer with perms=0660 (its \
-                 group) or perms=0666 (everyone)"
+                "permission denied on {path}: {detail}; a reader needs read access to the \
+                 segment and write access to its socket, which the writer's perms property \
+                 grants (default 0600: the writer's user only; read permission alone admits \
+                 observers): run the reader as that user, or start the writer with perms=0660 \
+                 (its group) or perms=0666 (everyone)"
             ),
             Error::TooManyReaders { name, max } => write!(
                 f,
@@ -210,6 +223,21 @@ impl fmt::Display for Error {
                  or give {dir} more room (Docker: --shm-size)",
                 needed.div_ceil(1 << 20),
                 available >> 20
+            ),
+            Error::WriterUidMismatch {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path} belongs to uid {found}, but this reader requires its writer to run as \
+                 uid {expected} (writer-uid): start the writer as uid {expected}, set writer-uid \
+                 to {found} if you trust that user's stream, or choose another shm-name"
+            ),
+            Error::WriterGone { name } => write!(
+                f,
+                "the writer of shm-name {name:?} is gone (its segment is stale); a new writer \
+                 of that name replaces it"
             ),
             Error::Interrupted => write!(f, "wait interrupted"),
             Error::ReadersMissing {

@@ -4,13 +4,14 @@ use crate::caps;
 use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
+use crate::name::shm_dir;
 use crate::observer::{Observer, SegmentInfo};
-use crate::registry::free_if_dead;
-use crate::segment::{self, Mapping, NewSegment};
+use crate::registry::{ReaderEvent, Registry};
+use crate::segment::{self, NewSegment, WriterMapping};
 use crate::slots::{Lender, Slots, holder};
 use crate::sys;
 use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
-use crate::wait::{BLOCKED_WAIT_SLICE, Interrupt, WaitWord};
+use crate::wait::{BLOCKED_WAIT_SLICE, Interrupt};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -100,27 +101,6 @@ impl WriteOutcome {
     }
 }
 
-/// Changes in the reader table, reported by [`Writer::take_reader_events`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReaderEvent {
-    Attached {
-        pid: u32,
-        index: u32,
-    },
-    /// The reader detached cleanly, or its process died (`died`).
-    Detached {
-        pid: u32,
-        index: u32,
-        died: bool,
-    },
-    /// The reader blocked a `block` writer without advancing for longer than the reader
-    /// timeout; it no longer counts for backpressure until it catches up.
-    Evicted {
-        pid: u32,
-        index: u32,
-    },
-}
-
 /// A slot held by the writer while it is being filled. Publish or release it.
 #[derive(Debug)]
 #[must_use = "a lease holds a slot until it is published or released"]
@@ -145,26 +125,16 @@ pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-struct ReaderWatch {
-    /// (pid, session) last seen in this entry.
-    known: Option<(u32, u64)>,
-    cursor: u64,
-    /// Monotonic time the cursor last moved (or the current wait began).
-    progress_ns: u64,
-    /// Since when (monotonic) the reader's pins have kept a slot from the writer, as far as
-    /// the checks saw: a reader that advances its cursor but keeps its pins still stalls us.
-    pins_in_the_way_since: Option<u64>,
-}
-
 pub struct Writer {
-    map: Arc<Mapping>,
+    map: Arc<WriterMapping>,
     name: String,
     session: u64,
     reader_timeout_ns: u64,
     slots: Arc<Slots>,
-    watch: Vec<ReaderWatch>,
-    events: Vec<ReaderEvent>,
+    /// The reader table and the stream's socket.
+    registry: Arc<Registry>,
+    /// Answers connecting readers and notices leaving ones while the writer does anything else.
+    admission: Option<std::thread::JoinHandle<()>>,
     last_housekeeping_ns: u64,
     interrupt: Interrupt,
     /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
@@ -173,8 +143,9 @@ pub struct Writer {
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
     unlinked: bool,
-    /// Removes the segment if the process is terminated by SIGTERM (see `cleanup`).
-    _on_terminate: Option<OnTerminate>,
+    /// Remove the segment and the socket if the process is terminated by SIGTERM (see
+    /// `cleanup`).
+    _on_terminate: [Option<OnTerminate>; 2],
 }
 
 impl Writer {
@@ -196,8 +167,8 @@ impl Writer {
     fn create_as(cfg: &WriterConfig, session: u64) -> Result<Writer, Error> {
         if cfg.perms & !0o777 != 0 || cfg.perms & 0o600 != 0o600 {
             return Err(Error::InvalidConfig(format!(
-                "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (the \
-                 writer and its readers need read and write access)",
+                "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (read \
+                 permission admits observers, read and write permission readers)",
                 cfg.perms
             )));
         }
@@ -213,29 +184,57 @@ impl Writer {
             cfg.slot_size,
         )?;
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
-        let map = Arc::new(segment::create(&NewSegment {
+        crate::name::validate_name(&cfg.name)?;
+        // The socket first: once the segment is visible under its name, readers find the
+        // socket its header names.
+        let socket_path = socket_path(&shm_dir(), session);
+        let listener = Registry::listen(&socket_path, cfg.perms)?;
+        let created = segment::create(&NewSegment {
             name: &cfg.name,
             geo: geo.clone(),
             perms: cfg.perms,
             session,
             reader_timeout_ns,
-        })?);
+        })
+        .and_then(|map| {
+            let map = Arc::new(map);
+            Ok((
+                map.clone(),
+                Registry::new(map, listener, socket_path.clone())?,
+            ))
+        });
+        let (map, registry) = match created {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(e);
+            }
+        };
         let interrupt = Interrupt::new();
-        interrupt.set_target(Some((map.clone(), WaitWord::Space)));
+        interrupt.set_target(Some(registry.clone()));
+        let socket_id = std::fs::symlink_metadata(&socket_path)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+            .unwrap_or_default();
         Ok(Writer {
             name: cfg.name.clone(),
             session,
             reader_timeout_ns,
-            slots: Arc::new(Slots::new(map.clone())),
-            watch: vec![ReaderWatch::default(); geo.max_readers as usize],
-            events: Vec::new(),
+            slots: Arc::new(Slots::new(map.clone(), registry.clone())),
+            admission: Some(registry.spawn_admission()),
+            registry,
             last_housekeeping_ns: 0,
             interrupt,
             acquire_wait: None,
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
-            _on_terminate: OnTerminate::register(&map.path, map.file_id),
+            _on_terminate: [
+                OnTerminate::register(&map.path, map.file_id),
+                OnTerminate::register(&socket_path, socket_id),
+            ],
             map,
         })
     }
@@ -335,7 +334,7 @@ impl Writer {
         // to `&mut self`, so no second view of the slot exists in this process.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.map.slot_ptr(lease.slot),
+                self.map.slot_ptr_mut(lease.slot),
                 self.map.geo.slot_capacity as usize,
             )
         }
@@ -576,9 +575,7 @@ impl Writer {
         // SeqCst store pairs with the reader's SeqCst increment of frame_waiters: either the
         // reader sees the new head before sleeping, or we see it waiting and wake it.
         h.head.store(n + 1, Ordering::SeqCst);
-        if self.map.control().frame_waiters.load(Ordering::SeqCst) != 0 {
-            self.map.kick(WaitWord::Frame);
-        }
+        self.registry.wake_sleepers();
         if outcome_full {
             self.count_full();
         }
@@ -610,18 +607,9 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Live readers attached (entries of dead ones are not counted even before they are freed).
+    /// Readers attached (and not closed).
     fn attached_readers(&self) -> usize {
-        (0..self.map.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                // SeqCst pairs with the reader's state store and its load of writer_waiting
-                // (see `Reader::open`): a reader attaching while we wait wakes us.
-                e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) != reader_state::CLAIMING
-                    && sys::byte_is_locked(&self.map.file, READER_LOCK_BASE + i as u64, true)
-            })
-            .count()
+        self.registry.attached()
     }
 
     /// Until the wait of [`WriterConfig::wait_for_readers`] is over (see
@@ -680,15 +668,17 @@ impl Writer {
         mut ready: impl FnMut(&Self) -> Option<T>,
     ) -> Result<Option<T>, Error> {
         let map = self.map.clone();
-        let ctrl = map.control();
-        let wait_start = sys::monotonic_ns();
-        for w in &mut self.watch {
-            w.progress_ns = w.progress_ns.max(wait_start);
-        }
+        let registry = self.registry.clone();
+        let waiting = &map.header().writer_waiting;
+        let space = registry.space_word();
+        // A reader's stall is timed from when it started holding the writer up, at the
+        // earliest from the start of this wait.
+        registry.hold_up_starts(sys::monotonic_ns());
         // A count, not a flag: a lender of this writer may be waiting in another thread too.
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        // SeqCst pairs with a reader's cursor store (or unpin) and its load of this count.
+        waiting.fetch_add(1, Ordering::SeqCst);
         let result = loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
+            let seq = space.load(Ordering::SeqCst);
             if let Some(v) = ready(self) {
                 break Ok(Some(v));
             }
@@ -706,9 +696,9 @@ impl Writer {
                     _ => break Ok(None),
                 },
             };
-            sys::futex_wait(&ctrl.space_seq, seq, slice);
+            sys::futex_wait(space, seq, slice);
         };
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.fetch_sub(1, Ordering::SeqCst);
         result
     }
 
@@ -726,104 +716,19 @@ impl Writer {
 
     /// Reader table changes since the last call.
     pub fn take_reader_events(&mut self) -> Vec<ReaderEvent> {
-        std::mem::take(&mut self.events)
+        self.registry.take_events()
     }
 
-    /// Frees entries of dead readers. When `held_up` (the writer cannot go on: it waits for room
-    /// or a slot, or would drop the frame), evicts the readers that hold it up without advancing
-    /// for longer than the reader timeout: those whose cursor keeps it from a frame they have
-    /// not read (not under drop-oldest, which overwrites instead), and those whose pins keep it
-    /// from a slot. An evicted reader's pins no longer count (see `Mapping::pinned_bits`).
+    /// Notices readers that left and, when `held_up`, evicts those that hold the writer up
+    /// for longer than the reader timeout (see [`Registry::check_readers`]).
     fn check_readers(&mut self, held_up: bool) {
-        let now = sys::monotonic_ns();
-        self.last_housekeeping_ns = now;
-        let head = self.head();
-        let depth = self.map.geo.depth as u64;
-        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        let keep_from = self.map.geo.keep_from(head);
-        for i in 0..self.map.readers_hwm() {
-            let e = self.map.reader_entry(i);
-            let pid = e.pid.load(Ordering::Acquire);
-            let state = e.state.load(Ordering::Acquire);
-            let watch = &mut self.watch[i as usize];
-            if pid == 0 || state == reader_state::CLAIMING {
-                if let Some((old_pid, _)) = watch.known.take() {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: false,
-                    });
-                }
-                if pid == 0 {
-                    continue;
-                }
-            }
-            if free_if_dead(&self.map, i).is_some() {
-                // Its process is gone: the entry (and its pins) stopped counting at once.
-                if let Some((old_pid, _)) = watch.known.take() {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: true,
-                    });
-                }
-                self.map.kick(WaitWord::Space);
-                continue;
-            }
-            if state == reader_state::CLAIMING {
-                continue;
-            }
-            let session = e.session.load(Ordering::Acquire);
-            if watch.known != Some((pid, session)) {
-                if let Some((old_pid, _)) = watch.known {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: false,
-                    });
-                }
-                watch.known = Some((pid, session));
-                watch.cursor = e.cursor.load(Ordering::Acquire);
-                watch.progress_ns = now;
-                watch.pins_in_the_way_since = None;
-                self.events.push(ReaderEvent::Attached { pid, index: i });
-            }
-            let cursor = e.cursor.load(Ordering::Acquire);
-            if cursor != watch.cursor {
-                watch.cursor = cursor;
-                watch.progress_ns = now;
-            }
-            watch.pins_in_the_way_since = self
-                .slots
-                .pins_in_the_way(i, keep_from)
-                .then(|| watch.pins_in_the_way_since.unwrap_or(now));
-            if !held_up || state != reader_state::ACTIVE {
-                continue;
-            }
-            let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
-            let behind = self.map.geo.backpressure != Backpressure::DropOldest
-                && head >= depth
-                && cursor.max(floor) <= head - depth;
-            let stalled_behind = behind && timed_out(watch.progress_ns);
-            let stalled_pinning = watch.pins_in_the_way_since.is_some_and(timed_out);
-            if (stalled_behind || stalled_pinning)
-                && e.state
-                    .compare_exchange(
-                        reader_state::ACTIVE,
-                        reader_state::EVICTED,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                e.evictions.fetch_add(1, Ordering::Relaxed);
-                self.map
-                    .header()
-                    .readers_evicted
-                    .fetch_add(1, Ordering::Relaxed);
-                self.events.push(ReaderEvent::Evicted { pid, index: i });
-            }
-        }
+        self.last_housekeeping_ns = sys::monotonic_ns();
+        let keep_from = self.map.geo.keep_from(self.head());
+        let slots = &self.slots;
+        self.registry
+            .check_readers(held_up, self.reader_timeout_ns, |slot| {
+                slots.takeable_but_for_pins(slot, keep_from)
+            });
     }
 
     /// Empties the depot: every reader skips to the next frame written (counting the skipped
@@ -833,7 +738,7 @@ impl Writer {
         h.clear_floor
             .store(h.head.load(Ordering::Relaxed), Ordering::SeqCst);
         h.full.store(0, Ordering::Relaxed);
-        self.map.kick(WaitWord::Frame);
+        self.registry.wake_all();
     }
 
     /// Marks the end of the stream: readers get EOS once they have read every frame.
@@ -846,16 +751,17 @@ impl Writer {
             .header()
             .stream_state
             .store(state, Ordering::SeqCst);
-        self.map.kick(WaitWord::Frame);
+        self.registry.wake_all();
     }
 
     /// A read-only view sharing this writer's mapping (statistics while a write blocks).
     pub fn observer(&self) -> Observer {
-        Observer::from_mapping(self.map.clone())
+        Observer::from_mapping(self.map.shared())
     }
 
-    /// Frames published, dropped, full events, evictions.
+    /// Frames published, dropped, full events, evictions, and the readers as of now.
     pub fn info(&self) -> SegmentInfo {
+        self.registry.service();
         self.map.info()
     }
 
@@ -869,7 +775,8 @@ impl Writer {
 
     /// Readers currently attached (including evicted ones, which still read).
     pub fn reader_count(&self) -> usize {
-        self.observer().reader_count()
+        self.registry.service();
+        self.attached_readers()
     }
 
     /// Marks the stream closed and removes the name (if it still names our segment). Dropping
@@ -886,18 +793,13 @@ impl Writer {
         let started = Instant::now();
         let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
         let map = self.map.clone();
-        let ctrl = map.control();
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = &map.header().writer_waiting;
+        let space = self.registry.space_word();
+        waiting.fetch_add(1, Ordering::SeqCst);
         loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
-            let head = self.head();
-            let all_drained = (0..map.readers_hwm()).all(|i| {
-                let e = map.reader_entry(i);
-                e.pid.load(Ordering::SeqCst) == 0
-                    || e.state.load(Ordering::SeqCst) == reader_state::CLAIMING
-                    || e.cursor.load(Ordering::SeqCst) >= head
-                    || !sys::byte_is_locked(&map.file, READER_LOCK_BASE + i as u64, true)
-            });
+            let seq = space.load(Ordering::SeqCst);
+            self.registry.service();
+            let all_drained = self.registry.all_read_up_to(self.head());
             let elapsed = started.elapsed();
             if (all_drained && elapsed >= EOS_MIN_LINGER) || elapsed >= limit {
                 break;
@@ -907,9 +809,9 @@ impl Writer {
             } else {
                 BLOCKED_WAIT_SLICE
             };
-            sys::futex_wait(&ctrl.space_seq, seq, wait);
+            sys::futex_wait(space, seq, wait);
         }
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn shutdown(&mut self) {
@@ -929,7 +831,13 @@ impl Writer {
         if self.map.header().stream_state.load(Ordering::Relaxed) != stream_state::EOS {
             self.set_state(stream_state::CLOSED);
         }
-        self.map.kick(WaitWord::Space);
+        // Then the socket: readers still attached see their connection hang up.
+        self.registry.stop();
+        if let Some(admission) = self.admission.take() {
+            let _ = admission.join();
+        }
+        self.registry.disconnect_all();
+        self.registry.kick_space();
     }
 }
 
