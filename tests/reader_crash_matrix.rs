@@ -535,26 +535,6 @@ fn push_frame(src: &gst_app::AppSrc, pool: Option<&gst::BufferPool>, n: u64) {
     src.push_buffer(buffer).unwrap();
 }
 
-/// A reader of the Python module (examples/python, needs python3 with numpy) that attaches and
-/// reads nothing until it is killed.
-fn python_reader(name: &str) -> ChildGuard {
-    let peer = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/python/interop_peer.py"
-    );
-    let child = std::process::Command::new("/usr/bin/python3")
-        .args([peer, "read", name, "--stall", "--timeout", "60"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 (with numpy: scripts/setup.sh) runs the Python reader");
-    ChildGuard {
-        child,
-        label: format!("python reader of {name}"),
-    }
-}
-
 /// The slot pool `sink` proposes for `caps`, activated.
 fn sink_pool(sink: &gst::Element, caps: &gst::Caps) -> gst::BufferPool {
     let mut query = gst::query::Allocation::new(Some(caps), true);
@@ -568,8 +548,7 @@ fn sink_pool(sink: &gst::Element, caps: &gst::Caps) -> gst::BufferPool {
     pool
 }
 
-/// Readers SIGKILLed one after another (`shmframesrc` processes, and every other pair Python
-/// readers), alternately while the writer pushes frames and while it pushes none, on the copy
+/// Readers SIGKILLed one after another (`shmframesrc` processes), alternately while the writer pushes frames and while it pushes none, on the copy
 /// or the pool `path`: each killed reader's entry
 /// is freed within `RECLAIM_LIMIT`, seen from outside the sink (an `Observer`: the sink's
 /// `stats` would check the readers itself). Then a new reader attaches and, with the reader
@@ -612,11 +591,9 @@ fn reader_churn_case(path: &str, layout: &str, props: &str) {
     for k in 0..kills {
         let busy = k % 2 == 0;
         pusher.set_busy(busy);
-        let mut doomed = if k % 4 < 2 {
-            reader(&name, "")
-        } else {
-            python_reader(&name)
-        };
+        // The pure-Python module's reader that took every other pair of kills here spoke the
+        // version 1 protocol; the compiled Python package's reader is to take its place.
+        let mut doomed = reader(&name, "");
         assert!(
             common::wait_for(CHILD_LIMIT, || observer.reader_count() == 2),
             "{}",

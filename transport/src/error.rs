@@ -193,11 +193,10 @@ impl fmt::Display for Error {
             ),
             Error::PermissionDenied { path, detail } => write!(
                 f,
-                "permission denied on {path}: {detail}; a reader needs read access to the \
-                 segment and write access to its socket, which the writer's perms property \
-                 grants (default 0600: the writer's user only; read permission alone admits \
-                 observers): run the reader as that user, or start the writer with perms=0660 \
-                 (its group) or perms=0666 (everyone)"
+                "permission denied on {path}: {detail}; a reader needs read and write access, \
+                 which the writer's perms property grants (default 0600: the writer's user \
+                 only): run the reader as that user, or start the writer with perms=0660 (its \
+                 group) or perms=0666 (everyone)"
             ),
             Error::TooManyReaders { name, max } => write!(
                 f,

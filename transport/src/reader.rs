@@ -443,9 +443,10 @@ fn attach(
         match sock::connect(&path) {
             Ok(socket) => break socket,
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // The segment is readable (observers may look), its socket not writable.
                 return Err(Error::PermissionDenied {
-                    path: shown,
-                    detail: e.to_string(),
+                    path: map.path.display().to_string(),
+                    detail: format!("connecting to its socket {shown}: {e}"),
                 });
             }
             Err(e)

@@ -167,8 +167,8 @@ impl Writer {
     fn create_as(cfg: &WriterConfig, session: u64) -> Result<Writer, Error> {
         if cfg.perms & !0o777 != 0 || cfg.perms & 0o600 != 0o600 {
             return Err(Error::InvalidConfig(format!(
-                "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (read \
-                 permission admits observers, read and write permission readers)",
+                "perms {:o} must be an octal file mode of at most 0777 that includes 0600 (the \
+                 writer and its readers need read and write access)",
                 cfg.perms
             )));
         }
