@@ -7,8 +7,8 @@ mod common;
 use common::{ChildGuard, ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for};
 use gst::prelude::*;
 use gstshmframe::transport::{
-    Backpressure, Error, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult, Reader,
-    ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
+    Backpressure, Error, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult,
+    Reader, ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
 };
 use std::time::Duration;
 

@@ -1426,3 +1426,44 @@ fn a_subscriber_that_waited_for_its_writer_reads_from_the_first_frame_whatever_s
         .collect();
     assert_eq!(numbers, [0, 1, 2], "start=newest would begin at frame 2");
 }
+
+/// A stream socket left by a writer that died without removing it (nobody listens on it) is
+/// removed by the next writer of any name once it is a few seconds old; a younger one (its
+/// writer may be about to listen) and a live writer's are left alone.
+#[test]
+fn a_dead_writers_socket_is_removed_by_the_next_writer() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = ShmName::new("orphan-socket");
+    let orphan = |age: u64| {
+        let path = shm_dir().join(format!(
+            ".shmframe-sock-{:016x}",
+            0xdead_0000_0000_0000u64 | (std::process::id() as u64) << 8 | age
+        ));
+        // Bound and closed: the file stays, and connecting to it is refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let then = libc::timespec {
+            tv_sec: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - age) as libc::time_t,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid path and two valid timespecs.
+        let set =
+            unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), [then, then].as_ptr(), 0) };
+        assert_eq!(set, 0);
+        path
+    };
+    let (old, young) = (orphan(60), orphan(0));
+    let live = Writer::create(&WriterConfig::new(&format!("{}-live", name.as_str()), 16)).unwrap();
+    let live_socket = shm_dir().join(format!(".shmframe-sock-{:016x}", live.session()));
+    let _w = Writer::create(&WriterConfig::new(&name, 16)).unwrap();
+    assert!(!old.exists(), "the old orphan is removed");
+    assert!(young.exists(), "a young socket is left alone");
+    assert!(live_socket.exists(), "a live writer's socket is left alone");
+    std::fs::remove_file(young).unwrap();
+    drop(live);
+    assert!(!live_socket.exists());
+}

@@ -1275,7 +1275,11 @@ fn peers_that_say_nothing_or_garbage_are_dropped_and_never_stall_the_writer() {
         let reply = raw_recv(socket, Duration::from_secs(10)).expect("an answer");
         assert_eq!(reply.len(), 32, "{bytes:?}");
         assert_eq!(&reply[0..4], b"SFRR");
-        assert_eq!(u32::from_ne_bytes(reply[4..8].try_into().unwrap()), 2, "refused");
+        assert_eq!(
+            u32::from_ne_bytes(reply[4..8].try_into().unwrap()),
+            2,
+            "refused"
+        );
         assert_eq!(
             raw_recv(socket, Duration::from_secs(10)),
             Some(vec![]),

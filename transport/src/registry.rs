@@ -446,8 +446,12 @@ impl Registry {
         self.write_mirror_entry(index as u32, &reader, head);
         // SeqCst: the page's initial values are stored before the reader can see the page.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if sock::send_with_fd(reader.socket.as_fd(), &reply.encode(), reader.page._file.as_fd())
-            .is_err()
+        if sock::send_with_fd(
+            reader.socket.as_fd(),
+            &reply.encode(),
+            reader.page._file.as_fd(),
+        )
+        .is_err()
         {
             self.clear_mirror(index as u32);
             return false;

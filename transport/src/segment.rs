@@ -579,8 +579,15 @@ fn reclaim_orphaned_temp_files() {
         return;
     };
     for entry in dir.flatten() {
-        if !entry
-            .file_name()
+        let file_name = entry.file_name();
+        if file_name
+            .as_encoded_bytes()
+            .starts_with(SOCKET_PREFIX.as_bytes())
+        {
+            reclaim_if_orphaned_socket(&entry.path());
+            continue;
+        }
+        if !file_name
             .as_encoded_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
@@ -595,6 +602,29 @@ fn reclaim_orphaned_temp_files() {
         {
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+/// How old a stream socket must be before a refused connection proves its writer dead: a
+/// writer listens microseconds after it binds.
+const SOCKET_ORPHAN_AGE: Duration = Duration::from_secs(5);
+
+/// Removes a stream socket nobody listens on any more: its writer died before removing it
+/// (killed while it built its segment, or its segment was removed by hand), so no later
+/// writer of its segment's name comes across it.
+fn reclaim_if_orphaned_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+    if !meta.file_type().is_socket() || age.is_none_or(|age| age < SOCKET_ORPHAN_AGE) {
+        return;
+    }
+    if let Err(e) = crate::sock::connect(path)
+        && e.raw_os_error() == Some(libc::ECONNREFUSED)
+    {
+        let _ = std::fs::remove_file(path);
     }
 }
 
