@@ -239,7 +239,11 @@ impl Registry {
             .spawn(move || {
                 while !registry.stop.load(Ordering::Acquire) {
                     registry.wait_for_activity(TICK);
-                    registry.service();
+                    if registry.service() {
+                        // A reader sends without pause: look again a little later, so that
+                        // it costs the writer's threads no more than a re-check now and then.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
             })
             .expect("spawn the reader admission thread")
@@ -281,10 +285,12 @@ impl Registry {
 
     /// Takes in new connections, answers hellos, drops silent connections, notices readers
     /// that left or sent a byte, and refreshes the reader table in the segment file. Never
-    /// waits: every socket call is non-blocking and every loop is bounded.
-    pub(crate) fn service(&self) {
+    /// waits: every socket call is non-blocking and every loop is bounded. True if a reader
+    /// had more messages queued than one look takes.
+    pub(crate) fn service(&self) -> bool {
         let mut table = self.lock();
         let mut changed = false;
+        let mut flooded = false;
         // Readers: bytes mean "look again"; end of file means gone.
         for index in 0..table.readers.len() {
             let Some(reader) = table.readers[index].as_mut() else {
@@ -292,7 +298,11 @@ impl Registry {
             };
             let mut gone = false;
             let mut buf = [0u8; 16];
-            for _ in 0..MAX_MESSAGES_PER_LOOK {
+            for taken in 0..=MAX_MESSAGES_PER_LOOK {
+                if taken == MAX_MESSAGES_PER_LOOK {
+                    flooded = true;
+                    break;
+                }
                 match sock::recv(reader.socket.as_fd(), &mut buf) {
                     Received::Message(n) => {
                         changed = true;
@@ -372,6 +382,7 @@ impl Registry {
         if changed {
             self.kick_space();
         }
+        flooded
     }
 
     /// Answers a hello: a table entry and a control page for a well-formed one, a refusal

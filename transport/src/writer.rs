@@ -125,6 +125,17 @@ pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     }
 }
 
+/// What [`Writer::make_room`] decided for a frame.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    /// The frame's number (the head when room was made).
+    frame: u64,
+    /// The ring was full when the frame arrived.
+    full: bool,
+    /// How long the writer waited for a full ring to have room (block).
+    waited_for_full: Option<Duration>,
+}
+
 pub struct Writer {
     map: Arc<WriterMapping>,
     name: String,
@@ -137,8 +148,8 @@ pub struct Writer {
     admission: Option<std::thread::JoinHandle<()>>,
     last_housekeeping_ns: u64,
     interrupt: Interrupt,
-    /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
-    acquire_wait: Option<Duration>,
+    /// What `acquire` decided for the frame its lease is for, taken by the `publish` of it.
+    room: Option<Room>,
     /// Readers still to wait for before the first frame (0 once the wait is over).
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
@@ -227,7 +238,7 @@ impl Writer {
             registry,
             last_housekeeping_ns: 0,
             interrupt,
-            acquire_wait: None,
+            room: None,
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
@@ -370,14 +381,6 @@ impl Writer {
         full
     }
 
-    /// A free slot for frame `n` once readers whose pins hold the writer up for longer than the
-    /// reader timeout are evicted (their pins no longer count), for the policies that drop a
-    /// frame rather than wait when pins leave no slot.
-    fn free_slot_after_evicting_stalled(&mut self, n: u64) -> Option<u32> {
-        self.check_readers(true);
-        self.free_slot(n)
-    }
-
     /// True when the slowest live reader is `depth` frames behind.
     pub fn is_full(&self) -> bool {
         self.ring_full_for(self.head())
@@ -389,54 +392,86 @@ impl Writer {
             .free_slot(n, self.backpressure() == Backpressure::DropOldest)
     }
 
-    /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
-    /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
-    pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
+    /// Makes room for the next frame: the one place where backpressure is decided, for every
+    /// frame handed to the writer (copied into a leased slot, or drawn in a lent one). A ring
+    /// full on arrival (counted once) drops the frame under drop-newest, is waited for under
+    /// block, and is overwritten under drop-oldest. `take` gets what else the frame needs at the
+    /// head it is given (a free slot, for a lease); when it gets nothing, block waits for it,
+    /// and the other policies evict the readers whose pins hold the writer up for longer than
+    /// the reader timeout (their pins stop counting) and try once more. `Ok(None)`: the frame
+    /// is dropped (counted).
+    fn make_room<T>(
+        &mut self,
+        mut take: impl FnMut(&Self, u64) -> Option<T>,
+    ) -> Result<Option<(Room, T)>, Error> {
         let n = self.head();
         let full = self.full_on_arrival(n);
-        if full && self.backpressure() == Backpressure::DropNewest {
+        let policy = self.backpressure();
+        if full {
             self.count_full();
+        }
+        if full && policy == Backpressure::DropNewest {
             self.count_drop();
             return Ok(None);
         }
-        let mut waited_for_full = false;
-        let wait_started = Instant::now();
-        loop {
-            let slot = if full && self.backpressure() == Backpressure::Block {
-                if !waited_for_full {
-                    self.count_full();
-                    waited_for_full = true;
-                }
-                self.wait_until(|w| {
-                    let n = w.head();
-                    if w.ring_full_for(n) {
-                        None
-                    } else {
-                        w.free_slot(n)
-                    }
-                })?
-            } else if let Some(s) = self.free_slot(n) {
-                s
-            } else if self.backpressure() == Backpressure::Block {
-                // Every slot is leased or pinned: wait for a release.
-                self.wait_until(|w| w.free_slot(w.head()))?
-            } else if let Some(s) = self.free_slot_after_evicting_stalled(n) {
-                s
-            } else {
-                self.count_drop();
-                return Ok(None);
+        if full && policy == Backpressure::Block {
+            let started = Instant::now();
+            let taken = self.wait_until(|w| {
+                let n = w.head();
+                if w.ring_full_for(n) { None } else { take(w, n) }
+            })?;
+            let room = Room {
+                frame: self.head(),
+                full,
+                waited_for_full: Some(started.elapsed()),
             };
-            if !self.slots.claim(slot, holder::WRITER) {
-                continue;
-            }
-            if waited_for_full {
-                self.acquire_wait = Some(wait_started.elapsed());
-            }
-            return Ok(Some(SlotLease {
-                slot,
-                session: self.session,
-            }));
+            return Ok(Some((room, taken)));
         }
+        let room = |frame| Room {
+            frame,
+            full,
+            waited_for_full: None,
+        };
+        if let Some(taken) = take(self, n) {
+            return Ok(Some((room(n), taken)));
+        }
+        if policy == Backpressure::Block {
+            // Every slot is leased or pinned: wait for a release.
+            let taken = self.wait_until(|w| take(w, w.head()))?;
+            return Ok(Some((room(self.head()), taken)));
+        }
+        self.check_readers(true);
+        match take(self, n) {
+            Some(taken) => Ok(Some((room(n), taken))),
+            None => {
+                self.count_drop();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
+    /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
+    pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
+        let claimed = self.make_room(|w, n| {
+            // A lender taking the chosen slot at the same moment, or a reader pinning it,
+            // makes the claim fail; another slot may still be free.
+            for _ in 0..w.slots.count() {
+                let slot = w.free_slot(n)?;
+                if w.slots.claim(slot, holder::WRITER) {
+                    return Some(slot);
+                }
+            }
+            None
+        })?;
+        let Some((room, slot)) = claimed else {
+            return Ok(None);
+        };
+        self.room = Some(room);
+        Ok(Some(SlotLease {
+            slot,
+            session: self.session,
+        }))
     }
 
     /// Lends a free slot to be filled outside the writer (from another thread or by another
@@ -496,6 +531,7 @@ impl Writer {
         assert_eq!(lease.session, self.session, "lease from another writer");
         self.slots.unpublish(lease.slot);
         self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
+        self.room = None;
     }
 
     /// Publishes a leased slot holding `size` bytes as the next frame.
@@ -529,22 +565,16 @@ impl Writer {
         self.check_fits(size)?;
         self.await_readers()?;
         let started = Instant::now();
-        let mut n = self.head();
-        let outcome_full = self.full_on_arrival(n);
-        if outcome_full {
-            match self.backpressure() {
-                Backpressure::Block => {
-                    self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))?;
-                    n = self.head();
-                }
-                Backpressure::DropNewest => {
-                    self.count_full();
-                    self.count_drop();
-                    return Ok(WriteOutcome::Dropped);
-                }
-                Backpressure::DropOldest => {}
-            }
-        }
+        // A leased slot had its room made when it was acquired; a lent one has it made now.
+        let head = self.head();
+        let room = match self.room.take().filter(|room| room.frame == head) {
+            Some(room) => room,
+            None => match self.make_room(|_, _| Some(()))? {
+                Some((room, ())) => room,
+                None => return Ok(WriteOutcome::Dropped),
+            },
+        };
+        let n = room.frame;
         let desc = self.map.desc(slot);
         let opt = |v: Option<u64>| v.unwrap_or(NO_TIME);
         desc.frame.store(n, Ordering::Relaxed);
@@ -572,24 +602,18 @@ impl Writer {
             h.stream_state
                 .store(stream_state::RUNNING, Ordering::Release);
         }
-        // SeqCst store pairs with the reader's SeqCst increment of frame_waiters: either the
-        // reader sees the new head before sleeping, or we see it waiting and wake it.
+        // SeqCst store pairs with the reader's SeqCst store of `sleeping` in its page: either
+        // the reader sees the new head before sleeping, or we see it sleeping and wake it.
         h.head.store(n + 1, Ordering::SeqCst);
         self.registry.wake_sleepers();
-        if outcome_full {
-            self.count_full();
-        }
         h.full
             .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
-        let waited_in_acquire = self.acquire_wait.take();
         Ok(match self.backpressure() {
-            Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
-                WriteOutcome::WrittenAfterWait {
-                    frame: n,
-                    waited: started.elapsed() + waited_in_acquire.unwrap_or_default(),
-                }
-            }
-            Backpressure::DropOldest if outcome_full => WriteOutcome::OverwroteOldest { frame: n },
+            Backpressure::Block if room.full => WriteOutcome::WrittenAfterWait {
+                frame: n,
+                waited: started.elapsed() + room.waited_for_full.unwrap_or_default(),
+            },
+            Backpressure::DropOldest if room.full => WriteOutcome::OverwroteOldest { frame: n },
             _ => WriteOutcome::Written { frame: n },
         })
     }
