@@ -237,8 +237,9 @@ impl Registry {
         std::thread::Builder::new()
             .name("shmframe-admit".into())
             .spawn(move || {
+                let mut fds = Vec::new();
                 while !registry.stop.load(Ordering::Acquire) {
-                    registry.wait_for_activity(TICK);
+                    registry.wait_for_activity(&mut fds, TICK);
                     if registry.service() {
                         // A reader sends without pause: look again a little later, so that
                         // it costs the writer's threads no more than a re-check now and then.
@@ -258,8 +259,8 @@ impl Registry {
 
     /// Waits up to `timeout` until the listener or a connection has something, or `stop`.
     /// A hint only: `service` looks at every descriptor again.
-    fn wait_for_activity(&self, timeout: Duration) {
-        let mut fds = Vec::with_capacity(2 + MAX_PENDING + self.map.geo.max_readers as usize);
+    fn wait_for_activity(&self, fds: &mut Vec<libc::pollfd>, timeout: Duration) {
+        fds.clear();
         let pollin = |fd: i32| libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -280,7 +281,7 @@ impl Registry {
         }
         // Descriptors may be closed by `service` in another thread meanwhile: the wait then
         // ends early or at the timeout, and `service` re-examines everything under the lock.
-        sock::poll(&mut fds, timeout);
+        sock::poll(fds, timeout);
     }
 
     /// Takes in new connections, answers hellos, drops silent connections, notices readers
