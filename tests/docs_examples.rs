@@ -175,6 +175,7 @@ fn finish(
 }
 
 #[test]
+#[ignore = "pure-Python module removed (protocol v2)"]
 fn the_python_writer_example_runs_as_written() {
     let test = "the_python_writer_example_runs_as_written";
     if !python_ready(test) {
@@ -211,6 +212,7 @@ fn the_python_writer_example_runs_as_written() {
 }
 
 #[test]
+#[ignore = "pure-Python module removed (protocol v2)"]
 fn the_python_reader_example_runs_as_written() {
     let test = "the_python_reader_example_runs_as_written";
     if !python_ready(test) {
