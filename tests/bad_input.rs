@@ -363,7 +363,7 @@ fn a_segment_truncated_at_any_interesting_offset_is_refused_by_readers() {
         (100, "inside the geometry"),
         (1024, "at the caps table"),
         (HEADER_REGION - 1, "inside the caps table"),
-        (HEADER_REGION, "at the control region"),
+        (HEADER_REGION, "at the reader table"),
         (geo.index_offset, "at the ring index"),
         (geo.desc_offset, "at the slot descriptors"),
         (geo.data_offset, "at the first slot"),

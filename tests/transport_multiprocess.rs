@@ -238,11 +238,12 @@ fn run_attacker(args: &[String]) -> i32 {
         } else {
             continue;
         };
-        // SAFETY (all calls below): plain system calls on a descriptor this process holds; a
-        // shared writable mapping that succeeds is only ever written through (the attack).
         let byte = 0xAAu8;
+        // SAFETY: writes one byte from `byte` to a descriptor this process holds.
         let write = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) } < 0;
         report.push(format!("{what}_write={}", outcome(write)));
+        // SAFETY: a new mapping at an address the kernel chooses; if it succeeds it is only
+        // ever written through (the attack), never read as Rust values.
         let map = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -257,8 +258,10 @@ fn run_attacker(args: &[String]) -> i32 {
         if map != libc::MAP_FAILED {
             writable.push((map.cast(), 4096));
         }
+        // SAFETY: plain system calls on a descriptor this process holds.
         let truncate = unsafe { libc::ftruncate(fd, 0) } < 0;
         report.push(format!("{what}_truncate={}", outcome(truncate)));
+        // SAFETY: as above.
         let grow = unsafe { libc::ftruncate(fd, 1 << 20) } < 0;
         report.push(format!("{what}_grow={}", outcome(grow)));
     }

@@ -1,4 +1,6 @@
-//! The reading side: any number per segment, each with its own cursor.
+//! The reading side: any number per segment, each with its own cursor. A reader maps the
+//! segment read-only and attaches through the writer's socket, which hands it its control page
+//! (see `registry`); it writes nothing else.
 
 use crate::caps;
 use crate::error::Error;
@@ -50,7 +52,6 @@ pub enum ReadResult {
 
 pub struct Reader {
     map: Arc<Mapping>,
-    index: u32,
     session: u64,
     cursor: u64,
     frames_read: u64,
@@ -94,7 +95,6 @@ impl Reader {
         Ok(Reader {
             lease,
             map,
-            index: reply.index,
             session,
             cursor,
             frames_read: 0,
@@ -130,11 +130,6 @@ impl Reader {
     /// How many times the writer evicted this reader for stalling it.
     pub fn evictions(&self) -> u64 {
         self.entry().evictions.load(Ordering::Relaxed)
-    }
-
-    /// This reader's entry in the writer's reader table.
-    pub fn index(&self) -> u32 {
-        self.index
     }
 
     pub fn writer_pid(&self) -> u32 {

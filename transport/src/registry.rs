@@ -299,23 +299,20 @@ impl Registry {
             };
             let mut gone = false;
             let mut buf = [0u8; 16];
-            for taken in 0..=MAX_MESSAGES_PER_LOOK {
+            let mut taken = 0;
+            while !gone {
                 if taken == MAX_MESSAGES_PER_LOOK {
                     flooded = true;
                     break;
                 }
                 match sock::recv(reader.socket.as_fd(), &mut buf) {
                     Received::Message(n) => {
+                        taken += 1;
                         changed = true;
-                        if n >= 1 && buf[0] == MSG_BYE {
-                            reader.said_bye = true;
-                        }
+                        reader.said_bye |= n >= 1 && buf[0] == MSG_BYE;
                     }
                     Received::Nothing => break,
-                    Received::Closed => {
-                        gone = true;
-                        break;
-                    }
+                    Received::Closed => gone = true,
                 }
             }
             if gone {
@@ -333,21 +330,7 @@ impl Registry {
         table
             .pending
             .retain(|p| p.since.elapsed() < HANDSHAKE_TIMEOUT);
-        // Hellos.
-        let mut k = 0;
-        while k < table.pending.len() {
-            let mut buf = [0u8; HELLO_LEN + 1];
-            match sock::recv(table.pending[k].socket.as_fd(), &mut buf) {
-                Received::Nothing => k += 1,
-                Received::Closed => {
-                    table.pending.swap_remove(k);
-                }
-                Received::Message(n) => {
-                    let pending = table.pending.swap_remove(k);
-                    changed |= self.admit(&mut table, pending.socket, &buf[..n]);
-                }
-            }
-        }
+        changed |= self.answer_hellos(&mut table);
         // New connections, a bounded number per look.
         for _ in 0..MAX_PENDING {
             match sock::accept(self.listener.as_fd()) {
@@ -363,27 +346,36 @@ impl Registry {
                 Ok(None) | Err(_) => break,
             }
         }
-        // A hello may already be there: answer it in this look, not at the next.
-        let mut k = 0;
-        while k < table.pending.len() {
-            let mut buf = [0u8; HELLO_LEN + 1];
-            match sock::recv(table.pending[k].socket.as_fd(), &mut buf) {
-                Received::Message(n) => {
-                    let pending = table.pending.swap_remove(k);
-                    changed |= self.admit(&mut table, pending.socket, &buf[..n]);
-                }
-                Received::Closed => {
-                    table.pending.swap_remove(k);
-                }
-                Received::Nothing => k += 1,
-            }
-        }
+        // A new connection's hello may be there already: answered in this look, not the next.
+        changed |= self.answer_hellos(&mut table);
         self.refresh_mirror(&table);
         drop(table);
         if changed {
             self.kick_space();
         }
         flooded
+    }
+
+    /// Answers the connections that said something (the first message is the hello) and
+    /// forgets those that closed. True if a reader attached.
+    fn answer_hellos(&self, table: &mut Table) -> bool {
+        let mut attached = false;
+        let mut k = 0;
+        while k < table.pending.len() {
+            // One byte more than a hello: a longer message is not one.
+            let mut buf = [0u8; HELLO_LEN + 1];
+            match sock::recv(table.pending[k].socket.as_fd(), &mut buf) {
+                Received::Nothing => k += 1,
+                Received::Closed => {
+                    table.pending.swap_remove(k);
+                }
+                Received::Message(n) => {
+                    let pending = table.pending.swap_remove(k);
+                    attached |= self.admit(table, pending.socket, &buf[..n]);
+                }
+            }
+        }
+        attached
     }
 
     /// Answers a hello: a table entry and a control page for a well-formed one, a refusal

@@ -1,5 +1,6 @@
 //! Thin wrappers over the Linux primitives the transport needs: futex wait/wake on a shared
-//! word, the open-file-description (OFD) byte lock of the writer's liveness, CLOCK_MONOTONIC, randomness.
+//! word, the open-file-description (OFD) byte lock of the writer's liveness, CLOCK_MONOTONIC,
+//! randomness. (The reader channel's sockets and memfds are in `sock`.)
 //! Crate-private except [`monotonic_ns`] (the clock frame write times are stamped in; also at
 //! the crate root) and [`last_level_cache_bytes`], which the plugin and its tests call.
 
