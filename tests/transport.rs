@@ -1467,3 +1467,36 @@ fn a_dead_writers_socket_is_removed_by_the_next_writer() {
     drop(live);
     assert!(!live_socket.exists());
 }
+
+/// A reader that requires its writer's uid refuses a segment of another user, naming both
+/// uids and what to do, and attaches to one of that user.
+#[test]
+fn a_reader_requiring_a_writer_uid_refuses_another_users_segment() {
+    let name = ShmName::new("writer-uid");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let other = me.wrapping_add(1);
+    let requiring = |uid| ReaderOptions {
+        writer_uid: Some(uid),
+        ..oldest()
+    };
+    let e = Reader::open(&name, &requiring(other)).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} belongs to uid {me}, but this reader requires its writer to run as uid {other} \
+             (writer-uid): start the writer as uid {other}, set writer-uid to {me} if you \
+             trust that user's stream, or choose another shm-name",
+            name.path().display()
+        )
+    );
+    w.poll_readers();
+    assert!(
+        w.take_reader_events().is_empty(),
+        "refused before attaching"
+    );
+    let mut r = Reader::open(&name, &requiring(me)).unwrap();
+    write_frame(&mut w, 0);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+}
