@@ -59,6 +59,11 @@ fn seqpacket_socket() -> io::Result<OwnedFd> {
 pub(crate) fn listen(path: &Path, mode: u32) -> io::Result<OwnedFd> {
     let (addr, len) = address(path)?;
     let fd = seqpacket_socket()?;
+    // Linux creates the socket file with the socket's own mode less the umask: set to `mode`
+    // first, the file is never wider than `mode`, not even between the bind and the chmod
+    // below (which undoes the umask), so nobody `mode` leaves out can connect meanwhile.
+    // SAFETY: plain fchmod on our descriptor.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })?;
     // SAFETY: `addr` is a valid sockaddr_un of `len` bytes.
     check(unsafe {
         libc::bind(
