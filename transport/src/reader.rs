@@ -434,105 +434,115 @@ fn attach(
         name: name.to_string(),
     };
     let deadline = Instant::now() + HANDSHAKE_LIMIT;
-    let socket = loop {
-        match sock::connect(&path) {
-            Ok(socket) => break socket,
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                // The segment is readable (observers may look), its socket not writable.
-                return Err(Error::PermissionDenied {
-                    path: map.path.display().to_string(),
-                    detail: format!("connecting to its socket {shown}: {e}"),
-                });
-            }
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::ENOENT | libc::ECONNREFUSED)
-                ) =>
-            {
-                if !map.writer_alive() || map.stream_state() == StreamState::Closed {
-                    return Err(gone());
+    // A writer drops a connection that took longer than its handshake timeout to say hello (a
+    // reader descheduled between its connect and its hello, on a loaded machine): connect
+    // again, within the same limit.
+    loop {
+        let socket = loop {
+            match sock::connect(&path) {
+                Ok(socket) => break socket,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    // The segment is readable (observers may look), its socket not writable.
+                    return Err(Error::PermissionDenied {
+                        path: map.path.display().to_string(),
+                        detail: format!("connecting to its socket {shown}: {e}"),
+                    });
                 }
-                if Instant::now() >= deadline {
-                    return Err(Error::io(format!("connect to {shown}"), e));
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::ENOENT | libc::ECONNREFUSED)
+                    ) =>
+                {
+                    if !map.writer_alive() || map.stream_state() == StreamState::Closed {
+                        return Err(gone());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::io(format!("connect to {shown}"), e));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
                 }
-                std::thread::sleep(Duration::from_millis(2));
+                Err(e) => return Err(Error::io(format!("connect to {shown}"), e)),
             }
-            Err(e) => return Err(Error::io(format!("connect to {shown}"), e)),
-        }
-    };
-    // Only the writer that owns the segment file may answer for it.
-    let (_, peer_uid) = sock::peer_cred(socket.as_fd())
-        .map_err(|e| Error::io(format!("SO_PEERCRED on {shown}"), e))?;
-    let owner = map.owner_uid();
-    if peer_uid != owner {
-        return Err(Error::io(
-            format!("attach to {shown}"),
-            std::io::Error::other(format!(
-                "the socket is served by uid {peer_uid}, but the segment belongs to uid {owner}: \
-                 refusing a stream another user may have put in its way"
-            )),
-        ));
-    }
-    let hello = Hello {
-        pid: std::process::id(),
-        oldest: opts.start == StartPosition::Oldest,
-        session,
-        writer_session: map.header().writer_session,
-    };
-    if !sock::send(socket.as_fd(), &hello.encode())
-        .map_err(|e| Error::io(format!("send to {shown}"), e))?
-    {
-        return Err(Error::io(
-            format!("send to {shown}"),
-            std::io::Error::from(std::io::ErrorKind::WouldBlock),
-        ));
-    }
-    let mut buf = [0u8; REPLY_LEN + 1];
-    let left = deadline.saturating_duration_since(Instant::now());
-    let (n, passed) = sock::recv_with_fd(socket.as_fd(), &mut buf, left).map_err(|e| {
-        Error::io(
-            format!("wait for the writer's answer on {shown} (it hangs or is overloaded)"),
-            e,
-        )
-    })?;
-    let Some(reply) = Reply::decode(&buf[..n]) else {
-        if n == 0 && (!map.writer_alive() || map.stream_state() == StreamState::Closed) {
-            return Err(gone());
-        }
-        return Err(Error::io(
-            format!("attach to {shown}"),
-            std::io::Error::other(format!("the writer's answer is malformed ({n} bytes)")),
-        ));
-    };
-    match reply.status {
-        reply_status::OK => {}
-        reply_status::TABLE_FULL => {
-            return Err(Error::TooManyReaders {
-                name: name.to_string(),
-                max: map.geo.max_readers,
-            });
-        }
-        status => {
+        };
+        // Only the writer that owns the segment file may answer for it.
+        let (_, peer_uid) = sock::peer_cred(socket.as_fd())
+            .map_err(|e| Error::io(format!("SO_PEERCRED on {shown}"), e))?;
+        let owner = map.owner_uid();
+        if peer_uid != owner {
             return Err(Error::io(
                 format!("attach to {shown}"),
-                std::io::Error::other(format!("the writer refused this reader (status {status})")),
+                std::io::Error::other(format!(
+                    "the socket is served by uid {peer_uid}, but the segment belongs to uid {owner}: \
+                 refusing a stream another user may have put in its way"
+                )),
             ));
         }
+        let hello = Hello {
+            pid: std::process::id(),
+            oldest: opts.start == StartPosition::Oldest,
+            session,
+            writer_session: map.header().writer_session,
+        };
+        if !sock::send(socket.as_fd(), &hello.encode())
+            .map_err(|e| Error::io(format!("send to {shown}"), e))?
+        {
+            return Err(Error::io(
+                format!("send to {shown}"),
+                std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            ));
+        }
+        let mut buf = [0u8; REPLY_LEN + 1];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, passed) = sock::recv_with_fd(socket.as_fd(), &mut buf, left).map_err(|e| {
+            Error::io(
+                format!("wait for the writer's answer on {shown} (it hangs or is overloaded)"),
+                e,
+            )
+        })?;
+        let Some(reply) = Reply::decode(&buf[..n]) else {
+            if n == 0 && (!map.writer_alive() || map.stream_state() == StreamState::Closed) {
+                return Err(gone());
+            }
+            if n == 0 && Instant::now() < deadline {
+                continue;
+            }
+            return Err(Error::io(
+                format!("attach to {shown}"),
+                std::io::Error::other(format!("the writer's answer is malformed ({n} bytes)")),
+            ));
+        };
+        match reply.status {
+            reply_status::OK => {}
+            reply_status::TABLE_FULL => {
+                return Err(Error::TooManyReaders {
+                    name: name.to_string(),
+                    max: map.geo.max_readers,
+                });
+            }
+            status => {
+                return Err(Error::io(
+                    format!("attach to {shown}"),
+                    std::io::Error::other(format!(
+                        "the writer refused this reader (status {status})"
+                    )),
+                ));
+            }
+        }
+        let malformed = |what: &str| {
+            Error::io(
+                format!("attach to {shown}"),
+                std::io::Error::other(format!("the writer's answer is malformed: {what}")),
+            )
+        };
+        if reply.index >= map.geo.max_readers || reply.page_len as u64 != CONTROL_PAGE_LEN {
+            return Err(malformed("entry or page size out of range"));
+        }
+        let page = passed.ok_or_else(|| malformed("no control page"))?;
+        let control = ControlMap::map(std::fs::File::from(page), map.geo.pin_words)
+            .map_err(|e| Error::io(format!("map the control page from {shown}"), e))?;
+        return Ok((socket, control, reply));
     }
-    let malformed = |what: &str| {
-        Error::io(
-            format!("attach to {shown}"),
-            std::io::Error::other(format!("the writer's answer is malformed: {what}")),
-        )
-    };
-    if reply.index >= map.geo.max_readers || reply.page_len as u64 != CONTROL_PAGE_LEN {
-        return Err(malformed("entry or page size out of range"));
-    }
-    let page = passed.ok_or_else(|| malformed("no control page"))?;
-    let control = ControlMap::map(std::fs::File::from(page), map.geo.pin_words)
-        .map_err(|e| Error::io(format!("map the control page from {shown}"), e))?;
-    Ok((socket, control, reply))
 }
 
 impl Drop for Reader {
