@@ -121,6 +121,21 @@ impl ControlMap {
     }
 }
 
+/// Who waits in [`Registry::wait_for_change`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Waiter {
+    Writer,
+    Lender,
+}
+
+fn pollin(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
 /// What the writer knows of one attached reader; its own memory, which no reader can reach.
 struct Attached {
     pid: u32,
@@ -171,9 +186,11 @@ pub(crate) struct Registry {
     listener: OwnedFd,
     pub(crate) socket_path: PathBuf,
     table: Mutex<Table>,
-    /// Bumped (and futex-woken) when something a waiting writer thread waits for may have
-    /// changed: a reader attached, left, moved on, or dropped a pin; a slot was given back.
-    space_seq: AtomicU32,
+    /// Made readable when something a waiting writer thread waits for may have changed (a
+    /// reader attached or left, a slot was given back, an interrupt): one for the writer's own
+    /// thread, one for lenders (see [`Self::wait_for_change`]).
+    writer_bell: OwnedFd,
+    lender_bell: OwnedFd,
     /// Ends the admission thread.
     stop: AtomicBool,
     stop_fd: OwnedFd,
@@ -210,7 +227,8 @@ impl Registry {
                 pending: Vec::new(),
                 events: Vec::new(),
             }),
-            space_seq: AtomicU32::new(0),
+            writer_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
+            lender_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
             stop: AtomicBool::new(false),
             stop_fd: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
         }))
@@ -220,14 +238,41 @@ impl Registry {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn space_word(&self) -> &AtomicU32 {
-        &self.space_seq
-    }
-
     /// Wakes every writer thread waiting for room or readers.
     pub(crate) fn kick_space(&self) {
-        self.space_seq.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake_all(&self.space_seq);
+        sys::eventfd_signal(&self.writer_bell);
+        sys::eventfd_signal(&self.lender_bell);
+    }
+
+    /// Waits up to `timeout` for something a writer thread may be waiting for: a message or a
+    /// hang-up on a reader's connection, which wakes it directly (a reader's progress byte
+    /// reaches it without a detour through another thread), or a kick. Returns on any of
+    /// them; the caller re-checks, consuming the readers' messages (`service`) before it
+    /// waits again. `who` picks the bell: the writer's own thread and lenders each drain
+    /// theirs after the wait, so a kick between a waiter's check and its wait is seen. (Two
+    /// lenders waiting at once may take each other's kick: the other then wakes on its next
+    /// reader message, or after its slice.)
+    pub(crate) fn wait_for_change(
+        &self,
+        fds: &mut Vec<libc::pollfd>,
+        timeout: Duration,
+        who: Waiter,
+    ) {
+        let bell = match who {
+            Waiter::Writer => &self.writer_bell,
+            Waiter::Lender => &self.lender_bell,
+        };
+        fds.clear();
+        fds.push(pollin(bell.as_raw_fd()));
+        fds.extend(
+            self.lock()
+                .readers
+                .iter()
+                .flatten()
+                .map(|r| pollin(r.socket.as_raw_fd())),
+        );
+        sock::poll(fds, timeout);
+        sys::eventfd_drain(bell);
     }
 
     /// Runs the admission thread: it answers connecting readers and notices leaving ones at
@@ -261,23 +306,18 @@ impl Registry {
     /// A hint only: `service` looks at every descriptor again.
     fn wait_for_activity(&self, fds: &mut Vec<libc::pollfd>, timeout: Duration) {
         fds.clear();
-        let pollin = |fd: i32| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
         fds.push(pollin(self.stop_fd.as_raw_fd()));
         fds.push(pollin(self.listener.as_raw_fd()));
         {
             let table = self.lock();
             fds.extend(table.pending.iter().map(|p| pollin(p.socket.as_raw_fd())));
-            fds.extend(
-                table
-                    .readers
-                    .iter()
-                    .flatten()
-                    .map(|r| pollin(r.socket.as_raw_fd())),
-            );
+            // Readers for their hang-up only (always reported): their progress bytes are for
+            // the writer threads that wait, which poll the connections themselves.
+            fds.extend(table.readers.iter().flatten().map(|r| libc::pollfd {
+                fd: r.socket.as_raw_fd(),
+                events: 0,
+                revents: 0,
+            }));
         }
         // Descriptors may be closed by `service` in another thread meanwhile: the wait then
         // ends early or at the timeout, and `service` re-examines everything under the lock.

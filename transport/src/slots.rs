@@ -2,9 +2,8 @@
 //! frame still lent, or nobody; which frame each holds; which slot may be taken for the next
 //! frame given readers' cursors and pins. Shared by the [`crate::Writer`] and its [`Lender`]s.
 
-use crate::registry::{MAX_PIN_WORDS, Registry};
+use crate::registry::{MAX_PIN_WORDS, Registry, Waiter};
 use crate::segment::WriterMapping;
-use crate::sys;
 use crate::types::{Backpressure, Layout};
 use crate::wait::BLOCKED_WAIT_SLICE;
 use std::sync::Arc;
@@ -223,12 +222,12 @@ impl Lender {
             return Some(slot);
         }
         let waiting = &self.slots.map.header().writer_waiting;
-        let space = self.slots.registry.space_word();
+        let registry = &self.slots.registry;
         let deadline = Instant::now() + timeout;
-        // Counted as a waiting writer: readers then wake us when they move on (see wait_until).
+        let mut fds = Vec::new();
+        // Counted as a waiting writer: readers then send a byte when they move on.
         waiting.fetch_add(1, Ordering::SeqCst);
         let lent = loop {
-            let seq = space.load(Ordering::SeqCst);
             if let Some(slot) = self.lend() {
                 break Some(slot);
             }
@@ -236,7 +235,17 @@ impl Lender {
             if cancelled() || now >= deadline {
                 break None;
             }
-            sys::futex_wait(space, seq, (deadline - now).min(BLOCKED_WAIT_SLICE));
+            // Takes the readers' bytes (and notices who left), so the wait below sleeps until
+            // something new happens.
+            registry.service();
+            if let Some(slot) = self.lend() {
+                break Some(slot);
+            }
+            registry.wait_for_change(
+                &mut fds,
+                (deadline - now).min(BLOCKED_WAIT_SLICE),
+                Waiter::Lender,
+            );
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
         lent

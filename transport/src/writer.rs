@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::layout::*;
 use crate::name::shm_dir;
 use crate::observer::{Observer, SegmentInfo};
-use crate::registry::{ReaderEvent, Registry};
+use crate::registry::{ReaderEvent, Registry, Waiter};
 use crate::segment::{self, NewSegment, WriterMapping};
 use crate::slots::{Lender, Slots, holder};
 use crate::sys;
@@ -150,6 +150,8 @@ pub struct Writer {
     interrupt: Interrupt,
     /// What `acquire` decided for the frame its lease is for, taken by the `publish` of it.
     room: Option<Room>,
+    /// The descriptors a wait polls, kept so that waiting allocates nothing.
+    poll_fds: Vec<libc::pollfd>,
     /// Readers still to wait for before the first frame (0 once the wait is over).
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
@@ -239,6 +241,7 @@ impl Writer {
             last_housekeeping_ns: 0,
             interrupt,
             room: None,
+            poll_fds: Vec::new(),
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
@@ -694,7 +697,7 @@ impl Writer {
         let map = self.map.clone();
         let registry = self.registry.clone();
         let waiting = &map.header().writer_waiting;
-        let space = registry.space_word();
+        let mut fds = std::mem::take(&mut self.poll_fds);
         // A reader's stall is timed from when it started holding the writer up, at the
         // earliest from the start of this wait.
         registry.hold_up_starts(sys::monotonic_ns());
@@ -702,7 +705,6 @@ impl Writer {
         // SeqCst pairs with a reader's cursor store (or unpin) and its load of this count.
         waiting.fetch_add(1, Ordering::SeqCst);
         let result = loop {
-            let seq = space.load(Ordering::SeqCst);
             if let Some(v) = ready(self) {
                 break Ok(Some(v));
             }
@@ -720,9 +722,10 @@ impl Writer {
                     _ => break Ok(None),
                 },
             };
-            sys::futex_wait(space, seq, slice);
+            registry.wait_for_change(&mut fds, slice, Waiter::Writer);
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
+        self.poll_fds = fds;
         result
     }
 
@@ -818,10 +821,9 @@ impl Writer {
         let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
         let map = self.map.clone();
         let waiting = &map.header().writer_waiting;
-        let space = self.registry.space_word();
+        let mut fds = std::mem::take(&mut self.poll_fds);
         waiting.fetch_add(1, Ordering::SeqCst);
         loop {
-            let seq = space.load(Ordering::SeqCst);
             self.registry.service();
             let all_drained = self.registry.all_read_up_to(self.head());
             let elapsed = started.elapsed();
@@ -833,9 +835,11 @@ impl Writer {
             } else {
                 BLOCKED_WAIT_SLICE
             };
-            sys::futex_wait(space, seq, wait);
+            self.registry
+                .wait_for_change(&mut fds, wait, Waiter::Writer);
         }
         waiting.fetch_sub(1, Ordering::SeqCst);
+        self.poll_fds = fds;
     }
 
     fn shutdown(&mut self) {
