@@ -177,6 +177,8 @@ struct Table {
     readers: Vec<Option<Attached>>,
     pending: Vec<Pending>,
     events: Vec<ReaderEvent>,
+    /// When the reader table in the segment file was last refreshed.
+    mirrored: Instant,
 }
 
 /// The writer's reader table and the stream's socket, shared by the writer, its lenders and
@@ -226,6 +228,7 @@ impl Registry {
                 readers: (0..max).map(|_| None).collect(),
                 pending: Vec::new(),
                 events: Vec::new(),
+                mirrored: Instant::now(),
             }),
             writer_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
             lender_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
@@ -271,8 +274,35 @@ impl Registry {
                 .flatten()
                 .map(|r| pollin(r.socket.as_raw_fd())),
         );
-        sock::poll(fds, timeout);
-        sys::eventfd_drain(bell);
+        if sock::poll(fds, timeout) == 0 {
+            return;
+        }
+        if fds[0].revents != 0 {
+            sys::eventfd_drain(bell);
+        }
+        // Take one message from each connection that has some, so the next wait sleeps until
+        // something new comes (a flood is taken a message per wake). A descriptor is matched
+        // against the table under its lock: one closed and reused meanwhile is not a reader's.
+        let mut closed = false;
+        {
+            let mut table = self.lock();
+            for r in table.readers.iter_mut().flatten() {
+                let fd = r.socket.as_raw_fd();
+                if !fds[1..].iter().any(|p| p.fd == fd && p.revents != 0) {
+                    continue;
+                }
+                let mut buf = [0u8; 16];
+                match sock::recv(r.socket.as_fd(), &mut buf) {
+                    Received::Message(n) => r.said_bye |= n >= 1 && buf[0] == MSG_BYE,
+                    Received::Closed => closed = true,
+                    Received::Nothing => {}
+                }
+            }
+        }
+        if closed {
+            // A reader left: free its entry and pins now.
+            self.service();
+        }
     }
 
     /// Runs the admission thread: it answers connecting readers and notices leaving ones at
@@ -388,7 +418,11 @@ impl Registry {
         }
         // A new connection's hello may be there already: answered in this look, not the next.
         changed |= self.answer_hellos(&mut table);
-        self.refresh_mirror(&table);
+        // At least once per tick of the admission thread (which looks at least every TICK),
+        // whatever else calls this meanwhile.
+        if changed || table.mirrored.elapsed() >= TICK / 2 {
+            self.refresh_mirror(&mut table);
+        }
         drop(table);
         if changed {
             self.kick_space();
@@ -515,7 +549,8 @@ impl Registry {
     }
 
     /// Copies what the writer knows of each reader into the segment file's reader table.
-    fn refresh_mirror(&self, table: &Table) {
+    fn refresh_mirror(&self, table: &mut Table) {
+        table.mirrored = Instant::now();
         let head = self.map.header().head.load(Ordering::Acquire);
         for (index, reader) in table.readers.iter().enumerate() {
             let index = index as u32;
@@ -556,6 +591,12 @@ impl Registry {
         m.attached_ns.store(r.attached_ns, Ordering::Relaxed);
         m.evictions.store(r.evictions, Ordering::Relaxed);
         m.pid.store(r.pid, Ordering::Release);
+    }
+
+    /// Brings the reader table in the segment file up to date now, for a snapshot of it.
+    pub(crate) fn refresh(&self) {
+        self.service();
+        self.refresh_mirror(&mut self.lock());
     }
 
     pub(crate) fn take_events(&self) -> Vec<ReaderEvent> {
@@ -707,7 +748,7 @@ impl Registry {
                 });
             }
         }
-        self.refresh_mirror(&table);
+        self.refresh_mirror(&mut table);
     }
 
     /// The writer starts waiting at `now`: no reader has stalled it for longer than that.

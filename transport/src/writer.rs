@@ -704,6 +704,7 @@ impl Writer {
         // A count, not a flag: a lender of this writer may be waiting in another thread too.
         // SeqCst pairs with a reader's cursor store (or unpin) and its load of this count.
         waiting.fetch_add(1, Ordering::SeqCst);
+        let mut checked = false;
         let result = loop {
             if let Some(v) = ready(self) {
                 break Ok(Some(v));
@@ -711,9 +712,15 @@ impl Writer {
             if self.interrupt.is_set() {
                 break Err(Error::Interrupted);
             }
-            self.check_readers(true);
-            if let Some(v) = ready(self) {
-                break Ok(Some(v));
+            // Stalls are re-checked on entering the wait and every slice: a wake-up by a
+            // reader's progress needs only the re-check of `ready`.
+            let since_check = sys::monotonic_ns().saturating_sub(self.last_housekeeping_ns);
+            if !checked || since_check >= BLOCKED_WAIT_SLICE.as_nanos() as u64 {
+                checked = true;
+                self.check_readers(true);
+                if let Some(v) = ready(self) {
+                    break Ok(Some(v));
+                }
             }
             let slice = match deadline {
                 None => BLOCKED_WAIT_SLICE,
@@ -788,7 +795,7 @@ impl Writer {
 
     /// Frames published, dropped, full events, evictions, and the readers as of now.
     pub fn info(&self) -> SegmentInfo {
-        self.registry.service();
+        self.registry.refresh();
         self.map.info()
     }
 
