@@ -1,12 +1,13 @@
-//! The wake path, in one place: the shared words a thread futex-waits on, the kick that wakes
-//! them, and the [`Interrupt`] that cuts a wait short from another thread (GStreamer's unlock).
+//! The wake path's common parts: what a waiting thread can be woken through ([`Wake`]: a
+//! reader's futex word in its control page, a writer's bells in its registry), the bound of one
+//! wait, and the [`Interrupt`] that cuts a wait short from another thread (GStreamer's unlock).
 
 use crate::sys;
 use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
+/// Upper bound of one wait while blocked, so liveness and stalls are re-checked.
 pub(crate) const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
 
 /// Something a waiting thread sleeps on that can be woken: a reader's control page (its
@@ -53,8 +54,8 @@ impl Interrupt {
     /// Interrupts the current wait and every later one until `clear`.
     pub fn interrupt(&self) {
         self.inner.flag.store(true, Ordering::SeqCst);
-        // Bumping the waiter's word makes a futex wait that is about to start return at once,
-        // and wakes one already sleeping; other waiters on the word just re-check and sleep.
+        // Waking the target makes a wait that is about to start return at once (a bumped futex
+        // word, a rung bell), and ends one under way; other waiters just re-check and sleep.
         if let Some(target) = self.inner.target.lock().unwrap().as_ref() {
             target.wake();
         }
