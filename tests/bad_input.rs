@@ -7,8 +7,8 @@ mod common;
 use common::{ChildGuard, ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for};
 use gst::prelude::*;
 use gstshmframe::transport::{
-    Backpressure, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult, Reader,
-    ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
+    Backpressure, Error, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult,
+    Reader, ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
 };
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ pub fn child_entry() {
 fn oldest() -> ReaderOptions {
     ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     }
 }
 
@@ -362,7 +363,7 @@ fn a_segment_truncated_at_any_interesting_offset_is_refused_by_readers() {
         (100, "inside the geometry"),
         (1024, "at the caps table"),
         (HEADER_REGION - 1, "inside the caps table"),
-        (HEADER_REGION, "at the control region"),
+        (HEADER_REGION, "at the reader table"),
         (geo.index_offset, "at the ring index"),
         (geo.desc_offset, "at the slot descriptors"),
         (geo.data_offset, "at the first slot"),
@@ -394,9 +395,12 @@ fn a_segment_truncated_at_any_interesting_offset_is_refused_by_readers() {
             truncated_text("segment", geo.total_len, geo.total_len - 1)
         )
     );
-    // The full image opens: the cuts above were the only problem.
+    // The full image opens: the cuts above were the only problem. (Its writer is gone, which
+    // a reader learns when it tries to attach.)
     std::fs::write(name.path(), &image).unwrap();
-    Reader::open(&name, &oldest()).unwrap();
+    Observer::open(&name).unwrap();
+    let gone = Reader::open(&name, &oldest()).err().unwrap();
+    assert!(matches!(gone, Error::WriterGone { .. }), "{gone}");
     // A writer reclaims a cut segment of a dead writer like any stale segment of its own.
     std::fs::write(name.path(), &image[..HEADER_REGION as usize]).unwrap();
     let w = Writer::create(&WriterConfig::new(&name, 5000)).unwrap();

@@ -27,7 +27,7 @@ fn valid_header() -> &'static (Vec<u8>, u64) {
 /// A geometry that was accepted must describe regions inside the file, in order.
 fn check_accepted(g: &Geometry, file_len: u64) {
     assert!(g.total_len <= file_len);
-    assert!(g.control_offset + g.control_len <= g.index_offset);
+    assert!(g.readers_offset + g.readers_len <= g.index_offset);
     assert!(g.desc_offset_of(g.slot_count) <= g.data_offset);
     assert!(g.slot_data_offset(g.slot_count) <= g.total_len);
     assert!(g.slot_capacity <= g.slot_stride);
@@ -114,7 +114,7 @@ proptest! {
             bytes.truncate(cut as usize);
         }
         std::fs::write(name.path(), &bytes).unwrap();
-        let opts = ReaderOptions { start: StartPosition::Oldest };
+        let opts = ReaderOptions { start: StartPosition::Oldest, ..Default::default() };
         if let Ok(mut r) = Reader::open(&name, &opts) {
             // Mutations only reach the header and caps pages; the ring index past them is
             // empty, so whatever the header claims, no frame can come out of it.
@@ -138,7 +138,7 @@ fn specific_corruptions_name_the_field() {
     let e = Geometry::parse(&set_u32(8, 99), *len).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "segment layout version 99 is not supported by this build (expects version 1); use the \
+        "segment layout version 99 is not supported by this build (expects version 2); use the \
          same shmframe version for writer and readers"
     );
     let e = Geometry::parse(&set_u32(12, 7), *len).unwrap_err();

@@ -82,6 +82,7 @@ fn write_for_everyone(name: &str) -> ! {
 fn read_with_reader(name: &str) -> Result<u64, String> {
     let opts = ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     };
     let mut reader = Reader::open(name, &opts).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; FRAME_SIZE];
@@ -318,12 +319,30 @@ fn mode_of(name: &ShmName) -> u32 {
 }
 
 fn denied(name: &ShmName) -> String {
+    denied_because(name, "Permission denied (os error 13)")
+}
+
+fn denied_because(name: &ShmName, detail: &str) -> String {
     format!(
-        "permission denied on {}: Permission denied (os error 13); a reader needs read and \
-         write access, which the writer's perms property grants (default 0600: the writer's \
-         user only): run the reader as that user, or start the writer with perms=0660 (its \
-         group) or perms=0666 (everyone)",
+        "permission denied on {}: {detail}; a reader needs read and write access, which the \
+         writer's perms property grants (default 0600: the writer's user only): run the reader \
+         as that user, or start the writer with perms=0660 (its group) or perms=0666 \
+         (everyone)",
         name.path().display()
+    )
+}
+
+/// The error of a reader that may read the segment but not connect to its socket.
+fn socket_denied(name: &ShmName) -> String {
+    let session = inspect(name).unwrap().writer_session;
+    denied_because(
+        name,
+        &format!(
+            "connecting to its socket {}: Permission denied (os error 13)",
+            name.path()
+                .with_file_name(format!(".shmframe-sock-{session:016x}"))
+                .display()
+        ),
     )
 }
 
@@ -362,7 +381,8 @@ fn perms_0666_lets_another_users_shmframesrc_read_every_frame() {
     let name = ShmName::new("perm-0666");
     let dir = NobodyDir::new("0666");
     let _writer = WriterPipeline::start(&name, Some("0666"));
-    assert_eq!(mode_of(&name), 0o666);
+    // Only the writer writes the segment file; readers are admitted by its socket's mode.
+    assert_eq!(mode_of(&name), 0o644);
     assert_eq!(read_as_nobody(&dir, &name, "element", &[]), "FRAMES 5");
     assert_eq!(read_as_nobody(&dir, &name, "reader", &[]), "FRAMES 5");
 }
@@ -375,7 +395,7 @@ fn perms_0660_lets_the_writers_group_read_and_nobody_else() {
     let name = ShmName::new("perm-0660");
     let dir = NobodyDir::new("0660");
     let _writer = WriterPipeline::start(&name, Some("0660"));
-    assert_eq!(mode_of(&name), 0o660);
+    assert_eq!(mode_of(&name), 0o640);
     // SAFETY: getegid has no preconditions. The segment belongs to our effective group.
     let group = unsafe { libc::getegid() };
     assert_eq!(
@@ -399,10 +419,10 @@ fn perms_0644_lets_others_observe_but_not_attach_as_readers() {
     let dir = NobodyDir::new("0644");
     let _writer = WriterPipeline::start(&name, Some("0644"));
     assert_eq!(mode_of(&name), 0o644);
-    // A reader writes its own entry in the control region, so it needs write access too.
+    // A reader attaches through the stream's socket, which needs write access to it.
     assert_eq!(
         read_as_nobody(&dir, &name, "reader", &[]),
-        format!("ERROR {}", denied(&name))
+        format!("ERROR {}", socket_denied(&name))
     );
     // The read-only view (statistics, get-frame, the inspector) needs only read access.
     assert_eq!(read_as_nobody(&dir, &name, "observer", &[]), "FRAMES 5");

@@ -1,5 +1,6 @@
 //! Graceful signals: a writer's `gst-launch-1.0` (with the built plugin) that gets SIGINT
-//! (Ctrl-C, with or without `-e`) or SIGTERM leaves no segment behind in /dev/shm.
+//! (Ctrl-C, with or without `-e`) or SIGTERM leaves no segment, and no socket, behind in
+//! /dev/shm.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 /// Starts a live writer, waits until it has written frames, sends `signal`, and checks that
-/// the process ended and its segment is gone. Returns how the process ended.
+/// the process ended and its segment and socket are gone. Returns how the process ended.
 fn writer_stopped_by(test: &str, signal: i32, eos_on_shutdown: bool) -> std::process::ExitStatus {
     let name = ShmName::new(test);
     let registry = std::env::temp_dir().join(format!("{}.registry", name.as_str()));
@@ -27,6 +28,15 @@ fn writer_stopped_by(test: &str, signal: i32, eos_on_shutdown: bool) -> std::pro
         }),
         "the writer is running and writing"
     );
+    let session = gstshmframe::transport::inspect(&name)
+        .unwrap()
+        .writer_session;
+    let socket = gstshmframe::transport::shm_dir().join(format!(".shmframe-sock-{session:016x}"));
+    assert!(
+        socket.exists(),
+        "the writer listens at {}",
+        socket.display()
+    );
     writer.signal(signal);
     let status = writer.wait_timeout(Duration::from_secs(20));
     let _ = std::fs::remove_file(&registry);
@@ -35,6 +45,11 @@ fn writer_stopped_by(test: &str, signal: i32, eos_on_shutdown: bool) -> std::pro
         !name.path().exists(),
         "{test}: {} is left behind ({status})",
         name.path().display()
+    );
+    assert!(
+        !socket.exists(),
+        "{test}: {} is left behind ({status})",
+        socket.display()
     );
     status
 }

@@ -32,6 +32,7 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
 fn oldest() -> ReaderOptions {
     ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     }
 }
 
@@ -459,13 +460,19 @@ fn segment_mode_follows_perms() {
     drop(w);
     let mut c = WriterConfig::new(&name, 16);
     c.perms = 0o666;
-    let _w = Writer::create(&c).unwrap();
+    let w = Writer::create(&c).unwrap();
     let mode = std::fs::metadata(name.path()).unwrap().permissions().mode();
     assert_eq!(
         mode & 0o777,
-        0o666,
-        "perms widen the mode deliberately, despite the umask"
+        0o644,
+        "perms widen the mode deliberately, despite the umask; only the writer writes the file"
     );
+    // Attaching means connecting to the stream's socket, which needs write permission there.
+    let socket = shm_dir().join(format!(".shmframe-sock-{:016x}", w.session()));
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666, "the socket admits whom perms admit");
+    drop(w);
+    assert!(!socket.exists(), "closing removes the socket");
 }
 
 #[test]
@@ -1418,4 +1425,78 @@ fn a_subscriber_that_waited_for_its_writer_reads_from_the_first_frame_whatever_s
         )
         .collect();
     assert_eq!(numbers, [0, 1, 2], "start=newest would begin at frame 2");
+}
+
+/// A stream socket left by a writer that died without removing it (nobody listens on it) is
+/// removed by the next writer of any name once it is a few seconds old; a younger one (its
+/// writer may be about to listen) and a live writer's are left alone.
+#[test]
+fn a_dead_writers_socket_is_removed_by_the_next_writer() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = ShmName::new("orphan-socket");
+    let orphan = |age: u64| {
+        let path = shm_dir().join(format!(
+            ".shmframe-sock-{:016x}",
+            0xdead_0000_0000_0000u64 | (std::process::id() as u64) << 8 | age
+        ));
+        // Bound and closed: the file stays, and connecting to it is refused.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let then = libc::timespec {
+            tv_sec: (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+                - age) as libc::time_t,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid path and two valid timespecs.
+        let set =
+            unsafe { libc::utimensat(libc::AT_FDCWD, c_path.as_ptr(), [then, then].as_ptr(), 0) };
+        assert_eq!(set, 0);
+        path
+    };
+    let (old, young) = (orphan(60), orphan(0));
+    let live = Writer::create(&WriterConfig::new(&format!("{}-live", name.as_str()), 16)).unwrap();
+    let live_socket = shm_dir().join(format!(".shmframe-sock-{:016x}", live.session()));
+    let _w = Writer::create(&WriterConfig::new(&name, 16)).unwrap();
+    assert!(!old.exists(), "the old orphan is removed");
+    assert!(young.exists(), "a young socket is left alone");
+    assert!(live_socket.exists(), "a live writer's socket is left alone");
+    std::fs::remove_file(young).unwrap();
+    drop(live);
+    assert!(!live_socket.exists());
+}
+
+/// A reader that requires its writer's uid refuses a segment of another user, naming both
+/// uids and what to do, and attaches to one of that user.
+#[test]
+fn a_reader_requiring_a_writer_uid_refuses_another_users_segment() {
+    let name = ShmName::new("writer-uid");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let other = me.wrapping_add(1);
+    let requiring = |uid| ReaderOptions {
+        writer_uid: Some(uid),
+        ..oldest()
+    };
+    let e = Reader::open(&name, &requiring(other)).err().unwrap();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} belongs to uid {me}, but this reader requires its writer to run as uid {other} \
+             (writer-uid): start the writer as uid {other}, set writer-uid to {me} if you \
+             trust that user's stream, or choose another shm-name",
+            name.path().display()
+        )
+    );
+    w.poll_readers();
+    assert!(
+        w.take_reader_events().is_empty(),
+        "refused before attaching"
+    );
+    let mut r = Reader::open(&name, &requiring(me)).unwrap();
+    write_frame(&mut w, 0);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
 }

@@ -26,6 +26,8 @@ pub fn child_entry() {
         "many-writers" => run_many_writers(&args),
         "racer" => run_racer(&args),
         "sigterm-opt-out" => run_sigterm_opt_out(&args),
+        "attacker" => run_attacker(&args),
+        "handshake" => run_handshake(&args),
         other => panic!("unknown role {other}"),
     };
     std::process::exit(code);
@@ -115,6 +117,7 @@ fn run_reader(args: &[String]) -> i32 {
         name,
         ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -175,6 +178,7 @@ fn run_scribbler(args: &[String]) -> i32 {
         &args[0],
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -187,12 +191,210 @@ fn run_scribbler(args: &[String]) -> i32 {
     0
 }
 
+/// The errno of the last failed call, by name, or `ok`.
+fn outcome(failed: bool) -> String {
+    if !failed {
+        return "ok".into();
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EBADF) => "EBADF".into(),
+        Some(libc::EINVAL) => "EINVAL".into(),
+        Some(libc::EACCES) => "EACCES".into(),
+        Some(libc::EPERM) => "EPERM".into(),
+        other => format!("errno{other:?}"),
+    }
+}
+
+/// attacker NAME SCRIBBLE_MS READ_FRAMES: attaches as a reader, then attacks every descriptor
+/// it holds on the segment or on a memfd (its control page): writes to it, truncates it, maps
+/// it shared and writable, grows it; scribbles random bytes over every page it could map
+/// writable for SCRIBBLE_MS; then reads READ_FRAMES frames, checking each. Reports each
+/// attack's outcome.
+fn run_attacker(args: &[String]) -> i32 {
+    let segment = shm_dir().join(&args[0]);
+    let scribble = Duration::from_millis(args[1].parse().unwrap());
+    let frames: u64 = args[2].parse().unwrap();
+    let mut r = Reader::open(
+        &args[0],
+        &ReaderOptions {
+            start: StartPosition::Oldest,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut report = Vec::new();
+    let mut writable: Vec<(*mut u8, usize)> = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let what = if target == segment {
+            "segment"
+        } else if target.to_string_lossy().starts_with("/memfd:") {
+            "page"
+        } else {
+            continue;
+        };
+        let byte = 0xAAu8;
+        // SAFETY: writes one byte from `byte` to a descriptor this process holds.
+        let write = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) } < 0;
+        report.push(format!("{what}_write={}", outcome(write)));
+        // SAFETY: a new mapping at an address the kernel chooses; if it succeeds it is only
+        // ever written through (the attack), never read as Rust values.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        report.push(format!("{what}_mmap={}", outcome(map == libc::MAP_FAILED)));
+        if map != libc::MAP_FAILED {
+            writable.push((map.cast(), 4096));
+        }
+        // SAFETY: plain system calls on a descriptor this process holds.
+        let truncate = unsafe { libc::ftruncate(fd, 0) } < 0;
+        report.push(format!("{what}_truncate={}", outcome(truncate)));
+        // SAFETY: as above.
+        let grow = unsafe { libc::ftruncate(fd, 1 << 20) } < 0;
+        report.push(format!("{what}_grow={}", outcome(grow)));
+    }
+    let deadline = Instant::now() + scribble;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
+    while Instant::now() < deadline {
+        for &(at, len) in &writable {
+            for i in (0..len).step_by(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // SAFETY: inside a mapping of `len` bytes made above (the attack's target).
+                unsafe { (at.add(i) as *mut u64).write_volatile(x) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (mut read, mut torn) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    while read < frames {
+        match r
+            .read_next(Duration::from_secs(20), |info, view| {
+                buf.resize(info.size as usize, 0);
+                view.copy_to(&mut buf);
+            })
+            .unwrap()
+        {
+            ReadResult::Frame(info) => {
+                if check_frame(info.number, &buf).is_err() {
+                    torn += 1;
+                }
+                read += 1;
+            }
+            other => panic!("attacker: {other:?} after {read} frames"),
+        }
+    }
+    println!("SUMMARY {} read={read} torn={torn}", report.join(" "));
+    0
+}
+
+/// handshake NAME STAGE: gets as far as STAGE in attaching to NAME (`connect`: connected, says
+/// nothing; `hello`: said hello, reads no answer; `attached`: a reader), then sleeps until it
+/// is killed.
+fn run_handshake(args: &[String]) -> i32 {
+    let session = inspect(&args[0]).unwrap().writer_session;
+    let _held = match args[1].as_str() {
+        "attached" => {
+            let r = Reader::open(&args[0], &ReaderOptions::default()).unwrap();
+            Box::new(r) as Box<dyn std::any::Any>
+        }
+        stage => {
+            let socket = raw_connect(session);
+            if stage == "hello" {
+                let mut hello = [0u8; 32];
+                hello[0..4].copy_from_slice(b"SFRH");
+                hello[4..8].copy_from_slice(&LAYOUT_VERSION.to_ne_bytes());
+                hello[8..12].copy_from_slice(&std::process::id().to_ne_bytes());
+                hello[24..32].copy_from_slice(&session.to_ne_bytes());
+                raw_send(&socket, &hello);
+            }
+            Box::new(socket)
+        }
+    };
+    println!("READY");
+    std::thread::sleep(CHILD_LIMIT);
+    0
+}
+
+/// A raw connection to the socket of the writer whose session is `session`.
+fn raw_connect(session: u64) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let path = shm_dir().join(format!(".shmframe-sock-{session:016x}"));
+    // SAFETY: all-zero is a valid sockaddr_un; the path fits (checked by the writer's bind).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, &b) in addr.sun_path.iter_mut().zip(path.as_os_str().as_bytes()) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: plain socket calls with a valid address.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let r = libc::connect(
+            fd,
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect to {}", path.display());
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+fn raw_send(socket: &std::os::fd::OwnedFd, bytes: &[u8]) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sends `bytes` on a socket we own.
+    let r = unsafe {
+        libc::send(
+            socket.as_raw_fd(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    assert_eq!(r, bytes.len() as isize);
+}
+
+/// One message from `socket` within `limit`: `Some(bytes)` (empty: the writer closed the
+/// connection), `None` if nothing came.
+fn raw_recv(socket: &std::os::fd::OwnedFd, limit: Duration) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as i32) } <= 0 {
+        return None;
+    }
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length.
+    let n = unsafe { libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    Some(buf[..n.max(0) as usize].to_vec())
+}
+
 /// pinner NAME COUNT: pins COUNT frames (zero-copy) and holds them until killed.
 fn run_pinner(args: &[String]) -> i32 {
     let mut r = Reader::open(
         &args[0],
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -383,6 +585,7 @@ fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeo
             &name,
             &ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -909,4 +1112,243 @@ fn two_writers_racing_for_room_for_one_leave_exactly_one_running() {
         assert!(available < needed, "round {round}: {error}");
         assert_eq!(tmpfs.entries(), Vec::<String>::new(), "round {round}");
     }
+}
+
+fn oldest() -> ReaderOptions {
+    ReaderOptions {
+        start: StartPosition::Oldest,
+        ..Default::default()
+    }
+}
+
+fn ring_config(name: &str, depth: u32, spare: u32) -> WriterConfig {
+    let mut c = WriterConfig::new(name, 4096);
+    c.depth = depth;
+    c.spare_slots = spare;
+    c.backpressure = Backpressure::Block;
+    c
+}
+
+fn write_frame_within(w: &mut Writer, n: u64, limit: Duration) -> WriteOutcome {
+    common::write_within(w, limit, &format!("frame {n}"), |w| {
+        w.write_with(&FrameMeta::default(), 4096, |s| fill_frame(n, s))
+    })
+}
+
+/// A reader holds the segment file through a read-only descriptor: writing to it, truncating
+/// or growing it, and mapping it shared and writable are all refused, while the writer goes
+/// on publishing and the same reader reads every frame intact.
+#[test]
+fn a_readers_segment_descriptor_is_read_only_while_frames_flow() {
+    let name = ShmName::new("mp-ro-descriptor");
+    let mut w = Writer::create(&ring_config(&name, 8, 0)).unwrap();
+    let mut attacker = spawn_role("attacker", &[&name, "0", "100"]);
+    assert!(wait_for(CHILD_LIMIT, || w.reader_count() == 1));
+    for n in 0..100 {
+        write_frame_within(&mut w, n, CHILD_LIMIT);
+    }
+    let s = summary(&attacker.wait_ok(CHILD_LIMIT));
+    assert_eq!(s["segment_write"], "EBADF", "{s:?}");
+    for attack in ["segment_truncate", "segment_grow"] {
+        assert!(
+            matches!(s[attack].as_str(), "EINVAL" | "EBADF"),
+            "{attack}: {s:?}"
+        );
+    }
+    assert_eq!(s["segment_mmap"], "EACCES", "{s:?}");
+    assert_eq!((num(&s, "read"), num(&s, "torn")), (100, 0), "{s:?}");
+    assert_eq!(
+        std::fs::metadata(name.path()).unwrap().len(),
+        w.geometry().total_len,
+        "the segment keeps its size"
+    );
+    assert_eq!(inspect(&name).unwrap().frames_written, 100);
+}
+
+/// A reader that scribbles random bytes over its whole control page (cursor, counters, flags,
+/// pins, wake word) and tries to truncate or grow it (refused: the page is sealed) harms only
+/// itself: the writer keeps publishing under `block`, and another reader receives every frame,
+/// in order and intact.
+#[test]
+fn a_reader_scribbling_over_its_control_page_harms_only_itself() {
+    const FRAMES: u64 = 300;
+    let name = ShmName::new("mp-page-scribbler");
+    let mut c = ring_config(&name, 4, 2);
+    c.reader_timeout = Duration::from_millis(200);
+    let mut w = Writer::create(&c).unwrap();
+    let mut good = Reader::open(&name, &oldest()).unwrap();
+    let mut attacker = spawn_role("attacker", &[&name, "1500", "0"]);
+    let attacker_pid = attacker.pid();
+    // Whether the attacker attached, or left: its page says whatever it scribbled there, so
+    // ask the writer's events.
+    let mut events = Vec::new();
+    let mut saw = |w: &mut Writer, attached: bool| {
+        w.poll_readers();
+        events.extend(w.take_reader_events());
+        events.iter().any(|e| match *e {
+            ReaderEvent::Attached { pid, .. } => attached && pid == attacker_pid,
+            ReaderEvent::Detached { pid, .. } => !attached && pid == attacker_pid,
+            _ => false,
+        })
+    };
+    assert!(wait_for(CHILD_LIMIT, || saw(&mut w, true)));
+    let checker = std::thread::spawn(move || {
+        let (mut numbers, mut bad) = (Vec::new(), 0);
+        let mut buf = Vec::new();
+        while (numbers.len() as u64) < FRAMES {
+            let read = good
+                .read_next(CHILD_LIMIT, |info, view| {
+                    buf.resize(info.size as usize, 0);
+                    view.copy_to(&mut buf);
+                })
+                .unwrap();
+            let ReadResult::Frame(info) = read else {
+                panic!("{read:?} after {} frames", numbers.len());
+            };
+            bad += check_frame(info.number, &buf).is_err() as u32;
+            numbers.push(info.number);
+        }
+        (numbers, bad, good.frames_missed())
+    });
+    for n in 0..FRAMES {
+        write_frame_within(&mut w, n, CHILD_LIMIT);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (numbers, bad, missed) = checker.join().unwrap();
+    assert_eq!(numbers, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!((bad, missed), (0, 0));
+    let s = summary(&attacker.wait_ok(CHILD_LIMIT));
+    assert_eq!(s["page_mmap"], "ok", "{s:?}");
+    assert_eq!(
+        (s["page_truncate"].as_str(), s["page_grow"].as_str()),
+        ("EPERM", "EPERM"),
+        "{s:?}"
+    );
+    assert_eq!(s["segment_mmap"], "EACCES", "{s:?}");
+    assert_eq!(w.frames_written(), FRAMES);
+    assert!(
+        wait_for(Duration::from_secs(10), || saw(&mut w, false)),
+        "the attacker's entry is freed when it exits"
+    );
+    assert!(w.info().readers.is_empty(), "{:?}", w.info().readers);
+}
+
+/// Connections that never say hello, or say something else, are answered "refused" or dropped
+/// after the handshake timeout, without ever holding the writer up: a real reader attaches
+/// among them and reads every frame, and the table lists it alone.
+#[test]
+fn peers_that_say_nothing_or_garbage_are_dropped_and_never_stall_the_writer() {
+    let name = ShmName::new("mp-garbage-peers");
+    let mut w = Writer::create(&ring_config(&name, 4, 0)).unwrap();
+    let session = w.session();
+    let silent: Vec<_> = (0..8).map(|_| raw_connect(session)).collect();
+    let mut wrong_session = [0u8; 32];
+    wrong_session[0..4].copy_from_slice(b"SFRH");
+    wrong_session[4..8].copy_from_slice(&LAYOUT_VERSION.to_ne_bytes());
+    wrong_session[24..32].copy_from_slice(&(session ^ 1).to_ne_bytes());
+    let mut old_version = wrong_session;
+    old_version[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    old_version[24..32].copy_from_slice(&session.to_ne_bytes());
+    let garbage: Vec<Vec<u8>> = vec![
+        vec![0xFF],
+        (0..200u32).map(|i| (i * 37 + 11) as u8).collect(),
+        wrong_session.to_vec(),
+        old_version.to_vec(),
+        [&old_version[..], &[0u8; 8]].concat(),
+    ];
+    let talkers: Vec<_> = garbage
+        .iter()
+        .map(|bytes| {
+            let socket = raw_connect(session);
+            raw_send(&socket, bytes);
+            socket
+        })
+        .collect();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    for n in 0..50 {
+        write_frame_within(&mut w, n, Duration::from_secs(10));
+        let read = r
+            .read_next(Duration::from_secs(10), |_, v| v.copy_to(&mut buf))
+            .unwrap();
+        assert!(matches!(read, ReadResult::Frame(info) if info.number == n));
+        check_frame(n, &buf).unwrap();
+    }
+    for (socket, bytes) in talkers.iter().zip(&garbage) {
+        let reply = raw_recv(socket, Duration::from_secs(10)).expect("an answer");
+        assert_eq!(reply.len(), 32, "{bytes:?}");
+        assert_eq!(&reply[0..4], b"SFRR");
+        assert_eq!(
+            u32::from_ne_bytes(reply[4..8].try_into().unwrap()),
+            2,
+            "refused"
+        );
+        assert_eq!(
+            raw_recv(socket, Duration::from_secs(10)),
+            Some(vec![]),
+            "then closed"
+        );
+    }
+    for socket in &silent {
+        assert_eq!(
+            raw_recv(socket, Duration::from_secs(30)),
+            Some(vec![]),
+            "a peer that never says hello is dropped"
+        );
+    }
+    assert_eq!(w.reader_count(), 1);
+    assert_eq!(w.info().readers.len(), 1);
+}
+
+/// Readers killed at any point of attaching (connected, hello sent, attached) leave nothing in
+/// the table of an idle writer: afterwards all 64 entries can be taken, and a 65th reader is
+/// told the table is full. 20 kills by default, `SHMFRAME_HANDSHAKE_KILLS` for more.
+#[test]
+fn readers_killed_anywhere_in_the_handshake_leave_no_entry_behind() {
+    let kills: u64 = std::env::var("SHMFRAME_HANDSHAKE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let name = ShmName::new("mp-handshake-kills");
+    let mut w = Writer::create(&ring_config(&name, 4, 0)).unwrap();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ std::process::id() as u64;
+    for k in 0..kills {
+        let stage = ["connect", "hello", "attached"][k as usize % 3];
+        let mut child = spawn_role("handshake", &[&name, stage]);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 60));
+        child.signal(libc::SIGKILL);
+        assert!(child.wait_timeout(CHILD_LIMIT).is_some());
+    }
+    assert!(
+        wait_for(Duration::from_secs(10), || w.reader_count() == 0
+            && w.info().readers.is_empty()),
+        "entries left behind: {:?}",
+        w.info().readers
+    );
+    let events = w.take_reader_events();
+    let attached = events
+        .iter()
+        .filter(|e| matches!(e, ReaderEvent::Attached { .. }))
+        .count();
+    let died = events
+        .iter()
+        .filter(|e| matches!(e, ReaderEvent::Detached { died: true, .. }))
+        .count();
+    assert_eq!(attached, died, "{events:?}");
+    let readers: Vec<Reader> = (0..MAX_READERS)
+        .map(|_| Reader::open(&name, &oldest()).unwrap())
+        .collect();
+    let full = Reader::open(&name, &oldest()).err().unwrap();
+    assert_eq!(
+        full.to_string(),
+        format!(
+            "segment {:?} already has the maximum of 64 readers attached",
+            name.as_str()
+        )
+    );
+    assert_eq!(w.reader_count(), 64);
+    drop(readers);
 }

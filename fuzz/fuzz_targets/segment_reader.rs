@@ -14,16 +14,22 @@
 //! while it is attached, as a hostile writer's would (the truncation is then ignored: a file
 //! cut short under a mapping faults with SIGBUS, which no reader can check against; only the
 //! segment's owner can truncate it).
+//!
+//! A reader attaches through its writer's socket (docs/LAYOUT.md): the target stands in for
+//! the writer there, holding the segment's writer lock and answering each hello with a sealed
+//! control page, so that every input reaches the reader's reading, pinning and lookups.
 #![no_main]
 
+use libfuzzer_sys::fuzz_target;
 use shmframe_transport::{
     Backpressure, FrameInfo, FrameMeta, Layout, Observer, ReadResult, Reader, ReaderOptions,
     SlotView, StartPosition, Writer, WriterConfig,
 };
-use libfuzzer_sys::fuzz_target;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const NAME: &str = "fuzz-segment";
@@ -93,6 +99,16 @@ fn fixture() -> &'static std::sync::Mutex<Fixture> {
             .truncate(true)
             .open(&path)
             .unwrap();
+        // The writer lock (an OFD write lock on byte 0): readers find the writer alive.
+        // SAFETY: all-zero is a valid flock; F_OFD_SETLK on our descriptor.
+        let locked = unsafe {
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_len = 1;
+            libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl)
+        };
+        assert_eq!(locked, 0, "the writer lock of the fuzzed segment");
         std::sync::Mutex::new(Fixture { path, file, images })
     })
 }
@@ -145,6 +161,169 @@ fn plan(data: &[u8], images: &[Vec<u8>]) -> Option<Plan> {
     })
 }
 
+/// Stands in for a writer on the socket of the segment whose `writer_session` is `session`:
+/// answers every hello with a sealed control page (entry 0, cursor 0) until dropped.
+struct StubWriter {
+    path: PathBuf,
+    /// The listening socket (owned by the thread): shut down to end its wait at once.
+    listener: std::os::fd::RawFd,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StubWriter {
+    fn serve(session: u64) -> Option<StubWriter> {
+        let path = segment_dir().join(format!(".shmframe-sock-{session:016x}"));
+        let listener = listen(&path)?;
+        let raw = listener.as_raw_fd();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || answer_hellos(&listener, &stop)
+        });
+        Some(StubWriter {
+            path,
+            listener: raw,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StubWriter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // SAFETY: the thread keeps the descriptor open until it is joined below; shutting a
+        // listening socket down wakes its poll.
+        unsafe { libc::shutdown(self.listener, libc::SHUT_RDWR) };
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn listen(path: &std::path::Path) -> Option<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let _ = std::fs::remove_file(path);
+    // SAFETY: all-zero is a valid sockaddr_un; the path is copied in bounds (checked).
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return None;
+    }
+    for (d, &b) in addr.sun_path.iter_mut().zip(bytes) {
+        *d = b as libc::c_char;
+    }
+    // SAFETY: plain socket calls with a valid address; the descriptor is owned at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+        if libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            len,
+        ) != 0
+            || libc::listen(fd.as_raw_fd(), 8) != 0
+        {
+            return None;
+        }
+        Some(fd)
+    }
+}
+
+fn readable(fd: &OwnedFd, ms: i32) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
+}
+
+fn answer_hellos(listener: &OwnedFd, stop: &AtomicBool) {
+    // Connections and pages handed out stay open while the stub serves: a reader's
+    // connection closing is its leaving.
+    let mut held: Vec<(OwnedFd, std::fs::File)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if !readable(listener, 100) || stop.load(Ordering::Relaxed) {
+            continue;
+        }
+        // SAFETY: accept on a listening socket that is readable; the descriptor is owned.
+        let conn = unsafe {
+            let fd = libc::accept4(
+                listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                continue;
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let mut hello = [0u8; 64];
+        // SAFETY: `hello` is writable for its length.
+        if !readable(&conn, 2000)
+            || unsafe { libc::recv(conn.as_raw_fd(), hello.as_mut_ptr().cast(), 64, 0) } <= 0
+        {
+            continue;
+        }
+        // SAFETY: a new memfd, owned at once, sized and sealed as a writer's control page is.
+        let page = unsafe {
+            let fd = libc::memfd_create(
+                c"fuzz-control".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            );
+            assert!(fd >= 0);
+            let page = std::fs::File::from_raw_fd(fd);
+            page.set_len(4096).unwrap();
+            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            assert_eq!(libc::fcntl(fd, libc::F_ADD_SEALS, seals), 0);
+            page
+        };
+        let mut reply = [0u8; 32];
+        reply[0..4].copy_from_slice(b"SFRR");
+        reply[12..16].copy_from_slice(&4096u32.to_ne_bytes());
+        send_with_fd(&conn, &reply, page.as_raw_fd());
+        held.push((conn, page));
+    }
+}
+
+fn send_with_fd(conn: &OwnedFd, bytes: &[u8], passed: i32) {
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: `msg` points to a control buffer with room for one header and one descriptor
+    // (CMSG_SPACE of 4 bytes is 24 of its 64), and to `iov`; all live across the call.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(4) as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(4) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut i32, passed);
+        libc::sendmsg(conn.as_raw_fd(), &msg, libc::MSG_NOSIGNAL);
+    }
+}
+
+/// The `writer_session` a segment file names, if it is long enough to name one.
+fn session_of(file: &std::fs::File) -> Option<u64> {
+    let mut b = [0u8; 8];
+    file.read_exact_at(&mut b, 112).ok()?;
+    Some(u64::from_ne_bytes(b))
+}
+
 fn copy_out(buf: &mut Vec<u8>) -> impl FnMut(&FrameInfo, &SlotView) + '_ {
     |info, view| {
         assert_eq!(info.size as usize, view.len());
@@ -159,7 +338,13 @@ fn exercise_reader(oldest: bool, while_attached: impl FnOnce()) {
     } else {
         StartPosition::Newest
     };
-    let Ok(mut reader) = Reader::open(NAME, &ReaderOptions { start }) else {
+    let Ok(mut reader) = Reader::open(
+        NAME,
+        &ReaderOptions {
+            start,
+            ..Default::default()
+        },
+    ) else {
         return;
     };
     while_attached();
@@ -229,12 +414,14 @@ fuzz_target!(|data: &[u8]| {
     file.set_len(0).unwrap();
     file.write_all_at(&plan.bytes, 0).unwrap();
     if plan.live {
+        let _writer = session_of(file).and_then(StubWriter::serve);
         exercise_reader(plan.oldest, || apply(&plan.patches));
     } else {
         apply(&plan.patches);
         if let Some(len) = plan.truncate_to {
             file.set_len(len.min(plan.bytes.len()) as u64).unwrap();
         }
+        let _writer = session_of(file).and_then(StubWriter::serve);
         exercise_reader(plan.oldest, || {});
     }
     debug_assert!(fixture.path.exists());

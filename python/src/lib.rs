@@ -135,7 +135,13 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
             e.setattr("wanted", wanted)?;
             e.setattr("attached", attached)
         }),
-        E::Interrupted | E::Io { .. } => shm_error(py, "ShmFrameError", &msg, none),
+        E::WriterGone { .. } => shm_error(py, "WriterGone", &msg, |e| {
+            e.setattr("pid", py.None())?;
+            e.setattr("clean", false)
+        }),
+        E::Interrupted | E::Io { .. } | E::WriterUidMismatch { .. } => {
+            shm_error(py, "ShmFrameError", &msg, none)
+        }
     }
 }
 
@@ -449,7 +455,10 @@ impl Reader {
                 )));
             }
         };
-        let mut opts = ReaderOptions { start };
+        let mut opts = ReaderOptions {
+            start,
+            ..Default::default()
+        };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {
@@ -465,7 +474,9 @@ impl Reader {
                     reader.writer_pid(),
                     reader.stream_state() == StreamState::Closed,
                 ),
-                Err(e @ transport::Error::NotFound { .. }) => to_py(py, e),
+                Err(
+                    e @ (transport::Error::NotFound { .. } | transport::Error::WriterGone { .. }),
+                ) => to_py(py, e),
                 Err(e) => return Err(to_py(py, e)),
             };
             if expired(deadline) {

@@ -297,6 +297,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             &shm_name,
             ReaderOptions {
                 start: settings.start.into(),
+                ..Default::default()
             },
         )
         .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;

@@ -3,7 +3,7 @@
 
 use crate::error::Error;
 use crate::layout::CAPS_CAPACITY;
-use crate::segment::Mapping;
+use crate::segment::{Mapping, WriterMapping};
 use std::sync::atomic::Ordering;
 
 /// Reads the caps string of generation `gen` from the caps table. Ok(None) when that
@@ -57,15 +57,15 @@ pub(crate) fn read_caps(m: &Mapping, gen_: u64) -> Result<Option<String>, Error>
 }
 
 /// Writes caps generation `gen` (writer only).
-pub(crate) fn write_caps(m: &Mapping, gen_: u64, caps: &str) {
-    debug_assert!(m.is_writable() && caps.len() <= CAPS_CAPACITY);
+pub(crate) fn write_caps(m: &WriterMapping, gen_: u64, caps: &str) {
+    debug_assert!(caps.len() <= CAPS_CAPACITY);
     let head = m.caps_head(gen_);
     let s = head.seq.load(Ordering::Relaxed);
     head.seq.store(s + 1, Ordering::Relaxed);
     std::sync::atomic::fence(Ordering::Release);
     // SAFETY: the writer's mapping is writable and caps.len() <= CAPS_CAPACITY.
     unsafe {
-        std::ptr::copy_nonoverlapping(caps.as_ptr(), m.caps_bytes_ptr(gen_), caps.len());
+        std::ptr::copy_nonoverlapping(caps.as_ptr(), m.caps_bytes_mut(gen_), caps.len());
     }
     head.len.store(caps.len() as u64, Ordering::Relaxed);
     head.generation.store(gen_, Ordering::Relaxed);

@@ -80,6 +80,18 @@ pub enum Error {
         needed: u64,
         available: u64,
     },
+    /// The segment belongs to another user than the one the reader requires as its writer
+    /// ([`crate::ReaderOptions::writer_uid`]).
+    WriterUidMismatch {
+        path: String,
+        expected: u32,
+        found: u32,
+    },
+    /// The segment's writer is gone (its socket no longer answers): a new writer will
+    /// replace the segment.
+    WriterGone {
+        name: String,
+    },
     /// The wait was interrupted from another thread (element unlock/flush).
     Interrupted,
     /// The writer waited for `wanted` readers before its first frame (see
@@ -210,6 +222,21 @@ impl fmt::Display for Error {
                  or give {dir} more room (Docker: --shm-size)",
                 needed.div_ceil(1 << 20),
                 available >> 20
+            ),
+            Error::WriterUidMismatch {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path} belongs to uid {found}, but this reader requires its writer to run as \
+                 uid {expected} (writer-uid): start the writer as uid {expected}, set writer-uid \
+                 to {found} if you trust that user's stream, or choose another shm-name"
+            ),
+            Error::WriterGone { name } => write!(
+                f,
+                "the writer of shm-name {name:?} is gone (its segment is stale); a new writer \
+                 of that name replaces it"
             ),
             Error::Interrupted => write!(f, "wait interrupted"),
             Error::ReadersMissing {

@@ -4,13 +4,17 @@
 //! ```text
 //! 0                header page: Header (geometry, identity, live counters)
 //! CAPS_OFFSET      caps table: CAPS_ENTRIES x CapsEntry (a small history of caps strings)
-//! control_offset   control region, the only part readers map writable:
-//!                    ControlHeader (futex words), ReaderEntry x max_readers,
-//!                    pin bitmaps (max_readers x pin_words u64)
+//! readers_offset   reader table: MirrorEntry x max_readers, the writer's copy of what it
+//!                  knows of each attached reader (for observers; readers write nothing here),
+//!                  then the union of all readers' pins (u64 per 64 slots)
 //! index_offset     ring index: depth x u64 (frame number + 1) << 16 | slot
 //!                  slot descriptors: slot_count x SlotDesc
 //! data_offset      slot data: slot_count x slot_stride (page-aligned)
 //! ```
+//!
+//! Nothing in this file is writable by readers: the file is the writer's alone. Each reader
+//! writes only its own control page ([`ControlPage`]), a sealed memfd the writer created and
+//! handed over the stream's socket (see `registry`).
 
 use crate::error::Error;
 use crate::types::{Backpressure, Layout, StreamState};
@@ -18,7 +22,7 @@ use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub const MAGIC: [u8; 8] = *b"SHMFRAME";
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 pub const PAGE: u64 = 4096;
 
 pub const MAX_DEPTH: u32 = 1024;
@@ -34,13 +38,16 @@ pub const CAPS_CAPACITY: usize = (CAPS_ENTRY_SIZE as usize) - size_of::<CapsEntr
 /// Header page plus caps table.
 pub const HEADER_REGION: u64 = CAPS_OFFSET + CAPS_ENTRIES * CAPS_ENTRY_SIZE;
 
-pub const READER_ENTRY_SIZE: u64 = 128;
+pub const MIRROR_ENTRY_SIZE: u64 = 128;
 pub const SLOT_DESC_SIZE: u64 = 128;
-pub const CONTROL_HEADER_SIZE: u64 = 64;
 
-/// Byte offset of the writer's OFD lock; reader `i` locks `READER_LOCK_BASE + i`.
+/// Byte offset of the writer's OFD lock: held while the writer lives.
 pub const WRITER_LOCK_BYTE: u64 = 0;
-pub const READER_LOCK_BASE: u64 = 1;
+
+/// Size of a reader's control page (a sealed memfd, see [`ControlPage`]).
+pub const CONTROL_PAGE_LEN: u64 = PAGE;
+/// Offset of the pin bitmap in a control page.
+pub const CONTROL_PINS_OFFSET: u64 = 64;
 
 /// The head counter (frames published) stays below this: an index entry keeps 48 bits for
 /// `frame + 1`. No writer gets there (2^48 frames are 8,900 years at 1,000 fps), so a reader
@@ -70,9 +77,13 @@ impl StreamState {
     }
 }
 
+/// A reader's state as the writer records it (control page and reader table).
 pub mod reader_state {
-    pub const CLAIMING: u32 = 0;
+    /// Reader table only: no reader in this entry.
+    pub const FREE: u32 = 0;
     pub const ACTIVE: u32 = 1;
+    /// The reader held the writer up for longer than the reader timeout: neither its cursor
+    /// nor its pins count until it rejoins.
     pub const EVICTED: u32 = 2;
 }
 
@@ -89,8 +100,8 @@ pub struct Header {
     pub max_readers: u32,
     pub pin_words: u32,
     pub writer_pid: u32,
-    pub control_offset: u64,
-    pub control_len: u64,
+    pub readers_offset: u64,
+    pub readers_len: u64,
     pub index_offset: u64,
     pub desc_offset: u64,
     pub data_offset: u64,
@@ -114,6 +125,9 @@ pub struct Header {
     pub frames_dropped: AtomicU64,
     pub full_events: AtomicU64,
     pub readers_evicted: AtomicU64,
+    /// Threads of the writer waiting for room or readers: while non-zero, a reader that moves
+    /// its cursor or drops a pin sends one byte on its socket to wake the writer.
+    pub writer_waiting: AtomicU32,
 }
 
 #[repr(C)]
@@ -124,32 +138,50 @@ pub struct CapsEntryHead {
     pub len: AtomicU64,
 }
 
+/// A reader's control page: a memfd of [`CONTROL_PAGE_LEN`] bytes the writer creates, seals
+/// against shrinking and growing, and passes to that reader alone; both map it read-write.
+/// Written by the reader except where noted. The writer trusts nothing it reads here: every
+/// value is clamped or checked, and what a reader writes affects only that reader.
 #[repr(C)]
-pub struct ControlHeader {
-    /// Bumped by the writer when it publishes a frame or changes stream state while readers
-    /// wait; readers futex-wait on it. A reader bumps it too, to interrupt its own wait.
-    pub frame_seq: AtomicU32,
-    pub frame_waiters: AtomicU32,
-    /// Bumped by readers when they advance while the writer waits for space.
-    pub space_seq: AtomicU32,
-    pub writer_waiting: AtomicU32,
-    /// One past the highest reader entry ever claimed: the writer scans no further.
-    pub readers_hwm: AtomicU32,
-}
-
-#[repr(C)]
-pub struct ReaderEntry {
-    /// 0 when the entry is free; claimed by compare-and-swap to the reader's pid.
-    pub pid: AtomicU32,
+pub struct ControlPage {
+    /// The word the reader futex-waits on for a frame; the writer bumps it and wakes the
+    /// reader when `sleeping` says it sleeps, and so does the reader's own interrupt.
+    pub wake_seq: AtomicU32,
+    /// Non-zero while the reader is about to sleep or sleeps on `wake_seq`.
+    pub sleeping: AtomicU32,
+    /// Written by the writer: [`reader_state::ACTIVE`] or [`reader_state::EVICTED`].
     pub state: AtomicU32,
-    pub session: AtomicU64,
-    pub heartbeat_ns: AtomicU64,
+    /// Non-zero once the reader is closed but frames it pinned are still held: its cursor no
+    /// longer counts, its pins do.
+    pub detaching: AtomicU32,
     /// The next frame number this reader will read.
     pub cursor: AtomicU64,
     pub frames_read: AtomicU64,
     pub frames_missed: AtomicU64,
+    /// The reader's CLOCK_MONOTONIC at its last read or wait slice.
+    pub heartbeat_ns: AtomicU64,
+    /// Written by the writer: times it evicted this reader.
+    pub evictions: AtomicU64,
+    /// The `evictions` count the reader has rejoined after (it skipped to the oldest frame
+    /// held): the writer counts an evicted reader again once this reaches its count.
+    pub rejoined: AtomicU64,
+}
+
+/// The writer's copy of one reader's state in the segment file, for observers.
+#[repr(C)]
+pub struct MirrorEntry {
+    /// 0 when the entry is free.
+    pub pid: AtomicU32,
+    pub state: AtomicU32,
+    /// The reader's user (from the socket's peer credentials).
+    pub uid: AtomicU32,
+    pub pinned_slots: AtomicU32,
+    pub session: AtomicU64,
+    pub heartbeat_ns: AtomicU64,
+    pub cursor: AtomicU64,
+    pub frames_read: AtomicU64,
+    pub frames_missed: AtomicU64,
     pub attached_ns: AtomicU64,
-    /// Incremented by the writer when it evicts this reader.
     pub evictions: AtomicU64,
 }
 
@@ -172,9 +204,9 @@ unsafe impl Plain for Header {}
 // SAFETY: as above.
 unsafe impl Plain for CapsEntryHead {}
 // SAFETY: as above.
-unsafe impl Plain for ControlHeader {}
+unsafe impl Plain for ControlPage {}
 // SAFETY: as above.
-unsafe impl Plain for ReaderEntry {}
+unsafe impl Plain for MirrorEntry {}
 // SAFETY: as above.
 unsafe impl Plain for SlotDesc {}
 
@@ -194,11 +226,119 @@ pub struct SlotDesc {
 
 const _: () = {
     assert!(size_of::<Header>() as u64 <= CAPS_OFFSET);
-    assert!(size_of::<ControlHeader>() as u64 <= CONTROL_HEADER_SIZE);
-    assert!(size_of::<ReaderEntry>() as u64 <= READER_ENTRY_SIZE);
+    assert!(size_of::<ControlPage>() as u64 <= CONTROL_PINS_OFFSET);
+    assert!(
+        CONTROL_PINS_OFFSET + 8 * (MAX_DEPTH + MAX_SPARE_SLOTS).div_ceil(64) as u64
+            <= CONTROL_PAGE_LEN
+    );
+    assert!(size_of::<MirrorEntry>() as u64 <= MIRROR_ENTRY_SIZE);
     assert!(size_of::<SlotDesc>() as u64 <= SLOT_DESC_SIZE);
     assert!(HEADER_REGION.is_multiple_of(PAGE));
 };
+
+/// The reader's hello, the first message on its connection ([`HELLO_LEN`] bytes):
+/// magic `SFRH` +0, `u32 version` +4, `u32 pid` +8 (informational: the writer uses the
+/// socket's peer credentials), `u32 start` +12 (0 newest, 1 oldest), `u64 session` +16,
+/// `u64 writer_session` +24 (of the segment the reader validated).
+pub const HELLO_MAGIC: [u8; 4] = *b"SFRH";
+pub const HELLO_LEN: usize = 32;
+/// The writer's reply ([`REPLY_LEN`] bytes, with the control page's descriptor when `status`
+/// is [`reply_status::OK`]): magic `SFRR` +0, `u32 status` +4, `u32 index` +8 (the reader's
+/// table entry), `u32 page_len` +12, `u64 cursor` +16 (the first frame to read), `u64 0` +24.
+pub const REPLY_MAGIC: [u8; 4] = *b"SFRR";
+pub const REPLY_LEN: usize = 32;
+
+pub mod reply_status {
+    pub const OK: u32 = 0;
+    pub const TABLE_FULL: u32 = 1;
+    /// A malformed hello, or one for another segment of this writer.
+    pub const REFUSED: u32 = 2;
+}
+
+/// One byte a reader sends on its connection: it moved on (the writer waits).
+pub const MSG_PROGRESS: u8 = 1;
+/// One byte a reader sends before it closes its connection: a clean detach.
+pub const MSG_BYE: u8 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub pid: u32,
+    pub oldest: bool,
+    pub session: u64,
+    pub writer_session: u64,
+}
+
+impl Hello {
+    pub fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[0..4].copy_from_slice(&HELLO_MAGIC);
+        b[4..8].copy_from_slice(&LAYOUT_VERSION.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.pid.to_ne_bytes());
+        b[12..16].copy_from_slice(&(self.oldest as u32).to_ne_bytes());
+        b[16..24].copy_from_slice(&self.session.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.writer_session.to_ne_bytes());
+        b
+    }
+
+    /// `None` unless `b` is exactly a well-formed hello of this version.
+    pub fn decode(b: &[u8]) -> Option<Hello> {
+        if b.len() != HELLO_LEN || b[0..4] != HELLO_MAGIC || u32_at(b, 4) != LAYOUT_VERSION {
+            return None;
+        }
+        let start = u32_at(b, 12);
+        (start <= 1).then(|| Hello {
+            pid: u32_at(b, 8),
+            oldest: start == 1,
+            session: u64_at(b, 16),
+            writer_session: u64_at(b, 24),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u32,
+    pub index: u32,
+    pub page_len: u32,
+    pub cursor: u64,
+}
+
+impl Reply {
+    pub fn encode(&self) -> [u8; REPLY_LEN] {
+        let mut b = [0u8; REPLY_LEN];
+        b[0..4].copy_from_slice(&REPLY_MAGIC);
+        b[4..8].copy_from_slice(&self.status.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.page_len.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.cursor.to_ne_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Reply> {
+        (b.len() == REPLY_LEN && b[0..4] == REPLY_MAGIC).then(|| Reply {
+            status: u32_at(b, 4),
+            index: u32_at(b, 8),
+            page_len: u32_at(b, 12),
+            cursor: u64_at(b, 16),
+        })
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+/// The stream's socket, named after the writer's session so that its path is short whatever
+/// the stream's name, and unique per writer instance.
+pub fn socket_path(dir: &std::path::Path, writer_session: u64) -> std::path::PathBuf {
+    dir.join(format!("{SOCKET_PREFIX}{writer_session:016x}"))
+}
+
+pub const SOCKET_PREFIX: &str = ".shmframe-sock-";
 
 pub fn index_entry(frame: u64, slot: u32) -> u64 {
     ((frame + 1) << 16) | slot as u64
@@ -230,8 +370,8 @@ pub struct Geometry {
     pub backpressure: Backpressure,
     pub max_readers: u32,
     pub pin_words: u32,
-    pub control_offset: u64,
-    pub control_len: u64,
+    pub readers_offset: u64,
+    pub readers_len: u64,
     pub index_offset: u64,
     pub desc_offset: u64,
     pub data_offset: u64,
@@ -271,14 +411,13 @@ impl Geometry {
         let slot_count = depth + spare_slots;
         let max_readers = MAX_READERS;
         let pin_words = slot_count.div_ceil(64);
-        let control_offset = HEADER_REGION;
-        let control_len = page_round(
-            CONTROL_HEADER_SIZE
-                + max_readers as u64 * READER_ENTRY_SIZE
-                + max_readers as u64 * pin_words as u64 * 8,
+        let readers_offset = HEADER_REGION;
+        let readers_len = page_round(
+            max_readers as u64 * MIRROR_ENTRY_SIZE
+                + (MAX_DEPTH + MAX_SPARE_SLOTS).div_ceil(64) as u64 * 8,
         )
         .expect("small");
-        let index_offset = control_offset + control_len;
+        let index_offset = readers_offset + readers_len;
         let desc_offset = index_offset + depth as u64 * 8;
         let data_offset = page_round(desc_offset + slot_count as u64 * SLOT_DESC_SIZE).unwrap();
         let slot_stride = page_round(slot_capacity).unwrap();
@@ -292,8 +431,8 @@ impl Geometry {
             backpressure,
             max_readers,
             pin_words,
-            control_offset,
-            control_len,
+            readers_offset,
+            readers_len,
             index_offset,
             desc_offset,
             data_offset,
@@ -407,14 +546,14 @@ impl Geometry {
         let expected = Geometry::compute(layout, depth, slot_count - depth, bp, slot_capacity)?;
         for (field, off, want) in [
             (
-                "control_offset",
-                offset_of!(Header, control_offset),
-                expected.control_offset,
+                "readers_offset",
+                offset_of!(Header, readers_offset),
+                expected.readers_offset,
             ),
             (
-                "control_len",
-                offset_of!(Header, control_len),
-                expected.control_len,
+                "readers_len",
+                offset_of!(Header, readers_len),
+                expected.readers_len,
             ),
             (
                 "index_offset",
@@ -471,15 +610,13 @@ impl Geometry {
         }
     }
 
-    pub fn reader_entry_offset(&self, i: u32) -> u64 {
-        self.control_offset + CONTROL_HEADER_SIZE + i as u64 * READER_ENTRY_SIZE
+    pub fn mirror_entry_offset(&self, i: u32) -> u64 {
+        self.readers_offset + i as u64 * MIRROR_ENTRY_SIZE
     }
 
-    pub fn pin_word_offset(&self, reader: u32, word: u32) -> u64 {
-        self.control_offset
-            + CONTROL_HEADER_SIZE
-            + self.max_readers as u64 * READER_ENTRY_SIZE
-            + (reader as u64 * self.pin_words as u64 + word as u64) * 8
+    /// Word `w` of the union of every reader's pins, as the writer last computed it.
+    pub fn pinned_union_offset(&self, w: u32) -> u64 {
+        self.mirror_entry_offset(self.max_readers) + w as u64 * 8
     }
 
     pub fn desc_offset_of(&self, slot: u32) -> u64 {
@@ -510,13 +647,13 @@ mod tests {
             (Layout::Double, 7, 1, 300_000),
         ] {
             let g = Geometry::compute(layout, depth, spare, Backpressure::Block, cap).unwrap();
-            assert_eq!(g.control_offset % PAGE, 0);
+            assert_eq!(g.readers_offset % PAGE, 0);
             assert_eq!(g.index_offset % PAGE, 0);
             assert_eq!(g.data_offset % PAGE, 0);
             assert_eq!(g.slot_stride % PAGE, 0);
             assert!(g.slot_stride >= cap);
             assert!(g.desc_offset_of(g.slot_count) <= g.data_offset);
-            assert!(g.pin_word_offset(g.max_readers, 0) <= g.index_offset);
+            assert!(g.mirror_entry_offset(g.max_readers) <= g.index_offset);
             assert_eq!(
                 g.total_len,
                 g.data_offset + g.slot_count as u64 * g.slot_stride
@@ -571,8 +708,8 @@ mod tests {
             (offset_of!(Header, max_readers), 28),
             (offset_of!(Header, pin_words), 32),
             (offset_of!(Header, writer_pid), 36),
-            (offset_of!(Header, control_offset), 40),
-            (offset_of!(Header, control_len), 48),
+            (offset_of!(Header, readers_offset), 40),
+            (offset_of!(Header, readers_len), 48),
             (offset_of!(Header, index_offset), 56),
             (offset_of!(Header, desc_offset), 64),
             (offset_of!(Header, data_offset), 72),
@@ -593,24 +730,36 @@ mod tests {
             (offset_of!(Header, frames_dropped), 184),
             (offset_of!(Header, full_events), 192),
             (offset_of!(Header, readers_evicted), 200),
+            (offset_of!(Header, writer_waiting), 208),
         ];
         for (i, (actual, documented)) in header.iter().enumerate() {
             assert_eq!(actual, documented, "header field #{i}");
         }
-        assert_eq!(size_of::<Header>(), 208);
+        assert_eq!(size_of::<Header>(), 216);
         assert_eq!(size_of::<CapsEntryHead>(), 24);
         assert_eq!(CAPS_CAPACITY, 1768);
-        assert_eq!(offset_of!(ControlHeader, readers_hwm), 16);
         for (actual, documented) in [
-            (offset_of!(ReaderEntry, pid), 0),
-            (offset_of!(ReaderEntry, state), 4),
-            (offset_of!(ReaderEntry, session), 8),
-            (offset_of!(ReaderEntry, heartbeat_ns), 16),
-            (offset_of!(ReaderEntry, cursor), 24),
-            (offset_of!(ReaderEntry, frames_read), 32),
-            (offset_of!(ReaderEntry, frames_missed), 40),
-            (offset_of!(ReaderEntry, attached_ns), 48),
-            (offset_of!(ReaderEntry, evictions), 56),
+            (offset_of!(MirrorEntry, pid), 0),
+            (offset_of!(MirrorEntry, state), 4),
+            (offset_of!(MirrorEntry, uid), 8),
+            (offset_of!(MirrorEntry, pinned_slots), 12),
+            (offset_of!(MirrorEntry, session), 16),
+            (offset_of!(MirrorEntry, heartbeat_ns), 24),
+            (offset_of!(MirrorEntry, cursor), 32),
+            (offset_of!(MirrorEntry, frames_read), 40),
+            (offset_of!(MirrorEntry, frames_missed), 48),
+            (offset_of!(MirrorEntry, attached_ns), 56),
+            (offset_of!(MirrorEntry, evictions), 64),
+            (offset_of!(ControlPage, wake_seq), 0),
+            (offset_of!(ControlPage, sleeping), 4),
+            (offset_of!(ControlPage, state), 8),
+            (offset_of!(ControlPage, detaching), 12),
+            (offset_of!(ControlPage, cursor), 16),
+            (offset_of!(ControlPage, frames_read), 24),
+            (offset_of!(ControlPage, frames_missed), 32),
+            (offset_of!(ControlPage, heartbeat_ns), 40),
+            (offset_of!(ControlPage, evictions), 48),
+            (offset_of!(ControlPage, rejoined), 56),
             (offset_of!(SlotDesc, seq), 0),
             (offset_of!(SlotDesc, frame), 8),
             (offset_of!(SlotDesc, pts), 16),

@@ -8,10 +8,12 @@
 //! * [`Subscriber`] is a reader that waits for a writer, follows writer restarts and reports
 //!   what happened; it is what `shmframesrc` uses.
 //!
-//! Synchronisation: frames are published through a per-slot seqlock and a ring index; waiting
-//! is a futex on a word in the shared control region, so a reader that is already awake costs
-//! the writer no system call. Liveness of writer and readers is an OFD byte lock that the kernel
-//! drops when the holder dies.
+//! Trust: the segment file is the writer's alone; readers open it read-only. Each reader
+//! attaches over the stream's Unix socket and writes only its own control page, a sealed memfd
+//! the writer hands it (see docs/LAYOUT.md). Synchronisation: frames are published through a
+//! per-slot seqlock and a ring index; a reader waits on a futex word in its control page, which
+//! the writer wakes only when the reader sleeps. The writer's liveness is an OFD byte lock the
+//! kernel drops when it dies; a reader's is its connection.
 
 mod caps;
 mod cleanup;
@@ -24,6 +26,7 @@ mod reader;
 mod registry;
 mod segment;
 mod slots;
+mod sock;
 mod subscriber;
 mod sys;
 mod types;
@@ -39,12 +42,11 @@ pub use layout::{
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
 pub use observer::{Observer, ReaderInfo, SegmentInfo, inspect};
 pub use reader::{PinnedFrame, ReadResult, Reader, ReaderOptions};
+pub use registry::ReaderEvent;
 pub use segment::check_name_for_writer;
 pub use slots::Lender;
 pub use subscriber::{Subscriber, SubscriberEvent};
 pub use sys::{last_level_cache_bytes, monotonic_ns};
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};
 pub use wait::Interrupt;
-pub use writer::{
-    FrameMeta, ReaderEvent, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame,
-};
+pub use writer::{FrameMeta, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame};

@@ -43,6 +43,8 @@ pub struct SegmentInfo {
 pub struct ReaderInfo {
     pub index: u32,
     pub pid: u32,
+    /// The reader's user, as the kernel told the writer when the reader connected.
+    pub uid: u32,
     pub cursor: u64,
     pub lag: u64,
     pub frames_read: u64,
@@ -58,26 +60,26 @@ impl Mapping {
         let h = self.header();
         let head = h.head.load(Ordering::Acquire);
         let now = sys::monotonic_ns();
-        let readers = (0..self.readers_hwm())
+        // The writer's copy of its reader table: bounded, and nothing in it was written by a
+        // reader.
+        let readers = (0..self.geo.max_readers)
             .filter_map(|i| {
-                let e = self.reader_entry(i);
+                let e = self.mirror_entry(i);
                 let pid = e.pid.load(Ordering::Acquire);
-                let state = e.state.load(Ordering::Acquire);
-                (pid != 0 && state != reader_state::CLAIMING).then(|| {
-                    let cursor = e.cursor.load(Ordering::Acquire);
+                (pid != 0).then(|| {
+                    let cursor = e.cursor.load(Ordering::Relaxed);
                     ReaderInfo {
                         index: i,
                         pid,
+                        uid: e.uid.load(Ordering::Relaxed),
                         cursor,
                         lag: head.saturating_sub(cursor),
                         frames_read: e.frames_read.load(Ordering::Relaxed),
                         frames_missed: e.frames_missed.load(Ordering::Relaxed),
                         heartbeat_age_ns: now
                             .saturating_sub(e.heartbeat_ns.load(Ordering::Relaxed)),
-                        evicted: state == reader_state::EVICTED,
-                        pinned_slots: (0..self.geo.pin_words)
-                            .map(|w| self.pin_word(i, w).load(Ordering::Relaxed).count_ones())
-                            .sum(),
+                        evicted: e.state.load(Ordering::Relaxed) == reader_state::EVICTED,
+                        pinned_slots: e.pinned_slots.load(Ordering::Relaxed),
                     }
                 })
             })
@@ -138,12 +140,8 @@ impl Observer {
 
     /// Readers attached right now (evicted ones included: they still read).
     pub fn reader_count(&self) -> usize {
-        (0..self.map.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                e.pid.load(Ordering::Acquire) != 0
-                    && e.state.load(Ordering::Acquire) != reader_state::CLAIMING
-            })
+        (0..self.map.geo.max_readers)
+            .filter(|&i| self.map.mirror_entry(i).pid.load(Ordering::Acquire) != 0)
             .count()
     }
 

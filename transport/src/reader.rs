@@ -1,4 +1,6 @@
-//! The reading side: any number per segment, each with its own cursor.
+//! The reading side: any number per segment, each with its own cursor. A reader maps the
+//! segment read-only and attaches through the writer's socket, which hands it its control page
+//! (see `registry`); it writes nothing else.
 
 use crate::caps;
 use crate::error::Error;
@@ -7,11 +9,13 @@ use crate::frame::{
 };
 use crate::layout::*;
 use crate::observer::SegmentInfo;
-use crate::registry::{PinRecord, ReaderLease, claim_entry};
+use crate::registry::{ControlMap, PinRecord, ReaderLease};
 use crate::segment::{self, Mapping};
+use crate::sock;
 use crate::sys;
 use crate::types::{Backpressure, Layout, StartPosition, StreamState};
-use crate::wait::{Interrupt, WaitWord};
+use crate::wait::Interrupt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -20,9 +24,17 @@ use std::time::{Duration, Instant};
 /// least this often, and the heartbeat refreshed.
 const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 
+/// How long a reader waits for its writer to answer its hello: the writer answers from a
+/// thread of its own within milliseconds; this bounds a writer that hangs.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug, Default)]
 pub struct ReaderOptions {
     pub start: StartPosition,
+    /// The user the writer must run as (the owner of the segment file), or `None` for whoever
+    /// the segment's permissions let this process read: a reader that may read other users'
+    /// segments (root) then does not silently follow another user's stream.
+    pub writer_uid: Option<u32>,
 }
 
 /// The result of waiting for the next frame.
@@ -40,7 +52,6 @@ pub enum ReadResult {
 
 pub struct Reader {
     map: Arc<Mapping>,
-    index: u32,
     session: u64,
     cursor: u64,
     frames_read: u64,
@@ -62,40 +73,28 @@ impl Reader {
         opts: &ReaderOptions,
         interrupt: Interrupt,
     ) -> Result<Reader, Error> {
-        let map = Arc::new(segment::open(name)?);
-        // Checked before an entry is claimed too, so a corrupt segment costs no entry.
+        let map = Arc::new(segment::open(name, true)?);
+        if let Some(expected) = opts.writer_uid {
+            let found = map.owner_uid();
+            if found != expected {
+                return Err(Error::WriterUidMismatch {
+                    path: map.path.display().to_string(),
+                    expected,
+                    found,
+                });
+            }
+        }
+        // Checked before attaching too, so a corrupt segment costs the writer nothing.
         checked_head(&map)?;
         let session = sys::random_u64();
-        let pid = std::process::id();
-        let index = claim_entry(&map, pid).ok_or_else(|| Error::TooManyReaders {
-            name: name.to_string(),
-            max: map.geo.max_readers,
-        })?;
+        let (socket, control, reply) = attach(&map, name, opts, session)?;
         let head = checked_head(&map)?;
-        let tail = oldest_held(&map, head);
-        let cursor = match opts.start {
-            StartPosition::Oldest => tail,
-            StartPosition::Newest => head.saturating_sub(1).max(tail),
-        };
-        let e = map.reader_entry(index);
-        let now = sys::monotonic_ns();
-        e.session.store(session, Ordering::Relaxed);
-        e.heartbeat_ns.store(now, Ordering::Relaxed);
-        e.attached_ns.store(now, Ordering::Relaxed);
-        e.cursor.store(cursor, Ordering::Relaxed);
-        e.frames_read.store(0, Ordering::Relaxed);
-        e.frames_missed.store(0, Ordering::Relaxed);
-        e.state.store(reader_state::ACTIVE, Ordering::SeqCst);
-        // A writer waiting for readers counts itself in writer_waiting before counting the
-        // table (SeqCst on both sides): either it sees this entry or we see it and wake it.
-        if map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-            map.kick(WaitWord::Space);
-        }
-        interrupt.set_target(Some((map.clone(), WaitWord::Frame)));
+        let cursor = reply.cursor.min(head);
+        let lease = ReaderLease::new(map.clone(), control, socket);
+        interrupt.set_target(Some(lease.clone()));
         Ok(Reader {
-            lease: ReaderLease::new(map.clone(), index),
+            lease,
             map,
-            index,
             session,
             cursor,
             frames_read: 0,
@@ -130,10 +129,7 @@ impl Reader {
 
     /// How many times the writer evicted this reader for stalling it.
     pub fn evictions(&self) -> u64 {
-        self.map
-            .reader_entry(self.index)
-            .evictions
-            .load(Ordering::Relaxed)
+        self.entry().evictions.load(Ordering::Relaxed)
     }
 
     pub fn writer_pid(&self) -> u32 {
@@ -194,8 +190,9 @@ impl Reader {
         self.map.info()
     }
 
-    fn entry(&self) -> &ReaderEntry {
-        self.map.reader_entry(self.index)
+    /// This reader's control page.
+    fn entry(&self) -> &ControlPage {
+        self.lease.page()
     }
 
     fn skip_to(&mut self, target: u64) {
@@ -215,25 +212,23 @@ impl Reader {
         e.heartbeat_ns.store(sys::monotonic_ns(), Ordering::Relaxed);
         // SeqCst pairs with the writer's SeqCst store of writer_waiting and cursor loads.
         e.cursor.store(self.cursor, Ordering::SeqCst);
-        if self.map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-            self.map.kick(WaitWord::Space);
-        }
+        self.lease.nudge_writer();
     }
 
-    /// An evicted reader rejoins at the oldest frame still held, counting what it lost.
+    /// An evicted reader rejoins at the oldest frame still held, counting what it lost, and
+    /// tells the writer so: the writer counts it again once it sees the acknowledgement.
     fn rejoin_if_evicted(&mut self) -> Result<(), Error> {
-        let map = self.map.clone();
-        let e = map.reader_entry(self.index);
-        if e.state.load(Ordering::Acquire) == reader_state::EVICTED {
-            let head = checked_head(&map)?;
-            self.skip_to(oldest_held(&map, head));
-            e.cursor.store(self.cursor, Ordering::SeqCst);
-            let _ = e.state.compare_exchange(
-                reader_state::EVICTED,
-                reader_state::ACTIVE,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        let lease = self.lease.clone();
+        let page = lease.page();
+        let evictions = page.evictions.load(Ordering::Acquire);
+        if page.state.load(Ordering::Acquire) == reader_state::EVICTED
+            && evictions > page.rejoined.load(Ordering::Relaxed)
+        {
+            let head = checked_head(&self.map)?;
+            self.skip_to(oldest_held(&self.map, head));
+            page.cursor.store(self.cursor, Ordering::SeqCst);
+            page.rejoined.store(evictions, Ordering::Release);
+            lease.nudge_writer();
         }
         Ok(())
     }
@@ -335,18 +330,20 @@ impl Reader {
     }
 
     fn wait_for_frame(&self, seen_head: u64, max: Duration) {
-        let ctrl = self.map.control();
+        let page = self.lease.page();
         let h = self.map.header();
-        let seq = ctrl.frame_seq.load(Ordering::SeqCst);
-        ctrl.frame_waiters.fetch_add(1, Ordering::SeqCst);
+        let seq = page.wake_seq.load(Ordering::SeqCst);
+        page.sleeping.store(1, Ordering::SeqCst);
         // Re-check after announcing ourselves: the writer's SeqCst head store and its load of
-        // frame_waiters order against this, so a frame published now is never slept through.
+        // `sleeping` order against this, so a frame published now is never slept through.
         let state = h.stream_state.load(Ordering::SeqCst);
         let live = matches!(state, stream_state::STARTING | stream_state::RUNNING);
         if live && h.head.load(Ordering::SeqCst) == seen_head && !self.interrupt.is_set() {
-            sys::futex_wait(&ctrl.frame_seq, seq, max);
+            sys::futex_wait(&page.wake_seq, seq, max);
         }
-        ctrl.frame_waiters.fetch_sub(1, Ordering::SeqCst);
+        page.sleeping.store(0, Ordering::Relaxed);
+        page.heartbeat_ns
+            .store(sys::monotonic_ns(), Ordering::Relaxed);
     }
 
     /// Copies frame `n` if the segment still holds it; the cursor does not move.
@@ -398,7 +395,9 @@ impl Reader {
         let keep_from = geo.keep_from(head);
         let (mut held_back, mut pinned_slots) = (0, 0);
         for w in 0..geo.pin_words {
-            let mut pinned = self.map.pinned_bits(w);
+            // The writer's union of every reader's pins, with ours as of now.
+            let mut pinned = self.map.pinned_union(w).load(Ordering::Acquire)
+                | self.lease.control.pin_word(w).load(Ordering::Acquire);
             pinned_slots += pinned.count_ones();
             while pinned != 0 {
                 let slot = w * 64 + pinned.trailing_zeros();
@@ -420,15 +419,140 @@ impl Reader {
     }
 }
 
+/// Connects to the writer of `map` and says hello: the writer answers with this reader's
+/// table entry, its first frame and its control page. Every wait is bounded.
+fn attach(
+    map: &Mapping,
+    name: &str,
+    opts: &ReaderOptions,
+    session: u64,
+) -> Result<(OwnedFd, ControlMap, Reply), Error> {
+    let dir = map.path.parent().unwrap_or(std::path::Path::new("/"));
+    let path = socket_path(dir, map.header().writer_session);
+    let shown = path.display().to_string();
+    let gone = || Error::WriterGone {
+        name: name.to_string(),
+    };
+    let deadline = Instant::now() + HANDSHAKE_LIMIT;
+    // A writer drops a connection that took longer than its handshake timeout to say hello (a
+    // reader descheduled between its connect and its hello, on a loaded machine): connect
+    // again, within the same limit.
+    loop {
+        let socket = loop {
+            match sock::connect(&path) {
+                Ok(socket) => break socket,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    // The segment is readable (observers may look), its socket not writable.
+                    return Err(Error::PermissionDenied {
+                        path: map.path.display().to_string(),
+                        detail: format!("connecting to its socket {shown}: {e}"),
+                    });
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::ENOENT | libc::ECONNREFUSED)
+                    ) =>
+                {
+                    if !map.writer_alive() || map.stream_state() == StreamState::Closed {
+                        return Err(gone());
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(Error::io(format!("connect to {shown}"), e));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => return Err(Error::io(format!("connect to {shown}"), e)),
+            }
+        };
+        // Only the writer that owns the segment file may answer for it.
+        let (_, peer_uid) = sock::peer_cred(socket.as_fd())
+            .map_err(|e| Error::io(format!("SO_PEERCRED on {shown}"), e))?;
+        let owner = map.owner_uid();
+        if peer_uid != owner {
+            return Err(Error::io(
+                format!("attach to {shown}"),
+                std::io::Error::other(format!(
+                    "the socket is served by uid {peer_uid}, but the segment belongs to uid {owner}: \
+                 refusing a stream another user may have put in its way"
+                )),
+            ));
+        }
+        let hello = Hello {
+            pid: std::process::id(),
+            oldest: opts.start == StartPosition::Oldest,
+            session,
+            writer_session: map.header().writer_session,
+        };
+        if !sock::send(socket.as_fd(), &hello.encode())
+            .map_err(|e| Error::io(format!("send to {shown}"), e))?
+        {
+            return Err(Error::io(
+                format!("send to {shown}"),
+                std::io::Error::from(std::io::ErrorKind::WouldBlock),
+            ));
+        }
+        let mut buf = [0u8; REPLY_LEN + 1];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (n, passed) = sock::recv_with_fd(socket.as_fd(), &mut buf, left).map_err(|e| {
+            Error::io(
+                format!("wait for the writer's answer on {shown} (it hangs or is overloaded)"),
+                e,
+            )
+        })?;
+        let Some(reply) = Reply::decode(&buf[..n]) else {
+            if n == 0 && (!map.writer_alive() || map.stream_state() == StreamState::Closed) {
+                return Err(gone());
+            }
+            if n == 0 && Instant::now() < deadline {
+                continue;
+            }
+            return Err(Error::io(
+                format!("attach to {shown}"),
+                std::io::Error::other(format!("the writer's answer is malformed ({n} bytes)")),
+            ));
+        };
+        match reply.status {
+            reply_status::OK => {}
+            reply_status::TABLE_FULL => {
+                return Err(Error::TooManyReaders {
+                    name: name.to_string(),
+                    max: map.geo.max_readers,
+                });
+            }
+            status => {
+                return Err(Error::io(
+                    format!("attach to {shown}"),
+                    std::io::Error::other(format!(
+                        "the writer refused this reader (status {status})"
+                    )),
+                ));
+            }
+        }
+        let malformed = |what: &str| {
+            Error::io(
+                format!("attach to {shown}"),
+                std::io::Error::other(format!("the writer's answer is malformed: {what}")),
+            )
+        };
+        if reply.index >= map.geo.max_readers || reply.page_len as u64 != CONTROL_PAGE_LEN {
+            return Err(malformed("entry or page size out of range"));
+        }
+        let page = passed.ok_or_else(|| malformed("no control page"))?;
+        let control = ControlMap::map(std::fs::File::from(page), map.geo.pin_words)
+            .map_err(|e| Error::io(format!("map the control page from {shown}"), e))?;
+        return Ok((socket, control, reply));
+    }
+}
+
 impl Drop for Reader {
     fn drop(&mut self) {
         self.interrupt.set_target(None);
-        // Stop counting for backpressure now; the entry itself is freed by the lease once no
-        // pinned frame refers to it any more (at once if there is none).
-        self.entry()
-            .state
-            .store(reader_state::CLAIMING, Ordering::Release);
-        self.map.kick(WaitWord::Space);
+        // Stop counting for backpressure now; the entry itself is freed by the writer once the
+        // lease (and with it the connection) is gone, when no pinned frame refers to it any
+        // more (at once if there is none).
+        self.entry().detaching.store(1, Ordering::SeqCst);
+        self.lease.nudge_writer();
     }
 }
 
@@ -560,6 +684,7 @@ mod tests {
             &name,
             &ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -10,6 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,28 +23,29 @@ fn fits<T>(offset: u64, len: u64) -> bool {
             .is_some_and(|end| end <= len)
 }
 
+/// The mapping behind a [`Mapping`]: read-only for readers and observers, writable only for
+/// the writer (see [`WriterMapping`]).
 enum WholeMap {
     ReadOnly(#[allow(dead_code)] Mmap),
     ReadWrite(#[allow(dead_code)] MmapMut),
 }
 
-/// A mapped segment. The writer maps the whole file read-write; a reader maps it read-only
-/// and maps only the control region a second time, read-write, for its own table entry.
+/// A mapped segment, as readers and observers see it: every accessor gives shared references
+/// or `*const` pointers. Only a [`WriterMapping`] (the writer's, mapped read-write from a
+/// file it created) reaches the bytes for writing; a reader's mapping is read-only in the
+/// kernel as well (its descriptor is `O_RDONLY`).
 pub(crate) struct Mapping {
     pub file: File,
     pub path: PathBuf,
     pub geo: Geometry,
     /// Device and inode of the mapped file: a name can be re-created by a new writer.
     pub file_id: (u64, u64),
-    base: *mut u8,
-    ctrl: *mut u8,
-    writable: bool,
+    base: *const u8,
     _whole: WholeMap,
-    _ctrl: Option<MmapMut>,
 }
 
-// SAFETY: the raw pointers point into mappings owned by this struct, which live as long as it
-// does; everything shared through them is accessed with atomics or through the seqlock protocol.
+// SAFETY: the raw pointer points into the mapping owned by this struct, which lives as long as
+// it does; everything shared through it is accessed with atomics or through the seqlock protocol.
 unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
@@ -69,50 +71,16 @@ impl Mapping {
         self.at(0)
     }
 
-    pub fn control(&self) -> &ControlHeader {
-        self.ctrl_at(0)
+    /// The writer's copy of reader `i`'s state (`i < max_readers`).
+    pub fn mirror_entry(&self, i: u32) -> &MirrorEntry {
+        assert!(i < self.geo.max_readers);
+        self.at(self.geo.mirror_entry_offset(i))
     }
 
-    /// Control region through its writable mapping (readers write their entries here).
-    fn ctrl_at<T: Plain>(&self, offset_in_control: u64) -> &T {
-        assert!(
-            fits::<T>(offset_in_control, self.geo.control_len),
-            "control offset {offset_in_control} out of place"
-        );
-        // SAFETY: see `at`; `ctrl` maps `control_len` bytes read-write (page-aligned).
-        unsafe { &*(self.ctrl.add(offset_in_control as usize) as *const T) }
-    }
-
-    pub fn reader_entry(&self, i: u32) -> &ReaderEntry {
-        self.ctrl_at(self.geo.reader_entry_offset(i) - self.geo.control_offset)
-    }
-
-    pub fn pin_word(&self, reader: u32, word: u32) -> &AtomicU64 {
-        self.ctrl_at(self.geo.pin_word_offset(reader, word) - self.geo.control_offset)
-    }
-
-    /// One past the highest reader entry ever used (bounded by the table's size).
-    pub fn readers_hwm(&self) -> u32 {
-        self.control()
-            .readers_hwm
-            .load(Ordering::Acquire)
-            .min(self.geo.max_readers)
-    }
-
-    /// Pin word `word` of every live reader together: bit `s % 64` is set when some reader
-    /// pins slot `s`. An evicted reader's pins do not count: it held the writer up for longer
-    /// than the reader timeout (its frames may be overwritten under it). SeqCst loads: the
-    /// writer pairs them with its marking of a slot before it checks pins (see `Writer::acquire`).
-    pub fn pinned_bits(&self, word: u32) -> u64 {
-        (0..self.readers_hwm())
-            .filter(|&r| {
-                let e = self.reader_entry(r);
-                e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) != reader_state::EVICTED
-            })
-            .fold(0, |bits, r| {
-                bits | self.pin_word(r, word).load(Ordering::SeqCst)
-            })
+    /// Word `w` of the union of every counted reader's pins, as the writer last saw them.
+    pub fn pinned_union(&self, w: u32) -> &AtomicU64 {
+        assert!(w < self.geo.pin_words);
+        self.at(self.geo.pinned_union_offset(w))
     }
 
     pub fn index(&self, frame: u64) -> &AtomicU64 {
@@ -127,22 +95,21 @@ impl Mapping {
         self.at(CAPS_OFFSET + (entry % CAPS_ENTRIES) * CAPS_ENTRY_SIZE)
     }
 
-    pub fn caps_bytes_ptr(&self, entry: u64) -> *mut u8 {
-        let off = CAPS_OFFSET
+    fn caps_bytes_offset(entry: u64) -> u64 {
+        CAPS_OFFSET
             + (entry % CAPS_ENTRIES) * CAPS_ENTRY_SIZE
-            + std::mem::size_of::<CapsEntryHead>() as u64;
-        // SAFETY: inside the header region, which every mapping covers.
-        unsafe { self.base.add(off as usize) }
+            + std::mem::size_of::<CapsEntryHead>() as u64
     }
 
-    pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
+    pub fn caps_bytes_ptr(&self, entry: u64) -> *const u8 {
+        // SAFETY: inside the header region, which every mapping covers.
+        unsafe { self.base.add(Self::caps_bytes_offset(entry) as usize) }
+    }
+
+    pub fn slot_ptr(&self, slot: u32) -> *const u8 {
         assert!(slot < self.geo.slot_count);
         // SAFETY: slot < slot_count, so the slot lies inside the mapping.
         unsafe { self.base.add(self.geo.slot_data_offset(slot) as usize) }
-    }
-
-    pub fn is_writable(&self) -> bool {
-        self.writable
     }
 
     pub fn stream_state(&self) -> StreamState {
@@ -168,62 +135,109 @@ impl Mapping {
             .unwrap_or(false)
     }
 
-    fn map(file: File, path: PathBuf, geo: Geometry, writable: bool) -> Result<Mapping, Error> {
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-        let file_id = (meta.dev(), meta.ino());
-        let map_err = |e| Error::io(format!("mmap {}", path.display()), e);
-        // Both mappings are populated: the page tables for every slot are made here, once,
-        // instead of by faults on the first frame each slot holds (measured: a 1.2 MB slot
-        // took up to 1.5 ms to fault in, the whole p99 latency at 640x480).
-        let (whole, ctrl_map, base, ctrl) = if writable {
-            // SAFETY: mapping a file we just sized; concurrent modification by other processes
-            // is the point of shared memory and is handled by the atomics/seqlock protocol.
-            let mut m = unsafe {
-                MmapOptions::new()
-                    .len(geo.total_len as usize)
-                    .populate()
-                    .map_mut(&file)
-                    .map_err(map_err)?
-            };
-            let base = m.as_mut_ptr();
-            // SAFETY: control_offset < total_len (Geometry invariant).
-            let ctrl = unsafe { base.add(geo.control_offset as usize) };
-            (WholeMap::ReadWrite(m), None, base, ctrl)
-        } else {
-            // SAFETY: as above; this mapping is read-only, so frame data and the header cannot
-            // be modified through it.
-            let m = unsafe {
-                MmapOptions::new()
-                    .len(geo.total_len as usize)
-                    .populate()
-                    .map(&file)
-                    .map_err(map_err)?
-            };
-            // SAFETY: the control region is page-aligned and inside the file (Geometry).
-            let mut c = unsafe {
-                MmapOptions::new()
-                    .offset(geo.control_offset)
-                    .len(geo.control_len as usize)
-                    .map_mut(&file)
-                    .map_err(map_err)?
-            };
-            let base = m.as_ptr() as *mut u8;
-            let ctrl = c.as_mut_ptr();
-            (WholeMap::ReadOnly(m), Some(c), base, ctrl)
+    /// Maps a validated segment file read-only (`populate`: make every page table entry now,
+    /// for readers; an observer looks at a few pages only).
+    fn map_read_only(
+        file: File,
+        path: PathBuf,
+        geo: Geometry,
+        populate: bool,
+    ) -> Result<Mapping, Error> {
+        let file_id = file_id(&file, &path)?;
+        let mut options = MmapOptions::new();
+        options.len(geo.total_len as usize);
+        if populate {
+            options.populate();
+        }
+        // SAFETY: a read-only mapping of a validated file of at least total_len bytes, opened
+        // read-only: neither we nor anyone through this mapping can change it, and readers
+        // only read what the writer publishes through the atomics/seqlock protocol.
+        let m = unsafe {
+            options
+                .map(&file)
+                .map_err(|e| Error::io(format!("mmap {}", path.display()), e))?
         };
         Ok(Mapping {
             file,
             path,
             geo,
             file_id,
-            base,
-            ctrl,
-            writable,
-            _whole: whole,
-            _ctrl: ctrl_map,
+            base: m.as_ptr(),
+            _whole: WholeMap::ReadOnly(m),
         })
+    }
+}
+
+fn file_id(file: &File, path: &Path) -> Result<(u64, u64), Error> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// The writer's mapping of its own segment, read-write: the only way to the segment's bytes
+/// for writing. Everything a reader may do with a [`Mapping`] it does through `Deref`.
+pub(crate) struct WriterMapping {
+    map: Arc<Mapping>,
+}
+
+impl std::ops::Deref for WriterMapping {
+    type Target = Mapping;
+    fn deref(&self) -> &Mapping {
+        &self.map
+    }
+}
+
+impl WriterMapping {
+    fn map(file: File, path: PathBuf, geo: Geometry) -> Result<WriterMapping, Error> {
+        let file_id = file_id(&file, &path)?;
+        // The mapping is populated: the page tables for every slot are made here, once,
+        // instead of by faults on the first frame each slot holds (measured: a 1.2 MB slot
+        // took up to 1.5 ms to fault in, the whole p99 latency at 640x480).
+        // SAFETY: mapping a file we just sized and allocated, which only we may write
+        // (readers open it read-only); concurrent reading by other processes is the point of
+        // shared memory and is handled by the atomics/seqlock protocol.
+        let mut m = unsafe {
+            MmapOptions::new()
+                .len(geo.total_len as usize)
+                .populate()
+                .map_mut(&file)
+                .map_err(|e| Error::io(format!("mmap {}", path.display()), e))?
+        };
+        Ok(WriterMapping {
+            map: Arc::new(Mapping {
+                file,
+                path,
+                geo,
+                file_id,
+                base: m.as_mut_ptr(),
+                _whole: WholeMap::ReadWrite(m),
+            }),
+        })
+    }
+
+    /// The read-only view of this mapping, for observers sharing it.
+    pub fn shared(&self) -> Arc<Mapping> {
+        self.map.clone()
+    }
+
+    fn base_mut(&self) -> *mut u8 {
+        // The base of a writable mapping (`WriterMapping::map`).
+        self.map.base as *mut u8
+    }
+
+    /// Where the caps string of `entry` is written.
+    pub fn caps_bytes_mut(&self, entry: u64) -> *mut u8 {
+        // SAFETY: inside the header region, which the mapping covers.
+        unsafe {
+            self.base_mut()
+                .add(Mapping::caps_bytes_offset(entry) as usize)
+        }
+    }
+
+    /// Where slot `slot`'s data is written.
+    pub fn slot_ptr_mut(&self, slot: u32) -> *mut u8 {
+        self.map.slot_ptr(slot) as *mut u8
     }
 }
 
@@ -234,6 +248,15 @@ pub(crate) struct NewSegment<'a> {
     pub perms: u32,
     pub session: u64,
     pub reader_timeout_ns: u64,
+}
+
+impl NewSegment<'_> {
+    /// The data file's mode: `perms` without write permission for group and others, who read
+    /// it only. (Who may attach is decided by `perms` on the socket: connecting needs write
+    /// permission there.)
+    pub fn data_mode(&self) -> u32 {
+        self.perms & !0o022
+    }
 }
 
 fn open_error(path: &Path, e: std::io::Error, name: &str) -> Error {
@@ -379,7 +402,7 @@ const TEMP_PREFIX: &str = ".shmframe-new-";
 /// header. An existing segment whose writer is alive is refused; one whose writer died is
 /// replaced; anything else at the path is left untouched. Temporary files of writers that died
 /// while creating a segment are removed first.
-pub(crate) fn create(spec: &NewSegment) -> Result<Mapping, Error> {
+pub(crate) fn create(spec: &NewSegment) -> Result<WriterMapping, Error> {
     let path = segment_path(spec.name)?;
     reclaim_orphaned_temp_files();
     for _attempt in 0..8 {
@@ -437,8 +460,21 @@ fn reclaim_if_stale(path: &Path, name: &str, tmp_path: &Path) -> Result<bool, Er
     if !still_named(&existing, path) {
         return Ok(false);
     }
+    let stale_socket = stale_writer_socket(&existing, path);
     match std::fs::rename(tmp_path, path) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            // The dead writer's socket goes with its segment. Only a socket is removed: the
+            // name is derived from a header field, which anyone who wrote the file chose.
+            if let Some(socket) = stale_socket
+                && std::fs::symlink_metadata(&socket).is_ok_and(|m| {
+                    use std::os::unix::fs::FileTypeExt;
+                    m.file_type().is_socket()
+                })
+            {
+                let _ = std::fs::remove_file(socket);
+            }
+            Ok(true)
+        }
         // The shm directory is sticky: only a file's owner (or root) may replace it.
         Err(e) if e.kind() == ErrorKind::PermissionDenied && other_owner(path).is_some() => {
             let (owner, user) = other_owner(path).unwrap_or_default();
@@ -467,6 +503,14 @@ fn segment_holder(file: &File, path: &Path) -> Result<u32, Error> {
         .get(off..off + 4)
         .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
         .unwrap_or(0))
+}
+
+/// The socket path of the writer that made the segment file `file`.
+fn stale_writer_socket(file: &File, path: &Path) -> Option<PathBuf> {
+    let (bytes, _len) = read_header_bytes(file, path).ok()?;
+    let off = std::mem::offset_of!(Header, writer_session);
+    let session = u64::from_ne_bytes(bytes.get(off..off + 8)?.try_into().ok()?);
+    (session != 0).then(|| socket_path(&shm_dir(), session))
 }
 
 /// Why a writer cannot take over another user's file at `path` that it may not open for
@@ -535,8 +579,15 @@ fn reclaim_orphaned_temp_files() {
         return;
     };
     for entry in dir.flatten() {
-        if !entry
-            .file_name()
+        let file_name = entry.file_name();
+        if file_name
+            .as_encoded_bytes()
+            .starts_with(SOCKET_PREFIX.as_bytes())
+        {
+            reclaim_if_orphaned_socket(&entry.path());
+            continue;
+        }
+        if !file_name
             .as_encoded_bytes()
             .starts_with(TEMP_PREFIX.as_bytes())
         {
@@ -554,6 +605,29 @@ fn reclaim_orphaned_temp_files() {
     }
 }
 
+/// How old a stream socket must be before a refused connection proves its writer dead: a
+/// writer listens microseconds after it binds.
+const SOCKET_ORPHAN_AGE: Duration = Duration::from_secs(5);
+
+/// Removes a stream socket nobody listens on any more: its writer died before removing it
+/// (killed while it built its segment, or its segment was removed by hand), so no later
+/// writer of its segment's name comes across it.
+fn reclaim_if_orphaned_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    let age = meta.modified().ok().and_then(|t| t.elapsed().ok());
+    if !meta.file_type().is_socket() || age.is_none_or(|age| age < SOCKET_ORPHAN_AGE) {
+        return;
+    }
+    if let Err(e) = crate::sock::connect(path)
+        && e.raw_os_error() == Some(libc::ECONNREFUSED)
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// A new temporary file, holding its writer lock: that lock is what tells other writers that
 /// its builder is alive (see `reclaim_orphaned_temp_files`).
 fn new_temp_file(spec: &NewSegment) -> Result<(PathBuf, File), Error> {
@@ -568,7 +642,7 @@ fn new_temp_file(spec: &NewSegment) -> Result<(PathBuf, File), Error> {
             .read(true)
             .write(true)
             .create_new(true)
-            .mode(spec.perms)
+            .mode(spec.data_mode())
             .open(&tmp_path)
             .map_err(|e| open_error(&tmp_path, e, spec.name))?;
         // Another writer may have taken the file for an orphan in the instant before our lock
@@ -588,19 +662,18 @@ fn new_temp_file(spec: &NewSegment) -> Result<(PathBuf, File), Error> {
     ))
 }
 
-fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, Mapping), Error> {
+fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, WriterMapping), Error> {
     let (tmp_path, file) = new_temp_file(spec)?;
     let result = (|| {
         // The umask may have narrowed the mode; `perms` is what the user asked for.
-        file.set_permissions(std::fs::Permissions::from_mode(spec.perms))
+        file.set_permissions(std::fs::Permissions::from_mode(spec.data_mode()))
             .map_err(|e| Error::io(format!("chmod {}", tmp_path.display()), e))?;
         file.set_len(spec.geo.total_len)
             .map_err(|e| Error::io(format!("size {}", tmp_path.display()), e))?;
         reserve(&file, &tmp_path, spec.geo.total_len)?;
-        let mut mapping = Mapping::map(file, path.to_path_buf(), spec.geo.clone(), true)?;
+        // The final path, for unlinking: the file is renamed there once built.
+        let mapping = WriterMapping::map(file, path.to_path_buf(), spec.geo.clone())?;
         init_header(&mapping, spec);
-        // The mapping was made from the temporary path; record the final one for unlinking.
-        mapping.path = path.to_path_buf();
         Ok(mapping)
     })();
     match result {
@@ -663,9 +736,9 @@ fn reserve(file: &File, path: &Path, needed: u64) -> Result<(), Error> {
     }
 }
 
-fn init_header(m: &Mapping, spec: &NewSegment) {
+fn init_header(m: &WriterMapping, spec: &NewSegment) {
     let g = &spec.geo;
-    let h = m.base as *mut Header;
+    let h = m.base_mut() as *mut Header;
     let pid = std::process::id();
     // SAFETY: the file is fresh, private to us until renamed into place, mapped read-write and
     // at least HEADER_REGION long; nobody else can observe these plain writes. The file is zero
@@ -683,8 +756,8 @@ fn init_header(m: &Mapping, spec: &NewSegment) {
         (*h).max_readers = g.max_readers;
         (*h).pin_words = g.pin_words;
         (*h).writer_pid = pid;
-        (*h).control_offset = g.control_offset;
-        (*h).control_len = g.control_len;
+        (*h).readers_offset = g.readers_offset;
+        (*h).readers_len = g.readers_len;
         (*h).index_offset = g.index_offset;
         (*h).desc_offset = g.desc_offset;
         (*h).data_offset = g.data_offset;
@@ -701,42 +774,17 @@ fn init_header(m: &Mapping, spec: &NewSegment) {
         .store(sys::monotonic_ns(), Ordering::Relaxed);
 }
 
-/// Opens an existing segment as a reader: validates the header from a plain read before
-/// mapping anything, then maps data read-only and the control region read-write.
-pub(crate) fn open(name: &str) -> Result<Mapping, Error> {
-    let path = segment_path(name)?;
-    let file = open_segment_file(&path, name, true)?;
-    let geo = validated_geometry(&file, &path)?;
-    Mapping::map(file, path, geo, false)
-}
-
-/// Maps a segment read-only (header, control region and data): for observers, which claim no
-/// reader entry and write nothing.
-pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
+/// Opens an existing segment read-only: validates the header from a plain read before mapping
+/// anything. Readers (`populate`) and observers use the same descriptor and mapping; neither
+/// can write, truncate or map the file writable.
+pub(crate) fn open(name: &str, populate: bool) -> Result<Mapping, Error> {
     let path = segment_path(name)?;
     let file = open_segment_file(&path, name, false)?;
     let geo = validated_geometry(&file, &path)?;
-    // SAFETY: read-only mapping of a validated file of at least total_len bytes.
-    let m = unsafe {
-        MmapOptions::new()
-            .len(geo.total_len as usize)
-            .map(&file)
-            .map_err(|e| Error::io(format!("mmap {}", path.display()), e))?
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    let base = m.as_ptr() as *mut u8;
-    Ok(Mapping {
-        file_id: (meta.dev(), meta.ino()),
-        file,
-        path,
-        // SAFETY: control_offset < total_len. Observers only load through it.
-        ctrl: unsafe { base.add(geo.control_offset as usize) },
-        geo,
-        base,
-        writable: false,
-        _whole: WholeMap::ReadOnly(m),
-        _ctrl: None,
-    })
+    Mapping::map_read_only(file, path, geo, populate)
+}
+
+/// A read-only mapping for observers, which attach to nothing.
+pub(crate) fn open_read_only(name: &str) -> Result<Mapping, Error> {
+    open(name, false)
 }

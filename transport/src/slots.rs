@@ -2,11 +2,10 @@
 //! frame still lent, or nobody; which frame each holds; which slot may be taken for the next
 //! frame given readers' cursors and pins. Shared by the [`crate::Writer`] and its [`Lender`]s.
 
-use crate::layout::reader_state;
-use crate::segment::Mapping;
-use crate::sys;
+use crate::registry::{MAX_PIN_WORDS, Registry, Waiter};
+use crate::segment::WriterMapping;
 use crate::types::{Backpressure, Layout};
-use crate::wait::{BLOCKED_WAIT_SLICE, WaitWord};
+use crate::wait::BLOCKED_WAIT_SLICE;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,7 +30,8 @@ pub(crate) const NO_FRAME: u64 = u64::MAX;
 /// waits for room. A slot changes hands only by a compare-and-swap of its holder from `FREE`,
 /// so the writer and a lender never claim the same slot.
 pub(crate) struct Slots {
-    pub(crate) map: Arc<Mapping>,
+    pub(crate) map: Arc<WriterMapping>,
+    pub(crate) registry: Arc<Registry>,
     pub(crate) holder: Box<[AtomicU8]>,
     /// The frame each slot holds (`NO_FRAME`): written only by the slot's holder, read by
     /// whoever looks for a free slot.
@@ -39,10 +39,11 @@ pub(crate) struct Slots {
 }
 
 impl Slots {
-    pub(crate) fn new(map: Arc<Mapping>) -> Slots {
+    pub(crate) fn new(map: Arc<WriterMapping>, registry: Arc<Registry>) -> Slots {
         let slot_count = map.geo.slot_count;
         Slots {
             map,
+            registry,
             holder: (0..slot_count)
                 .map(|_| AtomicU8::new(holder::FREE))
                 .collect(),
@@ -78,38 +79,19 @@ impl Slots {
             return None;
         }
         let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        (0..self.map.readers_hwm())
-            .filter_map(|i| {
-                let e = self.map.reader_entry(i);
-                // SeqCst pairs with the reader's cursor store and its load of writer_waiting.
-                (e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) == reader_state::ACTIVE)
-                    .then(|| e.cursor.load(Ordering::SeqCst).max(floor))
-            })
-            .min()
+        self.registry.slowest_cursor(self.head(), floor)
     }
 
-    /// Whether reader `reader` pins a slot the writer could take for the next frame but for
-    /// pins: not lent, and holding no frame or one older than `keep_from` (gone from the ring).
-    pub(crate) fn pins_in_the_way(&self, reader: u32, keep_from: u64) -> bool {
-        (0..self.map.geo.pin_words).any(|w| {
-            let mut bits = self.map.pin_word(reader, w).load(Ordering::SeqCst);
-            while bits != 0 {
-                let slot = (w * 64 + bits.trailing_zeros()) as usize;
-                bits &= bits - 1;
-                if slot < self.count()
-                    && self.held(slot) == holder::FREE
-                    && self.frame(slot).is_none_or(|f| f < keep_from)
-                {
-                    return true;
-                }
-            }
-            false
-        })
+    /// Whether slot `slot` could be taken for the next frame but for pins: not lent, and
+    /// holding no frame or one older than `keep_from` (gone from the ring).
+    pub(crate) fn takeable_but_for_pins(&self, slot: usize, keep_from: u64) -> bool {
+        slot < self.count()
+            && self.held(slot) == holder::FREE
+            && self.frame(slot).is_none_or(|f| f < keep_from)
     }
 
     pub(crate) fn pinned(&self, slot: u32) -> bool {
-        self.map.pinned_bits(slot / 64) & (1 << (slot % 64)) != 0
+        is_pinned(&self.registry.pinned_mask(), slot)
     }
 
     /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
@@ -130,12 +112,14 @@ impl Slots {
                 }
         };
         let oldest_first = |s: &usize| self.frame(*s).map_or(0, |f| f + 1);
+        let pins = self.registry.pinned_mask();
+        let pinned = |s: usize| is_pinned(&pins, s as u32);
         // Prefer the slot holding the oldest frame: it is the one leaving the ring.
         let free = (0..self.count())
             .filter(|&s| candidate(s))
             .min_by_key(oldest_first)
-            .filter(|&s| !self.pinned(s as u32))
-            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !self.pinned(s as u32)));
+            .filter(|&s| !pinned(s))
+            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !pinned(s)));
         // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
         // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
         // shorter ring would; readers detect it and count it missed. Block waits instead.
@@ -143,7 +127,7 @@ impl Slots {
             may_sacrifice
                 .then(|| {
                     (0..self.count())
-                        .filter(|&s| self.held(s) == holder::FREE && !self.pinned(s as u32))
+                        .filter(|&s| self.held(s) == holder::FREE && !pinned(s))
                         .min_by_key(oldest_first)
                 })
                 .flatten()
@@ -211,6 +195,11 @@ impl Slots {
     }
 }
 
+fn is_pinned(mask: &[u64; MAX_PIN_WORDS], slot: u32) -> bool {
+    mask.get(slot as usize / 64)
+        .is_some_and(|bits| bits & (1 << (slot % 64)) != 0)
+}
+
 /// Lends slots of a writer and takes them back, from any thread and without the writer
 /// (a GStreamer buffer pool hands out buffers in upstream's thread, and frees memory wherever
 /// the last reference to it is dropped), and reaches the memory of lent slots. Keeps the
@@ -232,12 +221,13 @@ impl Lender {
         if let Some(slot) = self.lend() {
             return Some(slot);
         }
-        let ctrl = self.slots.map.control();
+        let waiting = &self.slots.map.header().writer_waiting;
+        let registry = &self.slots.registry;
         let deadline = Instant::now() + timeout;
-        // Counted as a waiting writer: readers then wake us when they move on (see wait_until).
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        let mut fds = Vec::new();
+        // Counted as a waiting writer: readers then send a byte when they move on.
+        waiting.fetch_add(1, Ordering::SeqCst);
         let lent = loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
             if let Some(slot) = self.lend() {
                 break Some(slot);
             }
@@ -245,26 +235,32 @@ impl Lender {
             if cancelled() || now >= deadline {
                 break None;
             }
-            sys::futex_wait(
-                &ctrl.space_seq,
-                seq,
+            // Takes the readers' bytes (and notices who left), so the wait below sleeps until
+            // something new happens.
+            registry.service();
+            if let Some(slot) = self.lend() {
+                break Some(slot);
+            }
+            registry.wait_for_change(
+                &mut fds,
                 (deadline - now).min(BLOCKED_WAIT_SLICE),
+                Waiter::Lender,
             );
         };
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.fetch_sub(1, Ordering::SeqCst);
         lent
     }
 
     /// Wakes every thread waiting for space (a `lend_within` about to be cancelled).
     pub fn wake_waiters(&self) {
-        self.slots.map.kick(WaitWord::Space);
+        self.slots.registry.kick_space();
     }
 
     /// Where slot `slot` starts; `slot_capacity()` bytes are mapped there for as long as this
     /// lender (or a clone of it) lives. Writing them is only sound while the slot is lent to
     /// the caller and not published.
     pub fn slot_ptr(&self, slot: u32) -> *mut u8 {
-        self.slots.map.slot_ptr(slot)
+        self.slots.map.slot_ptr_mut(slot)
     }
 
     pub fn slot_capacity(&self) -> u64 {
@@ -297,8 +293,8 @@ impl Lender {
             });
         // SeqCst pairs with the writer's store of writer_waiting before it re-checks for a
         // free slot: either it sees this slot free, or we see it waiting and wake it.
-        if returned && map.control().writer_waiting.load(Ordering::SeqCst) != 0 {
-            map.kick(WaitWord::Space);
+        if returned && map.header().writer_waiting.load(Ordering::SeqCst) != 0 {
+            self.slots.registry.kick_space();
         }
     }
 

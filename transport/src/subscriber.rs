@@ -188,6 +188,12 @@ impl Subscriber {
         let reader = match Reader::open_with_interrupt(&self.name, &opts, self.interrupt.clone()) {
             Ok(r) => r,
             Err(Error::NotFound { .. }) => return Ok(None),
+            Err(Error::WriterGone { .. }) => {
+                // A segment left by a writer that died, or one being closed: wait for a new
+                // writer to replace it.
+                self.dead_file = Some((meta.dev(), meta.ino()));
+                return Ok(None);
+            }
             Err(e) => return Err(e),
         };
         if !reader.writer_alive() || reader.stream_state() == StreamState::Closed {

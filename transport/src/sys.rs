@@ -1,5 +1,6 @@
 //! Thin wrappers over the Linux primitives the transport needs: futex wait/wake on a shared
-//! word, open-file-description (OFD) byte locks for liveness, CLOCK_MONOTONIC, randomness.
+//! word, the open-file-description (OFD) byte lock of the writer's liveness, CLOCK_MONOTONIC,
+//! randomness. (The reader channel's sockets and memfds are in `sock`.)
 //! Crate-private except [`monotonic_ns`] (the clock frame write times are stamped in; also at
 //! the crate root) and [`last_level_cache_bytes`], which the plugin and its tests call.
 
@@ -146,12 +147,6 @@ pub(crate) fn try_lock_byte(file: &File, offset: u64, exclusive: bool) -> io::Re
         Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
         _ => Err(err),
     }
-}
-
-pub(crate) fn unlock_byte(file: &File, offset: u64) {
-    let mut fl = flock_struct(libc::F_UNLCK, offset);
-    // SAFETY: as for `try_lock_byte`.
-    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
 }
 
 /// Whether another open file description holds a lock on `offset` that would conflict with

@@ -1,36 +1,19 @@
-//! The wake path, in one place: the shared words a thread futex-waits on, the kick that wakes
-//! them, and the [`Interrupt`] that cuts a wait short from another thread (GStreamer's unlock).
+//! The wake path's common parts: what a waiting thread can be woken through ([`Wake`]: a
+//! reader's futex word in its control page, a writer's bells in its registry), the bound of one
+//! wait, and the [`Interrupt`] that cuts a wait short from another thread (GStreamer's unlock).
 
-use crate::segment::Mapping;
 use crate::sys;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-/// Upper bound of one futex wait while blocked, so liveness and stalls are re-checked.
+/// Upper bound of one wait while blocked, so liveness and stalls are re-checked.
 pub(crate) const BLOCKED_WAIT_SLICE: Duration = Duration::from_millis(20);
 
-/// Shared words of the control region a thread can futex-wait on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum WaitWord {
-    Frame,
-    Space,
-}
-
-impl Mapping {
-    pub(crate) fn wait_word(&self, w: WaitWord) -> &AtomicU32 {
-        match w {
-            WaitWord::Frame => &self.control().frame_seq,
-            WaitWord::Space => &self.control().space_seq,
-        }
-    }
-
-    /// Bumps a wait word and wakes everyone waiting on it.
-    pub(crate) fn kick(&self, w: WaitWord) {
-        let word = self.wait_word(w);
-        word.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake_all(word);
-    }
+/// Something a waiting thread sleeps on that can be woken: a reader's control page (its
+/// wait for a frame) or a writer's registry (its wait for room or readers).
+pub(crate) trait Wake: Send + Sync {
+    fn wake(&self);
 }
 
 /// Lets another thread interrupt a wait (GStreamer's unlock): the waiter returns
@@ -42,7 +25,7 @@ pub struct Interrupt {
 
 struct InterruptInner {
     flag: AtomicBool,
-    target: Mutex<Option<(Arc<Mapping>, WaitWord)>>,
+    target: Mutex<Option<Arc<dyn Wake>>>,
     sleep_lock: Mutex<()>,
     sleep_cv: Condvar,
     /// Readable while the flag is set, for waits on file descriptors; made on first use.
@@ -71,10 +54,10 @@ impl Interrupt {
     /// Interrupts the current wait and every later one until `clear`.
     pub fn interrupt(&self) {
         self.inner.flag.store(true, Ordering::SeqCst);
-        // Bumping the shared word makes a futex wait that is about to start return at once, and
-        // wakes one already sleeping; other waiters on the word just re-check and sleep again.
-        if let Some((map, word)) = self.inner.target.lock().unwrap().as_ref() {
-            map.kick(*word);
+        // Waking the target makes a wait that is about to start return at once (a bumped futex
+        // word, a rung bell), and ends one under way; other waiters just re-check and sleep.
+        if let Some(target) = self.inner.target.lock().unwrap().as_ref() {
+            target.wake();
         }
         let _guard = self.inner.sleep_lock.lock().unwrap();
         self.inner.sleep_cv.notify_all();
@@ -107,7 +90,7 @@ impl Interrupt {
         self.inner.flag.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn set_target(&self, target: Option<(Arc<Mapping>, WaitWord)>) {
+    pub(crate) fn set_target(&self, target: Option<Arc<dyn Wake>>) {
         *self.inner.target.lock().unwrap() = target;
     }
 

@@ -4,13 +4,14 @@ use crate::caps;
 use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
+use crate::name::shm_dir;
 use crate::observer::{Observer, SegmentInfo};
-use crate::registry::free_if_dead;
-use crate::segment::{self, Mapping, NewSegment};
+use crate::registry::{ReaderEvent, Registry, Waiter};
+use crate::segment::{self, NewSegment, WriterMapping};
 use crate::slots::{Lender, Slots, holder};
 use crate::sys;
 use crate::types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout};
-use crate::wait::{BLOCKED_WAIT_SLICE, Interrupt, WaitWord};
+use crate::wait::{BLOCKED_WAIT_SLICE, Interrupt};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
@@ -100,27 +101,6 @@ impl WriteOutcome {
     }
 }
 
-/// Changes in the reader table, reported by [`Writer::take_reader_events`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReaderEvent {
-    Attached {
-        pid: u32,
-        index: u32,
-    },
-    /// The reader detached cleanly, or its process died (`died`).
-    Detached {
-        pid: u32,
-        index: u32,
-        died: bool,
-    },
-    /// The reader blocked a `block` writer without advancing for longer than the reader
-    /// timeout; it no longer counts for backpressure until it catches up.
-    Evicted {
-        pid: u32,
-        index: u32,
-    },
-}
-
 /// A slot held by the writer while it is being filled. Publish or release it.
 #[derive(Debug)]
 #[must_use = "a lease holds a slot until it is published or released"]
@@ -145,36 +125,40 @@ pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     }
 }
 
-#[derive(Clone, Copy, Default)]
-struct ReaderWatch {
-    /// (pid, session) last seen in this entry.
-    known: Option<(u32, u64)>,
-    cursor: u64,
-    /// Monotonic time the cursor last moved (or the current wait began).
-    progress_ns: u64,
-    /// Since when (monotonic) the reader's pins have kept a slot from the writer, as far as
-    /// the checks saw: a reader that advances its cursor but keeps its pins still stalls us.
-    pins_in_the_way_since: Option<u64>,
+/// What [`Writer::make_room`] decided for a frame.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    /// The frame's number (the head when room was made).
+    frame: u64,
+    /// The ring was full when the frame arrived.
+    full: bool,
+    /// How long the writer waited for a full ring to have room (block).
+    waited_for_full: Option<Duration>,
 }
 
 pub struct Writer {
-    map: Arc<Mapping>,
+    map: Arc<WriterMapping>,
     name: String,
     session: u64,
     reader_timeout_ns: u64,
     slots: Arc<Slots>,
-    watch: Vec<ReaderWatch>,
-    events: Vec<ReaderEvent>,
+    /// The reader table and the stream's socket.
+    registry: Arc<Registry>,
+    /// Answers connecting readers and notices leaving ones while the writer does anything else.
+    admission: Option<std::thread::JoinHandle<()>>,
     last_housekeeping_ns: u64,
     interrupt: Interrupt,
-    /// How long the last `acquire` waited for a full ring, reported by the next `publish`.
-    acquire_wait: Option<Duration>,
+    /// What `acquire` decided for the frame its lease is for, taken by the `publish` of it.
+    room: Option<Room>,
+    /// The descriptors a wait polls, kept so that waiting allocates nothing.
+    poll_fds: Vec<libc::pollfd>,
     /// Readers still to wait for before the first frame (0 once the wait is over).
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
     unlinked: bool,
-    /// Removes the segment if the process is terminated by SIGTERM (see `cleanup`).
-    _on_terminate: Option<OnTerminate>,
+    /// Remove the segment and the socket if the process is terminated by SIGTERM (see
+    /// `cleanup`).
+    _on_terminate: [Option<OnTerminate>; 2],
 }
 
 impl Writer {
@@ -213,29 +197,58 @@ impl Writer {
             cfg.slot_size,
         )?;
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
-        let map = Arc::new(segment::create(&NewSegment {
+        crate::name::validate_name(&cfg.name)?;
+        // The socket first: once the segment is visible under its name, readers find the
+        // socket its header names.
+        let socket_path = socket_path(&shm_dir(), session);
+        let listener = Registry::listen(&socket_path, cfg.perms)?;
+        let created = segment::create(&NewSegment {
             name: &cfg.name,
             geo: geo.clone(),
             perms: cfg.perms,
             session,
             reader_timeout_ns,
-        })?);
+        })
+        .and_then(|map| {
+            let map = Arc::new(map);
+            Ok((
+                map.clone(),
+                Registry::new(map, listener, socket_path.clone())?,
+            ))
+        });
+        let (map, registry) = match created {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = std::fs::remove_file(&socket_path);
+                return Err(e);
+            }
+        };
         let interrupt = Interrupt::new();
-        interrupt.set_target(Some((map.clone(), WaitWord::Space)));
+        interrupt.set_target(Some(registry.clone()));
+        let socket_id = std::fs::symlink_metadata(&socket_path)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+            .unwrap_or_default();
         Ok(Writer {
             name: cfg.name.clone(),
             session,
             reader_timeout_ns,
-            slots: Arc::new(Slots::new(map.clone())),
-            watch: vec![ReaderWatch::default(); geo.max_readers as usize],
-            events: Vec::new(),
+            slots: Arc::new(Slots::new(map.clone(), registry.clone())),
+            admission: Some(registry.spawn_admission()),
+            registry,
             last_housekeeping_ns: 0,
             interrupt,
-            acquire_wait: None,
+            room: None,
+            poll_fds: Vec::new(),
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
-            _on_terminate: OnTerminate::register(&map.path, map.file_id),
+            _on_terminate: [
+                OnTerminate::register(&map.path, map.file_id),
+                OnTerminate::register(&socket_path, socket_id),
+            ],
             map,
         })
     }
@@ -335,7 +348,7 @@ impl Writer {
         // to `&mut self`, so no second view of the slot exists in this process.
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.map.slot_ptr(lease.slot),
+                self.map.slot_ptr_mut(lease.slot),
                 self.map.geo.slot_capacity as usize,
             )
         }
@@ -371,14 +384,6 @@ impl Writer {
         full
     }
 
-    /// A free slot for frame `n` once readers whose pins hold the writer up for longer than the
-    /// reader timeout are evicted (their pins no longer count), for the policies that drop a
-    /// frame rather than wait when pins leave no slot.
-    fn free_slot_after_evicting_stalled(&mut self, n: u64) -> Option<u32> {
-        self.check_readers(true);
-        self.free_slot(n)
-    }
-
     /// True when the slowest live reader is `depth` frames behind.
     pub fn is_full(&self) -> bool {
         self.ring_full_for(self.head())
@@ -390,54 +395,86 @@ impl Writer {
             .free_slot(n, self.backpressure() == Backpressure::DropOldest)
     }
 
-    /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
-    /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
-    pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
+    /// Makes room for the next frame: the one place where backpressure is decided, for every
+    /// frame handed to the writer (copied into a leased slot, or drawn in a lent one). A ring
+    /// full on arrival (counted once) drops the frame under drop-newest, is waited for under
+    /// block, and is overwritten under drop-oldest. `take` gets what else the frame needs at the
+    /// head it is given (a free slot, for a lease); when it gets nothing, block waits for it,
+    /// and the other policies evict the readers whose pins hold the writer up for longer than
+    /// the reader timeout (their pins stop counting) and try once more. `Ok(None)`: the frame
+    /// is dropped (counted).
+    fn make_room<T>(
+        &mut self,
+        mut take: impl FnMut(&Self, u64) -> Option<T>,
+    ) -> Result<Option<(Room, T)>, Error> {
         let n = self.head();
         let full = self.full_on_arrival(n);
-        if full && self.backpressure() == Backpressure::DropNewest {
+        let policy = self.backpressure();
+        if full {
             self.count_full();
+        }
+        if full && policy == Backpressure::DropNewest {
             self.count_drop();
             return Ok(None);
         }
-        let mut waited_for_full = false;
-        let wait_started = Instant::now();
-        loop {
-            let slot = if full && self.backpressure() == Backpressure::Block {
-                if !waited_for_full {
-                    self.count_full();
-                    waited_for_full = true;
-                }
-                self.wait_until(|w| {
-                    let n = w.head();
-                    if w.ring_full_for(n) {
-                        None
-                    } else {
-                        w.free_slot(n)
-                    }
-                })?
-            } else if let Some(s) = self.free_slot(n) {
-                s
-            } else if self.backpressure() == Backpressure::Block {
-                // Every slot is leased or pinned: wait for a release.
-                self.wait_until(|w| w.free_slot(w.head()))?
-            } else if let Some(s) = self.free_slot_after_evicting_stalled(n) {
-                s
-            } else {
-                self.count_drop();
-                return Ok(None);
+        if full && policy == Backpressure::Block {
+            let started = Instant::now();
+            let taken = self.wait_until(|w| {
+                let n = w.head();
+                if w.ring_full_for(n) { None } else { take(w, n) }
+            })?;
+            let room = Room {
+                frame: self.head(),
+                full,
+                waited_for_full: Some(started.elapsed()),
             };
-            if !self.slots.claim(slot, holder::WRITER) {
-                continue;
-            }
-            if waited_for_full {
-                self.acquire_wait = Some(wait_started.elapsed());
-            }
-            return Ok(Some(SlotLease {
-                slot,
-                session: self.session,
-            }));
+            return Ok(Some((room, taken)));
         }
+        let room = |frame| Room {
+            frame,
+            full,
+            waited_for_full: None,
+        };
+        if let Some(taken) = take(self, n) {
+            return Ok(Some((room(n), taken)));
+        }
+        if policy == Backpressure::Block {
+            // Every slot is leased or pinned: wait for a release.
+            let taken = self.wait_until(|w| take(w, w.head()))?;
+            return Ok(Some((room(self.head()), taken)));
+        }
+        self.check_readers(true);
+        match take(self, n) {
+            Some(taken) => Ok(Some((room(n), taken))),
+            None => {
+                self.count_drop();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
+    /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
+    pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
+        let claimed = self.make_room(|w, n| {
+            // A lender taking the chosen slot at the same moment, or a reader pinning it,
+            // makes the claim fail; another slot may still be free.
+            for _ in 0..w.slots.count() {
+                let slot = w.free_slot(n)?;
+                if w.slots.claim(slot, holder::WRITER) {
+                    return Some(slot);
+                }
+            }
+            None
+        })?;
+        let Some((room, slot)) = claimed else {
+            return Ok(None);
+        };
+        self.room = Some(room);
+        Ok(Some(SlotLease {
+            slot,
+            session: self.session,
+        }))
     }
 
     /// Lends a free slot to be filled outside the writer (from another thread or by another
@@ -497,6 +534,7 @@ impl Writer {
         assert_eq!(lease.session, self.session, "lease from another writer");
         self.slots.unpublish(lease.slot);
         self.slots.holder[lease.slot as usize].store(holder::FREE, Ordering::SeqCst);
+        self.room = None;
     }
 
     /// Publishes a leased slot holding `size` bytes as the next frame.
@@ -530,22 +568,16 @@ impl Writer {
         self.check_fits(size)?;
         self.await_readers()?;
         let started = Instant::now();
-        let mut n = self.head();
-        let outcome_full = self.full_on_arrival(n);
-        if outcome_full {
-            match self.backpressure() {
-                Backpressure::Block => {
-                    self.wait_until(|w| (!w.ring_full_for(w.head())).then_some(()))?;
-                    n = self.head();
-                }
-                Backpressure::DropNewest => {
-                    self.count_full();
-                    self.count_drop();
-                    return Ok(WriteOutcome::Dropped);
-                }
-                Backpressure::DropOldest => {}
-            }
-        }
+        // A leased slot had its room made when it was acquired; a lent one has it made now.
+        let head = self.head();
+        let room = match self.room.take().filter(|room| room.frame == head) {
+            Some(room) => room,
+            None => match self.make_room(|_, _| Some(()))? {
+                Some((room, ())) => room,
+                None => return Ok(WriteOutcome::Dropped),
+            },
+        };
+        let n = room.frame;
         let desc = self.map.desc(slot);
         let opt = |v: Option<u64>| v.unwrap_or(NO_TIME);
         desc.frame.store(n, Ordering::Relaxed);
@@ -573,26 +605,18 @@ impl Writer {
             h.stream_state
                 .store(stream_state::RUNNING, Ordering::Release);
         }
-        // SeqCst store pairs with the reader's SeqCst increment of frame_waiters: either the
-        // reader sees the new head before sleeping, or we see it waiting and wake it.
+        // SeqCst store pairs with the reader's SeqCst store of `sleeping` in its page: either
+        // the reader sees the new head before sleeping, or we see it sleeping and wake it.
         h.head.store(n + 1, Ordering::SeqCst);
-        if self.map.control().frame_waiters.load(Ordering::SeqCst) != 0 {
-            self.map.kick(WaitWord::Frame);
-        }
-        if outcome_full {
-            self.count_full();
-        }
+        self.registry.wake_sleepers();
         h.full
             .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
-        let waited_in_acquire = self.acquire_wait.take();
         Ok(match self.backpressure() {
-            Backpressure::Block if outcome_full || waited_in_acquire.is_some() => {
-                WriteOutcome::WrittenAfterWait {
-                    frame: n,
-                    waited: started.elapsed() + waited_in_acquire.unwrap_or_default(),
-                }
-            }
-            Backpressure::DropOldest if outcome_full => WriteOutcome::OverwroteOldest { frame: n },
+            Backpressure::Block if room.full => WriteOutcome::WrittenAfterWait {
+                frame: n,
+                waited: started.elapsed() + room.waited_for_full.unwrap_or_default(),
+            },
+            Backpressure::DropOldest if room.full => WriteOutcome::OverwroteOldest { frame: n },
             _ => WriteOutcome::Written { frame: n },
         })
     }
@@ -610,18 +634,9 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Live readers attached (entries of dead ones are not counted even before they are freed).
+    /// Readers attached (and not closed).
     fn attached_readers(&self) -> usize {
-        (0..self.map.readers_hwm())
-            .filter(|&i| {
-                let e = self.map.reader_entry(i);
-                // SeqCst pairs with the reader's state store and its load of writer_waiting
-                // (see `Reader::open`): a reader attaching while we wait wakes us.
-                e.pid.load(Ordering::SeqCst) != 0
-                    && e.state.load(Ordering::SeqCst) != reader_state::CLAIMING
-                    && sys::byte_is_locked(&self.map.file, READER_LOCK_BASE + i as u64, true)
-            })
-            .count()
+        self.registry.attached()
     }
 
     /// Until the wait of [`WriterConfig::wait_for_readers`] is over (see
@@ -680,24 +695,32 @@ impl Writer {
         mut ready: impl FnMut(&Self) -> Option<T>,
     ) -> Result<Option<T>, Error> {
         let map = self.map.clone();
-        let ctrl = map.control();
-        let wait_start = sys::monotonic_ns();
-        for w in &mut self.watch {
-            w.progress_ns = w.progress_ns.max(wait_start);
-        }
+        let registry = self.registry.clone();
+        let waiting = &map.header().writer_waiting;
+        let mut fds = std::mem::take(&mut self.poll_fds);
+        // A reader's stall is timed from when it started holding the writer up, at the
+        // earliest from the start of this wait.
+        registry.hold_up_starts(sys::monotonic_ns());
         // A count, not a flag: a lender of this writer may be waiting in another thread too.
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        // SeqCst pairs with a reader's cursor store (or unpin) and its load of this count.
+        waiting.fetch_add(1, Ordering::SeqCst);
+        let mut checked = false;
         let result = loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
             if let Some(v) = ready(self) {
                 break Ok(Some(v));
             }
             if self.interrupt.is_set() {
                 break Err(Error::Interrupted);
             }
-            self.check_readers(true);
-            if let Some(v) = ready(self) {
-                break Ok(Some(v));
+            // Stalls are re-checked on entering the wait and every slice: a wake-up by a
+            // reader's progress needs only the re-check of `ready`.
+            let since_check = sys::monotonic_ns().saturating_sub(self.last_housekeeping_ns);
+            if !checked || since_check >= BLOCKED_WAIT_SLICE.as_nanos() as u64 {
+                checked = true;
+                self.check_readers(true);
+                if let Some(v) = ready(self) {
+                    break Ok(Some(v));
+                }
             }
             let slice = match deadline {
                 None => BLOCKED_WAIT_SLICE,
@@ -706,9 +729,10 @@ impl Writer {
                     _ => break Ok(None),
                 },
             };
-            sys::futex_wait(&ctrl.space_seq, seq, slice);
+            registry.wait_for_change(&mut fds, slice, Waiter::Writer);
         };
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        self.poll_fds = fds;
         result
     }
 
@@ -726,104 +750,19 @@ impl Writer {
 
     /// Reader table changes since the last call.
     pub fn take_reader_events(&mut self) -> Vec<ReaderEvent> {
-        std::mem::take(&mut self.events)
+        self.registry.take_events()
     }
 
-    /// Frees entries of dead readers. When `held_up` (the writer cannot go on: it waits for room
-    /// or a slot, or would drop the frame), evicts the readers that hold it up without advancing
-    /// for longer than the reader timeout: those whose cursor keeps it from a frame they have
-    /// not read (not under drop-oldest, which overwrites instead), and those whose pins keep it
-    /// from a slot. An evicted reader's pins no longer count (see `Mapping::pinned_bits`).
+    /// Notices readers that left and, when `held_up`, evicts those that hold the writer up
+    /// for longer than the reader timeout (see [`Registry::check_readers`]).
     fn check_readers(&mut self, held_up: bool) {
-        let now = sys::monotonic_ns();
-        self.last_housekeeping_ns = now;
-        let head = self.head();
-        let depth = self.map.geo.depth as u64;
-        let floor = self.map.header().clear_floor.load(Ordering::Relaxed);
-        let keep_from = self.map.geo.keep_from(head);
-        for i in 0..self.map.readers_hwm() {
-            let e = self.map.reader_entry(i);
-            let pid = e.pid.load(Ordering::Acquire);
-            let state = e.state.load(Ordering::Acquire);
-            let watch = &mut self.watch[i as usize];
-            if pid == 0 || state == reader_state::CLAIMING {
-                if let Some((old_pid, _)) = watch.known.take() {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: false,
-                    });
-                }
-                if pid == 0 {
-                    continue;
-                }
-            }
-            if free_if_dead(&self.map, i).is_some() {
-                // Its process is gone: the entry (and its pins) stopped counting at once.
-                if let Some((old_pid, _)) = watch.known.take() {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: true,
-                    });
-                }
-                self.map.kick(WaitWord::Space);
-                continue;
-            }
-            if state == reader_state::CLAIMING {
-                continue;
-            }
-            let session = e.session.load(Ordering::Acquire);
-            if watch.known != Some((pid, session)) {
-                if let Some((old_pid, _)) = watch.known {
-                    self.events.push(ReaderEvent::Detached {
-                        pid: old_pid,
-                        index: i,
-                        died: false,
-                    });
-                }
-                watch.known = Some((pid, session));
-                watch.cursor = e.cursor.load(Ordering::Acquire);
-                watch.progress_ns = now;
-                watch.pins_in_the_way_since = None;
-                self.events.push(ReaderEvent::Attached { pid, index: i });
-            }
-            let cursor = e.cursor.load(Ordering::Acquire);
-            if cursor != watch.cursor {
-                watch.cursor = cursor;
-                watch.progress_ns = now;
-            }
-            watch.pins_in_the_way_since = self
-                .slots
-                .pins_in_the_way(i, keep_from)
-                .then(|| watch.pins_in_the_way_since.unwrap_or(now));
-            if !held_up || state != reader_state::ACTIVE {
-                continue;
-            }
-            let timed_out = |since: u64| now.saturating_sub(since) > self.reader_timeout_ns;
-            let behind = self.map.geo.backpressure != Backpressure::DropOldest
-                && head >= depth
-                && cursor.max(floor) <= head - depth;
-            let stalled_behind = behind && timed_out(watch.progress_ns);
-            let stalled_pinning = watch.pins_in_the_way_since.is_some_and(timed_out);
-            if (stalled_behind || stalled_pinning)
-                && e.state
-                    .compare_exchange(
-                        reader_state::ACTIVE,
-                        reader_state::EVICTED,
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-            {
-                e.evictions.fetch_add(1, Ordering::Relaxed);
-                self.map
-                    .header()
-                    .readers_evicted
-                    .fetch_add(1, Ordering::Relaxed);
-                self.events.push(ReaderEvent::Evicted { pid, index: i });
-            }
-        }
+        self.last_housekeeping_ns = sys::monotonic_ns();
+        let keep_from = self.map.geo.keep_from(self.head());
+        let slots = &self.slots;
+        self.registry
+            .check_readers(held_up, self.reader_timeout_ns, |slot| {
+                slots.takeable_but_for_pins(slot, keep_from)
+            });
     }
 
     /// Empties the depot: every reader skips to the next frame written (counting the skipped
@@ -833,7 +772,7 @@ impl Writer {
         h.clear_floor
             .store(h.head.load(Ordering::Relaxed), Ordering::SeqCst);
         h.full.store(0, Ordering::Relaxed);
-        self.map.kick(WaitWord::Frame);
+        self.registry.wake_all();
     }
 
     /// Marks the end of the stream: readers get EOS once they have read every frame.
@@ -846,16 +785,17 @@ impl Writer {
             .header()
             .stream_state
             .store(state, Ordering::SeqCst);
-        self.map.kick(WaitWord::Frame);
+        self.registry.wake_all();
     }
 
     /// A read-only view sharing this writer's mapping (statistics while a write blocks).
     pub fn observer(&self) -> Observer {
-        Observer::from_mapping(self.map.clone())
+        Observer::from_mapping(self.map.shared())
     }
 
-    /// Frames published, dropped, full events, evictions.
+    /// Frames published, dropped, full events, evictions, and the readers as of now.
     pub fn info(&self) -> SegmentInfo {
+        self.registry.refresh();
         self.map.info()
     }
 
@@ -869,7 +809,8 @@ impl Writer {
 
     /// Readers currently attached (including evicted ones, which still read).
     pub fn reader_count(&self) -> usize {
-        self.observer().reader_count()
+        self.registry.service();
+        self.attached_readers()
     }
 
     /// Marks the stream closed and removes the name (if it still names our segment). Dropping
@@ -886,18 +827,12 @@ impl Writer {
         let started = Instant::now();
         let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
         let map = self.map.clone();
-        let ctrl = map.control();
-        ctrl.writer_waiting.fetch_add(1, Ordering::SeqCst);
+        let waiting = &map.header().writer_waiting;
+        let mut fds = std::mem::take(&mut self.poll_fds);
+        waiting.fetch_add(1, Ordering::SeqCst);
         loop {
-            let seq = ctrl.space_seq.load(Ordering::SeqCst);
-            let head = self.head();
-            let all_drained = (0..map.readers_hwm()).all(|i| {
-                let e = map.reader_entry(i);
-                e.pid.load(Ordering::SeqCst) == 0
-                    || e.state.load(Ordering::SeqCst) == reader_state::CLAIMING
-                    || e.cursor.load(Ordering::SeqCst) >= head
-                    || !sys::byte_is_locked(&map.file, READER_LOCK_BASE + i as u64, true)
-            });
+            self.registry.service();
+            let all_drained = self.registry.all_read_up_to(self.head());
             let elapsed = started.elapsed();
             if (all_drained && elapsed >= EOS_MIN_LINGER) || elapsed >= limit {
                 break;
@@ -907,9 +842,11 @@ impl Writer {
             } else {
                 BLOCKED_WAIT_SLICE
             };
-            sys::futex_wait(&ctrl.space_seq, seq, wait);
+            self.registry
+                .wait_for_change(&mut fds, wait, Waiter::Writer);
         }
-        ctrl.writer_waiting.fetch_sub(1, Ordering::SeqCst);
+        waiting.fetch_sub(1, Ordering::SeqCst);
+        self.poll_fds = fds;
     }
 
     fn shutdown(&mut self) {
@@ -929,7 +866,13 @@ impl Writer {
         if self.map.header().stream_state.load(Ordering::Relaxed) != stream_state::EOS {
             self.set_state(stream_state::CLOSED);
         }
-        self.map.kick(WaitWord::Space);
+        // Then the socket: readers still attached see their connection hang up.
+        self.registry.stop();
+        if let Some(admission) = self.admission.take() {
+            let _ = admission.join();
+        }
+        self.registry.disconnect_all();
+        self.registry.kick_space();
     }
 }
 
