@@ -34,6 +34,7 @@ pub fn child_entry() {
 fn oldest() -> ReaderOptions {
     ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     }
 }
 

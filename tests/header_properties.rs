@@ -114,7 +114,7 @@ proptest! {
             bytes.truncate(cut as usize);
         }
         std::fs::write(name.path(), &bytes).unwrap();
-        let opts = ReaderOptions { start: StartPosition::Oldest };
+        let opts = ReaderOptions { start: StartPosition::Oldest, ..Default::default() };
         if let Ok(mut r) = Reader::open(&name, &opts) {
             // Mutations only reach the header and caps pages; the ring index past them is
             // empty, so whatever the header claims, no frame can come out of it.

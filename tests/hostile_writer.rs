@@ -51,7 +51,14 @@ fn readers_survive_a_writer_scribbling_over_shared_memory() {
         .into_iter()
         .map(|start| {
             // Attached before the scribbling starts (a corrupt header refuses new readers).
-            let mut r = Reader::open(&name, &ReaderOptions { start }).unwrap();
+            let mut r = Reader::open(
+                &name,
+                &ReaderOptions {
+                    start,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut outcomes = [0u64; 4];

@@ -82,6 +82,7 @@ fn write_for_everyone(name: &str) -> ! {
 fn read_with_reader(name: &str) -> Result<u64, String> {
     let opts = ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     };
     let mut reader = Reader::open(name, &opts).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; FRAME_SIZE];

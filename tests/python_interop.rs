@@ -544,6 +544,7 @@ fn python_writer_to_rust_reader(format: VideoFormat, layout: Layout) {
         &name,
         ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -893,6 +894,7 @@ fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_rea
         &name,
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -975,6 +977,7 @@ fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reade
         &name,
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -1048,6 +1051,7 @@ fn a_reader_pinning_every_slot_holds_a_python_block_writer_no_longer_than_the_re
             &name,
             ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -1446,6 +1450,7 @@ fn python_errors_say_what_the_rust_errors_say() {
             name,
             &ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .err()

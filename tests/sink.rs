@@ -90,7 +90,14 @@ fn rgba_frame(n: u64, size: usize) -> gst::Buffer {
 }
 
 fn open_reader(name: &str, start: StartPosition) -> Reader {
-    Reader::open(name, &ReaderOptions { start }).expect("attach a reader")
+    Reader::open(
+        name,
+        &ReaderOptions {
+            start,
+            ..Default::default()
+        },
+    )
+    .expect("attach a reader")
 }
 
 fn read_frame(reader: &mut Reader) -> (FrameInfo, Vec<u8>) {
@@ -584,6 +591,7 @@ fn a_caps_change_to_larger_frames_recreates_the_segment_and_a_subscriber_follows
         &name,
         ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -1413,6 +1421,7 @@ fn frames_through_the_pool(label: &str, source: &str, format: &str) -> u64 {
         &name,
         ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -32,6 +32,7 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
 fn oldest() -> ReaderOptions {
     ReaderOptions {
         start: StartPosition::Oldest,
+        ..Default::default()
     }
 }
 

@@ -115,6 +115,7 @@ fn run_reader(args: &[String]) -> i32 {
         name,
         ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -175,6 +176,7 @@ fn run_scribbler(args: &[String]) -> i32 {
         &args[0],
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -193,6 +195,7 @@ fn run_pinner(args: &[String]) -> i32 {
         &args[0],
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -383,6 +386,7 @@ fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeo
             &name,
             &ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .unwrap();

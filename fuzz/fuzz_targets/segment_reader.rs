@@ -159,7 +159,7 @@ fn exercise_reader(oldest: bool, while_attached: impl FnOnce()) {
     } else {
         StartPosition::Newest
     };
-    let Ok(mut reader) = Reader::open(NAME, &ReaderOptions { start }) else {
+    let Ok(mut reader) = Reader::open(NAME, &ReaderOptions { start, ..Default::default() }) else {
         return;
     };
     while_attached();

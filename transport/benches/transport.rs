@@ -102,6 +102,7 @@ fn reader(name: &str) {
         name,
         &ReaderOptions {
             start: StartPosition::Oldest,
+            ..Default::default()
         },
     )
     .expect("open");

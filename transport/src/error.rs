@@ -62,6 +62,13 @@ pub enum Error {
         path: String,
         detail: String,
     },
+    /// The segment belongs to (was made by a writer running as) another user than the one
+    /// the reader requires (`ReaderOptions::writer_uid`).
+    WrongWriter {
+        path: String,
+        expected: u32,
+        found: u32,
+    },
     TooManyReaders {
         name: String,
         max: u32,
@@ -185,6 +192,16 @@ impl fmt::Display for Error {
                  which the writer's perms property grants (default 0600: the writer's user \
                  only): run the reader as that user, or start the writer with perms=0660 (its \
                  group) or perms=0666 (everyone)"
+            ),
+            Error::WrongWriter {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path} belongs to uid {found}, but this reader accepts only a writer running \
+                 as uid {expected}: start the writer as uid {expected}, or set the reader's writer uid to \
+                 {found} (or unset it: any user the segment's permissions admit)"
             ),
             Error::TooManyReaders { name, max } => write!(
                 f,

@@ -23,6 +23,10 @@ const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, Default)]
 pub struct ReaderOptions {
     pub start: StartPosition,
+    /// The only user whose segment this reader accepts (None: any user the segment's
+    /// permissions admit), so that a reader allowed to read other users' segments (root, or
+    /// through `perms`) does not silently follow someone else's writer.
+    pub writer_uid: Option<u32>,
 }
 
 /// The result of waiting for the next frame.
@@ -63,6 +67,15 @@ impl Reader {
         interrupt: Interrupt,
     ) -> Result<Reader, Error> {
         let map = Arc::new(segment::open(name)?);
+        if let Some(expected) = opts.writer_uid
+            && map.owner_uid() != expected
+        {
+            return Err(Error::WrongWriter {
+                path: map.path.display().to_string(),
+                expected,
+                found: map.owner_uid(),
+            });
+        }
         // Checked before an entry is claimed too, so a corrupt segment costs no entry.
         checked_head(&map)?;
         let session = sys::random_u64();
@@ -560,6 +573,7 @@ mod tests {
             &name,
             &ReaderOptions {
                 start: StartPosition::Oldest,
+                ..Default::default()
             },
         )
         .unwrap();
