@@ -1,0 +1,163 @@
+"""The Python attacker of tests/hostile_reader.rs: attaches to segment NAME as an ordinary
+reader through the shmframe package, then for SECONDS attacks everything it can reach, as the
+Rust attacker there does: its own regular-file descriptors (and the same files re-opened
+read-write through /proc/self/fd) are mapped writable and scribbled over, written at every
+page, truncated to nothing and grown to a terabyte; every file of the shm directory is opened
+read-write, write-only and read-only and attacked the same way; sockets get garbage and
+silent connections. Prints ATTACKING when it starts and a SUMMARY line of what succeeded.
+
+Usage: python hostile_reader.py NAME SECONDS
+"""
+
+import errno
+import mmap
+import os
+import socket
+import stat
+import sys
+import time
+from typing import Dict, List
+
+import shmframe
+
+MAX_SCRIBBLE = 64 << 20
+SHM_DIR = os.environ.get("SHMFRAME_DIR", "/dev/shm")
+
+
+def scribble_and_truncate(fd: int, tried: Dict[str, int]) -> None:
+    try:
+        size = os.fstat(fd).st_size
+    except OSError:
+        return
+    length = min(size, MAX_SCRIBBLE)
+    if length > 0:
+        try:
+            area = mmap.mmap(fd, length, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except (OSError, ValueError):
+            pass
+        else:
+            tried["mapped_writable"] += 1
+            area[:] = os.urandom(length)
+            area.close()
+        for offset in range(0, length, 4096):
+            try:
+                if os.pwrite(fd, os.urandom(64), offset) > 0:
+                    tried["pages_written"] += 1
+            except OSError:
+                pass
+    try:
+        os.ftruncate(fd, 0)
+        tried["truncated"] += 1
+        time.sleep(0.02)
+    except OSError:
+        pass
+    try:
+        os.ftruncate(fd, 1 << 40)
+        tried["truncated"] += 1
+    except OSError:
+        pass
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
+
+
+def send_garbage(sock: socket.socket, tried: Dict[str, int]) -> None:
+    for length in (1, 7, 64, 512):
+        try:
+            if sock.send(os.urandom(length), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL) > 0:
+                tried["garbage_sent"] += 1
+        except OSError:
+            pass
+
+
+def attack_own_descriptors(tried: Dict[str, int]) -> None:
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd <= 2:
+            continue
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode):
+            scribble_and_truncate(fd, tried)
+            try:
+                again = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            tried["reopened_for_writing"] += 1
+            scribble_and_truncate(again, tried)
+            os.close(again)
+        elif stat.S_ISSOCK(mode):
+            sock = socket.socket(fileno=os.dup(fd))
+            send_garbage(sock, tried)
+            sock.close()
+
+
+def attack_shm_directory(tried: Dict[str, int], silent: List[socket.socket]) -> None:
+    for entry in os.listdir(SHM_DIR):
+        path = os.path.join(SHM_DIR, entry)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode):
+            for how in (os.O_RDWR, os.O_WRONLY, os.O_RDONLY):
+                try:
+                    fd = os.open(path, how | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    continue
+                if how != os.O_RDONLY:
+                    tried["opened_for_writing"] += 1
+                scribble_and_truncate(fd, tried)
+                os.close(fd)
+        elif stat.S_ISSOCK(mode):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_SEQPACKET, socket.SOCK_DGRAM):
+                sock = socket.socket(socket.AF_UNIX, kind | socket.SOCK_NONBLOCK)
+                try:
+                    sock.connect(path)
+                except OSError as e:
+                    if e.errno != errno.EINPROGRESS:
+                        sock.close()
+                        continue
+                tried["connected"] += 1
+                send_garbage(sock, tried)
+                if len(silent) < 16:
+                    silent.append(sock)
+                else:
+                    sock.close()
+
+
+def main() -> None:
+    name, seconds = sys.argv[1], float(sys.argv[2])
+    reader = shmframe.Reader(name, start="oldest", wait=60.0)
+    print("ATTACKING", flush=True)
+    tried = dict.fromkeys(
+        (
+            "rounds",
+            "truncated",
+            "opened_for_writing",
+            "reopened_for_writing",
+            "mapped_writable",
+            "pages_written",
+            "connected",
+            "garbage_sent",
+        ),
+        0,
+    )
+    silent: List[socket.socket] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        tried["rounds"] += 1
+        attack_own_descriptors(tried)
+        attack_shm_directory(tried, silent)
+        time.sleep(0.002)
+    for sock in silent:
+        sock.close()
+    reader.close()
+    print("SUMMARY " + " ".join(f"{k}={v}" for k, v in tried.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
