@@ -1111,14 +1111,47 @@ fn read_with_src(args: &std::collections::HashMap<String, String>) {
 }
 
 /// A writer running as the test user: a root `shmframesrc` with `writer-uid` set to that
-/// user's uid reads its frames; with `writer-uid=0` (root's own) it refuses the segment,
-/// naming both uids, instead of following another user's writer.
+/// user's uid (or -1, the default) reads its frames; with `writer-uid=0` (root's own) it
+/// refuses the segment, naming both uids, instead of following another user's writer:
+/// whether the segment was there first or the src was, waiting for it.
 #[test]
 fn writer_uid_makes_shmframesrc_read_only_the_named_users_segment() {
     let test = "writer_uid_makes_shmframesrc_read_only_the_named_users_segment";
     let Some(user) = test_user(test) else { return };
     let scratch = Scratch::new();
     let name = ShmName::new("writer-uid");
+    let start_src = |uid: i64| {
+        let args = [
+            format!("name={}", name.as_str()),
+            format!("writer-uid={uid}"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Watched::new(spawn_role_env("src", &args, &scratch.env()))
+    };
+    // What the src printed: `FRAMES 5` or `ERROR <its error>`.
+    let outcome = |mut src: Watched| {
+        let line = |l: &String| l.starts_with("FRAMES ") || l.starts_with("ERROR ");
+        assert!(
+            wait_for(CHILD_LIMIT, || src.lines.lock().unwrap().iter().any(line)),
+            "{} printed no outcome:\n{}",
+            src.guard.label,
+            src.output()
+        );
+        let found = src.lines.lock().unwrap().iter().find(|l| line(l)).cloned();
+        src.guard.wait_ok(CHILD_LIMIT);
+        found.unwrap()
+    };
+    let path = scratch.shm().join(name.as_str()).display().to_string();
+    let uid = user.uid;
+    let refused = format!(
+        "ERROR Reading shm-name \"{}\" failed: {path} belongs to uid {uid}, but this reader \
+         accepts only a writer running as uid 0: start the writer as uid 0, or set the \
+         reader's writer uid to {uid} (or unset it: any user the segment's permissions admit)",
+        name.as_str()
+    );
+
+    let waiting_for_root = start_src(0);
+    std::thread::sleep(Duration::from_millis(500));
     let exe = child_binary_for_others(&scratch.0);
     let stop = scratch.stop().display().to_string();
     let args = [
@@ -1136,37 +1169,14 @@ fn writer_uid_makes_shmframesrc_read_only_the_named_users_segment() {
         &[("SHMFRAME_DIR", shm.as_os_str())],
     ));
     writer.wait_line("READY");
-    let outcome = |uid: i64| {
-        let args = [
-            format!("name={}", name.as_str()),
-            format!("writer-uid={uid}"),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut src = Watched::new(spawn_role_env("src", &args, &scratch.env()));
-        let line = |l: &String| l.starts_with("FRAMES ") || l.starts_with("ERROR ");
-        assert!(
-            wait_for(CHILD_LIMIT, || src.lines.lock().unwrap().iter().any(line)),
-            "the src with writer-uid={uid} printed no outcome:\n{}",
-            src.output()
-        );
-        let found = src.lines.lock().unwrap().iter().find(|l| line(l)).cloned();
-        src.guard.wait_ok(CHILD_LIMIT);
-        found.unwrap()
-    };
-    assert_eq!(outcome(i64::from(user.uid)), "FRAMES 5");
-    assert_eq!(outcome(-1), "FRAMES 5", "the default: any user");
-    let path = scratch.shm().join(name.as_str()).display().to_string();
-    let uid = user.uid;
     assert_eq!(
-        outcome(0),
-        format!(
-            "ERROR Reading shm-name \"{}\" failed: {path} belongs to uid {uid}, but this reader \
-             accepts only a writer running as uid 0: start the writer as uid 0, or set the \
-             reader's writer uid to {uid} (or unset it: any user the segment's permissions \
-             admit)",
-            name.as_str()
-        )
+        outcome(waiting_for_root),
+        refused,
+        "a src waiting for a writer of root's"
     );
+    assert_eq!(outcome(start_src(i64::from(uid))), "FRAMES 5");
+    assert_eq!(outcome(start_src(-1)), "FRAMES 5", "the default: any user");
+    assert_eq!(outcome(start_src(0)), refused);
     std::fs::write(scratch.stop(), b"").unwrap();
     let (status, summary) = writer.end();
     assert!(
