@@ -1,10 +1,11 @@
 """The Python attacker of tests/hostile_reader.rs: attaches to segment NAME as an ordinary
-reader through the shmframe package, then for SECONDS attacks everything it can reach, as the
-Rust attacker there does: its own regular-file descriptors (and the same files re-opened
-read-write through /proc/self/fd) are mapped writable and scribbled over, written at every
-page, truncated to nothing and grown to a terabyte; every file of the shm directory is opened
-read-write, write-only and read-only and attacked the same way; sockets get garbage and
-silent connections. Prints ATTACKING when it starts and a SUMMARY line of what succeeded.
+reader through the shmframe package, reads a frame, then for SECONDS attacks everything it can
+reach, as the Rust attacker there does: the regular-file descriptors the package gave it (and
+the same files re-opened read-write through /proc/self/fd) are mapped writable and scribbled
+over, written at every page, truncated to nothing and grown to a terabyte; every file of the
+shm directory is opened read-write, write-only and read-only and attacked the same way;
+sockets get garbage and silent connections. Prints ATTACKING when it starts and a SUMMARY line
+of what succeeded.
 
 Usage: python hostile_reader.py NAME SECONDS
 """
@@ -16,7 +17,7 @@ import socket
 import stat
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Set
 
 import shmframe
 
@@ -71,11 +72,20 @@ def send_garbage(sock: socket.socket, tried: Dict[str, int]) -> None:
             pass
 
 
-def attack_own_descriptors(tried: Dict[str, int]) -> None:
+def open_descriptors() -> Set[int]:
+    """The descriptors this process has open (not the one that listed them, closed since)."""
+    open_now = set()
     for entry in os.listdir("/proc/self/fd"):
-        fd = int(entry)
-        if fd <= 2:
+        try:
+            os.fstat(int(entry))
+        except OSError:
             continue
+        open_now.add(int(entry))
+    return open_now
+
+
+def attack_descriptors(fds: Set[int], tried: Dict[str, int]) -> None:
+    for fd in fds:
         try:
             mode = os.fstat(fd).st_mode
         except OSError:
@@ -131,7 +141,13 @@ def attack_shm_directory(tried: Dict[str, int], silent: List[socket.socket]) -> 
 
 def main() -> None:
     name, seconds = sys.argv[1], float(sys.argv[2])
+    # Descriptors this process had before it attached (stdio, the interpreter's, anything
+    # inherited) are not the transport's: the attack leaves them alone.
+    before = open_descriptors()
     reader = shmframe.Reader(name, start="oldest", wait=60.0)
+    # An ordinary reader first: one frame read, so it holds whatever reading needs.
+    print("READ", reader.read(timeout=10.0) is not None, flush=True)
+    reachable = open_descriptors() - before
     print("ATTACKING", flush=True)
     tried = dict.fromkeys(
         (
@@ -150,7 +166,7 @@ def main() -> None:
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         tried["rounds"] += 1
-        attack_own_descriptors(tried)
+        attack_descriptors(reachable, tried)
         attack_shm_directory(tried, silent)
         time.sleep(0.002)
     for sock in silent:

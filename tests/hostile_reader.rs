@@ -1,14 +1,15 @@
 //! A reader the permissions admit, running as another user, attacks everything it can reach
 //! while a writer (root) publishes and a second reader checks every frame. The attacker
-//! attaches as an ordinary reader (the transport's `Reader`, or the Python package's), then
-//! for a few seconds: every regular file among its descriptors (and the same file re-opened
-//! read-write through /proc/self/fd) is mapped writable and scribbled over, written at every
-//! page, truncated to nothing and grown to a terabyte; every file of the stream's shm
-//! directory is opened read-write, write-only and read-only and attacked the same way; every
-//! socket there gets garbage and silent connections. The writer must keep publishing, the
-//! checking reader must get only the writer's frames (content checked against the frame
-//! number) and keep getting them, the attacker must get errors (it may harm only itself), and
-//! nothing may be left in the shm directory once the writer stops.
+//! attaches as an ordinary reader (the transport's `Reader`, or the Python package's) and
+//! reads a frame; then, for a few seconds: every regular file among the descriptors attaching
+//! gave it (and the same file re-opened read-write through /proc/self/fd) is mapped writable
+//! and scribbled over, written at every page, truncated to nothing and grown to a terabyte;
+//! every file of the stream's shm directory is opened read-write, write-only and read-only and
+//! attacked the same way; every socket there gets garbage and silent connections, and so do
+//! the sockets attaching gave it. The writer must keep publishing, the checking reader must
+//! get only the writer's frames (content checked against the frame number) and keep getting
+//! them, the attacker must get errors (it may harm only itself), and nothing may be left in
+//! the shm directory once the writer stops.
 //!
 //! Each stream gets a shm directory of its own (`SHMFRAME_DIR`), so every file there is the
 //! stream's, whatever names the transport gives them. The test user is made by the test
@@ -297,7 +298,10 @@ fn attack(args: &std::collections::HashMap<String, String>) {
         start: StartPosition::Oldest,
         ..Default::default()
     };
-    let reader = loop {
+    // Descriptors this process had before it attached (stdio, anything inherited) are not
+    // the transport's: the attack leaves them alone.
+    let before = open_descriptors();
+    let mut reader = loop {
         match Reader::open(&args["name"], &opts) {
             Ok(reader) => break reader,
             Err(e) if Instant::now() >= deadline => {
@@ -307,6 +311,13 @@ fn attack(args: &std::collections::HashMap<String, String>) {
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
         }
     };
+    // An ordinary reader first: one frame read, so it holds whatever reading needs.
+    let first = reader.read_next(Duration::from_secs(10), |_, _| {});
+    println!("READ {first:?}");
+    let reachable: Vec<i32> = open_descriptors()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .collect();
     println!("ATTACKING");
     let seconds: u64 = args["seconds"].parse().unwrap();
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -316,7 +327,7 @@ fn attack(args: &std::collections::HashMap<String, String>) {
     let mut silent = Vec::new();
     while Instant::now() < until {
         tried.rounds += 1;
-        attack_own_descriptors(&mut tried, &mut garbage);
+        attack_descriptors(&reachable, &mut tried, &mut garbage);
         attack_shm_directory(&mut tried, &mut garbage, &mut silent);
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -351,19 +362,26 @@ fn fd_stat(fd: i32) -> Option<(libc::mode_t, u64)> {
         .then_some((st.st_mode & libc::S_IFMT, st.st_size.max(0) as u64))
 }
 
-/// Every descriptor of this process but stdio: regular files are scribbled over and
-/// truncated, then re-opened read-write through /proc/self/fd and attacked again; sockets get
-/// garbage.
-fn attack_own_descriptors(tried: &mut Attempts, garbage: &mut Garbage) {
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+/// The descriptors this process has open (not the one that listed them, closed since).
+fn open_descriptors() -> Vec<i32> {
+    let listed: Vec<i32> = std::fs::read_dir("/proc/self/fd")
         .map(|dir| {
             dir.flatten()
                 .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .filter(|&fd| fd > 2)
                 .collect()
         })
         .unwrap_or_default();
-    for fd in fds {
+    listed
+        .into_iter()
+        .filter(|&fd| fd_stat(fd).is_some())
+        .collect()
+}
+
+/// The descriptors the transport gave this reader: regular files are scribbled over and
+/// truncated, then re-opened read-write through /proc/self/fd and attacked again; sockets get
+/// garbage.
+fn attack_descriptors(fds: &[i32], tried: &mut Attempts, garbage: &mut Garbage) {
+    for &fd in fds {
         match fd_stat(fd) {
             Some((libc::S_IFREG, _)) => {
                 scribble_and_truncate(fd, tried, garbage);
