@@ -24,7 +24,7 @@ mod common;
 
 use common::{
     ChildGuard, ShmName, check_frame, child_binary_for_others, fill_frame, gst_launch_env, init,
-    launch_with, prerequisite, role, role_args, spawn_role_as, spawn_role_env,
+    launch_with, newest_mtime, prerequisite, role, role_args, spawn_role_as, spawn_role_env,
     unreachable_for_others, wait_for,
 };
 use gst::prelude::*;
@@ -1038,24 +1038,48 @@ fn python_as(user: &TestUser, scratch: &Scratch, name: &str, seconds: &str) -> C
     }
 }
 
-/// Why the Python attacker cannot run as another user, if it cannot.
+/// Why the Python attacker cannot run as another user with this tree's package, if it
+/// cannot: the environment is missing, or its `shmframe` is another tree's or older than the
+/// sources it is built from (scripts/python.sh builds it).
 fn python_missing() -> Option<String> {
     if !Path::new(PYTHON).exists() {
         return Some(format!(
             "{PYTHON} is missing: scripts/python.sh builds the Python package there"
         ));
     }
-    unreachable_for_others(Path::new(PYTHON)).or_else(|| {
-        let out = std::process::Command::new(PYTHON)
-            .args(["-c", "import shmframe"])
-            .output()
-            .ok()?;
-        (!out.status.success()).then(|| {
-            format!(
+    if let Some(why) = unreachable_for_others(Path::new(PYTHON)) {
+        return Some(why);
+    }
+    let out = std::process::Command::new(PYTHON)
+        .args(["-c", "import shmframe._native as n; print(n.__file__)"])
+        .output()
+        .map_err(|e| e.to_string());
+    let native = match out {
+        Ok(out) if out.status.success() => {
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        }
+        Ok(out) => {
+            return Some(format!(
                 "{PYTHON} cannot import shmframe (run scripts/python.sh): {}",
                 String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })
+            ));
+        }
+        Err(e) => return Some(format!("{PYTHON} cannot run: {e}")),
+    };
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !native.starts_with(manifest.join("python")) {
+        return Some(format!(
+            "{PYTHON} imports shmframe from {}, not from this tree (run scripts/python.sh)",
+            native.display()
+        ));
+    }
+    let sources = ["transport/src", "python/src"].map(|dir| manifest.join(dir));
+    let built = std::fs::metadata(&native).and_then(|m| m.modified()).ok();
+    (sources.iter().filter_map(|dir| newest_mtime(dir)).max() > built).then(|| {
+        format!(
+            "{} is older than the sources it is built from (run scripts/python.sh)",
+            native.display()
+        )
     })
 }
 

@@ -431,7 +431,7 @@ pub fn built_plugin() -> std::path::PathBuf {
 }
 
 /// The newest modification time of the files under `dir`.
-fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::read_dir(dir)
         .ok()?
         .flatten()
