@@ -4,6 +4,8 @@
 //! reads a frame; then, for a few seconds: every regular file among the descriptors attaching
 //! gave it (and the same file re-opened read-write through /proc/self/fd) is mapped writable
 //! and scribbled over, written at every page, truncated to nothing and grown to a terabyte;
+//! every shared mapping attaching gave it is written at every page through /proc/self/mem
+//! (made writable with mprotect first where it is not, if the kernel lets it);
 //! every file of the stream's shm directory is opened read-write, write-only and read-only and
 //! attacked the same way; every socket there gets garbage and silent connections, and so do
 //! the sockets attaching gave it. The writer must keep publishing, the checking reader must
@@ -269,6 +271,10 @@ struct Attempts {
     mapped_writable: u64,
     /// Pages written with pwrite.
     pages_written: u64,
+    /// Pages of shared mappings (the transport's) written through /proc/self/mem, and
+    /// read-only shared mappings that mprotect made writable.
+    mapped_pages_written: u64,
+    made_writable: u64,
     /// Sockets connected to, and garbage messages sent (to those and to our own).
     connected: u64,
     garbage_sent: u64,
@@ -301,6 +307,7 @@ fn attack(args: &std::collections::HashMap<String, String>) {
     // Descriptors this process had before it attached (stdio, anything inherited) are not
     // the transport's: the attack leaves them alone.
     let before = open_descriptors();
+    let own_mappings = shared_mappings();
     let mut reader = loop {
         match Reader::open(&args["name"], &opts) {
             Ok(reader) => break reader,
@@ -328,6 +335,7 @@ fn attack(args: &std::collections::HashMap<String, String>) {
     while Instant::now() < until {
         tried.rounds += 1;
         attack_descriptors(&reachable, &mut tried, &mut garbage);
+        attack_shared_mappings(&own_mappings, &mut tried, &mut garbage);
         attack_shm_directory(&mut tried, &mut garbage, &mut silent);
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -335,7 +343,6 @@ fn attack(args: &std::collections::HashMap<String, String>) {
         // SAFETY: a socket this function opened and nothing else uses.
         unsafe { libc::close(fd) };
     }
-    drop(reader);
     let Attempts {
         rounds,
         truncated,
@@ -343,14 +350,85 @@ fn attack(args: &std::collections::HashMap<String, String>) {
         reopened_for_writing,
         mapped_writable,
         pages_written,
+        mapped_pages_written,
+        made_writable,
         connected,
         garbage_sent,
     } = tried;
     println!(
         "SUMMARY rounds={rounds} truncated={truncated} opened_for_writing={opened_for_writing} \
          reopened_for_writing={reopened_for_writing} mapped_writable={mapped_writable} \
-         pages_written={pages_written} connected={connected} garbage_sent={garbage_sent}"
+         pages_written={pages_written} mapped_pages_written={mapped_pages_written} \
+         made_writable={made_writable} connected={connected} garbage_sent={garbage_sent}"
     );
+    // Said before detaching: the reader's own state is garbage now, and whatever detaching
+    // makes of it harms only this process.
+    drop(reader);
+}
+
+/// The shared mappings of this process: (start, end, writable).
+fn shared_mappings() -> Vec<(usize, usize, bool)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            perms
+                .ends_with('s')
+                .then_some((start, end, perms.as_bytes()[1] == b'w'))
+        })
+        .collect()
+}
+
+/// Every shared mapping attaching gave this process (those not in `own`, the ones it had
+/// before): read-only ones are made writable with mprotect if the kernel lets it (only if the
+/// descriptor mapped was writable) and put back afterwards; every page is written with
+/// garbage through /proc/self/mem, which, unlike a store, fails instead of raising SIGBUS on
+/// a page past the end of a file this attacker truncated.
+fn attack_shared_mappings(
+    own: &[(usize, usize, bool)],
+    tried: &mut Attempts,
+    garbage: &mut Garbage,
+) {
+    let Ok(mem) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/proc/self/mem")
+    else {
+        return;
+    };
+    let mut page = [0u8; 4096];
+    for (start, end, writable) in shared_mappings() {
+        if own.iter().any(|&(s, _, _)| s == start) {
+            continue;
+        }
+        let len = (end - start).min(MAX_SCRIBBLE as usize);
+        // SAFETY: mprotect of a mapping of this process; the result is checked.
+        let made_writable = !writable
+            && unsafe {
+                libc::mprotect(
+                    start as *mut libc::c_void,
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            } == 0;
+        tried.made_writable += u64::from(made_writable);
+        for offset in (0..len).step_by(page.len()) {
+            garbage.fill(&mut page);
+            let n = page.len().min(len - offset);
+            use std::os::unix::fs::FileExt;
+            if mem.write_at(&page[..n], (start + offset) as u64).is_ok() {
+                tried.mapped_pages_written += 1;
+            }
+        }
+        if made_writable {
+            // SAFETY: as above, putting the protection back.
+            unsafe { libc::mprotect(start as *mut libc::c_void, len, libc::PROT_READ) };
+        }
+    }
 }
 
 /// The file type and size of descriptor `fd`.
