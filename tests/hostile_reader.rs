@@ -1162,6 +1162,7 @@ fn python_missing() -> Option<String> {
 }
 
 #[test]
+#[ignore = "needs the read-only reader transport"]
 fn a_hostile_reader_of_another_user_harms_neither_the_writer_nor_other_readers() {
     let test = "a_hostile_reader_of_another_user_harms_neither_the_writer_nor_other_readers";
     let Some(user) = test_user(test) else { return };
@@ -1171,6 +1172,7 @@ fn a_hostile_reader_of_another_user_harms_neither_the_writer_nor_other_readers()
 }
 
 #[test]
+#[ignore = "needs the read-only reader transport"]
 fn a_hostile_python_reader_of_another_user_harms_neither_the_writer_nor_other_readers() {
     let test = "a_hostile_python_reader_of_another_user_harms_neither_the_writer_nor_other_readers";
     let Some(user) = test_user(test) else { return };
@@ -1185,6 +1187,7 @@ fn a_hostile_python_reader_of_another_user_harms_neither_the_writer_nor_other_re
 }
 
 #[test]
+#[ignore = "needs the read-only reader transport"]
 fn a_hostile_reader_of_another_user_harms_neither_shmframesink_nor_its_readers() {
     let test = "a_hostile_reader_of_another_user_harms_neither_shmframesink_nor_its_readers";
     let Some(user) = test_user(test) else { return };
