@@ -16,7 +16,7 @@ use gstshmframe::transport::{
     inspect,
 };
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const NOBODY: u32 = 65534;
@@ -248,38 +248,9 @@ impl Drop for NobodyDir {
     }
 }
 
-/// Why `nobody` (an "other" user to every file here) cannot execute `exe`, if it cannot:
-/// every directory on the way needs o+x, the binary o+rx.
-fn unreachable_for_others(exe: &Path) -> Option<String> {
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode());
-    if mode(exe).map_or(true, |m| m & 0o005 != 0o005) {
-        return Some(format!(
-            "{} is not readable and executable by others",
-            exe.display()
-        ));
-    }
-    exe.ancestors()
-        .skip(1)
-        .find(|dir| mode(dir).map_or(true, |m| m & 0o001 == 0))
-        .map(|dir| format!("{} is not searchable by others", dir.display()))
-}
-
-/// The child binary as `nobody` can run it: the original if reachable, else a copy in `dir`.
+/// The child binary as `nobody` can run it (see `common::child_binary_for_others`).
 fn binary_for_nobody(dir: &NobodyDir) -> PathBuf {
-    let exe = common::child_binary().to_path_buf();
-    match unreachable_for_others(&exe) {
-        None => exe,
-        Some(why) => {
-            eprintln!(
-                "{why}: running a copy of the child binary from {}",
-                dir.0.display()
-            );
-            let copy = dir.0.join("permissions-test");
-            std::fs::copy(&exe, &copy).unwrap();
-            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
-            copy
-        }
-    }
+    common::child_binary_for_others(&dir.0)
 }
 
 fn running_as_root(test: &str) -> bool {

@@ -290,7 +290,27 @@ fn properties_have_documented_defaults_ranges_and_metadata() {
         ),
         (0, u64::MAX, 5000)
     );
-    for prop in ["shm-name", "shape", "start", "timeout", "timestamp-mode"] {
+    let writer_uid = src.find_property("writer-uid").unwrap();
+    let writer_uid = writer_uid
+        .downcast_ref::<gst::glib::ParamSpecInt64>()
+        .unwrap();
+    assert_eq!(
+        (
+            writer_uid.minimum(),
+            writer_uid.maximum(),
+            writer_uid.default_value()
+        ),
+        (-1, i64::from(u32::MAX), -1),
+        "writer-uid: -1 (any user) by default"
+    );
+    for prop in [
+        "shm-name",
+        "shape",
+        "start",
+        "timeout",
+        "timestamp-mode",
+        "writer-uid",
+    ] {
         let pspec = src.find_property(prop).unwrap();
         assert!(
             pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY),

@@ -1485,9 +1485,9 @@ fn a_reader_requiring_a_writer_uid_refuses_another_users_segment() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{} belongs to uid {me}, but this reader requires its writer to run as uid {other} \
-             (writer-uid): start the writer as uid {other}, set writer-uid to {me} if you \
-             trust that user's stream, or choose another shm-name",
+            "{} belongs to uid {me}, but this reader accepts only a writer running as uid \
+             {other}: start the writer as uid {other}, or set the reader's writer uid to {me} \
+             (or unset it: any user the segment's permissions admit)",
             name.path().display()
         )
     );

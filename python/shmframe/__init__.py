@@ -48,6 +48,7 @@ from ._errors import (
     VersionMismatch,
     WriterExists,
     WriterGone,
+    WrongWriter,
 )
 from ._layout import SUPPORTED_FORMATS, Fps, FrameLayout, Plane, caps_string, parse_caps
 from ._native import (
@@ -97,6 +98,7 @@ __all__ = [
     "ReadersMissing",
     "EndOfStream",
     "WriterGone",
+    "WrongWriter",
 ]
 
 def crc32(data: npt.ArrayLike) -> int:
@@ -169,19 +171,28 @@ class Reader:
 
     ``start``: ``"newest"`` (the newest complete frame) or ``"oldest"`` (the oldest one the
     segment still holds). ``wait``: seconds to wait for the segment (and a live writer) to
-    appear instead of raising ``SegmentNotFound`` / ``WriterGone`` at once.
+    appear instead of raising ``SegmentNotFound`` / ``WriterGone`` at once. ``writer_uid``:
+    the only user whose segment is accepted (None: any user the segment's permissions admit);
+    a segment of another user raises ``WrongWriter``, so a reader that may read other users'
+    segments (root) never follows someone else's writer by accident.
     """
 
     name: str
     path: str
 
-    def __init__(self, shm_name: str, start: str = "newest", wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        shm_name: str,
+        start: str = "newest",
+        wait: float = 0.0,
+        writer_uid: Optional[int] = None,
+    ) -> None:
         self._native: Optional[_native.Reader] = None
         self.name = shm_name
         self.path = segment_path(shm_name)
         self._last: "Optional[Tuple[_native.InfoTuple, Optional[str], _native.Buffer]]" = None
         self._layouts: Dict[int, Tuple[Optional[str], Optional[FrameLayout]]] = {}
-        self._native = _native.Reader(shm_name, start, float(wait))
+        self._native = _native.Reader(shm_name, start, float(wait), writer_uid)
 
     def _open(self) -> _native.Reader:
         if self._native is None or self._native.closed:

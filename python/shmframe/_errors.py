@@ -83,6 +83,14 @@ class PermissionDenied(ShmFrameError, PermissionError):
     path: str
 
 
+class WrongWriter(ShmFrameError, PermissionError):
+    """The segment belongs to another user than the ``writer_uid`` the reader requires."""
+
+    path: str
+    expected: int
+    found: int
+
+
 class WriterExists(ShmFrameError):
     """A live writer holds the name."""
 

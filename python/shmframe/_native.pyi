@@ -35,7 +35,13 @@ class SlotBuffer:
     def __len__(self) -> int: ...
 
 class Reader:
-    def __init__(self, name: str, start: str = "newest", wait: float = 0.0) -> None: ...
+    def __init__(
+        self,
+        name: str,
+        start: str = "newest",
+        wait: float = 0.0,
+        writer_uid: Optional[int] = None,
+    ) -> None: ...
     def read(
         self, timeout: Optional[float] = None, copy: bool = True
     ) -> Optional[Tuple[InfoTuple, Buffer]]: ...

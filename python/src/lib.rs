@@ -112,6 +112,15 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
         E::PermissionDenied { path, .. } => {
             shm_error(py, "PermissionDenied", &msg, |e| e.setattr("path", path))
         }
+        E::WrongWriter {
+            path,
+            expected,
+            found,
+        } => shm_error(py, "WrongWriter", &msg, |e| {
+            e.setattr("path", path)?;
+            e.setattr("expected", expected)?;
+            e.setattr("found", found)
+        }),
         E::TooManyReaders { name, max } => shm_error(py, "TooManyReaders", &msg, |e| {
             e.setattr("name", name)?;
             e.setattr("max", max)
@@ -139,7 +148,7 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
             e.setattr("pid", py.None())?;
             e.setattr("clean", false)
         }),
-        E::Interrupted | E::Io { .. } | E::WriterUidMismatch { .. } => {
+        E::Interrupted | E::Io { .. } => {
             shm_error(py, "ShmFrameError", &msg, none)
         }
     }
@@ -442,10 +451,16 @@ impl Reader {
 #[pymethods]
 impl Reader {
     /// Attaches to `name`; with `wait` seconds, waits that long for the segment and a live
-    /// writer to appear.
+    /// writer to appear. With `writer_uid`, only a segment of that user is accepted.
     #[new]
-    #[pyo3(signature = (name, start = "newest", wait = 0.0))]
-    fn new(py: Python<'_>, name: &str, start: &str, wait: f64) -> PyResult<Reader> {
+    #[pyo3(signature = (name, start = "newest", wait = 0.0, writer_uid = None))]
+    fn new(
+        py: Python<'_>,
+        name: &str,
+        start: &str,
+        wait: f64,
+        writer_uid: Option<u32>,
+    ) -> PyResult<Reader> {
         let start = match start {
             "newest" => StartPosition::Newest,
             "oldest" => StartPosition::Oldest,
@@ -455,10 +470,7 @@ impl Reader {
                 )));
             }
         };
-        let mut opts = ReaderOptions {
-            start,
-            ..Default::default()
-        };
+        let mut opts = ReaderOptions { start, writer_uid };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {

@@ -121,3 +121,23 @@ def test_the_reader_table_holds_64(shm_name):
                 time.sleep(0.01)
         for reader in readers:
             reader.close()
+
+
+def test_a_reader_requiring_another_writer_uid_is_refused_naming_both(shm_name):
+    uid = os.getuid()
+    other = uid + 1
+    with shmframe.Writer(shm_name, 4, 1, "GRAY8") as writer:
+        writer.write(bytes([7, 7, 7, 7]))
+        with shmframe.Reader(shm_name, start="oldest", writer_uid=uid) as mine:
+            number, frame, _ = mine.read(timeout=5.0) or (None, None, None)
+            assert number == 0 and bytes(frame.tobytes()) == bytes([7, 7, 7, 7])
+        with pytest.raises(PermissionError) as wrong:
+            shmframe.Reader(shm_name, writer_uid=other, wait=1.0)
+    assert type(wrong.value) is shmframe.WrongWriter
+    path = str(SHM_DIR / shm_name)
+    assert (wrong.value.path, wrong.value.expected, wrong.value.found) == (path, other, uid)
+    assert str(wrong.value) == (
+        f"{path} belongs to uid {uid}, but this reader accepts only a writer running as uid "
+        f"{other}: start the writer as uid {other}, or set the reader's writer uid to {uid} "
+        "(or unset it: any user the segment's permissions admit)"
+    )

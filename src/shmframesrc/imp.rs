@@ -297,7 +297,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             &shm_name,
             ReaderOptions {
                 start: settings.start.into(),
-                ..Default::default()
+                writer_uid: settings.writer_uid(),
             },
         )
         .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;

@@ -11,6 +11,8 @@ const DEFAULT_START: StartPosition = StartPosition::Newest;
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 const DEFAULT_TIMESTAMP_MODE: TimestampMode = TimestampMode::Writer;
 const DEFAULT_COPY_MODE: CopyMode = CopyMode::Auto;
+/// `writer-uid`: any writer the segment's permissions admit.
+const ANY_WRITER_UID: i64 = -1;
 
 /// Where a new reader begins in the writer's depot (the `start` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -88,6 +90,7 @@ pub(super) struct Settings {
     pub(super) timeout_ms: u64,
     pub(super) timestamp_mode: TimestampMode,
     pub(super) copy_mode: CopyMode,
+    pub(super) writer_uid: i64,
 }
 
 impl Default for Settings {
@@ -99,6 +102,7 @@ impl Default for Settings {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             timestamp_mode: DEFAULT_TIMESTAMP_MODE,
             copy_mode: DEFAULT_COPY_MODE,
+            writer_uid: ANY_WRITER_UID,
         }
     }
 }
@@ -128,6 +132,7 @@ impl Settings {
             "timeout" => self.timeout_ms = value.get().expect("type checked upstream"),
             "copy-mode" => self.copy_mode = value.get().expect("type checked upstream"),
             "timestamp-mode" => self.timestamp_mode = value.get().expect("type checked upstream"),
+            "writer-uid" => self.writer_uid = value.get().expect("type checked upstream"),
             other => unimplemented!("property {other}"),
         }
     }
@@ -141,6 +146,7 @@ impl Settings {
             "timeout" => self.timeout_ms.to_value(),
             "timestamp-mode" => self.timestamp_mode.to_value(),
             "copy-mode" => self.copy_mode.to_value(),
+            "writer-uid" => self.writer_uid.to_value(),
             other => unimplemented!("property {other}"),
         }
     }
@@ -161,6 +167,11 @@ impl Settings {
             .checked()
             .map_err(|refused| gst::error_msg!(gst::ResourceError::Settings, ("{refused}")))?;
         Ok((shm_name, shape))
+    }
+
+    /// The user whose segment alone the reader accepts (None: any).
+    pub(super) fn writer_uid(&self) -> Option<u32> {
+        u32::try_from(self.writer_uid).ok()
     }
 }
 
@@ -204,6 +215,18 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
         glib::ParamSpecEnum::builder_with_default("copy-mode", DEFAULT_COPY_MODE)
             .nick("Copy mode")
             .blurb("Copy frames out of shared memory, or push read-only buffers wrapping them")
+            .doc_show_default()
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecInt64::builder("writer-uid")
+            .nick("Writer user id")
+            .blurb(
+                "Read only a segment whose writer runs as this uid, an error otherwise \
+                 (-1: any user the segment's permissions admit)",
+            )
+            .minimum(ANY_WRITER_UID)
+            .maximum(i64::from(u32::MAX))
+            .default_value(ANY_WRITER_UID)
             .doc_show_default()
             .mutable_ready()
             .build(),

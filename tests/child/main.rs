@@ -19,6 +19,9 @@ mod bad_input;
 #[path = "../elements_multiprocess.rs"]
 mod elements_multiprocess;
 #[allow(dead_code, unused_imports)]
+#[path = "../hostile_reader.rs"]
+mod hostile_reader;
+#[allow(dead_code, unused_imports)]
 #[path = "../permissions.rs"]
 mod permissions;
 #[allow(dead_code, unused_imports)]
@@ -48,6 +51,7 @@ fn main() {
     match test_file.as_str() {
         "bad_input" => bad_input::child_entry(),
         "elements_multiprocess" => elements_multiprocess::child_entry(),
+        "hostile_reader" => hostile_reader::child_entry(),
         "permissions" => permissions::child_entry(),
         "reader_crash_matrix" => reader_crash_matrix::child_entry(),
         "reader_memory" => reader_memory::child_entry(),

@@ -357,6 +357,43 @@ pub fn spawn_role_as(
     }
 }
 
+/// Why another user (an "other" to every file here) cannot execute `exe`, if it cannot: every
+/// directory on the way needs o+x, the file o+rx.
+pub fn unreachable_for_others(exe: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.permissions().mode());
+    if mode(exe).map_or(true, |m| m & 0o005 != 0o005) {
+        return Some(format!(
+            "{} is not readable and executable by others",
+            exe.display()
+        ));
+    }
+    exe.ancestors()
+        .skip(1)
+        .find(|dir| mode(dir).map_or(true, |m| m & 0o001 == 0))
+        .map(|dir| format!("{} is not searchable by others", dir.display()))
+}
+
+/// The child binary as another user can run it: the original if others can reach it, else a
+/// copy in `dir` (a directory of that user's, removed by the caller).
+pub fn child_binary_for_others(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let exe = child_binary().to_path_buf();
+    match unreachable_for_others(&exe) {
+        None => exe,
+        Some(why) => {
+            eprintln!(
+                "{why}: running a copy of the child binary from {}",
+                dir.display()
+            );
+            let copy = dir.join("child-for-others");
+            std::fs::copy(&exe, &copy).unwrap();
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+            copy
+        }
+    }
+}
+
 /// The cdylib that gst-launch-1.0 loads, next to the test binary's deps directory; panics if
 /// it is older than any source it is built from (`cargo test` builds the library for the test
 /// profile but does not refresh this file; `cargo build` does, and scripts/test.sh runs it).
@@ -394,7 +431,7 @@ pub fn built_plugin() -> std::path::PathBuf {
 }
 
 /// The newest modification time of the files under `dir`.
-fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+pub fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::read_dir(dir)
         .ok()?
         .flatten()
@@ -412,9 +449,19 @@ fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
 /// `gst-launch-1.0 ARGS` with the built plugin and a registry of its own (removed on drop of
 /// the returned path's owner: the caller removes `registry`).
 pub fn gst_launch(args: &str, registry: &std::path::Path) -> ChildGuard {
+    gst_launch_env::<&str>(args, registry, &[])
+}
+
+/// `gst_launch` with `env` added to its environment (e.g. `SHMFRAME_DIR`).
+pub fn gst_launch_env<V: AsRef<std::ffi::OsStr>>(
+    args: &str,
+    registry: &std::path::Path,
+    env: &[(&str, V)],
+) -> ChildGuard {
     let so = built_plugin();
     let child = Command::new("gst-launch-1.0")
         .args(args.split_whitespace())
+        .envs(env.iter().map(|(k, v)| (k, v.as_ref())))
         .env("GST_PLUGIN_PATH", so.parent().unwrap())
         .env("GST_REGISTRY", registry)
         .stdin(Stdio::null())

@@ -62,6 +62,13 @@ pub enum Error {
         path: String,
         detail: String,
     },
+    /// The segment belongs to (was made by a writer running as) another user than the one
+    /// the reader requires (`ReaderOptions::writer_uid`).
+    WrongWriter {
+        path: String,
+        expected: u32,
+        found: u32,
+    },
     TooManyReaders {
         name: String,
         max: u32,
@@ -79,13 +86,6 @@ pub enum Error {
         dir: String,
         needed: u64,
         available: u64,
-    },
-    /// The segment belongs to another user than the one the reader requires as its writer
-    /// ([`crate::ReaderOptions::writer_uid`]).
-    WriterUidMismatch {
-        path: String,
-        expected: u32,
-        found: u32,
     },
     /// The segment's writer is gone (its socket no longer answers): a new writer will
     /// replace the segment.
@@ -198,6 +198,16 @@ impl fmt::Display for Error {
                  only): run the reader as that user, or start the writer with perms=0660 (its \
                  group) or perms=0666 (everyone)"
             ),
+            Error::WrongWriter {
+                path,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{path} belongs to uid {found}, but this reader accepts only a writer running \
+                 as uid {expected}: start the writer as uid {expected}, or set the reader's writer uid to \
+                 {found} (or unset it: any user the segment's permissions admit)"
+            ),
             Error::TooManyReaders { name, max } => write!(
                 f,
                 "segment {name:?} already has the maximum of {max} readers attached"
@@ -222,16 +232,6 @@ impl fmt::Display for Error {
                  or give {dir} more room (Docker: --shm-size)",
                 needed.div_ceil(1 << 20),
                 available >> 20
-            ),
-            Error::WriterUidMismatch {
-                path,
-                expected,
-                found,
-            } => write!(
-                f,
-                "{path} belongs to uid {found}, but this reader requires its writer to run as \
-                 uid {expected} (writer-uid): start the writer as uid {expected}, set writer-uid \
-                 to {found} if you trust that user's stream, or choose another shm-name"
             ),
             Error::WriterGone { name } => write!(
                 f,

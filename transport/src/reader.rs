@@ -77,7 +77,7 @@ impl Reader {
         if let Some(expected) = opts.writer_uid {
             let found = map.owner_uid();
             if found != expected {
-                return Err(Error::WriterUidMismatch {
+                return Err(Error::WrongWriter {
                     path: map.path.display().to_string(),
                     expected,
                     found,
