@@ -148,9 +148,7 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
             e.setattr("pid", py.None())?;
             e.setattr("clean", false)
         }),
-        E::Interrupted | E::Io { .. } => {
-            shm_error(py, "ShmFrameError", &msg, none)
-        }
+        E::Interrupted | E::Io { .. } => shm_error(py, "ShmFrameError", &msg, none),
     }
 }
 
