@@ -155,5 +155,11 @@ fn specific_corruptions_name_the_field() {
             .starts_with("truncated segment: segment needs"),
         "{e}"
     );
+    // Bytes without shmframe's magic are a foreign file; the opener names it (tests/transport.rs).
+    let e = Geometry::parse(&set_u32(0, 0x2153_4f42), *len).unwrap_err();
+    assert!(
+        matches!(&e, Error::ForeignFile { path } if path.is_empty()),
+        "{e:?}"
+    );
     assert!(Geometry::parse(template, *len).is_ok());
 }

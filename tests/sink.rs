@@ -1256,7 +1256,6 @@ fn stop_removes_the_segment_and_keeps_the_last_statistics() {
     sink.set_state(gst::State::Null).unwrap();
 }
 
-/// The pool the sink proposes for `caps` (sent first), activated.
 /// The sink's answer to an allocation query for `caps` asking for a pool.
 fn allocation_answer(h: &mut Harness, caps: &str) -> gst::query::Allocation<gst::Query> {
     let caps = gst::Caps::from_str(caps).unwrap();
@@ -1265,6 +1264,7 @@ fn allocation_answer(h: &mut Harness, caps: &str) -> gst::query::Allocation<gst:
     query
 }
 
+/// The pool the sink proposes for `caps` (sent first), activated.
 fn proposed_pool(h: &mut Harness, caps: &str) -> gst::BufferPool {
     h.set_src_caps_str(caps);
     let query = allocation_answer(h, caps);
@@ -1308,6 +1308,32 @@ fn pushed_number(data: &[u8]) -> u64 {
 
 fn frames_in_place(sink: &gst::Element) -> u64 {
     stats(sink).get::<u64>("frames-in-place").unwrap()
+}
+
+#[test]
+fn the_proposed_pool_has_as_many_buffers_as_the_segment_has_slots() {
+    // `double` has 2 ring slots whatever `depth` says; a ring has `depth`; both add the spares.
+    for (layout, depth, spare, slots) in [("double", "7", "3", 5), ("ring", "4", "2", 6)] {
+        let Fixture {
+            name,
+            sink: _sink,
+            mut h,
+        } = Fixture::new(
+            &format!("pool-size-{layout}"),
+            &[("layout", layout), ("depth", depth), ("spare-slots", spare)],
+        );
+        h.set_src_caps_str(RGBA_64X48);
+        let query = allocation_answer(&mut h, RGBA_64X48);
+        let (_, _, min, max) = query.allocation_pools().next().expect("a proposed pool");
+        assert_eq!(
+            (min, max),
+            (0, slots),
+            "{layout} depth={depth} spare-slots={spare}"
+        );
+        h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+        let segment = gstshmframe::transport::inspect(name.as_str()).unwrap();
+        assert_eq!(segment.slot_count, slots, "{layout}: the segment made");
+    }
 }
 
 #[test]

@@ -383,7 +383,11 @@ fn a_foreign_file_is_refused_and_left_untouched() {
     let err = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block))
         .err()
         .unwrap();
-    assert!(matches!(err, Error::ForeignFile { .. }), "{err}");
+    let path = name.path().display().to_string();
+    assert!(
+        matches!(&err, Error::ForeignFile { path: named } if *named == path),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("is not a shmframe segment; it was left untouched")

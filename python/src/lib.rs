@@ -61,7 +61,6 @@ fn to_py(py: Python<'_>, err: transport::Error) -> PyErr {
             e.setattr("name", name)?;
             e.setattr("pid", pid)
         }),
-        E::Foreign => shm_error(py, "ForeignFile", &msg, |e| e.setattr("path", py.None())),
         E::ForeignFile { path } => shm_error(py, "ForeignFile", &msg, |e| e.setattr("path", path)),
         E::NotAFile { path, what } => shm_error(py, "NotAFile", &msg, |e| {
             e.setattr("path", path)?;

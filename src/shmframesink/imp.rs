@@ -903,11 +903,9 @@ impl ShmFrameSink {
         let frame_size = info.size();
         let slots = match &*self.state.lock().unwrap() {
             State::Started(started) if started.config.spare_slots > 0 => {
-                let depth = match started.config.layout {
-                    transport::Layout::Double => 2,
-                    transport::Layout::Ring => started.config.depth,
-                };
-                depth + started.config.spare_slots
+                started.config.slot_count().map_err(|err| {
+                    gst::loggable_error!(CAT, "No slot pool for this configuration: {err}")
+                })?
             }
             State::Started(_) => {
                 gst::debug!(

@@ -20,8 +20,9 @@ pub enum Error {
         pid: u32,
     },
     /// A file exists at the path but is not a shmframe segment; it was left untouched.
-    Foreign,
     ForeignFile {
+        /// Empty from [`Geometry::parse`](crate::Geometry::parse), which sees bytes, not a
+        /// file; opening a segment names its file.
         path: String,
     },
     /// Something other than a regular file is at the path (a directory, a FIFO, a symbolic
@@ -122,7 +123,6 @@ impl fmt::Display for Error {
                 "shm-name {name:?} is already used by a live writer (pid {pid}); stop it or \
                  choose another shm-name"
             ),
-            Error::Foreign => write!(f, "not a shmframe segment (bad magic)"),
             Error::ForeignFile { path } => write!(
                 f,
                 "{path} exists and is not a shmframe segment; it was left untouched: remove it \

@@ -455,7 +455,9 @@ impl Geometry {
                     found: bytes.len() as u64,
                 });
             }
-            return Err(Error::Foreign);
+            return Err(Error::ForeignFile {
+                path: String::new(),
+            });
         }
         let u32_at = |off: usize| -> Option<u32> {
             bytes

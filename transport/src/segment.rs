@@ -357,7 +357,7 @@ fn refuse_sparse(file: &File, path: &Path) -> Result<(), Error> {
 fn validated_geometry(file: &File, path: &Path) -> Result<Geometry, Error> {
     let (bytes, len) = read_header_bytes(file, path)?;
     let geo = Geometry::parse(&bytes, len).map_err(|e| match e {
-        Error::Foreign => Error::ForeignFile {
+        Error::ForeignFile { .. } => Error::ForeignFile {
             path: path.display().to_string(),
         },
         e => e,

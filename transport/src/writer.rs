@@ -58,6 +58,20 @@ impl WriterConfig {
             wait_for_readers_timeout: None,
         }
     }
+
+    /// How many slots a segment of this configuration has, whatever its frame size (the
+    /// ring's, 2 under `double`, and the spare ones): known before the segment exists, e.g.
+    /// to size a pool of lent slots. Errors as [`Writer::create`] would for this depth.
+    pub fn slot_count(&self) -> Result<u32, Error> {
+        Geometry::compute(
+            self.layout,
+            self.depth,
+            self.spare_slots,
+            self.backpressure,
+            1,
+        )
+        .map(|geo| geo.slot_count)
+    }
 }
 
 /// Timing and flags of one frame. Times are nanoseconds; `None` is "unknown".
