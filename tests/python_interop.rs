@@ -1586,9 +1586,14 @@ fn python_writers_killed_while_creating_leave_nothing_behind() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
+        // Files the previous round's kill left behind are not this writer's: wait for a change.
+        let before = name.files();
         let mut python = python_script(&creator, &[&name], &[]);
         assert!(
-            wait_for(LIMIT, || !name.files().is_empty()),
+            wait_for(LIMIT, || {
+                let now = name.files();
+                !now.is_empty() && now != before
+            }),
             "round {round}: the Python writer did not start"
         );
         std::thread::sleep(Duration::from_micros(seed % 30_000));
