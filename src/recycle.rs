@@ -117,36 +117,23 @@ impl RecycledMemories {
                 })
                 .map(|i| idle.swap_remove(i))
         };
-        match reused {
-            Some(IdleMemory {
-                memory: mem,
-                record,
-            }) => {
-                // SAFETY: the idle list held the only reference, now ours: nobody else reads
-                // or writes the memory struct. Offset and size are set for this use (a user
-                // may have resized it); it wraps exactly the bytes the caller vouches for now
-                // (same address and length).
-                unsafe {
-                    (*mem).offset = 0;
-                    (*mem).size = size;
-                    (*record).token.store(token, Ordering::SeqCst);
-                    from_glib_full(mem)
-                }
-            }
-            // SAFETY: as for this function.
-            None => unsafe { self.new_memory(data, maxsize, size, token) },
+        if let Some(IdleMemory {
+            memory: mem,
+            record,
+        }) = reused
+        {
+            // SAFETY: the idle list held the only reference, now ours: nobody else reads
+            // or writes the memory struct. Offset and size are set for this use (a user
+            // may have resized it); it wraps exactly the bytes the caller vouches for now
+            // (same address and length).
+            return unsafe {
+                (*mem).offset = 0;
+                (*mem).size = size;
+                (*record).token.store(token, Ordering::SeqCst);
+                from_glib_full(mem)
+            };
         }
-    }
-
-    /// # Safety
-    /// As for `wrap`.
-    unsafe fn new_memory(
-        &self,
-        data: *mut u8,
-        maxsize: usize,
-        size: usize,
-        token: *mut c_void,
-    ) -> gst::Memory {
+        // No idle memory over these bytes: a new one.
         let record = Box::into_raw(Box::new(MemoryRecord {
             token: AtomicPtr::new(token),
             data,
@@ -205,7 +192,7 @@ static RECORD_QUARK: LazyLock<glib::Quark> =
     LazyLock::new(|| glib::Quark::from_str("shmframe-recycled-memory"));
 
 /// # Safety
-/// `mem` is a memory made by `RecycledMemories::new_memory` and not freed yet.
+/// `mem` is a memory made by `RecycledMemories::wrap` and not freed yet.
 unsafe fn record_of(mem: *mut gst::ffi::GstMemory) -> *const MemoryRecord {
     // SAFETY: the qdata was set to the record when the memory was made.
     unsafe {
