@@ -251,6 +251,39 @@ unsafe extern "C" fn free_record(record: glib::ffi::gpointer) {
     }
 }
 
+/// The empty `GstBuffer`s a pool keeps between frames, up to the room reserved for them, so
+/// that keeping one never allocates.
+#[derive(Default)]
+pub(crate) struct Shells(Mutex<Vec<gst::Buffer>>);
+
+impl Shells {
+    /// Room for `keep` shells: no more are kept.
+    pub(crate) fn reserve(&self, keep: usize) {
+        self.0.lock().unwrap().reserve_exact(keep);
+    }
+
+    /// A kept shell, or a new one.
+    pub(crate) fn take(&self) -> gst::Buffer {
+        self.0.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    /// A pool's `release_buffer`: strips the buffer of its memory and keeps it if there is
+    /// room. GstBufferPool's reset_buffer has cleared timestamps, offsets, flags and metas.
+    pub(crate) fn keep(&self, mut buffer: gst::Buffer) {
+        let Some(shell) = buffer.get_mut() else {
+            return;
+        };
+        // Our reference to the memory goes: it is recycled, and what it holds (a pin, a
+        // slot's loan) ends, once nothing else holds it (a copy of the buffer may share it).
+        shell.remove_all_memory();
+        shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
+        let mut shells = self.0.lock().unwrap();
+        if shells.len() < shells.capacity() {
+            shells.push(buffer);
+        }
+    }
+}
+
 glib::wrapper! {
     /// A pool of empty `GstBuffer`s: a buffer returns when its last reference is dropped, is
     /// stripped of its memory and kept for the next frame.
@@ -261,7 +294,7 @@ glib::wrapper! {
 impl ShellPool {
     pub(crate) fn new() -> ShellPool {
         let pool: ShellPool = glib::Object::new();
-        pool.imp().shells.lock().unwrap().reserve_exact(MAX_IDLE);
+        pool.imp().shells.reserve(MAX_IDLE);
         pool
     }
 
@@ -277,7 +310,7 @@ mod imp {
 
     #[derive(Default)]
     pub struct ShellPool {
-        pub(super) shells: Mutex<Vec<gst::Buffer>>,
+        pub(super) shells: Shells,
     }
 
     #[glib::object_subclass]
@@ -307,21 +340,11 @@ mod imp {
             &self,
             _params: Option<&gst::BufferPoolAcquireParams>,
         ) -> Result<gst::Buffer, gst::FlowError> {
-            Ok(self.shells.lock().unwrap().pop().unwrap_or_default())
+            Ok(self.shells.take())
         }
 
-        fn release_buffer(&self, mut buffer: gst::Buffer) {
-            // GstBufferPool's reset_buffer has cleared timestamps, offsets, flags and metas.
-            let Some(shell) = buffer.get_mut() else {
-                return;
-            };
-            // Our reference to the memory goes: it is recycled once nothing else holds it.
-            shell.remove_all_memory();
-            shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
-            let mut shells = self.shells.lock().unwrap();
-            if shells.len() < shells.capacity().min(MAX_IDLE) {
-                shells.push(buffer);
-            }
+        fn release_buffer(&self, buffer: gst::Buffer) {
+            self.shells.keep(buffer);
         }
     }
 }
