@@ -117,36 +117,23 @@ impl RecycledMemories {
                 })
                 .map(|i| idle.swap_remove(i))
         };
-        match reused {
-            Some(IdleMemory {
-                memory: mem,
-                record,
-            }) => {
-                // SAFETY: the idle list held the only reference, now ours: nobody else reads
-                // or writes the memory struct. Offset and size are set for this use (a user
-                // may have resized it); it wraps exactly the bytes the caller vouches for now
-                // (same address and length).
-                unsafe {
-                    (*mem).offset = 0;
-                    (*mem).size = size;
-                    (*record).token.store(token, Ordering::SeqCst);
-                    from_glib_full(mem)
-                }
-            }
-            // SAFETY: as for this function.
-            None => unsafe { self.new_memory(data, maxsize, size, token) },
+        if let Some(IdleMemory {
+            memory: mem,
+            record,
+        }) = reused
+        {
+            // SAFETY: the idle list held the only reference, now ours: nobody else reads
+            // or writes the memory struct. Offset and size are set for this use (a user
+            // may have resized it); it wraps exactly the bytes the caller vouches for now
+            // (same address and length).
+            return unsafe {
+                (*mem).offset = 0;
+                (*mem).size = size;
+                (*record).token.store(token, Ordering::SeqCst);
+                from_glib_full(mem)
+            };
         }
-    }
-
-    /// # Safety
-    /// As for `wrap`.
-    unsafe fn new_memory(
-        &self,
-        data: *mut u8,
-        maxsize: usize,
-        size: usize,
-        token: *mut c_void,
-    ) -> gst::Memory {
+        // No idle memory over these bytes: a new one.
         let record = Box::into_raw(Box::new(MemoryRecord {
             token: AtomicPtr::new(token),
             data,
@@ -205,7 +192,7 @@ static RECORD_QUARK: LazyLock<glib::Quark> =
     LazyLock::new(|| glib::Quark::from_str("shmframe-recycled-memory"));
 
 /// # Safety
-/// `mem` is a memory made by `RecycledMemories::new_memory` and not freed yet.
+/// `mem` is a memory made by `RecycledMemories::wrap` and not freed yet.
 unsafe fn record_of(mem: *mut gst::ffi::GstMemory) -> *const MemoryRecord {
     // SAFETY: the qdata was set to the record when the memory was made.
     unsafe {
@@ -264,6 +251,39 @@ unsafe extern "C" fn free_record(record: glib::ffi::gpointer) {
     }
 }
 
+/// The empty `GstBuffer`s a pool keeps between frames, up to the room reserved for them, so
+/// that keeping one never allocates.
+#[derive(Default)]
+pub(crate) struct Shells(Mutex<Vec<gst::Buffer>>);
+
+impl Shells {
+    /// Room for `keep` shells: no more are kept.
+    pub(crate) fn reserve(&self, keep: usize) {
+        self.0.lock().unwrap().reserve_exact(keep);
+    }
+
+    /// A kept shell, or a new one.
+    pub(crate) fn take(&self) -> gst::Buffer {
+        self.0.lock().unwrap().pop().unwrap_or_default()
+    }
+
+    /// A pool's `release_buffer`: strips the buffer of its memory and keeps it if there is
+    /// room. GstBufferPool's reset_buffer has cleared timestamps, offsets, flags and metas.
+    pub(crate) fn keep(&self, mut buffer: gst::Buffer) {
+        let Some(shell) = buffer.get_mut() else {
+            return;
+        };
+        // Our reference to the memory goes: it is recycled, and what it holds (a pin, a
+        // slot's loan) ends, once nothing else holds it (a copy of the buffer may share it).
+        shell.remove_all_memory();
+        shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
+        let mut shells = self.0.lock().unwrap();
+        if shells.len() < shells.capacity() {
+            shells.push(buffer);
+        }
+    }
+}
+
 glib::wrapper! {
     /// A pool of empty `GstBuffer`s: a buffer returns when its last reference is dropped, is
     /// stripped of its memory and kept for the next frame.
@@ -274,7 +294,7 @@ glib::wrapper! {
 impl ShellPool {
     pub(crate) fn new() -> ShellPool {
         let pool: ShellPool = glib::Object::new();
-        pool.imp().shells.lock().unwrap().reserve_exact(MAX_IDLE);
+        pool.imp().shells.reserve(MAX_IDLE);
         pool
     }
 
@@ -290,7 +310,7 @@ mod imp {
 
     #[derive(Default)]
     pub struct ShellPool {
-        pub(super) shells: Mutex<Vec<gst::Buffer>>,
+        pub(super) shells: Shells,
     }
 
     #[glib::object_subclass]
@@ -320,21 +340,11 @@ mod imp {
             &self,
             _params: Option<&gst::BufferPoolAcquireParams>,
         ) -> Result<gst::Buffer, gst::FlowError> {
-            Ok(self.shells.lock().unwrap().pop().unwrap_or_default())
+            Ok(self.shells.take())
         }
 
-        fn release_buffer(&self, mut buffer: gst::Buffer) {
-            // GstBufferPool's reset_buffer has cleared timestamps, offsets, flags and metas.
-            let Some(shell) = buffer.get_mut() else {
-                return;
-            };
-            // Our reference to the memory goes: it is recycled once nothing else holds it.
-            shell.remove_all_memory();
-            shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
-            let mut shells = self.shells.lock().unwrap();
-            if shells.len() < shells.capacity().min(MAX_IDLE) {
-                shells.push(buffer);
-            }
+        fn release_buffer(&self, buffer: gst::Buffer) {
+            self.shells.keep(buffer);
         }
     }
 }

@@ -315,71 +315,58 @@ struct Scenario {
     windows: [usize; 2],
 }
 
+/// The steady state: the writer paced like a camera (up to ~3000 frames/s) with a deep ring,
+/// so the reader keeps up and the ring never fills.
+const ROOM_IN_THE_RING: Scenario = Scenario {
+    label: "room in the ring, shmframesrc copy-mode=copy",
+    into_sink_pool: false,
+    sink: "depth=32 backpressure=block",
+    pace_us: 300,
+    copy_mode: "copy",
+    reader_sleep_us: 0,
+    count_at: CountAt::Reader,
+    windows: [200, 400],
+};
+
+/// A full ring on (nearly) every frame: an unpaced writer and a reader that takes 1 ms per
+/// frame. Every write waits, overwrites or drops.
+const FULL_RING: Scenario = Scenario {
+    label: "full ring, backpressure=block",
+    into_sink_pool: false,
+    sink: "depth=4 backpressure=block",
+    pace_us: 0,
+    copy_mode: "copy",
+    reader_sleep_us: 1000,
+    count_at: CountAt::Writer,
+    windows: [600, 1200],
+};
+
 const SCENARIOS: &[Scenario] = &[
-    // The steady state: the writer paced like a camera (up to ~3000 frames/s) with a deep
-    // ring, so the reader keeps up and the ring never fills.
-    Scenario {
-        label: "room in the ring, shmframesrc copy-mode=copy",
-        into_sink_pool: false,
-        sink: "depth=32 backpressure=block",
-        pace_us: 300,
-        copy_mode: "copy",
-        reader_sleep_us: 0,
-        count_at: CountAt::Reader,
-        windows: [200, 400],
-    },
+    ROOM_IN_THE_RING,
     Scenario {
         label: "room in the ring, shmframesrc copy-mode=zero-copy",
-        into_sink_pool: false,
-        sink: "depth=32 backpressure=block",
-        pace_us: 300,
         copy_mode: "zero-copy",
-        reader_sleep_us: 0,
-        count_at: CountAt::Reader,
-        windows: [200, 400],
+        ..ROOM_IN_THE_RING
     },
     // Upstream draws into the sink's pool: each frame is a slot lent and published in place.
     Scenario {
         label: "room in the ring, upstream draws into the sink's pool, copy-mode=zero-copy",
         into_sink_pool: true,
-        sink: "depth=32 backpressure=block",
-        pace_us: 300,
         copy_mode: "zero-copy",
-        reader_sleep_us: 0,
-        count_at: CountAt::Reader,
-        windows: [200, 400],
+        ..ROOM_IN_THE_RING
     },
-    // A full ring on (nearly) every frame: an unpaced writer and a reader that takes 1 ms
-    // per frame. Every write waits, overwrites or drops.
-    Scenario {
-        label: "full ring, backpressure=block",
-        into_sink_pool: false,
-        sink: "depth=4 backpressure=block",
-        pace_us: 0,
-        copy_mode: "copy",
-        reader_sleep_us: 1000,
-        count_at: CountAt::Writer,
-        windows: [600, 1200],
-    },
+    FULL_RING,
     Scenario {
         label: "full ring, backpressure=drop-oldest",
-        into_sink_pool: false,
         sink: "depth=4 backpressure=drop-oldest",
-        pace_us: 0,
-        copy_mode: "copy",
-        reader_sleep_us: 1000,
-        count_at: CountAt::Writer,
         windows: [20_000, 40_000],
+        ..FULL_RING
     },
     Scenario {
         label: "full ring, backpressure=drop-newest",
-        into_sink_pool: false,
         sink: "depth=4 backpressure=drop-newest",
-        pace_us: 0,
-        copy_mode: "copy",
-        reader_sleep_us: 1000,
-        count_at: CountAt::Writer,
         windows: [20_000, 40_000],
+        ..FULL_RING
     },
 ];
 

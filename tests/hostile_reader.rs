@@ -25,9 +25,9 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, check_frame, child_binary_for_others, fill_frame, gst_launch_env, init,
-    launch_with, newest_mtime, prerequisite, role, role_args, spawn_role_as, spawn_role_env,
-    unreachable_for_others, wait_for,
+    ChildGuard, ShmName, check_frame, child_binary_for_others, file_names, fill_frame,
+    gst_launch_env, init, launch_with, newest_mtime, prerequisite, role, role_args, spawn_role_as,
+    spawn_role_env, unreachable_for_others, wait_for,
 };
 use gst::prelude::*;
 use gstshmframe::transport::{
@@ -766,13 +766,7 @@ impl Scratch {
     }
 
     fn leftovers(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.shm())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        file_names(&self.shm())
     }
 }
 

@@ -871,25 +871,36 @@ fn a_lagging_source_counts_missed_frames_and_marks_discont() {
     assert_eq!(stats.get::<u64>("evictions").unwrap(), 0);
 }
 
-#[test]
-fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
-    let name = ShmName::new("src-zero-copy");
-    // Without last-sample, only the buffers this test holds pin slots, plus the preroll
-    // buffer appsink keeps (frame 0): a spare slot leaves the writer room for that one.
+/// A playing zero-copy reader pipeline on `name` (from the oldest frame, without last-sample)
+/// attached to a new blocking writer of depth 2 with one spare slot, its caps set. Only the
+/// buffers a test holds pin slots, plus the preroll buffer appsink keeps (frame 0): the spare
+/// slot leaves the writer room for that one.
+fn zero_copy_reader_and_writer(name: &str) -> (Pipe, Writer) {
     let pipe = Pipe::with_sink(
-        &name,
+        name,
         "copy-mode=zero-copy start=oldest",
         "enable-last-sample=false",
     );
     pipe.play();
-    let mut config = WriterConfig::new(&name, RGBA_64X48_SIZE as u64);
+    let mut config = WriterConfig::new(name, RGBA_64X48_SIZE as u64);
     config.depth = 2;
     config.spare_slots = 1;
     config.backpressure = Backpressure::Block;
     let mut writer = Writer::create(&config).unwrap();
     writer.set_caps(RGBA_64X48).unwrap();
     wait_for_reader(&writer);
-    let pinned = |w: &Writer| w.info().readers.first().map_or(0, |r| r.pinned_slots);
+    (pipe, writer)
+}
+
+/// The slots the (only) reader of `writer` pins.
+fn pinned(writer: &Writer) -> u32 {
+    writer.info().readers.first().map_or(0, |r| r.pinned_slots)
+}
+
+#[test]
+fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
+    let name = ShmName::new("src-zero-copy");
+    let (pipe, mut writer) = zero_copy_reader_and_writer(&name);
     let mut number = 0;
     for _round in 0..5 {
         for _ in 0..2 {
@@ -925,20 +936,7 @@ fn zero_copy_buffers_wrap_shared_memory_read_only_and_release_their_slots() {
 #[test]
 fn a_copy_sharing_a_zero_copy_memory_keeps_its_slot_pinned_until_it_is_dropped() {
     let name = ShmName::new("src-zero-copy-shared");
-    let pipe = Pipe::with_sink(
-        &name,
-        "copy-mode=zero-copy start=oldest",
-        "enable-last-sample=false",
-    );
-    pipe.play();
-    let mut config = WriterConfig::new(&name, RGBA_64X48_SIZE as u64);
-    config.depth = 2;
-    config.spare_slots = 1;
-    config.backpressure = Backpressure::Block;
-    let mut writer = Writer::create(&config).unwrap();
-    writer.set_caps(RGBA_64X48).unwrap();
-    wait_for_reader(&writer);
-    let pinned = |w: &Writer| w.info().readers.first().map_or(0, |r| r.pinned_slots);
+    let (pipe, mut writer) = zero_copy_reader_and_writer(&name);
     // A copy of each buffer pulled, sharing its memory; the buffer itself is dropped.
     let pull_copy = |number: u64| {
         let sample = pipe.pull();

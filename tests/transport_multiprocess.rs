@@ -113,14 +113,7 @@ fn run_sigterm_opt_out(args: &[String]) -> i32 {
 fn run_reader(args: &[String]) -> i32 {
     let name = &args[0];
     let delay = Duration::from_micros(args[1].parse().unwrap());
-    let mut sub = Subscriber::new(
-        name,
-        ReaderOptions {
-            start: StartPosition::Oldest,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut sub = Subscriber::new(name, oldest()).unwrap();
     let (mut attached, mut lost, mut read) = (0, 0, 0u64);
     let mut last: Option<u64> = None;
     let mut buf = Vec::new();
@@ -174,14 +167,7 @@ fn run_reader(args: &[String]) -> i32 {
 
 /// scribbler NAME: attaches as a reader and tries to write into frame data. Must fault.
 fn run_scribbler(args: &[String]) -> i32 {
-    let r = Reader::open(
-        &args[0],
-        &ReaderOptions {
-            start: StartPosition::Oldest,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let r = Reader::open(&args[0], &oldest()).unwrap();
     let pinned = r.pin(0).unwrap().expect("frame 0 held");
     let p = pinned.data().as_ptr() as *mut u8;
     // SAFETY: deliberately invalid: the page is mapped read-only, so this must raise SIGSEGV.
@@ -214,14 +200,7 @@ fn run_attacker(args: &[String]) -> i32 {
     let segment = shm_dir().join(&args[0]);
     let scribble = Duration::from_millis(args[1].parse().unwrap());
     let frames: u64 = args[2].parse().unwrap();
-    let mut r = Reader::open(
-        &args[0],
-        &ReaderOptions {
-            start: StartPosition::Oldest,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut r = Reader::open(&args[0], &oldest()).unwrap();
     let mut report = Vec::new();
     let mut writable: Vec<(*mut u8, usize)> = Vec::new();
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
@@ -390,14 +369,7 @@ fn raw_recv(socket: &std::os::fd::OwnedFd, limit: Duration) -> Option<Vec<u8>> {
 
 /// pinner NAME COUNT: pins COUNT frames (zero-copy) and holds them until killed.
 fn run_pinner(args: &[String]) -> i32 {
-    let mut r = Reader::open(
-        &args[0],
-        &ReaderOptions {
-            start: StartPosition::Oldest,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut r = Reader::open(&args[0], &oldest()).unwrap();
     let count: usize = args[1].parse().unwrap();
     let mut held = Vec::new();
     while held.len() < count {
@@ -581,14 +553,7 @@ fn a_process_pinning_every_slot_holds_the_writer_no_longer_than_the_reader_timeo
         let slots = w.geometry().slot_count;
         let mut pinner = spawn_role("pinner", &[&name, &slots.to_string()]);
         assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
-        let mut other = Reader::open(
-            &name,
-            &ReaderOptions {
-                start: StartPosition::Oldest,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let mut other = Reader::open(&name, &oldest()).unwrap();
         let (mut received, mut buf) = (Vec::new(), vec![0; 4096]);
         let mut read_along = |other: &mut Reader| {
             while let ReadResult::Frame(_) = other

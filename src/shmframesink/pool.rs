@@ -20,7 +20,7 @@ use gst::subclass::prelude::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::recycle::RecycledMemories;
+use crate::recycle::{RecycledMemories, Shells};
 use crate::transport::Lender;
 
 /// Asks the sink's current writer for a free slot that holds a frame of the given size: the
@@ -101,9 +101,7 @@ mod imp {
     pub struct SlotPool {
         pub binding: OnceLock<Binding>,
         /// Buffers returned to the pool, without memory, reused by the next acquire.
-        shells: Mutex<Vec<gst::Buffer>>,
-        /// How many shells are kept.
-        keep_shells: AtomicUsize,
+        shells: Shells,
         /// Between flush_start and flush_stop: an acquire waiting for a slot gives up.
         flushing: AtomicBool,
     }
@@ -121,9 +119,7 @@ mod imp {
     impl SlotPool {
         /// Room for every shell the pool keeps, so returning one never allocates.
         pub fn reserve_shells(&self, slots: usize) {
-            let keep = slots + EXTRA_SHELLS;
-            self.keep_shells.store(keep, Ordering::Relaxed);
-            self.shells.lock().unwrap().reserve_exact(keep);
+            self.shells.reserve(slots + EXTRA_SHELLS);
         }
 
         fn binding(&self) -> &Binding {
@@ -210,7 +206,7 @@ mod imp {
                 Some((slot, lender)) => self.wrap_slot(slot, lender, frame_size),
                 None => gst::Memory::with_size(frame_size),
             };
-            let mut buffer = self.shells.lock().unwrap().pop().unwrap_or_default();
+            let mut buffer = self.shells.take();
             buffer
                 .get_mut()
                 .expect("a shell in the pool is referenced by nobody else")
@@ -218,18 +214,10 @@ mod imp {
             Ok(buffer)
         }
 
-        fn release_buffer(&self, mut buffer: gst::Buffer) {
-            let Some(shell) = buffer.get_mut() else {
-                return;
-            };
+        fn release_buffer(&self, buffer: gst::Buffer) {
             // Dropping our reference to the memory ends the slot's loan unless a copy of the
             // buffer still shares it.
-            shell.remove_all_memory();
-            shell.unset_flags(gst::BufferFlags::TAG_MEMORY);
-            let mut shells = self.shells.lock().unwrap();
-            if shells.len() < self.keep_shells.load(Ordering::Relaxed) {
-                shells.push(buffer);
-            }
+            self.shells.keep(buffer);
         }
     }
 }

@@ -33,15 +33,22 @@ impl ShmName {
     /// files its writers build it in.
     pub fn files(&self) -> Vec<String> {
         let temp_prefix = format!(".shmframe-new-{}-", self.0);
-        let mut files: Vec<String> = std::fs::read_dir(gstshmframe::transport::shm_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        file_names(&gstshmframe::transport::shm_dir())
+            .into_iter()
             .filter(|f| *f == self.0 || f.starts_with(&temp_prefix))
-            .collect();
-        files.sort();
-        files
+            .collect()
     }
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn file_names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 impl Drop for ShmName {
@@ -560,13 +567,7 @@ impl SmallTmpfs {
     }
 
     pub fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.0)
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
+        file_names(&self.0)
     }
 }
 
