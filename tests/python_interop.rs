@@ -1687,3 +1687,95 @@ fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
         assert_eq!(tmpfs.entries(), Vec::<String>::new(), "round {round}");
     }
 }
+
+/// README's install line, `pip install ./python`, builds the package from source into a fresh
+/// virtual environment of the system interpreter, and the installed package works there: a
+/// Writer's frames come back from a Reader byte for byte. pip fetches maturin from PyPI for the
+/// build; numpy comes from the system's site packages (scripts/setup.sh installs it). The
+/// build's cargo target directory is kept under the target directory, so a second run is quick.
+#[test]
+fn pip_installs_the_package_into_a_fresh_environment() {
+    let test = "pip_installs_the_package_into_a_fresh_environment";
+    let base = "/usr/bin/python3";
+    let base_ready = Command::new(base)
+        .args(["-c", "import venv, ensurepip, numpy"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !common::prerequisite(
+        test,
+        (!base_ready).then(|| format!("{base} with venv, ensurepip and numpy (scripts/setup.sh)")),
+    ) {
+        return;
+    }
+    // This test binary is <target dir>/<profile>/deps/<test>.
+    let target_dir = std::env::current_exe()
+        .unwrap()
+        .ancestors()
+        .nth(3)
+        .unwrap()
+        .to_path_buf();
+    struct RemovedOnDrop(std::path::PathBuf);
+    impl Drop for RemovedOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let venv = RemovedOnDrop(target_dir.join(format!("pip-test-{}", std::process::id())));
+    let run = |label: &str, cmd: &mut Command, limit: Duration| -> String {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{label} does not start: {e}"));
+        common::ChildGuard {
+            child,
+            label: label.to_string(),
+        }
+        .wait_ok(limit)
+    };
+    run(
+        "python3 -m venv",
+        Command::new(base)
+            .args(["-m", "venv", "--system-site-packages"])
+            .arg(&venv.0),
+        LIMIT,
+    );
+    let python = venv.0.join("bin/python");
+    run(
+        "pip install ./python",
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--no-cache-dir", "./python"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", target_dir.join("pip-build")),
+        Duration::from_secs(900),
+    );
+    let name = ShmName::new("pip-install");
+    let out = run(
+        "the installed package",
+        Command::new(&python)
+            .args([
+                "-c",
+                "import sys, numpy as np, shmframe\n\
+                 with shmframe.Writer(sys.argv[1], 64, 48, 'GRAY8', pace=False) as w:\n\
+                 \x20   r = shmframe.Reader(sys.argv[1], start='oldest')\n\
+                 \x20   for n in range(3):\n\
+                 \x20       w.write(np.full((48, 64), 40 * n + 1, dtype=np.uint8))\n\
+                 \x20   for n in range(3):\n\
+                 \x20       number, frame, _ = r.read(timeout=5)\n\
+                 \x20       assert number == n and frame.shape == (48, 64), (number, frame.shape)\n\
+                 \x20       assert (frame == 40 * n + 1).all(), number\n\
+                 \x20   r.close()\n\
+                 print(shmframe.__file__)\n",
+                &name,
+            ])
+            .current_dir("/"),
+        LIMIT,
+    );
+    assert!(
+        out.trim().starts_with(&venv.0.display().to_string()),
+        "the package was imported from {out:?}, not from the new environment {}",
+        venv.0.display()
+    );
+}
