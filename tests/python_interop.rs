@@ -937,6 +937,7 @@ fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reade
     if !python_ready("a_stopped_python_zero_copy_reader_holds_shmframesink") {
         return;
     }
+    init();
     const TIMEOUT: Duration = Duration::from_millis(300);
     let info = video_info(VideoFormat::Rgb);
     let name = ShmName::new("py-stopped-pin-sink");
@@ -1304,6 +1305,7 @@ fn three_gstreamer_readers_started_first_get_every_frame_of_the_python_writer() 
     if !python_ready(test) {
         return;
     }
+    init();
     let frames = readers_first_frames();
     let info = video_info(VideoFormat::Rgb);
     let name = ShmName::new("py-readers-first");
