@@ -79,6 +79,23 @@ struct Peer {
 }
 
 impl Peer {
+    /// A zero-copy reader of `name` that keeps the first frame it reads pinned (it prints
+    /// `holding read=1`) until it is killed; returned once it has attached.
+    fn attached_zero_copy_holder(name: &str) -> Peer {
+        let mut peer = Peer::spawn(&[
+            "read",
+            name,
+            "--zero-copy",
+            "--max-frames",
+            "1",
+            "--hold",
+            "--timeout",
+            "60",
+        ]);
+        peer.expect("attached", LIMIT);
+        peer
+    }
+
     fn spawn(args: &[&str]) -> Peer {
         let mut child = Command::new(python())
             .arg("-u")
@@ -888,17 +905,7 @@ fn a_stopped_python_zero_copy_reader_holds_a_block_writer_no_longer_than_the_rea
             received.push(frame.number);
         }
     };
-    let mut peer = Peer::spawn(&[
-        "read",
-        &name,
-        "--zero-copy",
-        "--max-frames",
-        "1",
-        "--hold",
-        "--timeout",
-        "60",
-    ]);
-    peer.expect("attached", LIMIT);
+    let mut peer = Peer::attached_zero_copy_holder(&name);
     writer
         .write(&FrameMeta::default(), &pattern_frame(&info, 0))
         .unwrap();
@@ -980,17 +987,7 @@ fn a_stopped_python_zero_copy_reader_holds_shmframesink_no_longer_than_its_reade
         check_pattern(&info, n, &buf).unwrap();
         pushed.elapsed()
     };
-    let mut peer = Peer::spawn(&[
-        "read",
-        &name,
-        "--zero-copy",
-        "--max-frames",
-        "1",
-        "--hold",
-        "--timeout",
-        "60",
-    ]);
-    peer.expect("attached", LIMIT);
+    let mut peer = Peer::attached_zero_copy_holder(&name);
     push_and_receive(0, &mut other);
     peer.expect("holding read=1", LIMIT);
     peer.guard.signal(libc::SIGSTOP);
