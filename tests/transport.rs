@@ -206,6 +206,33 @@ fn a_blocked_write_is_interrupted_from_another_thread() {
     interrupt.clear();
 }
 
+/// A write interrupted while it waits for room and made again (GStreamer's unlock, the Python
+/// binding's slices for signal handling) is one full-ring event, not one per call.
+#[test]
+fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
+    let name = ShmName::new("interrupt-full-once");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 1, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    let interrupt = w.interrupt_handle();
+    for _ in 0..3 {
+        assert_interrupted(&interrupt, Duration::from_millis(900), || {
+            w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(1, s))
+        });
+        interrupt.clear();
+    }
+    assert_eq!(w.info().full_events, 1);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    assert_eq!(write_frame(&mut w, 1).frame(), Some(1));
+    assert_eq!(w.info().full_events, 1);
+    // The next frame finding the ring full is a new event.
+    assert_interrupted(&interrupt, Duration::from_millis(900), || {
+        w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(2, s))
+    });
+    interrupt.clear();
+    assert_eq!(w.info().full_events, 2);
+}
+
 #[test]
 fn a_reader_wait_is_interrupted_from_another_thread() {
     let name = ShmName::new("interrupt-reader");
