@@ -557,43 +557,21 @@ impl Geometry {
         // inputs with checked arithmetic.
         let bp = Backpressure::from_code(backpressure);
         let expected = Geometry::compute(layout, depth, slot_count - depth, bp, slot_capacity)?;
-        for (field, off, want) in [
-            (
-                "readers_offset",
-                offset_of!(Header, readers_offset),
-                expected.readers_offset,
-            ),
-            (
-                "readers_len",
-                offset_of!(Header, readers_len),
-                expected.readers_len,
-            ),
-            (
-                "index_offset",
-                offset_of!(Header, index_offset),
-                expected.index_offset,
-            ),
-            (
-                "desc_offset",
-                offset_of!(Header, desc_offset),
-                expected.desc_offset,
-            ),
-            (
-                "data_offset",
-                offset_of!(Header, data_offset),
-                expected.data_offset,
-            ),
-            (
-                "slot_stride",
-                offset_of!(Header, slot_stride),
-                expected.slot_stride,
-            ),
-            (
-                "total_len",
-                offset_of!(Header, total_len),
-                expected.total_len,
-            ),
-        ] {
+        // Each stored offset beside the one computed, under its field's name.
+        macro_rules! stored_and_expected {
+            ($($field:ident),+) => {
+                [$((stringify!($field), offset_of!(Header, $field), expected.$field)),+]
+            };
+        }
+        for (field, off, want) in stored_and_expected!(
+            readers_offset,
+            readers_len,
+            index_offset,
+            desc_offset,
+            data_offset,
+            slot_stride,
+            total_len
+        ) {
             let found = f64_(off);
             if found != want {
                 return Err(corrupt(field, want.to_string(), found));
