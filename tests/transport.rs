@@ -17,7 +17,8 @@ fn config(name: &str, layout: Layout, depth: u32, bp: Backpressure) -> WriterCon
     c
 }
 
-fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
+/// Writes frame `n`: its content from `fill_frame`, its pts from its number.
+fn try_write_frame(w: &mut Writer, n: u64) -> Result<WriteOutcome, Error> {
     w.write_with(
         &FrameMeta {
             pts: Some(n * 1000),
@@ -26,7 +27,10 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
         FRAME as u64,
         |slot| fill_frame(n, slot),
     )
-    .unwrap()
+}
+
+fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
+    try_write_frame(w, n).unwrap()
 }
 
 fn oldest() -> ReaderOptions {
@@ -217,7 +221,7 @@ fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
     let interrupt = w.interrupt_handle();
     for _ in 0..3 {
         assert_interrupted(&interrupt, Duration::from_millis(900), || {
-            w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(1, s))
+            try_write_frame(&mut w, 1)
         });
         interrupt.clear();
     }
@@ -227,7 +231,7 @@ fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
     assert_eq!(w.info().full_events, 1);
     // The next frame finding the ring full is a new event.
     assert_interrupted(&interrupt, Duration::from_millis(900), || {
-        w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(2, s))
+        try_write_frame(&mut w, 2)
     });
     interrupt.clear();
     assert_eq!(w.info().full_events, 2);
@@ -806,16 +810,7 @@ fn a_reader_keeping_every_pin_it_may_never_makes_a_writer_without_spare_slots_dr
 
 /// `write_frame`, failing the test if it takes longer than `limit`.
 fn write_within(w: &mut Writer, n: u64, limit: Duration) -> WriteOutcome {
-    common::write_within(w, limit, &format!("frame {n}"), |w| {
-        w.write_with(
-            &FrameMeta {
-                pts: Some(n * 1000),
-                ..Default::default()
-            },
-            FRAME as u64,
-            |slot| fill_frame(n, slot),
-        )
-    })
+    common::write_within(w, limit, &format!("frame {n}"), |w| try_write_frame(w, n))
 }
 
 /// Reads every frame available now into `received`: the index `fill_frame` wrote into each
@@ -1466,7 +1461,7 @@ fn a_wait_for_readers_ends_when_interrupted_and_resumes_at_the_next_write() {
     let interrupt = w.interrupt_handle();
     // The wait for readers has no timeout here.
     assert_interrupted(&interrupt, Duration::from_secs(10), || {
-        w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(0, s))
+        try_write_frame(&mut w, 0)
     });
     interrupt.clear();
     assert_eq!(w.frames_written(), 0);
