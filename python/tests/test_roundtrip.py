@@ -146,9 +146,10 @@ def test_block_waits_for_the_slowest_reader_and_loses_nothing(shm_name):
         reader.close()
 
 
-def test_a_write_waiting_for_room_counts_one_full_event_however_long_it_waits(shm_name):
+@pytest.mark.parametrize("how", ["write", "frame"])
+def test_a_write_waiting_for_room_counts_one_full_event_however_long_it_waits(shm_name, how):
     """The binding makes a blocked call again every 100 ms to handle signals: still, one write
-    that waits is one full-ring event, as in the Rust writer."""
+    (or ``frame()``) that waits is one full-ring event, as in the Rust writer."""
     with shmframe.Writer(
         shm_name, 4, 4, "GRAY8", depth=2, backpressure="block", pace=False, reader_timeout=60.0
     ) as writer:
@@ -157,7 +158,16 @@ def test_a_write_waiting_for_room_counts_one_full_event_however_long_it_waits(sh
         assert [writer.write(pattern(fl, n)) for n in range(2)] == [0, 1]
         assert writer.full_events == 0
         written = []
-        thread = threading.Thread(target=lambda: written.append(writer.write(pattern(fl, 2))))
+
+        def write_frame_2() -> None:
+            if how == "write":
+                written.append(writer.write(pattern(fl, 2)))
+            else:
+                with writer.frame() as dst:
+                    dst[...] = frame_array(fl, pattern(fl, 2))
+                written.append(writer._last_frame)
+
+        thread = threading.Thread(target=write_frame_2)
         thread.start()
         time.sleep(0.55)  # five slices and more
         assert thread.is_alive(), "the write should wait for the reader"
