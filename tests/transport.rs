@@ -215,12 +215,15 @@ fn a_blocked_write_is_interrupted_from_another_thread() {
 #[test]
 fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
     let name = ShmName::new("interrupt-full-once");
-    let mut w = Writer::create(&config(&name, Layout::Ring, 1, Backpressure::Block)).unwrap();
+    let mut c = config(&name, Layout::Ring, 1, Backpressure::Block);
+    // Never evicted for holding the writer up, however slow the machine.
+    c.reader_timeout = Duration::from_secs(60);
+    let mut w = Writer::create(&c).unwrap();
     let mut r = Reader::open(&name, &oldest()).unwrap();
     write_frame(&mut w, 0);
     let interrupt = w.interrupt_handle();
     for _ in 0..3 {
-        assert_interrupted(&interrupt, Duration::from_millis(900), || {
+        assert_interrupted(&interrupt, Duration::from_secs(10), || {
             try_write_frame(&mut w, 1)
         });
         interrupt.clear();
@@ -230,7 +233,7 @@ fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
     assert_eq!(write_frame(&mut w, 1).frame(), Some(1));
     assert_eq!(w.info().full_events, 1);
     // The next frame finding the ring full is a new event.
-    assert_interrupted(&interrupt, Duration::from_millis(900), || {
+    assert_interrupted(&interrupt, Duration::from_secs(10), || {
         try_write_frame(&mut w, 2)
     });
     interrupt.clear();
