@@ -301,7 +301,7 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
     if rounds != default_rounds {
         options.push(format!("--rounds {rounds}"));
     }
-    let mut command = "cargo run --release --example bench".to_string();
+    let mut command = format!("{} --example bench", cargo_run_as_built());
     if !options.is_empty() {
         command += &format!(" -- {}", options.join(" "));
     }
@@ -706,6 +706,18 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
         std::fs::write(&path, format!("case,shmframe,shmsink,ratio\n{body}")).unwrap();
         println!();
         println!("CSV written to {path}");
+    }
+}
+
+/// The `cargo run` that builds this binary as it is: its profile is the name of the directory
+/// cargo put it in (`<target dir>/<profile>/examples/bench`; `debug` for the dev profile).
+fn cargo_run_as_built() -> String {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.ancestors().nth(2).and_then(|dir| dir.file_name());
+    match profile.and_then(|name| name.to_str()) {
+        Some("release") => "cargo run --release".into(),
+        Some("debug") | None => "cargo run".into(),
+        Some(other) => format!("cargo run --profile {other}"),
     }
 }
 

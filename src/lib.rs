@@ -8,6 +8,7 @@
 use gst::glib;
 
 mod clock;
+mod properties;
 mod recycle;
 mod shape;
 mod shmframesink;

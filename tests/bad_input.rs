@@ -519,14 +519,12 @@ fn a_malformed_shape_property_says_what_is_expected() {
                 .to_string(),
         ),
     ] {
-        assert_eq!(
-            element_error("shmframesrc", &[("shm-name", "cam0"), ("shape", shape)]),
-            expected
-        );
-        assert_eq!(
-            element_error("shmframesink", &[("shm-name", "cam0"), ("shape", shape)]),
-            format!("The shape property was refused: {expected}")
-        );
+        for element in ["shmframesrc", "shmframesink"] {
+            assert_eq!(
+                element_error(element, &[("shm-name", "cam0"), ("shape", shape)]),
+                format!("The shape property was refused: {expected}")
+            );
+        }
     }
 }
 

@@ -17,7 +17,8 @@ fn config(name: &str, layout: Layout, depth: u32, bp: Backpressure) -> WriterCon
     c
 }
 
-fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
+/// Writes frame `n`: its content from `fill_frame`, its pts from its number.
+fn try_write_frame(w: &mut Writer, n: u64) -> Result<WriteOutcome, Error> {
     w.write_with(
         &FrameMeta {
             pts: Some(n * 1000),
@@ -26,7 +27,10 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
         FRAME as u64,
         |slot| fill_frame(n, slot),
     )
-    .unwrap()
+}
+
+fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
+    try_write_frame(w, n).unwrap()
 }
 
 fn oldest() -> ReaderOptions {
@@ -169,26 +173,71 @@ fn block_waits_for_the_slowest_reader_and_loses_nothing() {
     assert!(waited > 0, "a slow reader must have made the writer wait");
 }
 
+/// Runs `wait` while another thread interrupts it through `interrupt` 50 ms in: it must end
+/// with `Error::Interrupted`, and before `limit`, which is shorter than any way the wait could
+/// end on its own.
+fn assert_interrupted<T: std::fmt::Debug>(
+    interrupt: &Interrupt,
+    limit: Duration,
+    wait: impl FnOnce() -> Result<T, Error>,
+) {
+    let interrupter = std::thread::spawn({
+        let interrupt = interrupt.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(50));
+            interrupt.interrupt();
+        }
+    });
+    let started = Instant::now();
+    let res = wait();
+    let waited = started.elapsed();
+    interrupter.join().unwrap();
+    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
+    assert!(waited < limit, "interrupted only after {waited:?}");
+}
+
 #[test]
 fn a_blocked_write_is_interrupted_from_another_thread() {
     let name = ShmName::new("interrupt-writer");
     let mut w = Writer::create(&config(&name, Layout::Ring, 1, Backpressure::Block)).unwrap();
     let _r = Reader::open(&name, &oldest()).unwrap();
     write_frame(&mut w, 0);
-    let handle = w.interrupt_handle();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        handle.interrupt();
+    let interrupt = w.interrupt_handle();
+    // Shorter than the reader timeout, after which the writer would go on by evicting.
+    assert_interrupted(&interrupt, Duration::from_millis(900), || {
+        w.write(&FrameMeta::default(), &[0u8; 16])
     });
-    let started = std::time::Instant::now();
-    let res = w.write(&FrameMeta::default(), &[0u8; 16]);
-    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(900),
-        "not the eviction timeout"
-    );
-    t.join().unwrap();
-    w.interrupt_handle().clear();
+    interrupt.clear();
+}
+
+/// A write interrupted while it waits for room and made again (GStreamer's unlock, the Python
+/// binding's slices for signal handling) is one full-ring event, not one per call.
+#[test]
+fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
+    let name = ShmName::new("interrupt-full-once");
+    let mut c = config(&name, Layout::Ring, 1, Backpressure::Block);
+    // Never evicted for holding the writer up, however slow the machine.
+    c.reader_timeout = Duration::from_secs(60);
+    let mut w = Writer::create(&c).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    write_frame(&mut w, 0);
+    let interrupt = w.interrupt_handle();
+    for _ in 0..3 {
+        assert_interrupted(&interrupt, Duration::from_secs(10), || {
+            try_write_frame(&mut w, 1)
+        });
+        interrupt.clear();
+    }
+    assert_eq!(w.info().full_events, 1);
+    assert_eq!(frame_number(read_one(&mut r)), 0);
+    assert_eq!(write_frame(&mut w, 1).frame(), Some(1));
+    assert_eq!(w.info().full_events, 1);
+    // The next frame finding the ring full is a new event.
+    assert_interrupted(&interrupt, Duration::from_secs(10), || {
+        try_write_frame(&mut w, 2)
+    });
+    interrupt.clear();
+    assert_eq!(w.info().full_events, 2);
 }
 
 #[test]
@@ -196,39 +245,80 @@ fn a_reader_wait_is_interrupted_from_another_thread() {
     let name = ShmName::new("interrupt-reader");
     let _w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
     let mut r = Reader::open(&name, &oldest()).unwrap();
-    let handle = r.interrupt_handle();
-    let t = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        handle.interrupt();
+    assert_interrupted(&r.interrupt_handle(), Duration::from_secs(2), || {
+        r.read_next(Duration::from_secs(10), |_, _| {})
     });
-    let started = std::time::Instant::now();
-    let res = r.read_next(Duration::from_secs(10), |_, _| {});
-    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    t.join().unwrap();
 }
 
 #[test]
 fn a_subscriber_waiting_for_its_writer_is_interrupted_from_another_thread() {
     let name = ShmName::new("interrupt-subscriber");
     let mut sub = Subscriber::new(&name, oldest()).unwrap();
-    let handle = sub.interrupt_handle();
-    let t = std::thread::spawn({
-        let handle = handle.clone();
-        move || {
-            std::thread::sleep(Duration::from_millis(50));
-            handle.interrupt();
-        }
+    let interrupt = sub.interrupt_handle();
+    assert_interrupted(&interrupt, Duration::from_secs(2), || {
+        sub.next(Duration::from_secs(10), |_, _| {})
     });
-    let started = std::time::Instant::now();
-    let res = sub.next(Duration::from_secs(10), |_, _| {});
-    assert!(matches!(res, Err(Error::Interrupted)), "{res:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
-    t.join().unwrap();
     // Cleared, the wait goes on until its timeout.
-    handle.clear();
+    interrupt.clear();
     let res = sub.next(Duration::from_millis(50), |_, _| {});
     assert_eq!(res.unwrap(), SubscriberEvent::Timeout);
+}
+
+/// A listening socket at `path` standing in for a writer that hangs: connections complete (on
+/// the listen backlog) but nobody ever answers them.
+fn silent_listener(path: &std::path::Path) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain system call without pointers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: a new descriptor nobody else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: all-zero is a valid sockaddr_un.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    assert!(bytes.len() < addr.sun_path.len(), "{path:?} is too long");
+    for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: `addr` is a valid sockaddr_un of the size given.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_un).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        bound,
+        0,
+        "bind {path:?}: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: plain system call on our descriptor.
+    let listening = unsafe { libc::listen(fd.as_raw_fd(), 8) };
+    assert_eq!(listening, 0, "listen: {}", std::io::Error::last_os_error());
+    fd
+}
+
+/// Opening a reader waits (up to seconds) for its writer's socket to appear and for the
+/// writer's answer to its hello: an interrupt (GStreamer's unlock) ends either wait.
+#[test]
+fn opening_a_reader_is_interrupted_while_the_writer_does_not_answer() {
+    for answer in ["no socket", "a socket that never answers"] {
+        let name = ShmName::new("interrupt-open");
+        let w = Writer::create(&config(&name, Layout::Ring, 4, Backpressure::Block)).unwrap();
+        let socket = shm_dir().join(format!(".shmframe-sock-{:016x}", w.session()));
+        std::fs::remove_file(&socket).unwrap();
+        // Removed with the writer, which removes its socket's path.
+        let _listener = (answer != "no socket").then(|| silent_listener(&socket));
+        let interrupt = Interrupt::new();
+        // Shorter than the 5 s a reader waits for its writer.
+        assert_interrupted(&interrupt, Duration::from_secs(3), || {
+            Reader::open_with_interrupt(&name, &oldest(), interrupt.clone()).map(|r| r.session())
+        });
+    }
 }
 
 #[test]
@@ -723,16 +813,7 @@ fn a_reader_keeping_every_pin_it_may_never_makes_a_writer_without_spare_slots_dr
 
 /// `write_frame`, failing the test if it takes longer than `limit`.
 fn write_within(w: &mut Writer, n: u64, limit: Duration) -> WriteOutcome {
-    common::write_within(w, limit, &format!("frame {n}"), |w| {
-        w.write_with(
-            &FrameMeta {
-                pts: Some(n * 1000),
-                ..Default::default()
-            },
-            FRAME as u64,
-            |slot| fill_frame(n, slot),
-        )
-    })
+    common::write_within(w, limit, &format!("frame {n}"), |w| try_write_frame(w, n))
 }
 
 /// Reads every frame available now into `received`: the index `fill_frame` wrote into each
@@ -1052,16 +1133,10 @@ fn lending_never_waits_and_never_takes_a_frame_of_the_ring() {
     assert_eq!(lent.len(), 2, "the unread frames stay in the ring");
     // The ring is full under block: publishing a lent slot waits, here until interrupted.
     fill_lent(&lender, lent[0], 2);
-    let interrupt = w.interrupt_handle();
-    let stopper = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        interrupt.interrupt();
+    // Shorter than the reader timeout, after which the writer would go on by evicting.
+    assert_interrupted(&w.interrupt_handle(), Duration::from_millis(900), || {
+        w.publish_lent(lent[0], &meta(2), FRAME as u64)
     });
-    assert!(matches!(
-        w.publish_lent(lent[0], &meta(2), FRAME as u64),
-        Err(Error::Interrupted)
-    ));
-    stopper.join().unwrap();
     assert_eq!(
         w.lent_slot_at(lender.slot_ptr(lent[0])),
         Some(lent[0]),
@@ -1387,14 +1462,10 @@ fn a_wait_for_readers_ends_when_interrupted_and_resumes_at_the_next_write() {
     cfg.wait_for_readers = 1;
     let mut w = Writer::create(&cfg).unwrap();
     let interrupt = w.interrupt_handle();
-    let writer = std::thread::spawn(move || {
-        let first = w.write_with(&FrameMeta::default(), FRAME as u64, |s| fill_frame(0, s));
-        (first.map(|o| o.frame()), w)
+    // The wait for readers has no timeout here.
+    assert_interrupted(&interrupt, Duration::from_secs(10), || {
+        try_write_frame(&mut w, 0)
     });
-    std::thread::sleep(Duration::from_millis(50));
-    interrupt.interrupt();
-    let (first, mut w) = writer.join().unwrap();
-    assert!(matches!(first, Err(Error::Interrupted)), "{first:?}");
     interrupt.clear();
     assert_eq!(w.frames_written(), 0);
     assert_eq!(w.awaiting_readers(), Some((1, 0)), "still waiting");

@@ -578,6 +578,7 @@ class Writer:
 
     @property
     def full_events(self) -> int:
+        """Frames that found the ring full: one per write, however long it waited."""
         return self._open().full_events
 
     @property

@@ -146,6 +146,39 @@ def test_block_waits_for_the_slowest_reader_and_loses_nothing(shm_name):
         reader.close()
 
 
+@pytest.mark.parametrize("how", ["write", "frame"])
+def test_a_write_waiting_for_room_counts_one_full_event_however_long_it_waits(shm_name, how):
+    """The binding makes a blocked call again every 100 ms to handle signals: still, one write
+    (or ``frame()``) that waits is one full-ring event, as in the Rust writer."""
+    with shmframe.Writer(
+        shm_name, 4, 4, "GRAY8", depth=2, backpressure="block", pace=False, reader_timeout=60.0
+    ) as writer:
+        reader = shmframe.Reader(shm_name, start="oldest")
+        fl = writer.frame_layout
+        assert [writer.write(pattern(fl, n)) for n in range(2)] == [0, 1]
+        assert writer.full_events == 0
+        written = []
+
+        def write_frame_2() -> None:
+            if how == "write":
+                written.append(writer.write(pattern(fl, 2)))
+            else:
+                with writer.frame() as dst:
+                    dst[...] = frame_array(fl, pattern(fl, 2))
+                written.append(writer._last_frame)
+
+        thread = threading.Thread(target=write_frame_2)
+        thread.start()
+        time.sleep(0.55)  # five slices and more
+        assert thread.is_alive(), "the write should wait for the reader"
+        assert read_frame(reader)[0] == 0
+        thread.join(60)
+        assert not thread.is_alive()
+        assert written == [2]
+        assert writer.full_events == 1
+        reader.close()
+
+
 def test_frames_cross_processes_byte_for_byte(shm_name, spawn):
     """A writer in another process (block, waiting for the reader), read to its end of stream."""
     writer = spawn(

@@ -244,22 +244,7 @@ impl ShmFrameSink {
     /// `shape`, creates the segment.
     fn open_segment(&self) -> Result<(), gst::ErrorMessage> {
         let settings = self.settings.lock().unwrap().clone();
-        let Some(shm_name) = settings.shm_name.clone() else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("No shm-name set: shmframesink needs the name of the segment to create in \
-                     /dev/shm (letters, digits, '.', '_' and '-', not starting with '.'), e.g. \
-                     shmframesink shm-name=cam0")
-            ));
-        };
-        transport::validate_name(&shm_name)
-            .map_err(|err| gst::error_msg!(gst::ResourceError::OpenWrite, ("{err}")))?;
-        let shape = settings.shape.checked().map_err(|refused| {
-            gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("The shape property was refused: {refused}")
-            )
-        })?;
+        let (shm_name, shape) = settings.checked()?;
         check_name_is_free(&shm_name)?;
 
         let config = settings.writer_config(&shm_name);

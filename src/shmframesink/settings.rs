@@ -9,7 +9,8 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::imp::CAT;
-use crate::shape::ShapeSetting;
+use crate::properties::{self, same_variants};
+use crate::shape::{Shape, ShapeSetting};
 use crate::transport::{self, WriterConfig};
 
 /// The transport's defaults, which every property but `spare-slots` starts from.
@@ -39,23 +40,7 @@ pub enum ShmFrameLayout {
     Ring = 1,
 }
 
-impl From<ShmFrameLayout> for transport::Layout {
-    fn from(layout: ShmFrameLayout) -> transport::Layout {
-        match layout {
-            ShmFrameLayout::Double => transport::Layout::Double,
-            ShmFrameLayout::Ring => transport::Layout::Ring,
-        }
-    }
-}
-
-impl From<transport::Layout> for ShmFrameLayout {
-    fn from(layout: transport::Layout) -> ShmFrameLayout {
-        match layout {
-            transport::Layout::Double => ShmFrameLayout::Double,
-            transport::Layout::Ring => ShmFrameLayout::Ring,
-        }
-    }
-}
+same_variants!(ShmFrameLayout, transport::Layout, [Double, Ring]);
 
 /// What happens when the slowest reader is `depth` frames behind (the `backpressure`
 /// property; `ring` only).
@@ -82,25 +67,11 @@ pub enum ShmFrameBackpressure {
     DropNewest = 2,
 }
 
-impl From<ShmFrameBackpressure> for transport::Backpressure {
-    fn from(policy: ShmFrameBackpressure) -> transport::Backpressure {
-        match policy {
-            ShmFrameBackpressure::Block => transport::Backpressure::Block,
-            ShmFrameBackpressure::DropOldest => transport::Backpressure::DropOldest,
-            ShmFrameBackpressure::DropNewest => transport::Backpressure::DropNewest,
-        }
-    }
-}
-
-impl From<transport::Backpressure> for ShmFrameBackpressure {
-    fn from(policy: transport::Backpressure) -> ShmFrameBackpressure {
-        match policy {
-            transport::Backpressure::Block => ShmFrameBackpressure::Block,
-            transport::Backpressure::DropOldest => ShmFrameBackpressure::DropOldest,
-            transport::Backpressure::DropNewest => ShmFrameBackpressure::DropNewest,
-        }
-    }
-}
+same_variants!(
+    ShmFrameBackpressure,
+    transport::Backpressure,
+    [Block, DropOldest, DropNewest]
+);
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -155,37 +126,24 @@ impl Settings {
         }
     }
 
+    /// The segment name and expected shape to start with, or the error that refuses them.
+    pub(super) fn checked(&self) -> Result<(String, Option<Shape>), gst::ErrorMessage> {
+        properties::checked(
+            self.shm_name.as_deref(),
+            &self.shape,
+            "shmframesink needs the name of the segment to create in /dev/shm (letters, \
+             digits, '.', '_' and '-', not starting with '.'), e.g. shmframesink shm-name=cam0",
+        )
+    }
+
     /// Sets the property `name`; `element` names the sink in the log.
     pub(super) fn set(&mut self, element: &super::ShmFrameSink, name: &str, value: &glib::Value) {
         match name {
-            "shm-name" => {
-                let name = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
-                    gst::error!(CAT, obj = element, "{err}; starting will fail");
-                }
-                self.shm_name = name;
-            }
+            "shm-name" => self.shm_name = properties::shm_name_from(value, *CAT, element),
             "layout" => self.layout = value.get().expect("type checked upstream"),
             "depth" => self.depth = value.get().expect("type checked upstream"),
             "backpressure" => self.backpressure = value.get().expect("type checked upstream"),
-            "shape" => {
-                let text = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream");
-                let kept = self.shape.shape();
-                if let Err(err) = self.shape.set(text.as_deref()) {
-                    let kept = kept.map_or_else(|| "no shape".to_string(), |s| s.to_string());
-                    gst::error!(
-                        CAT,
-                        obj = element,
-                        "{err}; keeping {kept}, and starting will fail until a valid shape \
-                         (or none) is set"
-                    );
-                }
-            }
+            "shape" => properties::set_shape(&mut self.shape, value, *CAT, element),
             "perms" => self.perms = value.get().expect("type checked upstream"),
             "reader-timeout" => {
                 self.reader_timeout_ms = value.get().expect("type checked upstream")
@@ -223,11 +181,9 @@ impl Settings {
 pub(super) fn properties() -> Vec<glib::ParamSpec> {
     let defaults = Settings::default();
     vec![
-        glib::ParamSpecString::builder("shm-name")
-            .nick("Shared-memory name")
-            .blurb("Name of the segment to create in /dev/shm, which readers use too (required)")
-            .mutable_ready()
-            .build(),
+        properties::shm_name_spec(
+            "Name of the segment to create in /dev/shm, which readers use too (required)",
+        ),
         glib::ParamSpecEnum::builder_with_default("layout", defaults.layout)
             .nick("Layout")
             .blurb("How frames are kept in the segment")
@@ -249,14 +205,11 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .doc_show_default()
             .mutable_ready()
             .build(),
-        glib::ParamSpecString::builder("shape")
-            .nick("Shape")
-            .blurb(
-                "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT: accept only this geometry and create the \
-                 segment at start, before caps arrive (empty: any size)",
-            )
-            .mutable_ready()
-            .build(),
+        properties::shape_spec(
+            "Shape",
+            "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT: accept only this geometry and create the \
+             segment at start, before caps arrive (empty: any size)",
+        ),
         glib::ParamSpecUInt::builder("perms")
             .nick("Permissions")
             .blurb(
@@ -309,14 +262,10 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .doc_show_default()
             .mutable_ready()
             .build(),
-        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-            .nick("Statistics")
-            .blurb(
-                "shmframesink-stats since start (after stop, the last run's): frames-written, \
-                 frames-in-place, frames-dropped, readers, full-events, readers-evicted, caps, \
-                 slot-size",
-            )
-            .read_only()
-            .build(),
+        properties::stats_spec(
+            "shmframesink-stats since start (after stop, the last run's): frames-written, \
+             frames-in-place, frames-dropped, readers, full-events, readers-evicted, caps, \
+             slot-size",
+        ),
     ]
 }

@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::imp::CAT;
+use crate::properties::{self, same_variants};
 use crate::shape::{Shape, ShapeSetting};
 use crate::transport;
 
@@ -31,14 +32,7 @@ pub enum StartPosition {
     Oldest = 1,
 }
 
-impl From<StartPosition> for transport::StartPosition {
-    fn from(start: StartPosition) -> transport::StartPosition {
-        match start {
-            StartPosition::Newest => transport::StartPosition::Newest,
-            StartPosition::Oldest => transport::StartPosition::Oldest,
-        }
-    }
-}
+same_variants!(StartPosition, transport::StartPosition, [Newest, Oldest]);
 
 /// How output buffers are timestamped (the `timestamp-mode` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
@@ -106,28 +100,13 @@ impl Default for Settings {
         }
     }
 }
+
 impl Settings {
     /// Sets the property `name`; `element` names the src in the log.
     pub(super) fn set(&mut self, element: &super::ShmFrameSrc, name: &str, value: &glib::Value) {
         match name {
-            "shm-name" => {
-                let name = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream")
-                    .filter(|s| !s.is_empty());
-                if let Some(Err(err)) = name.as_deref().map(transport::validate_name) {
-                    gst::warning!(CAT, obj = element, "{err}; starting will fail");
-                }
-                self.shm_name = name;
-            }
-            "shape" => {
-                let text = value
-                    .get::<Option<String>>()
-                    .expect("type checked upstream");
-                if let Err(err) = self.shape.set(text.as_deref()) {
-                    gst::warning!(CAT, obj = element, "{err}; starting will fail");
-                }
-            }
+            "shm-name" => self.shm_name = properties::shm_name_from(value, *CAT, element),
+            "shape" => properties::set_shape(&mut self.shape, value, *CAT, element),
             "start" => self.start = value.get().expect("type checked upstream"),
             "timeout" => self.timeout_ms = value.get().expect("type checked upstream"),
             "copy-mode" => self.copy_mode = value.get().expect("type checked upstream"),
@@ -153,20 +132,11 @@ impl Settings {
 
     /// The segment name and expected shape of valid settings, or the error that refuses them.
     pub(super) fn checked(&self) -> Result<(String, Option<Shape>), gst::ErrorMessage> {
-        let Some(shm_name) = self.shm_name.clone() else {
-            return Err(gst::error_msg!(
-                gst::ResourceError::Settings,
-                ("No shm-name set: set it to the name the writer uses, e.g. \
-                     shmframesrc shm-name=cam0")
-            ));
-        };
-        transport::validate_name(&shm_name)
-            .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;
-        let shape = self
-            .shape
-            .checked()
-            .map_err(|refused| gst::error_msg!(gst::ResourceError::Settings, ("{refused}")))?;
-        Ok((shm_name, shape))
+        properties::checked(
+            self.shm_name.as_deref(),
+            &self.shape,
+            "set it to the name the writer uses, e.g. shmframesrc shm-name=cam0",
+        )
     }
 
     /// The user whose segment alone the reader accepts (None: any).
@@ -178,16 +148,13 @@ impl Settings {
 /// The src's property specs (the README's element reference has the details).
 pub(super) fn properties() -> Vec<glib::ParamSpec> {
     vec![
-        glib::ParamSpecString::builder("shm-name")
-            .nick("Shared-memory name")
-            .blurb("Name of the segment in /dev/shm to read, as given to the writer (required)")
-            .mutable_ready()
-            .build(),
-        glib::ParamSpecString::builder("shape")
-            .nick("Expected shape")
-            .blurb("WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT the writer's stream must have (empty: any)")
-            .mutable_ready()
-            .build(),
+        properties::shm_name_spec(
+            "Name of the segment in /dev/shm to read, as given to the writer (required)",
+        ),
+        properties::shape_spec(
+            "Expected shape",
+            "WIDTHxHEIGHT or WIDTHxHEIGHT:FORMAT the writer's stream must have (empty: any)",
+        ),
         glib::ParamSpecEnum::builder_with_default("start", DEFAULT_START)
             .nick("Start position")
             .blurb("Where a new reader begins in the writer's depot")
@@ -230,13 +197,9 @@ pub(super) fn properties() -> Vec<glib::ParamSpec> {
             .doc_show_default()
             .mutable_ready()
             .build(),
-        glib::ParamSpecBoxed::builder::<gst::Structure>("stats")
-            .nick("Statistics")
-            .blurb(
-                "shmframesrc-stats: frames-read, frames-missed, latency-mean, latency-max, \
-                 writer-pid, writer-uid, writer-restarts, evictions, frames-overwritten",
-            )
-            .read_only()
-            .build(),
+        properties::stats_spec(
+            "shmframesrc-stats: frames-read, frames-missed, latency-mean, latency-max, \
+             writer-pid, writer-uid, writer-restarts, evictions, frames-overwritten",
+        ),
     ]
 }

@@ -236,17 +236,20 @@ const _: () = {
     assert!(HEADER_REGION.is_multiple_of(PAGE));
 };
 
+/// Both messages of the handshake have one shape, [`MESSAGE_LEN`] bytes: a 4-byte magic +0,
+/// three `u32` words +4, +8, +12 and two `u64` words +16, +24, native-endian.
+const MESSAGE_LEN: usize = 32;
 /// The reader's hello, the first message on its connection ([`HELLO_LEN`] bytes):
 /// magic `SFRH` +0, `u32 version` +4, `u32 pid` +8 (informational: the writer uses the
 /// socket's peer credentials), `u32 start` +12 (0 newest, 1 oldest), `u64 session` +16,
 /// `u64 writer_session` +24 (of the segment the reader validated).
 pub const HELLO_MAGIC: [u8; 4] = *b"SFRH";
-pub const HELLO_LEN: usize = 32;
+pub const HELLO_LEN: usize = MESSAGE_LEN;
 /// The writer's reply ([`REPLY_LEN`] bytes, with the control page's descriptor when `status`
 /// is [`reply_status::OK`]): magic `SFRR` +0, `u32 status` +4, `u32 index` +8 (the reader's
 /// table entry), `u32 page_len` +12, `u64 cursor` +16 (the first frame to read), `u64 0` +24.
 pub const REPLY_MAGIC: [u8; 4] = *b"SFRR";
-pub const REPLY_LEN: usize = 32;
+pub const REPLY_LEN: usize = MESSAGE_LEN;
 
 pub mod reply_status {
     pub const OK: u32 = 0;
@@ -260,6 +263,29 @@ pub const MSG_PROGRESS: u8 = 1;
 /// One byte a reader sends before it closes its connection: a clean detach.
 pub const MSG_BYE: u8 = 2;
 
+/// A handshake message (see [`MESSAGE_LEN`]).
+fn encode_message(magic: [u8; 4], words: [u32; 3], longs: [u64; 2]) -> [u8; MESSAGE_LEN] {
+    let mut b = [0u8; MESSAGE_LEN];
+    b[0..4].copy_from_slice(&magic);
+    for (at, word) in (4..).step_by(4).zip(words) {
+        b[at..at + 4].copy_from_slice(&word.to_ne_bytes());
+    }
+    for (at, long) in (16..).step_by(8).zip(longs) {
+        b[at..at + 8].copy_from_slice(&long.to_ne_bytes());
+    }
+    b
+}
+
+/// The words of `b` if it is exactly a handshake message with `magic`.
+fn decode_message(b: &[u8], magic: [u8; 4]) -> Option<([u32; 3], [u64; 2])> {
+    if b.len() != MESSAGE_LEN || b[0..4] != magic {
+        return None;
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
+    Some(([u32_at(4), u32_at(8), u32_at(12)], [u64_at(16), u64_at(24)]))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hello {
     pub pid: u32,
@@ -270,27 +296,21 @@ pub struct Hello {
 
 impl Hello {
     pub fn encode(&self) -> [u8; HELLO_LEN] {
-        let mut b = [0u8; HELLO_LEN];
-        b[0..4].copy_from_slice(&HELLO_MAGIC);
-        b[4..8].copy_from_slice(&LAYOUT_VERSION.to_ne_bytes());
-        b[8..12].copy_from_slice(&self.pid.to_ne_bytes());
-        b[12..16].copy_from_slice(&(self.oldest as u32).to_ne_bytes());
-        b[16..24].copy_from_slice(&self.session.to_ne_bytes());
-        b[24..32].copy_from_slice(&self.writer_session.to_ne_bytes());
-        b
+        encode_message(
+            HELLO_MAGIC,
+            [LAYOUT_VERSION, self.pid, self.oldest as u32],
+            [self.session, self.writer_session],
+        )
     }
 
     /// `None` unless `b` is exactly a well-formed hello of this version.
     pub fn decode(b: &[u8]) -> Option<Hello> {
-        if b.len() != HELLO_LEN || b[0..4] != HELLO_MAGIC || u32_at(b, 4) != LAYOUT_VERSION {
-            return None;
-        }
-        let start = u32_at(b, 12);
-        (start <= 1).then(|| Hello {
-            pid: u32_at(b, 8),
+        let ([version, pid, start], [session, writer_session]) = decode_message(b, HELLO_MAGIC)?;
+        (version == LAYOUT_VERSION && start <= 1).then_some(Hello {
+            pid,
             oldest: start == 1,
-            session: u64_at(b, 16),
-            writer_session: u64_at(b, 24),
+            session,
+            writer_session,
         })
     }
 }
@@ -305,31 +325,22 @@ pub struct Reply {
 
 impl Reply {
     pub fn encode(&self) -> [u8; REPLY_LEN] {
-        let mut b = [0u8; REPLY_LEN];
-        b[0..4].copy_from_slice(&REPLY_MAGIC);
-        b[4..8].copy_from_slice(&self.status.to_ne_bytes());
-        b[8..12].copy_from_slice(&self.index.to_ne_bytes());
-        b[12..16].copy_from_slice(&self.page_len.to_ne_bytes());
-        b[16..24].copy_from_slice(&self.cursor.to_ne_bytes());
-        b
+        encode_message(
+            REPLY_MAGIC,
+            [self.status, self.index, self.page_len],
+            [self.cursor, 0],
+        )
     }
 
     pub fn decode(b: &[u8]) -> Option<Reply> {
-        (b.len() == REPLY_LEN && b[0..4] == REPLY_MAGIC).then(|| Reply {
-            status: u32_at(b, 4),
-            index: u32_at(b, 8),
-            page_len: u32_at(b, 12),
-            cursor: u64_at(b, 16),
+        let ([status, index, page_len], [cursor, _]) = decode_message(b, REPLY_MAGIC)?;
+        Some(Reply {
+            status,
+            index,
+            page_len,
+            cursor,
         })
     }
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(b[at..at + 4].try_into().unwrap())
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_ne_bytes(b[at..at + 8].try_into().unwrap())
 }
 
 /// The stream's socket, named after the writer's session so that its path is short whatever
@@ -546,43 +557,21 @@ impl Geometry {
         // inputs with checked arithmetic.
         let bp = Backpressure::from_code(backpressure);
         let expected = Geometry::compute(layout, depth, slot_count - depth, bp, slot_capacity)?;
-        for (field, off, want) in [
-            (
-                "readers_offset",
-                offset_of!(Header, readers_offset),
-                expected.readers_offset,
-            ),
-            (
-                "readers_len",
-                offset_of!(Header, readers_len),
-                expected.readers_len,
-            ),
-            (
-                "index_offset",
-                offset_of!(Header, index_offset),
-                expected.index_offset,
-            ),
-            (
-                "desc_offset",
-                offset_of!(Header, desc_offset),
-                expected.desc_offset,
-            ),
-            (
-                "data_offset",
-                offset_of!(Header, data_offset),
-                expected.data_offset,
-            ),
-            (
-                "slot_stride",
-                offset_of!(Header, slot_stride),
-                expected.slot_stride,
-            ),
-            (
-                "total_len",
-                offset_of!(Header, total_len),
-                expected.total_len,
-            ),
-        ] {
+        // Each stored offset beside the one computed, under its field's name.
+        macro_rules! stored_and_expected {
+            ($($field:ident),+) => {
+                [$((stringify!($field), offset_of!(Header, $field), expected.$field)),+]
+            };
+        }
+        for (field, off, want) in stored_and_expected!(
+            readers_offset,
+            readers_len,
+            index_offset,
+            desc_offset,
+            data_offset,
+            slot_stride,
+            total_len
+        ) {
             let found = f64_(off);
             if found != want {
                 return Err(corrupt(field, want.to_string(), found));
@@ -774,6 +763,46 @@ mod tests {
         ] {
             assert_eq!(actual, documented);
         }
+    }
+
+    /// docs/LAYOUT.md documents the handshake for non-Rust readers: keep both in step.
+    #[test]
+    fn handshake_messages_round_trip_at_the_documented_offsets() {
+        let hello = Hello {
+            pid: 7,
+            oldest: true,
+            session: 0x1122_3344_5566_7788,
+            writer_session: 9,
+        };
+        let b = hello.encode();
+        assert_eq!(&b[0..4], b"SFRH");
+        assert_eq!(b[4..8], LAYOUT_VERSION.to_ne_bytes());
+        assert_eq!(b[8..12], 7u32.to_ne_bytes());
+        assert_eq!(b[12..16], 1u32.to_ne_bytes());
+        assert_eq!(b[16..24], hello.session.to_ne_bytes());
+        assert_eq!(b[24..32], 9u64.to_ne_bytes());
+        assert_eq!(Hello::decode(&b), Some(hello));
+        assert_eq!(Hello::decode(&b[..31]), None, "too short");
+        let mut other_version = b;
+        other_version[4] ^= 1;
+        assert_eq!(Hello::decode(&other_version), None);
+        assert_eq!(Reply::decode(&b), None, "a hello is no reply");
+
+        let reply = Reply {
+            status: reply_status::TABLE_FULL,
+            index: 3,
+            page_len: 4096,
+            cursor: 42,
+        };
+        let b = reply.encode();
+        assert_eq!(&b[0..4], b"SFRR");
+        assert_eq!(b[4..8], reply_status::TABLE_FULL.to_ne_bytes());
+        assert_eq!(b[8..12], 3u32.to_ne_bytes());
+        assert_eq!(b[12..16], 4096u32.to_ne_bytes());
+        assert_eq!(b[16..24], 42u64.to_ne_bytes());
+        assert_eq!(b[24..32], [0; 8]);
+        assert_eq!(Reply::decode(&b), Some(reply));
+        assert_eq!(Hello::decode(&b), None, "a reply is no hello");
     }
 
     #[test]

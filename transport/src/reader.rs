@@ -87,7 +87,7 @@ impl Reader {
         // Checked before attaching too, so a corrupt segment costs the writer nothing.
         checked_head(&map)?;
         let session = sys::random_u64();
-        let (socket, control, reply) = attach(&map, name, opts, session)?;
+        let (socket, control, reply) = attach(&map, name, opts, session, &interrupt)?;
         let head = checked_head(&map)?;
         let cursor = reply.cursor.min(head);
         let lease = ReaderLease::new(map.clone(), control, socket);
@@ -420,12 +420,14 @@ impl Reader {
 }
 
 /// Connects to the writer of `map` and says hello: the writer answers with this reader's
-/// table entry, its first frame and its control page. Every wait is bounded.
+/// table entry, its first frame and its control page. Every wait is bounded, and ends early
+/// with `Error::Interrupted` when `interrupt` is set.
 fn attach(
     map: &Mapping,
     name: &str,
     opts: &ReaderOptions,
     session: u64,
+    interrupt: &Interrupt,
 ) -> Result<(OwnedFd, ControlMap, Reply), Error> {
     let dir = map.path.parent().unwrap_or(std::path::Path::new("/"));
     let path = socket_path(dir, map.header().writer_session);
@@ -460,7 +462,9 @@ fn attach(
                     if Instant::now() >= deadline {
                         return Err(Error::io(format!("connect to {shown}"), e));
                     }
-                    std::thread::sleep(Duration::from_millis(2));
+                    if !interrupt.sleep(Duration::from_millis(2)) {
+                        return Err(Error::Interrupted);
+                    }
                 }
                 Err(e) => return Err(Error::io(format!("connect to {shown}"), e)),
             }
@@ -494,12 +498,22 @@ fn attach(
         }
         let mut buf = [0u8; REPLY_LEN + 1];
         let left = deadline.saturating_duration_since(Instant::now());
-        let (n, passed) = sock::recv_with_fd(socket.as_fd(), &mut buf, left).map_err(|e| {
-            Error::io(
-                format!("wait for the writer's answer on {shown} (it hangs or is overloaded)"),
-                e,
-            )
-        })?;
+        // Got before the flag is checked (see `Interrupt::wake_fd`): an interrupt from now on
+        // makes the descriptor readable and ends the wait.
+        let wake = interrupt.wake_fd();
+        if interrupt.is_set() {
+            return Err(Error::Interrupted);
+        }
+        let (n, passed) =
+            sock::recv_with_fd(socket.as_fd(), &mut buf, left, wake).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    return Error::Interrupted;
+                }
+                Error::io(
+                    format!("wait for the writer's answer on {shown} (it hangs or is overloaded)"),
+                    e,
+                )
+            })?;
         let Some(reply) = Reply::decode(&buf[..n]) else {
             if n == 0 && (!map.writer_alive() || map.stream_state() == StreamState::Closed) {
                 return Err(gone());

@@ -232,13 +232,30 @@ pub(crate) fn recv(fd: BorrowedFd, buf: &mut [u8]) -> Received {
     }
 }
 
-/// Receives one message and the descriptor passed with it, if any, waiting up to `timeout`.
+/// Receives one message and the descriptor passed with it, if any, waiting up to `timeout`
+/// unless `interrupt` (a descriptor readable once the wait is to end) becomes readable first:
+/// then the error is of kind `Interrupted`.
 pub(crate) fn recv_with_fd(
     fd: BorrowedFd,
     buf: &mut [u8],
     timeout: Duration,
+    interrupt: Option<BorrowedFd>,
 ) -> io::Result<(usize, Option<OwnedFd>)> {
-    if !poll_one(fd, timeout) {
+    let watched = |fd: Option<BorrowedFd>| libc::pollfd {
+        fd: fd.map_or(-1, |fd| fd.as_raw_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // poll(2) skips a negative descriptor: without an interrupt only the socket is watched.
+    let mut fds = [watched(Some(fd)), watched(interrupt)];
+    poll(&mut fds, timeout);
+    if fds[1].revents != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            "interrupted while waiting for an answer",
+        ));
+    }
+    if fds[0].revents == 0 {
         return Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("no answer within {} ms", timeout.as_millis()),
@@ -289,16 +306,6 @@ pub(crate) fn recv_with_fd(
         }
     }
     Ok((n as usize, passed))
-}
-
-/// Whether `fd` becomes readable (or hung up) within `timeout`.
-pub(crate) fn poll_one(fd: BorrowedFd, timeout: Duration) -> bool {
-    let mut pfd = [libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    poll(&mut pfd, timeout) > 0
 }
 
 /// poll(2) over `fds` for at most `timeout`; the number of descriptors with events.

@@ -164,6 +164,9 @@ pub struct Writer {
     interrupt: Interrupt,
     /// What `acquire` decided for the frame its lease is for, taken by the `publish` of it.
     room: Option<Room>,
+    /// The head at which a wait for a full ring was interrupted: the frame made again after
+    /// `Interrupted` (an unlock, the Python binding's slices) is the same full-ring event.
+    full_wait_interrupted_at: Option<u64>,
     /// The descriptors a wait polls, kept so that waiting allocates nothing.
     poll_fds: Vec<libc::pollfd>,
     /// Readers still to wait for before the first frame (0 once the wait is over).
@@ -256,6 +259,7 @@ impl Writer {
             interrupt,
             room: None,
             poll_fds: Vec::new(),
+            full_wait_interrupted_at: None,
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
@@ -424,7 +428,8 @@ impl Writer {
         let n = self.head();
         let full = self.full_on_arrival(n);
         let policy = self.backpressure();
-        if full {
+        let resumed = self.full_wait_interrupted_at.take() == Some(n);
+        if full && !resumed {
             self.count_full();
         }
         if full && policy == Backpressure::DropNewest {
@@ -433,10 +438,14 @@ impl Writer {
         }
         if full && policy == Backpressure::Block {
             let started = Instant::now();
-            let taken = self.wait_until(|w| {
+            let waited = self.wait_until(|w| {
                 let n = w.head();
                 if w.ring_full_for(n) { None } else { take(w, n) }
-            })?;
+            });
+            if matches!(waited, Err(Error::Interrupted)) {
+                self.full_wait_interrupted_at = Some(n);
+            }
+            let taken = waited?;
             let room = Room {
                 frame: self.head(),
                 full,
