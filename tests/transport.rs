@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ShmName, check_frame, fill_frame};
+use common::{ShmName, check_frame, fill_frame, oldest};
 use gstshmframe::transport::*;
 use std::time::{Duration, Instant};
 
@@ -27,13 +27,6 @@ fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
         |slot| fill_frame(n, slot),
     )
     .unwrap()
-}
-
-fn oldest() -> ReaderOptions {
-    ReaderOptions {
-        start: StartPosition::Oldest,
-        ..Default::default()
-    }
 }
 
 /// Reads one frame (waiting up to 1 s) and checks its content against its number.

@@ -226,6 +226,14 @@ pub fn role() -> Option<(String, Vec<String>)> {
     Some((role, args))
 }
 
+/// Reader options that start at the oldest frame the segment holds instead of the newest.
+pub fn oldest() -> gstshmframe::transport::ReaderOptions {
+    gstshmframe::transport::ReaderOptions {
+        start: gstshmframe::transport::StartPosition::Oldest,
+        ..Default::default()
+    }
+}
+
 /// Frame content: every 8-byte word holds `frame_number * 0x1_0000_0001 + word_index`, so any
 /// byte from another frame, or a half-written frame, fails `check_frame`.
 pub fn fill_frame(frame: u64, buf: &mut [u8]) {
