@@ -7,6 +7,7 @@ mod common;
 use common::{
     ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with, num,
     readers_first_frames, role, role_args, spawn_role, summary, wait_for,
+    wait_until_waiting_for_segment,
 };
 use gst::prelude::*;
 use gstshmframe::transport::Observer;
@@ -229,7 +230,10 @@ fn writer(name: &str, frames: u64, props: &str, extra: &[&str]) -> ChildGuard {
 fn a_reader_started_first_gets_every_frame_without_a_capsfilter() {
     let name = ShmName::new("el-reader-first");
     let mut r = reader(&name, "start=oldest", &[]);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until_waiting_for_segment(&r, CHILD_LIMIT),
+        "the reader waits for the writer"
+    );
     let mut w = writer(
         &name,
         120,
@@ -462,7 +466,13 @@ fn three_readers_started_first_get_every_frame_of_an_unpaced_writer_waiting_for_
     // Default `start` (newest): a reader that waited for the writer still starts at its first
     // frame.
     let mut readers: Vec<ChildGuard> = (0..3).map(|_| reader(&name, "", &[])).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    for r in &readers {
+        assert!(
+            wait_until_waiting_for_segment(r, CHILD_LIMIT),
+            "{} waits for the writer",
+            r.label
+        );
+    }
     // Unpaced (sync=false), with no wait of its own for the readers.
     let mut w = writer(
         &name,
@@ -531,7 +541,10 @@ fn mp4_recorder_started_first(test: &str, extra: &str) {
         ),
         &registry.0,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_until_waiting_for_segment(&recorder, CHILD_LIMIT),
+        "the recorder waits for the writer"
+    );
     // A recorder setting up its encoder on a loaded machine may not read for more than the
     // default second; it must not be evicted for it (that is what reader-timeout is for).
     let mut w = gst_launch(

@@ -337,6 +337,27 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// Waits, for at most `limit`, until `child` watches a directory for a name to appear (an
+/// inotify watch, seen in /proc): what a `shmframesrc` started before its writer does while it
+/// waits for the segment. False if it does not come to that (or the child ended).
+pub fn wait_until_waiting_for_segment(child: &ChildGuard, limit: Duration) -> bool {
+    let pid = child.child.id();
+    let watches = || -> Option<bool> {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+            let inotify = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:inotify");
+            let fdinfo = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            if inotify
+                && std::fs::read_to_string(fdinfo).is_ok_and(|info| info.contains("inotify wd:"))
+            {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    wait_for(limit, || watches() == Some(true))
+}
+
 /// Like `spawn_role`, but runs `exe` (the child binary or a copy of it) as user `uid`, group
 /// `gid` with supplementary groups `groups` (the test must run as root), with `env` added.
 pub fn spawn_role_as(
