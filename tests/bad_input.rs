@@ -4,11 +4,13 @@
 
 mod common;
 
-use common::{ChildGuard, ShmName, check_frame, fill_frame, init, role, spawn_role, wait_for};
+use common::{
+    ChildGuard, ShmName, check_frame, fill_frame, init, oldest, role, spawn_role, wait_for,
+};
 use gst::prelude::*;
 use gstshmframe::transport::{
     Backpressure, Error, FrameMeta, LAYOUT_VERSION, Layout, MAX_NAME_LEN, Observer, ReadResult,
-    Reader, ReaderOptions, StartPosition, Subscriber, Writer, WriterConfig, inspect,
+    Reader, ReaderOptions, Subscriber, Writer, WriterConfig, inspect,
 };
 use std::time::Duration;
 
@@ -28,13 +30,6 @@ pub fn child_entry() {
             .write_with(&FrameMeta::default(), 4096, |slot| fill_frame(n, slot))
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn oldest() -> ReaderOptions {
-    ReaderOptions {
-        start: StartPosition::Oldest,
-        ..Default::default()
     }
 }
 

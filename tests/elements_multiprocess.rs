@@ -7,8 +7,10 @@ mod common;
 use common::{
     ChildGuard, ShmName, built_plugin, check_frame, fill_frame, gst_launch, init, launch_with, num,
     readers_first_frames, role, role_args, spawn_role, summary, wait_for,
+    wait_until_waiting_for_segment,
 };
 use gst::prelude::*;
+use gstshmframe::transport::Observer;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -228,7 +230,10 @@ fn writer(name: &str, frames: u64, props: &str, extra: &[&str]) -> ChildGuard {
 fn a_reader_started_first_gets_every_frame_without_a_capsfilter() {
     let name = ShmName::new("el-reader-first");
     let mut r = reader(&name, "start=oldest", &[]);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until_waiting_for_segment(&r, CHILD_LIMIT),
+        "the reader waits for the writer"
+    );
     let mut w = writer(
         &name,
         120,
@@ -381,11 +386,20 @@ fn a_killed_writer_is_followed_to_its_successor() {
         "backpressure=block",
         &["size=32x32", "readers=1", "pace_ms=5"],
     );
-    assert!(wait_for(Duration::from_secs(20), || name.path().exists()));
-    std::thread::sleep(Duration::from_millis(500));
+    // Killed once the reader reads its frames: under block, 20 frames published to the one
+    // attached reader means it got most of them.
+    assert!(wait_for(CHILD_LIMIT, || name.path().exists()));
+    let first_segment = Observer::open(&name).expect("the first writer's segment");
+    assert!(
+        wait_for(CHILD_LIMIT, || first_segment.reader_count() == 1
+            && first_segment.info().head >= 20),
+        "the reader did not read from the first writer: {:?}",
+        first_segment.info()
+    );
     first.signal(libc::SIGKILL);
     let _ = first.wait_timeout(Duration::from_secs(5));
-    std::thread::sleep(Duration::from_millis(300));
+    // Started at once: however late the reader notices the loss, the successor waits for it
+    // (readers=1) after its first frame.
     let mut second = writer(
         &name,
         50,
@@ -431,10 +445,11 @@ fn gst_launch_with_the_built_plugin_moves_frames_between_processes() {
         "shmframesrc shm-name={} start=oldest ! fakesink silent=false -v",
         name.as_str()
     ));
-    std::thread::sleep(Duration::from_millis(500));
+    // The writer waits for the reader, however long its gst-launch-1.0 takes to start (a
+    // fresh registry is built first), and then gives it its frames.
     let mut w = launch(&format!(
         "-q videotestsrc num-buffers=30 ! video/x-raw,width=64,height=48,format=RGBA ! \
-         shmframesink shm-name={} shape=64x48:RGBA backpressure=block",
+         shmframesink shm-name={} shape=64x48:RGBA backpressure=block wait-for-readers=1",
         name.as_str()
     ));
     w.wait_ok(CHILD_LIMIT);
@@ -451,7 +466,13 @@ fn three_readers_started_first_get_every_frame_of_an_unpaced_writer_waiting_for_
     // Default `start` (newest): a reader that waited for the writer still starts at its first
     // frame.
     let mut readers: Vec<ChildGuard> = (0..3).map(|_| reader(&name, "", &[])).collect();
-    std::thread::sleep(Duration::from_millis(500));
+    for r in &readers {
+        assert!(
+            wait_until_waiting_for_segment(r, CHILD_LIMIT),
+            "{} waits for the writer",
+            r.label
+        );
+    }
     // Unpaced (sync=false), with no wait of its own for the readers.
     let mut w = writer(
         &name,
@@ -520,7 +541,10 @@ fn mp4_recorder_started_first(test: &str, extra: &str) {
         ),
         &registry.0,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        wait_until_waiting_for_segment(&recorder, CHILD_LIMIT),
+        "the recorder waits for the writer"
+    );
     // A recorder setting up its encoder on a loaded machine may not read for more than the
     // default second; it must not be evicted for it (that is what reader-timeout is for).
     let mut w = gst_launch(

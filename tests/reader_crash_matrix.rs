@@ -388,22 +388,53 @@ fn reader_faults_case(layout: &str, props: &str) {
     );
 }
 
+/// The layouts and policies every case runs in: a name and the `shmframesink` properties.
+const LAYOUTS: [(&str, &str); 4] = [
+    ("double", "layout=double"),
+    ("block", "layout=ring depth=4 backpressure=block"),
+    (
+        "drop-oldest",
+        "layout=ring depth=4 backpressure=drop-oldest",
+    ),
+    (
+        "drop-newest",
+        "layout=ring depth=4 backpressure=drop-newest",
+    ),
+];
+
+/// The `shmframesink` properties of the layout named `layout` in [`LAYOUTS`].
+fn layout_props(layout: &str) -> &'static str {
+    LAYOUTS
+        .iter()
+        .find(|(name, _)| *name == layout)
+        .map(|(_, props)| *props)
+        .unwrap_or_else(|| panic!("no layout {layout}"))
+}
+
+/// Killed and stopped readers harm no other process, in each layout and policy (one test each,
+/// so that they run side by side).
+fn reader_faults(layout: &str) {
+    reader_faults_case(layout, layout_props(layout));
+}
+
 #[test]
-fn killed_and_stopped_readers_harm_no_other_process_in_any_layout_or_policy() {
-    for (layout, props) in [
-        ("double", "layout=double"),
-        ("block", "layout=ring depth=4 backpressure=block"),
-        (
-            "drop-oldest",
-            "layout=ring depth=4 backpressure=drop-oldest",
-        ),
-        (
-            "drop-newest",
-            "layout=ring depth=4 backpressure=drop-newest",
-        ),
-    ] {
-        reader_faults_case(layout, props);
-    }
+fn killed_and_stopped_readers_harm_no_other_process_double() {
+    reader_faults("double");
+}
+
+#[test]
+fn killed_and_stopped_readers_harm_no_other_process_block() {
+    reader_faults("block");
+}
+
+#[test]
+fn killed_and_stopped_readers_harm_no_other_process_drop_oldest() {
+    reader_faults("drop-oldest");
+}
+
+#[test]
+fn killed_and_stopped_readers_harm_no_other_process_drop_newest() {
+    reader_faults("drop-newest");
 }
 
 /// Regression test for the drop-newest case of the matrix: a reader that stops reading made a
@@ -692,28 +723,53 @@ fn reader_churn_case(path: &str, layout: &str, props: &str) {
 /// Dead readers never lock new ones out: on the copy path and on the pool path (upstream
 /// drawing into the sink's slots, where before the fix nothing freed a dead reader's entry, so
 /// that from the 65th killed reader on every new one was refused), in every layout and policy,
-/// with the writer busy and idle.
-#[test]
-fn readers_killed_in_a_row_are_freed_on_every_path_layout_and_policy() {
+/// with the writer busy and idle. One test per path and layout, so that they run side by side.
+fn readers_killed_in_a_row_are_freed(path: &str, layout: &str) {
     // A quarter of the killed readers are Python ones.
-    if !common::python_ready("readers_killed_in_a_row_are_freed_on_every_path_layout_and_policy") {
+    let test = format!("readers_killed_in_a_row_are_freed_{path}_{layout}");
+    if !common::python_ready(&test) {
         return;
     }
     init();
-    for path in ["pool", "copy"] {
-        for (layout, props) in [
-            ("double", "layout=double"),
-            ("block", "layout=ring depth=4 backpressure=block"),
-            (
-                "drop-oldest",
-                "layout=ring depth=4 backpressure=drop-oldest",
-            ),
-            (
-                "drop-newest",
-                "layout=ring depth=4 backpressure=drop-newest",
-            ),
-        ] {
-            reader_churn_case(path, layout, props);
-        }
-    }
+    reader_churn_case(path, layout, layout_props(layout));
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_pool_double() {
+    readers_killed_in_a_row_are_freed("pool", "double");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_pool_block() {
+    readers_killed_in_a_row_are_freed("pool", "block");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_pool_drop_oldest() {
+    readers_killed_in_a_row_are_freed("pool", "drop-oldest");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_pool_drop_newest() {
+    readers_killed_in_a_row_are_freed("pool", "drop-newest");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_copy_double() {
+    readers_killed_in_a_row_are_freed("copy", "double");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_copy_block() {
+    readers_killed_in_a_row_are_freed("copy", "block");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_copy_drop_oldest() {
+    readers_killed_in_a_row_are_freed("copy", "drop-oldest");
+}
+
+#[test]
+fn readers_killed_in_a_row_are_freed_copy_drop_newest() {
+    readers_killed_in_a_row_are_freed("copy", "drop-newest");
 }

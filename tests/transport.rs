@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ShmName, check_frame, fill_frame};
+use common::{ShmName, check_frame, fill_frame, oldest};
 use gstshmframe::transport::*;
 use std::time::{Duration, Instant};
 
@@ -31,13 +31,6 @@ fn try_write_frame(w: &mut Writer, n: u64) -> Result<WriteOutcome, Error> {
 
 fn write_frame(w: &mut Writer, n: u64) -> WriteOutcome {
     try_write_frame(w, n).unwrap()
-}
-
-fn oldest() -> ReaderOptions {
-    ReaderOptions {
-        start: StartPosition::Oldest,
-        ..Default::default()
-    }
 }
 
 /// Reads one frame (waiting up to 1 s) and checks its content against its number.

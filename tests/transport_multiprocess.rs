@@ -4,7 +4,7 @@
 mod common;
 
 use common::{
-    ChildGuard, ShmName, SmallTmpfs, check_frame, fill_frame, num, role, spawn_role,
+    ChildGuard, ShmName, SmallTmpfs, check_frame, fill_frame, num, oldest, role, spawn_role,
     spawn_role_env, summary, wait_for,
 };
 use gstshmframe::transport::*;
@@ -1076,13 +1076,6 @@ fn two_writers_racing_for_room_for_one_leave_exactly_one_running() {
         assert_eq!(*error, format!("ERROR {expected}"), "round {round}");
         assert!(available < needed, "round {round}: {error}");
         assert_eq!(tmpfs.entries(), Vec::<String>::new(), "round {round}");
-    }
-}
-
-fn oldest() -> ReaderOptions {
-    ReaderOptions {
-        start: StartPosition::Oldest,
-        ..Default::default()
     }
 }
 

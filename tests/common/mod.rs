@@ -226,6 +226,14 @@ pub fn role() -> Option<(String, Vec<String>)> {
     Some((role, args))
 }
 
+/// Reader options that start at the oldest frame the segment holds instead of the newest.
+pub fn oldest() -> gstshmframe::transport::ReaderOptions {
+    gstshmframe::transport::ReaderOptions {
+        start: gstshmframe::transport::StartPosition::Oldest,
+        ..Default::default()
+    }
+}
+
 /// Frame content: every 8-byte word holds `frame_number * 0x1_0000_0001 + word_index`, so any
 /// byte from another frame, or a half-written frame, fails `check_frame`.
 pub fn fill_frame(frame: u64, buf: &mut [u8]) {
@@ -327,6 +335,27 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(5));
     }
     cond()
+}
+
+/// Waits, for at most `limit`, until `child` watches a directory for a name to appear (an
+/// inotify watch, seen in /proc): what a `shmframesrc` started before its writer does while it
+/// waits for the segment. False if it does not come to that (or the child ended).
+pub fn wait_until_waiting_for_segment(child: &ChildGuard, limit: Duration) -> bool {
+    let pid = child.child.id();
+    let watches = || -> Option<bool> {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.flatten() {
+            let inotify = std::fs::read_link(fd.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:inotify");
+            let fdinfo = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            if inotify
+                && std::fs::read_to_string(fdinfo).is_ok_and(|info| info.contains("inotify wd:"))
+            {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    wait_for(limit, || watches() == Some(true))
 }
 
 /// Like `spawn_role`, but runs `exe` (the child binary or a copy of it) as user `uid`, group
