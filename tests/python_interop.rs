@@ -1720,7 +1720,13 @@ fn pip_installs_the_package_into_a_fresh_environment() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-    let venv = RemovedOnDrop(target_dir.join(format!("pip-test-{}", std::process::id())));
+    // One path for every run: maturin hands the environment's interpreter to PyO3's build
+    // script, which runs again (and PyO3 compiles again) whenever that path changes. The lock
+    // keeps concurrent runs of this test out of each other's environment.
+    let lock = std::fs::File::create(target_dir.join("pip-test.lock")).unwrap();
+    lock.lock().unwrap();
+    let venv = RemovedOnDrop(target_dir.join("pip-test"));
+    let _ = std::fs::remove_dir_all(&venv.0);
     let run = |label: &str, cmd: &mut Command, limit: Duration| -> String {
         let child = cmd
             .stdin(Stdio::null())
@@ -1745,7 +1751,7 @@ fn pip_installs_the_package_into_a_fresh_environment() {
     run(
         "pip install ./python",
         Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--no-cache-dir", "./python"])
+            .args(["-m", "pip", "install", "-q", "./python"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("CARGO_TARGET_DIR", target_dir.join("pip-build")),
         Duration::from_secs(900),
