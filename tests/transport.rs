@@ -1155,11 +1155,11 @@ fn frames_of_a_ring_larger_than_the_cache_are_streamed_in_intact() {
     c.backpressure = Backpressure::Block;
     let mut w = Writer::create(&c).unwrap();
     // 48 MiB of slots: larger than the last-level cache of the machines we run on, so the
-    // streaming copy is the one under test there (and the plain copy elsewhere).
-    assert_eq!(
-        w.slots_are_cold(size as u64),
-        6 * size as u64 > last_level_cache_bytes()
-    );
+    // streaming copy is the one under test there (elsewhere the plain copy, unless the writer
+    // idles).
+    if 6 * size as u64 > last_level_cache_bytes() {
+        assert!(w.slots_are_cold(size as u64));
+    }
     let mut r = Reader::open(&name, &oldest()).unwrap();
     let mut frame = vec![0u8; size + 3];
     let mut read = Vec::new();

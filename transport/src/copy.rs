@@ -11,9 +11,10 @@
 use crate::sys;
 
 /// A writer that published nothing for this long has left its slots to other work: the next
-/// slot is taken as cold whatever the ring's size. Streaming stores won from 100 µs of idling
-/// on (the paced copies measured for README Performance); 1 ms keeps back-to-back streams of
-/// small frames, whose ring stays in cache, on the plain copy.
+/// slot is taken as cold whatever the ring's size. Copying 75 KB to 1.2 MB frames into six
+/// slots with pauses of 0.1, 1 and 5 ms between copies, streaming stores were 1.0-1.5x as fast
+/// as the plain copy; 1 ms keeps back-to-back streams of small frames, whose ring stays in
+/// cache, on the plain copy.
 pub(crate) const IDLE_COLD_AFTER_NS: u64 = 1_000_000;
 
 /// Whether the slot a frame of `frame_size` bytes goes to is out of cache: the ring of
@@ -22,45 +23,17 @@ pub(crate) const IDLE_COLD_AFTER_NS: u64 = 1_000_000;
 pub(crate) fn slots_are_cold(frame_size: u64, slot_count: usize, idle_ns: u64) -> bool {
     let ring_outgrows_cache =
         frame_size.saturating_mul(slot_count as u64) > sys::last_level_cache_bytes();
-    match copy_rule() {
-        CopyRule::Llc => ring_outgrows_cache,
-        CopyRule::Idle => ring_outgrows_cache || idle_ns >= IDLE_COLD_AFTER_NS,
-        CopyRule::Always => true,
-    }
-}
-
-// TEMPORARY measurement switch, removed before the last commit.
-#[derive(Clone, Copy)]
-enum CopyRule {
-    Llc,
-    Idle,
-    Always,
-}
-fn copy_rule() -> CopyRule {
-    static RULE: std::sync::OnceLock<CopyRule> = std::sync::OnceLock::new();
-    *RULE.get_or_init(|| match std::env::var("SHMFRAME_COPY_RULE").as_deref() {
-        Ok("llc") => CopyRule::Llc,
-        Ok("always") => CopyRule::Always,
-        _ => CopyRule::Idle,
-    })
+    ring_outgrows_cache || idle_ns >= IDLE_COLD_AFTER_NS
 }
 
 /// Copies a frame into a slot: with non-temporal stores when the slot is `cold` (see
-/// [`crate::Writer::slots_are_cold`]), with plain stores otherwise.
+/// [`crate::Writer::slots_are_cold`]), with a plain copy otherwise.
 pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     if cold {
         copy_streaming(slot, frame);
-    } else if copy_warm_memcpy() {
-        slot.copy_from_slice(frame);
     } else {
-        copy_cached(slot, frame);
+        slot.copy_from_slice(frame);
     }
-}
-
-// TEMPORARY measurement switch, removed before the last commit.
-fn copy_warm_memcpy() -> bool {
-    static MEMCPY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *MEMCPY.get_or_init(|| std::env::var("SHMFRAME_COPY_WARM").as_deref() == Ok("memcpy"))
 }
 
 /// Copies `src` into `dst` (same length) with non-temporal stores where the CPU has them:
@@ -72,42 +45,20 @@ pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: SSE2 is part of the x86_64 baseline, and the lengths are equal.
-        unsafe { copy_lines_sse2::<true>(dst, src) };
+        unsafe { copy_streaming_sse2(dst, src) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     dst.copy_from_slice(src);
 }
 
-/// Copies `src` into `dst` (same length) with plain 16-byte stores, a line at a time: the
-/// frame stays in cache for a reader that reads it soon. Where glibc's memcpy moves frames with
-/// `rep movsb` it took 1.4-2.8x as long (README, Performance).
-pub(crate) fn copy_cached(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_cached needs equal lengths");
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: SSE2 is part of the x86_64 baseline, and the lengths are equal.
-        unsafe { copy_lines_sse2::<false>(dst, src) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    dst.copy_from_slice(src);
-}
-
-/// The copy of [`copy_streaming`] (`STREAM`) and [`copy_cached`]. `dst` and `src` have the
-/// same length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
-unsafe fn copy_lines_sse2<const STREAM: bool>(dst: &mut [u8], src: &[u8]) {
-    use std::arch::x86_64::{
-        __m128i, _mm_loadu_si128, _mm_sfence, _mm_storeu_si128, _mm_stream_si128,
-    };
+unsafe fn copy_streaming_sse2(dst: &mut [u8], src: &[u8]) {
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
     const LINE: usize = 64;
     let len = dst.len();
     // Streaming stores need 16-byte aligned destinations: copy up to the first one plainly.
-    let head = if STREAM {
-        dst.as_ptr().align_offset(16).min(len)
-    } else {
-        0
-    };
+    let head = dst.as_ptr().align_offset(16).min(len);
     dst[..head].copy_from_slice(&src[..head]);
     let body = (len - head) / LINE * LINE;
     let (to, from) = (dst[head..].as_mut_ptr(), src[head..].as_ptr());
@@ -115,23 +66,17 @@ unsafe fn copy_lines_sse2<const STREAM: bool>(dst: &mut [u8], src: &[u8]) {
         for part in (0..LINE).step_by(16) {
             let offset = line + part;
             // SAFETY: offset + 16 <= body <= len - head, so both 16-byte accesses stay inside
-            // the slices; for streaming stores `to + offset` is 16-byte aligned (head aligned
-            // it, offsets are multiples of 16); loads and plain stores may be unaligned.
+            // the slices; `to + offset` is 16-byte aligned (head aligned it, offsets are
+            // multiples of 16); loads may be unaligned.
             unsafe {
                 let value = _mm_loadu_si128(from.add(offset) as *const __m128i);
-                if STREAM {
-                    _mm_stream_si128(to.add(offset) as *mut __m128i, value);
-                } else {
-                    _mm_storeu_si128(to.add(offset) as *mut __m128i, value);
-                }
+                _mm_stream_si128(to.add(offset) as *mut __m128i, value);
             }
         }
     }
     dst[head + body..].copy_from_slice(&src[head + body..]);
-    if STREAM {
-        // Non-temporal stores are weakly ordered: fence them before the frame is published.
-        _mm_sfence();
-    }
+    // Non-temporal stores are weakly ordered: fence them before the frame is published.
+    _mm_sfence();
 }
 
 #[cfg(test)]
@@ -139,18 +84,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_copies_are_exact_at_every_alignment_and_length() {
+    fn streaming_copy_is_exact_at_every_alignment_and_length() {
         let src: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
         let mut dst = vec![0u8; 5100];
-        for copy in [copy_streaming, copy_cached] {
-            for offset in [0, 1, 7, 15, 16, 33] {
-                for len in [0, 1, 15, 16, 63, 64, 65, 1000, 4097] {
-                    dst.fill(0xAA);
-                    copy(&mut dst[offset..offset + len], &src[..len]);
-                    assert_eq!(&dst[offset..offset + len], &src[..len], "{offset}+{len}");
-                    assert!(dst[..offset].iter().all(|&b| b == 0xAA));
-                    assert!(dst[offset + len..].iter().all(|&b| b == 0xAA));
-                }
+        for offset in [0, 1, 7, 15, 16, 33] {
+            for len in [0, 1, 15, 16, 63, 64, 65, 1000, 4097] {
+                dst.fill(0xAA);
+                copy_streaming(&mut dst[offset..offset + len], &src[..len]);
+                assert_eq!(&dst[offset..offset + len], &src[..len], "{offset}+{len}");
+                assert!(dst[..offset].iter().all(|&b| b == 0xAA));
+                assert!(dst[offset + len..].iter().all(|&b| b == 0xAA));
             }
         }
     }
