@@ -317,6 +317,8 @@ impl Writer {
     /// than the last-level cache, or the writer published nothing for a while): then
     /// [`copy_frame`] with `cold` streams the frame in (see `copy`).
     pub fn slots_are_cold(&self, size: u64) -> bool {
+        // The heartbeat is stamped when the segment is made and by every publish, nowhere
+        // else: it is when the writer last published a frame.
         let last_frame_ns = self.map.header().heartbeat_ns.load(Ordering::Relaxed);
         let idle_ns = sys::monotonic_ns().saturating_sub(last_frame_ns);
         copy::slots_are_cold(size, self.slots.count(), idle_ns)
