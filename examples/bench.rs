@@ -535,12 +535,20 @@ fn run_matrix(quick: bool, rounds: usize, outputs: Outputs, only: &[String]) {
                 format!("p50 {}", ratio_of(&p50(&theirs), &p50(&ours))),
             ]);
             if upstream == Upstream::Camera {
-                let copies: Vec<_> = repeated(rounds, || {
-                    paced_memcpy_us(case.frame_size(), case.frames as usize)
-                });
+                let (plain, streamed): (Vec<_>, Vec<_>) = repeated::<_, Vec<_>>(rounds, || {
+                    paced_copies_us(case.frame_size(), case.frames as usize)
+                })
+                .into_iter()
+                .unzip();
                 emit(ours_only(
                     format!("  paced memcpy {w}x{h} RGBA @30 fps, the copy alone (µs)"),
-                    show_percentiles(&copies),
+                    show_percentiles(&plain),
+                ));
+                emit(ours_only(
+                    format!(
+                        "  paced streaming-store copy {w}x{h} RGBA @30 fps, the sink's copy (µs)"
+                    ),
+                    show_percentiles(&streamed),
                 ));
             }
         }
@@ -1088,25 +1096,29 @@ fn percentiles_us(mut all: Vec<u64>) -> (f64, f64, f64) {
 
 /// The copy a camera-like writer makes, timed at the latency rows' pace: 30 times a second a
 /// freshly drawn frame (every cache line just written, as a camera or decoder leaves it) is
-/// copied into the next of 6 slots. Both contenders make this copy inside their latency; on
-/// an idle machine it is several times slower than in the back-to-back loop of
-/// [`memcpy_fps`] (caches and clocks cool down between frames). p50 / p99 / max in µs.
-fn paced_memcpy_us(size: u64, frames: usize) -> (f64, f64, f64) {
+/// copied into the next of 6 slots, every other frame with a plain memcpy (shmsink's copy),
+/// the others with the streaming stores shmframesink uses for slots out of cache. Both
+/// contenders make this copy inside their latency; on an idle machine the plain one is
+/// several times slower than in the back-to-back loop of [`memcpy_fps`] (caches and clocks
+/// cool down between frames). p50 / p99 / max in µs of the plain and of the streaming copies.
+fn paced_copies_us(size: u64, frames: usize) -> ((f64, f64, f64), (f64, f64, f64)) {
     let mut src = vec![1u8; size as usize];
     let mut slots: Vec<Vec<u8>> = (0..6).map(|_| vec![2u8; size as usize]).collect();
-    let mut took = Vec::with_capacity(frames);
+    let mut took = [Vec::with_capacity(frames), Vec::with_capacity(frames)];
     for n in 0..frames {
         for line in src.chunks_mut(64) {
             line[0] = n as u8;
         }
         let dst = &mut slots[n % 6];
+        let streamed = n % 2 == 1;
         let started = Instant::now();
-        dst.copy_from_slice(&src);
-        took.push(started.elapsed().as_nanos() as u64);
+        gstshmframe::transport::copy_frame(dst, &src, streamed);
+        took[streamed as usize].push(started.elapsed().as_nanos() as u64);
         std::hint::black_box(dst);
         std::thread::sleep(Duration::from_micros(33_333));
     }
-    percentiles_us(took)
+    let [plain, streamed] = took;
+    (percentiles_us(plain), percentiles_us(streamed))
 }
 
 /// A single-threaded memcpy of one frame, repeated: the physical limit of a one-copy path.

@@ -17,6 +17,7 @@
 
 mod caps;
 mod cleanup;
+mod copy;
 mod error;
 mod frame;
 mod layout;
@@ -34,6 +35,7 @@ mod wait;
 mod writer;
 
 pub use cleanup::{NO_SIGTERM_HANDLER_ENV, disable_sigterm_handler};
+pub use copy::copy_frame;
 pub use error::Error;
 pub use frame::{FrameInfo, SlotView};
 pub use layout::{
@@ -49,4 +51,4 @@ pub use subscriber::{Subscriber, SubscriberEvent};
 pub use sys::{last_level_cache_bytes, monotonic_ns};
 pub use types::{Backpressure, DEFAULT_READER_TIMEOUT, Layout, StartPosition, StreamState};
 pub use wait::Interrupt;
-pub use writer::{FrameMeta, SlotLease, WriteOutcome, Writer, WriterConfig, copy_frame};
+pub use writer::{FrameMeta, SlotLease, WriteOutcome, Writer, WriterConfig};

@@ -330,50 +330,6 @@ pub fn last_level_cache_bytes() -> u64 {
     })
 }
 
-/// Copies `src` into `dst` (same length) with non-temporal stores where the CPU has them:
-/// the destination's cache lines are written without being read first, and without pushing
-/// other data out of the cache. Worth it when the destination is not in cache anyway (a ring
-/// of large frames larger than the cache); slower when it is. The stores are complete and
-/// ordered before whatever this thread stores next (a release that publishes the frame).
-pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_streaming needs equal lengths");
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: SSE2 is part of the x86_64 baseline, and the lengths are equal.
-        unsafe { copy_streaming_sse2(dst, src) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    dst.copy_from_slice(src);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "sse2")]
-unsafe fn copy_streaming_sse2(dst: &mut [u8], src: &[u8]) {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
-    const LINE: usize = 64;
-    let len = dst.len();
-    // Streaming stores need 16-byte aligned destinations: copy up to the first one plainly.
-    let head = dst.as_ptr().align_offset(16).min(len);
-    dst[..head].copy_from_slice(&src[..head]);
-    let body = (len - head) / LINE * LINE;
-    let (to, from) = (dst[head..].as_mut_ptr(), src[head..].as_ptr());
-    for line in (0..body).step_by(LINE) {
-        for part in (0..LINE).step_by(16) {
-            let offset = line + part;
-            // SAFETY: offset + 16 <= body <= len - head, so both 16-byte accesses stay inside
-            // the slices; `to + offset` is 16-byte aligned (head aligned it, offsets are
-            // multiples of 16); loads may be unaligned.
-            unsafe {
-                let value = _mm_loadu_si128(from.add(offset) as *const __m128i);
-                _mm_stream_si128(to.add(offset) as *mut __m128i, value);
-            }
-        }
-    }
-    dst[head + body..].copy_from_slice(&src[head + body..]);
-    // Non-temporal stores are weakly ordered: fence them before the frame is published.
-    _mm_sfence();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,21 +364,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         writer.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn streaming_copy_is_exact_at_every_alignment_and_length() {
-        let src: Vec<u8> = (0..5000u32).map(|i| (i * 7 + 3) as u8).collect();
-        let mut dst = vec![0u8; 5100];
-        for offset in [0, 1, 7, 15, 16, 33] {
-            for len in [0, 1, 15, 16, 63, 64, 65, 1000, 4097] {
-                dst.fill(0xAA);
-                copy_streaming(&mut dst[offset..offset + len], &src[..len]);
-                assert_eq!(&dst[offset..offset + len], &src[..len], "{offset}+{len}");
-                assert!(dst[..offset].iter().all(|&b| b == 0xAA));
-                assert!(dst[offset + len..].iter().all(|&b| b == 0xAA));
-            }
-        }
     }
 
     #[test]
