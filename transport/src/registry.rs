@@ -121,11 +121,14 @@ impl ControlMap {
     }
 }
 
-/// Who waits in [`Registry::wait_for_change`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Waiter {
-    Writer,
-    Lender,
+/// What a waiting writer thread sleeps on (see [`Registry::arm`]): the registry's bell and
+/// every attached reader's `progress_seq`, as they were before the thread last checked its
+/// condition. Holds the readers' pages so they stay mapped while it sleeps on them; kept by
+/// the thread between waits so that waiting allocates nothing.
+#[derive(Default)]
+pub(crate) struct WaitSet {
+    words: Vec<sys::WaitWord>,
+    pages: Vec<Arc<ControlMap>>,
 }
 
 fn pollin(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -143,7 +146,8 @@ struct Attached {
     session: u64,
     attached_ns: u64,
     socket: OwnedFd,
-    page: ControlMap,
+    /// Shared with the [`WaitSet`]s of writer threads sleeping on its `progress_seq`.
+    page: Arc<ControlMap>,
     evicted: bool,
     evictions: u64,
     /// The reader said goodbye before its connection closed.
@@ -188,11 +192,10 @@ pub(crate) struct Registry {
     listener: OwnedFd,
     pub(crate) socket_path: PathBuf,
     table: Mutex<Table>,
-    /// Made readable when something a waiting writer thread waits for may have changed (a
-    /// reader attached or left, a slot was given back, an interrupt): one for the writer's own
-    /// thread, one for lenders (see [`Self::wait_for_change`]).
-    writer_bell: OwnedFd,
-    lender_bell: OwnedFd,
+    /// Bumped and woken when something a waiting writer thread waits for may have changed
+    /// other than a reader's progress (a reader attached or left, a slot was given back, an
+    /// interrupt): see [`Self::arm`].
+    bell: AtomicU32,
     /// Ends the admission thread.
     stop: AtomicBool,
     stop_fd: OwnedFd,
@@ -230,8 +233,7 @@ impl Registry {
                 events: Vec::new(),
                 mirrored: Instant::now(),
             }),
-            writer_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
-            lender_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
+            bell: AtomicU32::new(0),
             stop: AtomicBool::new(false),
             stop_fd: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
         }))
@@ -243,66 +245,43 @@ impl Registry {
 
     /// Wakes every writer thread waiting for room or readers.
     pub(crate) fn kick_space(&self) {
-        sys::eventfd_signal(&self.writer_bell);
-        sys::eventfd_signal(&self.lender_bell);
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake_all(&self.bell);
     }
 
-    /// Waits up to `timeout` for something a writer thread may be waiting for: a message or a
-    /// hang-up on a reader's connection, which wakes it directly (a reader's progress byte
-    /// reaches it without a detour through another thread), or a kick. Returns on any of
-    /// them; the caller re-checks, consuming the readers' messages (`service`) before it
-    /// waits again. `who` picks the bell: the writer's own thread and lenders each drain
-    /// theirs after the wait, so a kick between a waiter's check and its wait is seen. (Two
-    /// lenders waiting at once may take each other's kick: the other then wakes on its next
-    /// reader message, or after its slice.)
-    pub(crate) fn wait_for_change(
-        &self,
-        fds: &mut Vec<libc::pollfd>,
-        timeout: Duration,
-        who: Waiter,
-    ) {
-        let bell = match who {
-            Waiter::Writer => &self.writer_bell,
-            Waiter::Lender => &self.lender_bell,
-        };
-        fds.clear();
-        fds.push(pollin(bell.as_raw_fd()));
-        fds.extend(
-            self.lock()
-                .readers
-                .iter()
-                .flatten()
-                .map(|r| pollin(r.socket.as_raw_fd())),
-        );
-        if sock::poll(fds, timeout) == 0 {
-            return;
-        }
-        if fds[0].revents != 0 {
-            sys::eventfd_drain(bell);
-        }
-        // Take one message from each connection that has some, so the next wait sleeps until
-        // something new comes (a flood is taken a message per wake). A descriptor is matched
-        // against the table under its lock: one closed and reused meanwhile is not a reader's.
-        let mut closed = false;
-        {
-            let mut table = self.lock();
-            for r in table.readers.iter_mut().flatten() {
-                let fd = r.socket.as_raw_fd();
-                if !fds[1..].iter().any(|p| p.fd == fd && p.revents != 0) {
-                    continue;
-                }
-                let mut buf = [0u8; 16];
-                match sock::recv(r.socket.as_fd(), &mut buf) {
-                    Received::Message(n) => r.said_bye |= n >= 1 && buf[0] == MSG_BYE,
-                    Received::Closed => closed = true,
-                    Received::Nothing => {}
-                }
+    /// Takes what a writer thread about to wait will sleep on: the bell and every attached
+    /// reader's `progress_seq`, the reader with the smallest cursor first (the one a full
+    /// ring waits for, and the only one a kernel without `futex_waitv` sleeps on). Call it
+    /// before checking the condition waited for, with `writer_waiting` raised: a reader that
+    /// changes the condition after the check bumps its word (it sees `writer_waiting`; SeqCst
+    /// on both sides), so [`Self::sleep`] returns. A reader's connection hanging up reaches the
+    /// sleeper through the admission thread, which frees the reader and rings the bell.
+    pub(crate) fn arm(&self, set: &mut WaitSet) {
+        set.words.clear();
+        set.pages.clear();
+        let head = self.map.header().head.load(Ordering::Relaxed);
+        let mut slowest = None;
+        for r in self.lock().readers.iter().flatten() {
+            let cursor = r.cursor(head);
+            if r.counts() && slowest.is_none_or(|(_, c)| cursor < c) {
+                slowest = Some((set.pages.len(), cursor));
             }
+            let page = r.page.page();
+            let word = sys::WaitWord::now(&page.progress_seq);
+            page.progress_armed.store(word.value(), Ordering::SeqCst);
+            set.words.push(word);
+            set.pages.push(r.page.clone());
         }
-        if closed {
-            // A reader left: free its entry and pins now.
-            self.service();
+        if let Some((i, _)) = slowest {
+            set.words.swap(0, i);
         }
+        set.words.push(sys::WaitWord::now(&self.bell));
+    }
+
+    /// Sleeps up to `timeout` unless a word of `set` changed since [`Self::arm`] took it, or
+    /// changes meanwhile (see there). The caller re-checks its condition in every case.
+    pub(crate) fn sleep(&self, set: &WaitSet, timeout: Duration) {
+        sys::futex_wait_any(&set.words, timeout);
     }
 
     /// Runs the admission thread: it answers connecting readers and notices leaving ones at
@@ -341,8 +320,8 @@ impl Registry {
         {
             let table = self.lock();
             fds.extend(table.pending.iter().map(|p| pollin(p.socket.as_raw_fd())));
-            // Readers for their hang-up only (always reported): their progress bytes are for
-            // the writer threads that wait, which poll the connections themselves.
+            // Readers for their hang-up only (always reported): they send nothing else but
+            // their goodbye, read when the connection closes.
             fds.extend(table.readers.iter().flatten().map(|r| libc::pollfd {
                 fd: r.socket.as_raw_fd(),
                 events: 0,
@@ -482,7 +461,7 @@ impl Registry {
         let page = match sock::sealed_memfd(CONTROL_PAGE_LEN)
             .and_then(|file| ControlMap::map(file, self.map.geo.pin_words))
         {
-            Ok(page) => page,
+            Ok(page) => Arc::new(page),
             Err(_) => {
                 refuse(reply_status::REFUSED);
                 return false;
@@ -659,10 +638,13 @@ impl Registry {
 
     /// Wakes the readers that sleep waiting for a frame. The writer stored `head` (SeqCst)
     /// before; a reader stores `sleeping` (SeqCst) before re-checking `head`: either it sees
-    /// the new frame, or we see it sleeping and wake it.
+    /// the new frame, or we see it sleeping and wake it. Clearing `sleeping` as we wake it
+    /// spares the frames published before it runs a wake each: it sets it again before it
+    /// sleeps again.
     pub(crate) fn wake_sleepers(&self) {
         for r in self.lock().readers.iter().flatten() {
-            if r.page.page().sleeping.load(Ordering::SeqCst) != 0 {
+            let sleeping = &r.page.page().sleeping;
+            if sleeping.load(Ordering::SeqCst) != 0 && sleeping.swap(0, Ordering::SeqCst) != 0 {
                 r.page.wake();
             }
         }
@@ -826,12 +808,20 @@ impl ReaderLease {
         self.control.page()
     }
 
-    /// Tells a writer that waits for room that this reader moved on (one byte; a full queue
-    /// means the writer has such bytes to read already).
+    /// Tells the writer's waiting threads, if any, that this reader moved on: they sleep on
+    /// its `progress_seq` (see [`Registry::arm`]).
     pub(crate) fn nudge_writer(&self) {
-        // SeqCst pairs with the writer's increment of writer_waiting before it re-checks.
-        if self.map.header().writer_waiting.load(Ordering::SeqCst) != 0 {
-            let _ = sock::send(self.socket.as_fd(), &[MSG_PROGRESS]);
+        // SeqCst pairs with the writer's increment of writer_waiting before it takes the word
+        // and re-checks: either it sees what changed, or we see it waiting and wake it.
+        // A wake since the waiting thread last took the word ends its sleep already: one per
+        // sleep, however many frames this reader reads before the thread runs.
+        let page = self.page();
+        if self.map.header().writer_waiting.load(Ordering::SeqCst) != 0
+            && page.progress_armed.load(Ordering::SeqCst)
+                == page.progress_seq.load(Ordering::SeqCst)
+        {
+            page.progress_seq.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(&page.progress_seq);
         }
     }
 

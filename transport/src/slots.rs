@@ -2,7 +2,7 @@
 //! frame still lent, or nobody; which frame each holds; which slot may be taken for the next
 //! frame given readers' cursors and pins. Shared by the [`crate::Writer`] and its [`Lender`]s.
 
-use crate::registry::{MAX_PIN_WORDS, Registry, Waiter};
+use crate::registry::{MAX_PIN_WORDS, Registry, WaitSet};
 use crate::segment::WriterMapping;
 use crate::types::{Backpressure, Layout};
 use crate::wait::BLOCKED_WAIT_SLICE;
@@ -224,10 +224,12 @@ impl Lender {
         let waiting = &self.slots.map.header().writer_waiting;
         let registry = &self.slots.registry;
         let deadline = Instant::now() + timeout;
-        let mut fds = Vec::new();
-        // Counted as a waiting writer: readers then send a byte when they move on.
+        let mut set = WaitSet::default();
+        // Counted as a waiting writer: readers then wake it when they move on.
         waiting.fetch_add(1, Ordering::SeqCst);
         let lent = loop {
+            // Before the check: what changes after it ends the sleep below.
+            registry.arm(&mut set);
             if let Some(slot) = self.lend() {
                 break Some(slot);
             }
@@ -235,17 +237,7 @@ impl Lender {
             if cancelled() || now >= deadline {
                 break None;
             }
-            // Takes the readers' bytes (and notices who left), so the wait below sleeps until
-            // something new happens.
-            registry.service();
-            if let Some(slot) = self.lend() {
-                break Some(slot);
-            }
-            registry.wait_for_change(
-                &mut fds,
-                (deadline - now).min(BLOCKED_WAIT_SLICE),
-                Waiter::Lender,
-            );
+            registry.sleep(&set, (deadline - now).min(BLOCKED_WAIT_SLICE));
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
         lent
