@@ -179,10 +179,36 @@ struct Pending {
 
 struct Table {
     readers: Vec<Option<Attached>>,
+    /// Bit `i` set while `readers[i]` is taken: the looks made for every frame (cursors, pins,
+    /// sleepers) visit the attached readers only, not all 64 entries.
+    taken: u64,
     pending: Vec<Pending>,
     events: Vec<ReaderEvent>,
     /// When the reader table in the segment file was last refreshed.
     mirrored: Instant,
+}
+
+impl Table {
+    /// The attached readers (evicted and detaching ones included).
+    fn attached(&self) -> impl Iterator<Item = &Attached> {
+        let mut bits = self.taken;
+        std::iter::from_fn(move || {
+            let index = bits.trailing_zeros() as usize;
+            bits &= bits.checked_sub(1)?;
+            Some(index)
+        })
+        .filter_map(|index| self.readers[index].as_ref())
+    }
+
+    fn insert(&mut self, index: usize, reader: Attached) {
+        self.readers[index] = Some(reader);
+        self.taken |= 1 << index;
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Attached> {
+        self.taken &= !(1 << index);
+        self.readers[index].take()
+    }
 }
 
 /// The writer's reader table and the stream's socket, shared by the writer, its lenders and
@@ -229,6 +255,7 @@ impl Registry {
             socket_path,
             table: Mutex::new(Table {
                 readers: (0..max).map(|_| None).collect(),
+                taken: 0,
                 pending: Vec::new(),
                 events: Vec::new(),
                 mirrored: Instant::now(),
@@ -261,7 +288,7 @@ impl Registry {
         set.pages.clear();
         let head = self.map.header().head.load(Ordering::Relaxed);
         let mut slowest = None;
-        for r in self.lock().readers.iter().flatten() {
+        for r in self.lock().attached() {
             let cursor = r.cursor(head);
             if r.counts() && slowest.is_none_or(|(_, c)| cursor < c) {
                 slowest = Some((set.pages.len(), cursor));
@@ -322,7 +349,7 @@ impl Registry {
             fds.extend(table.pending.iter().map(|p| pollin(p.socket.as_raw_fd())));
             // Readers for their hang-up only (always reported): they send nothing else but
             // their goodbye, read when the connection closes.
-            fds.extend(table.readers.iter().flatten().map(|r| libc::pollfd {
+            fds.extend(table.attached().map(|r| libc::pollfd {
                 fd: r.socket.as_raw_fd(),
                 events: 0,
                 revents: 0,
@@ -365,7 +392,7 @@ impl Registry {
                 }
             }
             if gone {
-                let reader = table.readers[index].take().expect("checked above");
+                let reader = table.remove(index).expect("checked above");
                 table.events.push(ReaderEvent::Detached {
                     pid: reader.pid,
                     index: index as u32,
@@ -513,7 +540,7 @@ impl Registry {
             self.clear_mirror(index as u32);
             return false;
         }
-        table.readers[index] = Some(reader);
+        table.insert(index, reader);
         table.events.push(ReaderEvent::Attached {
             pid,
             index: index as u32,
@@ -585,9 +612,7 @@ impl Registry {
     /// Readers attached and not closed (evicted ones included: they still read).
     pub(crate) fn attached(&self) -> usize {
         self.lock()
-            .readers
-            .iter()
-            .flatten()
+            .attached()
             .filter(|r| r.page.page().detaching.load(Ordering::SeqCst) == 0)
             .count()
     }
@@ -596,9 +621,7 @@ impl Registry {
     /// `floor`. SeqCst pairs with the reader's cursor store and its load of `writer_waiting`.
     pub(crate) fn slowest_cursor(&self, head: u64, floor: u64) -> Option<u64> {
         self.lock()
-            .readers
-            .iter()
-            .flatten()
+            .attached()
             .filter(|r| r.counts())
             .map(|r| r.cursor(head).max(floor))
             .min()
@@ -614,7 +637,7 @@ impl Registry {
     pub(crate) fn pinned_mask(&self) -> [u64; MAX_PIN_WORDS] {
         let mut mask = [0u64; MAX_PIN_WORDS];
         let table = self.lock();
-        for r in table.readers.iter().flatten().filter(|r| !r.evicted) {
+        for r in table.attached().filter(|r| !r.evicted) {
             for (w, bits) in mask
                 .iter_mut()
                 .enumerate()
@@ -636,13 +659,23 @@ impl Registry {
         mask
     }
 
+    /// Whether a reader whose pins count (not evicted) pins `slot`: [`Self::pinned_mask`] for
+    /// one slot (SeqCst loads, for the same pairing).
+    pub(crate) fn slot_pinned(&self, slot: u32) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        self.lock()
+            .attached()
+            .filter(|r| !r.evicted)
+            .any(|r| r.page.pin_word(word).load(Ordering::SeqCst) & bit != 0)
+    }
+
     /// Wakes the readers that sleep waiting for a frame. The writer stored `head` (SeqCst)
     /// before; a reader stores `sleeping` (SeqCst) before re-checking `head`: either it sees
     /// the new frame, or we see it sleeping and wake it. Clearing `sleeping` as we wake it
     /// spares the frames published before it runs a wake each: it sets it again before it
     /// sleeps again.
     pub(crate) fn wake_sleepers(&self) {
-        for r in self.lock().readers.iter().flatten() {
+        for r in self.lock().attached() {
             let sleeping = &r.page.page().sleeping;
             if sleeping.load(Ordering::SeqCst) != 0 && sleeping.swap(0, Ordering::SeqCst) != 0 {
                 r.page.wake();
@@ -652,7 +685,7 @@ impl Registry {
 
     /// Wakes every reader (the stream's state changed).
     pub(crate) fn wake_all(&self) {
-        for r in self.lock().readers.iter().flatten() {
+        for r in self.lock().attached() {
             r.page.wake();
         }
     }
@@ -745,7 +778,7 @@ impl Registry {
         let mut table = self.lock();
         table.pending.clear();
         for index in 0..table.readers.len() {
-            if table.readers[index].take().is_some() {
+            if table.remove(index).is_some() {
                 self.clear_mirror(index as u32);
             }
         }

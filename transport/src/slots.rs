@@ -91,7 +91,7 @@ impl Slots {
     }
 
     pub(crate) fn pinned(&self, slot: u32) -> bool {
-        is_pinned(&self.registry.pinned_mask(), slot)
+        self.registry.slot_pinned(slot)
     }
 
     /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
@@ -104,22 +104,32 @@ impl Slots {
             Backpressure::Block => self.slowest_cursor(),
             _ => None,
         };
-        let candidate = |slot: usize| {
-            self.held(slot) == holder::FREE
-                && match self.frame(slot) {
-                    None => true,
-                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
-                }
-        };
         let oldest_first = |s: &usize| self.frame(*s).map_or(0, |f| f + 1);
         let pins = self.registry.pinned_mask();
         let pinned = |s: usize| is_pinned(&pins, s as u32);
-        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
-        let free = (0..self.count())
-            .filter(|&s| candidate(s))
-            .min_by_key(oldest_first)
+        // Prefer the slot holding the oldest frame: it is the one leaving the ring; if a
+        // reader pinned that one, the first candidate not pinned. One pass, for every frame.
+        let (mut oldest, mut first_unpinned) = (None::<(u64, usize)>, None);
+        for s in 0..self.count() {
+            if self.held(s) != holder::FREE {
+                continue;
+            }
+            let frame = self.frame(s);
+            if frame.is_some_and(|f| f >= keep_from || slowest.is_some_and(|c| c <= f)) {
+                continue;
+            }
+            let age = frame.map_or(0, |f| f + 1);
+            if oldest.is_none_or(|(oldest_age, _)| age < oldest_age) {
+                oldest = Some((age, s));
+            }
+            if first_unpinned.is_none() && !pinned(s) {
+                first_unpinned = Some(s);
+            }
+        }
+        let free = oldest
+            .map(|(_, s)| s)
             .filter(|&s| !pinned(s))
-            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !pinned(s)));
+            .or(first_unpinned);
         // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
         // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
         // shorter ring would; readers detect it and count it missed. Block waits instead.
