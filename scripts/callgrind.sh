@@ -35,7 +35,7 @@ drawn="videotestsrc pattern=black num-buffers=$FRAMES \
 sink="shmframesink shm-name=$name backpressure=block wait-for-readers=1 sync=false"
 reader_mode=zero-copy
 case $scenario in
-    writer-copy) source=$camera functions="BaseSinkImpl>::render Writer::write_with Input::of ClockMapping::of" ;;
+    writer-copy) source=$camera functions="BaseSinkImpl>::render Writer::write_with Input::of ClockCache::mapping" ;;
     writer-pool) source=$drawn functions="BaseSinkImpl>::render BufferPoolImpl>::acquire_buffer BufferPoolImpl>::release_buffer" ;;
     reader-zero-copy) source=$camera functions="PushSrcImpl>::create ShmFrameSrc::next_buffer PinnedBuffers::wrap" ;;
     reader-copy) source=$camera reader_mode=copy functions="PushSrcImpl>::create ShmFrameSrc::next_buffer FrameCopy::copy_pooled" ;;
