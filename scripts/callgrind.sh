@@ -54,7 +54,7 @@ fi
 wait
 
 echo "# $scenario: $FRAMES frames, instructions per call (callgrind, $out)"
-callgrind_annotate --inclusive=yes --tree=caller "$out" 2>/dev/null | python3 -c '
+callgrind_annotate --inclusive=yes --tree=caller --threshold=100 "$out" 2>/dev/null | python3 -c '
 import re, sys
 wanted = sys.argv[1].split()
 blocks = sys.stdin.read().split("\n\n")
