@@ -131,6 +131,15 @@ pub(crate) struct WaitSet {
     pages: Vec<Arc<ControlMap>>,
 }
 
+impl WaitSet {
+    /// Lets go of the pages once the wait is over (a reader that left is unmapped now, not at
+    /// the next wait); keeps the room.
+    pub(crate) fn clear(&mut self) {
+        self.words.clear();
+        self.pages.clear();
+    }
+}
+
 fn pollin(fd: std::os::fd::RawFd) -> libc::pollfd {
     libc::pollfd {
         fd,
@@ -284,8 +293,7 @@ impl Registry {
     /// on both sides), so [`Self::sleep`] returns. A reader's connection hanging up reaches the
     /// sleeper through the admission thread, which frees the reader and rings the bell.
     pub(crate) fn arm(&self, set: &mut WaitSet) {
-        set.words.clear();
-        set.pages.clear();
+        set.clear();
         let head = self.map.header().head.load(Ordering::Relaxed);
         let mut slowest = None;
         for r in self.lock().attached() {

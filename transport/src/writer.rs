@@ -747,6 +747,7 @@ impl Writer {
             registry.sleep(&set, slice);
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
+        set.clear();
         self.wait_set = set;
         result
     }
@@ -861,6 +862,7 @@ impl Writer {
             self.registry.sleep(&set, wait);
         }
         waiting.fetch_sub(1, Ordering::SeqCst);
+        set.clear();
         self.wait_set = set;
     }
 
