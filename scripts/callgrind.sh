@@ -35,7 +35,7 @@ drawn="videotestsrc pattern=black num-buffers=$FRAMES \
 sink="shmframesink shm-name=$name backpressure=block wait-for-readers=1 sync=false"
 reader_mode=zero-copy
 case $scenario in
-    writer-copy) source=$camera functions="BaseSinkImpl>::render Writer::write_with Input::of ClockMapping::of" ;;
+    writer-copy) source=$camera functions="BaseSinkImpl>::render Writer::write_with Input::of ClockCache::mapping" ;;
     writer-pool) source=$drawn functions="BaseSinkImpl>::render BufferPoolImpl>::acquire_buffer BufferPoolImpl>::release_buffer" ;;
     reader-zero-copy) source=$camera functions="PushSrcImpl>::create ShmFrameSrc::next_buffer PinnedBuffers::wrap" ;;
     reader-copy) source=$camera reader_mode=copy functions="PushSrcImpl>::create ShmFrameSrc::next_buffer FrameCopy::copy_pooled" ;;
@@ -54,7 +54,7 @@ fi
 wait
 
 echo "# $scenario: $FRAMES frames, instructions per call (callgrind, $out)"
-callgrind_annotate --inclusive=yes --tree=caller "$out" 2>/dev/null | python3 -c '
+callgrind_annotate --inclusive=yes --tree=caller --threshold=100 "$out" 2>/dev/null | python3 -c '
 import re, sys
 wanted = sys.argv[1].split()
 blocks = sys.stdin.read().split("\n\n")

@@ -35,13 +35,14 @@ perf stat -e raw_syscalls:sys_enter true >/dev/null 2>&1 ||
     { echo "perf cannot count syscall tracepoints here (need root or perf_event_paranoid=-1)" >&2; exit 1; }
 
 # Counted per process: every system call, futex wakes (FUTEX_WAKE, _BITSET, _OP, private or
-# not) and other futex calls (waits) apart, and the other calls that matter on their own.
+# not) and other futex calls (waits) apart, futex_waitv (a writer waiting for room sleeps on
+# its readers' words at once), and the other calls that matter on their own.
 WAKE="op == 1 || op == 129 || op == 10 || op == 138 || op == 5 || op == 133"
-COLUMNS=(all "futex wake" "futex wait" clock_nanosleep ppoll poll read write)
+COLUMNS=(all "futex wake" "futex wait" futex_waitv clock_nanosleep ppoll poll read write)
 EVENTS=(-e raw_syscalls:sys_enter
     -e syscalls:sys_enter_futex --filter "$WAKE"
     -e syscalls:sys_enter_futex --filter "!($WAKE)")
-for n in clock_nanosleep ppoll poll read write; do EVENTS+=(-e "syscalls:sys_enter_$n"); done
+for n in futex_waitv clock_nanosleep ppoll poll read write; do EVENTS+=(-e "syscalls:sys_enter_$n"); done
 
 WORK=$(mktemp -d)
 NAMES_MADE=()

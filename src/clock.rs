@@ -4,6 +4,8 @@
 //! through the element's pipeline clock as it relates to CLOCK_MONOTONIC at that moment.
 
 use gst::prelude::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::transport;
 
@@ -42,6 +44,68 @@ impl ClockMapping {
     /// started).
     pub(crate) fn to_running(&self, monotonic: u64) -> i128 {
         monotonic as i128 + self.offset
+    }
+}
+
+/// How long a [`ClockCache`] keeps a mapping. A pipeline clock that is CLOCK_MONOTONIC (the
+/// system clock, GStreamer's default) keeps the same offset for ever; one that is not (an audio
+/// device's clock, a network clock, a clock whose calibration changes) drifts from it, by its
+/// rate difference times this at most (100 ppm: 10 µs).
+const MAPPING_LIFETIME_NS: u64 = 100_000_000;
+
+/// The mapping of [`ClockMapping::of`] kept between frames: taking it reads the pipeline clock
+/// (locks, its calibration, a clock read) for some 700 instructions, which is a good part of
+/// a small frame's cost. Taken again when the element's base time changed, after
+/// [`Self::clock_changed`], or once it is [`MAPPING_LIFETIME_NS`] old.
+#[derive(Default)]
+pub(crate) struct ClockCache {
+    /// Bumped by every change of the element's clock.
+    clock_changes: AtomicU64,
+    taken: Mutex<Option<Taken>>,
+}
+
+struct Taken {
+    clock_changes: u64,
+    base_time: gst::ClockTime,
+    monotonic_ns: u64,
+    offset: i128,
+}
+
+impl ClockCache {
+    /// Call after the element's clock changed (its `set_clock`, once the parent's has run).
+    pub(crate) fn clock_changed(&self) {
+        self.clock_changes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// [`ClockMapping::of`] `element`, from the kept mapping while it holds.
+    pub(crate) fn mapping(&self, element: &gst::Element) -> Option<ClockMapping> {
+        let now = monotonic_now();
+        let base_time = element.base_time();
+        let mut taken = self.taken.lock().unwrap();
+        if let Some(t) = taken.as_ref()
+            && Some(t.base_time) == base_time
+            && t.clock_changes == self.clock_changes.load(Ordering::SeqCst)
+            && now.wrapping_sub(t.monotonic_ns) < MAPPING_LIFETIME_NS
+        {
+            return Some(ClockMapping {
+                running_now: now as i128 + t.offset,
+                offset: t.offset,
+            });
+        }
+        // Loaded before the clock is read: a change while we read makes the next call take
+        // the mapping again.
+        let clock_changes = self.clock_changes.load(Ordering::SeqCst);
+        let mapping = ClockMapping::of(element);
+        *taken = match (&mapping, base_time) {
+            (Some(m), Some(base_time)) => Some(Taken {
+                clock_changes,
+                base_time,
+                monotonic_ns: now,
+                offset: m.offset,
+            }),
+            _ => None,
+        };
+        mapping
     }
 }
 

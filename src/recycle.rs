@@ -329,13 +329,6 @@ mod imp {
             true
         }
 
-        fn alloc_buffer(
-            &self,
-            _params: Option<&gst::BufferPoolAcquireParams>,
-        ) -> Result<gst::Buffer, gst::FlowError> {
-            Ok(gst::Buffer::new())
-        }
-
         fn acquire_buffer(
             &self,
             _params: Option<&gst::BufferPoolAcquireParams>,

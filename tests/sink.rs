@@ -1234,6 +1234,50 @@ fn timestamps_are_monotonic_times_of_the_running_time() {
     assert_eq!(info.duration, Some(FRAME_DURATION.nseconds()));
 }
 
+/// The mapping from running time to CLOCK_MONOTONIC is kept between frames, and taken again
+/// when the clock or the base time changes, and at least every 100 ms: a pipeline clock that
+/// is not CLOCK_MONOTONIC (here the harness's test clock, which moves only when told) is
+/// followed within that bound.
+#[test]
+fn timestamps_follow_a_clock_that_is_not_monotonic_within_100_ms() {
+    let Fixture { name, sink, mut h } = Fixture::new(
+        "timestamps-drift",
+        &[("shape", "64x48:RGBA"), ("depth", "8")],
+    );
+    h.set_src_caps_str(RGBA_64X48);
+    let mut reader = open_reader(&name, StartPosition::Oldest);
+    h.set_time(gst::ClockTime::from_seconds(100)).unwrap();
+    sink.set_base_time(gst::ClockTime::from_seconds(90));
+    // Running time 0 maps to CLOCK_MONOTONIC `now - 10 s` (the clock says 10 s have run).
+    let mut push_at_running_zero = |h: &mut Harness| {
+        let before = monotonic_ns();
+        h.push(rgba_frame(0, RGBA_64X48_SIZE)).unwrap();
+        let after = monotonic_ns();
+        let (info, _) = read_frame(&mut reader);
+        (info.pts.unwrap(), before, after)
+    };
+    let ten_s = 10_000_000_000;
+    let (pts, before, after) = push_at_running_zero(&mut h);
+    assert!((before - ten_s..=after - ten_s).contains(&pts), "pts {pts}");
+    // The clock jumps 5 s ahead: 15 s have run, once the sink takes the mapping again.
+    h.set_time(gst::ClockTime::from_seconds(105)).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let (pts, before, after) = push_at_running_zero(&mut h);
+    let fifteen_s = ten_s + 5_000_000_000;
+    assert!(
+        (before - fifteen_s..=after - fifteen_s).contains(&pts),
+        "pts {pts}: not {fifteen_s} before [{before}, {after}]"
+    );
+    // A new base time is seen at once: 5 s have run.
+    sink.set_base_time(gst::ClockTime::from_seconds(100));
+    let (pts, before, after) = push_at_running_zero(&mut h);
+    let five_s = 5_000_000_000;
+    assert!(
+        (before - five_s..=after - five_s).contains(&pts),
+        "pts {pts}"
+    );
+}
+
 #[test]
 fn stop_removes_the_segment_and_keeps_the_last_statistics() {
     let Fixture { name, sink, mut h } = Fixture::new("stop", &[]);

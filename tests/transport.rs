@@ -1388,9 +1388,12 @@ fn readers_attaching_at_once_are_all_counted() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
+        // Counted first: that notices the previous round's readers gone, which the table
+        // may still list until the writer looks.
+        let counted = w.reader_count();
         let listed = w.observer().info().readers;
         assert_eq!(
-            (w.reader_count(), listed.len()),
+            (counted, listed.len()),
             (READERS, READERS),
             "round {round}: {READERS} readers attached, the table lists {listed:?}"
         );

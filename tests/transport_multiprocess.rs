@@ -1310,3 +1310,148 @@ fn readers_killed_anywhere_in_the_handshake_leave_no_entry_behind() {
     assert_eq!(w.reader_count(), 64);
     drop(readers);
 }
+
+/// A reader written from docs/LAYOUT.md alone (raw socket, hello, the control page from the
+/// reply): it moves its cursor as frames come and wakes a writer waiting for room the way the
+/// layout says, through the `progress_seq` word of its page, sending nothing on its
+/// connection. A `block` writer of depth 1 waits for it before every frame, and each wait ends
+/// on that wake, not at the end of the writer's 20 ms wait slice.
+#[test]
+fn a_reader_wakes_a_blocked_writer_through_its_control_page() {
+    const FRAMES: u64 = 60;
+    let name = ShmName::new("mp-raw-progress");
+    let mut c = ring_config(&name, 1, 0);
+    c.reader_timeout = CHILD_LIMIT;
+    let mut w = Writer::create(&c).unwrap();
+    let session = w.session();
+    let segment = name.path();
+    let reader = std::thread::spawn(move || {
+        let socket = raw_connect(session);
+        let mut hello = [0u8; 32];
+        hello[0..4].copy_from_slice(b"SFRH");
+        hello[4..8].copy_from_slice(&LAYOUT_VERSION.to_ne_bytes());
+        hello[8..12].copy_from_slice(&std::process::id().to_ne_bytes());
+        hello[12..16].copy_from_slice(&1u32.to_ne_bytes()); // oldest
+        hello[16..24].copy_from_slice(&7u64.to_ne_bytes());
+        hello[24..32].copy_from_slice(&session.to_ne_bytes());
+        raw_send(&socket, &hello);
+        let (reply, page_fd) = raw_recv_fd(&socket, CHILD_LIMIT);
+        assert_eq!((&reply[0..4], &reply[4..8]), (&b"SFRR"[..], &[0u8; 4][..]));
+        let page = raw_map(&page_fd, true);
+        let header = raw_map(&std::fs::File::open(&segment).unwrap(), false);
+        // SAFETY: both mappings are 4096 bytes, page-aligned; the offsets are those of
+        // docs/LAYOUT.md (header: head +152, writer_waiting +208; control page: cursor +16,
+        // progress_seq +64, progress_armed +68), naturally aligned.
+        let (head, waiting, cursor, progress, armed) = unsafe {
+            (
+                &*(header.add(152) as *const std::sync::atomic::AtomicU64),
+                &*(header.add(208) as *const std::sync::atomic::AtomicU32),
+                &*(page.add(16) as *const std::sync::atomic::AtomicU64),
+                &*(page.add(64) as *const std::sync::atomic::AtomicU32),
+                &*(page.add(68) as *const std::sync::atomic::AtomicU32),
+            )
+        };
+        use std::sync::atomic::Ordering::SeqCst;
+        for n in 0..FRAMES {
+            // Polled: the frame wake is the writer's side of the protocol, not tested here.
+            assert!(wait_for(CHILD_LIMIT, || head.load(SeqCst) > n));
+            cursor.store(n + 1, SeqCst);
+            if waiting.load(SeqCst) != 0 && armed.load(SeqCst) == progress.load(SeqCst) {
+                progress.fetch_add(1, SeqCst);
+                // SAFETY: FUTEX_WAKE on a word of a live shared mapping.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        progress.as_ptr(),
+                        libc::FUTEX_WAKE,
+                        i32::MAX,
+                    );
+                }
+            }
+        }
+        raw_send(&socket, &[2]); // goodbye
+    });
+    assert!(wait_for(CHILD_LIMIT, || w.reader_count() == 1));
+    let mut waits = Vec::new();
+    for n in 0..FRAMES {
+        if let WriteOutcome::WrittenAfterWait { waited, .. } =
+            write_frame_within(&mut w, n, CHILD_LIMIT)
+        {
+            waits.push(waited);
+        }
+    }
+    reader.join().unwrap();
+    assert!(
+        waits.len() as u64 >= FRAMES / 2,
+        "the writer waited: {waits:?}"
+    );
+    waits.sort();
+    // The writer's wait slice is 20 ms: a wait that ends only with it takes that long.
+    assert!(
+        waits[waits.len() / 2] < Duration::from_millis(10),
+        "median wait {:?}: woken by the slice, not by the reader ({waits:?})",
+        waits[waits.len() / 2]
+    );
+}
+
+/// One message and the descriptor passed with it.
+fn raw_recv_fd(socket: &std::os::fd::OwnedFd, limit: Duration) -> (Vec<u8>, std::os::fd::OwnedFd) {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    assert_eq!(
+        unsafe { libc::poll(&mut pfd, 1, limit.as_millis() as i32) },
+        1
+    );
+    let mut buf = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: all-zero is a valid msghdr; it points to buffers that live across the call, and
+    // the control buffer is large enough for one descriptor (the only one the writer sends).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        assert!(n > 0);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null() && (*cmsg).cmsg_type == libc::SCM_RIGHTS);
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32);
+        (
+            buf[..n as usize].to_vec(),
+            std::os::fd::OwnedFd::from_raw_fd(fd),
+        )
+    }
+}
+
+/// The first 4096 bytes of `file`, shared, writable or read-only; never unmapped (the test's
+/// threads use them until the process ends).
+fn raw_map(file: &impl std::os::fd::AsRawFd, writable: bool) -> *mut u8 {
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a new mapping at an address the kernel chooses.
+    let at = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            prot,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(at, libc::MAP_FAILED);
+    at.cast()
+}

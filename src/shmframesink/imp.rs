@@ -33,7 +33,7 @@ use super::notices::{BackpressureNotices, FullEvent, Notice};
 use super::pool::SlotPool;
 use super::settings::{self, Settings};
 use super::stats::{Counters, stats_structure};
-use crate::clock::{self, ClockMapping};
+use crate::clock::{self, ClockCache};
 use crate::shape::{self, Shape};
 use crate::transport::{
     self, Backpressure, FrameMeta, Interrupt, Observer, ReaderEvent, WriteOutcome, Writer,
@@ -109,6 +109,8 @@ pub struct ShmFrameSink {
     housekeeping: Mutex<Option<gst::PeriodicClockId>>,
     /// Which full-ring events were announced (a leaf lock, held for a few instructions).
     notices: Mutex<BackpressureNotices>,
+    /// How running time maps to CLOCK_MONOTONIC, kept between frames.
+    clock: ClockCache,
 }
 
 /// How the slot pool borrows from the current segment.
@@ -189,6 +191,12 @@ impl ObjectImpl for ShmFrameSink {
 impl GstObjectImpl for ShmFrameSink {}
 
 impl ElementImpl for ShmFrameSink {
+    fn set_clock(&self, clock: Option<&gst::Clock>) -> bool {
+        let set = self.parent_set_clock(clock);
+        self.clock.clock_changed();
+        set
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
@@ -646,13 +654,13 @@ impl ShmFrameSink {
 
 impl ShmFrameSink {
     /// The frame's descriptor: times as absolute CLOCK_MONOTONIC nanoseconds (see the wire
-    /// conventions and [`ClockMapping`]), or the write time when there is no clock or base
+    /// conventions and [`clock::ClockMapping`]), or the write time when there is no clock or base
     /// time yet.
     fn frame_meta(&self, buffer: &gst::BufferRef) -> FrameMeta {
         let obj = self.obj();
         let segment = obj.segment();
         let segment = segment.downcast_ref::<gst::ClockTime>();
-        let mapping = ClockMapping::of(obj.upcast_ref());
+        let mapping = self.clock.mapping(obj.upcast_ref());
         let write_time = mapping.is_none().then(clock::monotonic_now);
         let to_monotonic = |t: Option<gst::ClockTime>| -> Option<u64> {
             let t = t?;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::buffer::{FrameCopy, PinnedBuffers, decorate_buffer, frame_duration_of};
 use super::settings::{self, CopyMode, Settings, StartPosition, TimestampMode};
 use super::timeline::{Timeline, clock_time, mapped_timestamps};
+use crate::clock::ClockCache;
 use crate::shape::{self, Shape};
 use crate::transport::{
     self, Backpressure, FrameInfo, Interrupt, Observer, ReaderOptions, Subscriber, SubscriberEvent,
@@ -180,6 +181,8 @@ pub struct ShmFrameSrc {
     playing_since: AtomicU64,
     /// Read-only view for `get-frame` (name it was opened for, observer). Never waits.
     observer: Mutex<Option<(String, Observer)>>,
+    /// How CLOCK_MONOTONIC maps to running time, kept between frames.
+    clock: ClockCache,
 }
 
 #[glib::object_subclass]
@@ -238,6 +241,12 @@ impl ObjectImpl for ShmFrameSrc {
 impl GstObjectImpl for ShmFrameSrc {}
 
 impl ElementImpl for ShmFrameSrc {
+    fn set_clock(&self, clock: Option<&gst::Clock>) -> bool {
+        let set = self.parent_set_clock(clock);
+        self.clock.clock_changed();
+        set
+    }
+
     fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
         static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
             gst::subclass::ElementMetadata::new(
@@ -940,7 +949,12 @@ impl ShmFrameSrc {
         info: &FrameInfo,
     ) -> gst::Buffer {
         let fallback_duration = stream.video_info.as_ref().and_then(frame_duration_of);
-        let mapped = mapped_timestamps(self.obj().upcast_ref(), stream.timestamp_mode, info);
+        let mapped = mapped_timestamps(
+            &self.clock,
+            self.obj().upcast_ref(),
+            stream.timestamp_mode,
+            info,
+        );
         let duration = info
             .duration
             .map(gst::ClockTime::from_nseconds)
@@ -1050,7 +1064,12 @@ impl ShmFrameSrc {
             .as_ref()
             .and_then(|c| gst_video::VideoInfo::from_caps(c).ok())
             .and_then(|v| frame_duration_of(&v));
-        let (pts, dts) = mapped_timestamps(self.obj().upcast_ref(), TimestampMode::Writer, &info);
+        let (pts, dts) = mapped_timestamps(
+            &self.clock,
+            self.obj().upcast_ref(),
+            TimestampMode::Writer,
+            &info,
+        );
         let timestamps = (pts.map(clock_time), dts.map(clock_time));
         decorate_buffer(
             buffer.make_mut(),

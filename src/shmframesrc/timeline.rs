@@ -1,7 +1,7 @@
 //! Timestamp placement: a frame's times mapped into this pipeline's running time, then ordered
 //! on one timeline per segment.
 
-use crate::clock::ClockMapping;
+use crate::clock::ClockCache;
 use crate::transport::FrameInfo;
 
 use super::settings::TimestampMode;
@@ -9,11 +9,12 @@ use super::settings::TimestampMode;
 /// A frame's PTS and DTS in running time as found, before a [`Timeline`] orders them:
 /// `writer` maps the writer's CLOCK_MONOTONIC times, `arrival` is the running time now.
 pub(super) fn mapped_timestamps(
+    clock: &ClockCache,
     element: &gst::Element,
     mode: TimestampMode,
     info: &FrameInfo,
 ) -> (Option<i128>, Option<i128>) {
-    let Some(mapping) = ClockMapping::of(element) else {
+    let Some(mapping) = clock.mapping(element) else {
         return (None, None);
     };
     match mode {

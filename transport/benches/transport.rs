@@ -4,6 +4,7 @@
 //!
 //!     cargo bench -p shmframe-transport --bench transport            # full run
 //!     cargo bench -p shmframe-transport --bench transport -- --quick
+//!     cargo bench -p shmframe-transport --bench transport -- 64     # only the 64 B row
 //!
 //! Prints a markdown table: per-frame cost with writer and reader pipelined on two cores,
 //! throughput, and write-to-read-complete latency percentiles (CLOCK_MONOTONIC on both sides).
@@ -22,6 +23,12 @@ fn main() {
     // of the cross-process path with few frames, not a measurement.
     let smoke = !std::env::args().any(|a| a == "--bench");
     let quick = smoke || std::env::args().any(|a| a == "--quick");
+    // Other arguments pick rows by size (`64`, `300`, `8`): one row alone, e.g. under
+    // `perf stat`, counts that row's frames only.
+    let sizes: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     println!("# shmframe transport micro-benchmark");
     println!();
     println!(
@@ -39,6 +46,9 @@ fn main() {
         ("300 KB", 300 * 1024, 20_000),
         ("8 MB", 8 << 20, 600),
     ] {
+        if !sizes.is_empty() && !sizes.iter().any(|s| label.split(' ').next() == Some(s)) {
+            continue;
+        }
         let frames = if smoke {
             (frames / 1000).max(5)
         } else if quick {

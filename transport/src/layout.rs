@@ -47,7 +47,7 @@ pub const WRITER_LOCK_BYTE: u64 = 0;
 /// Size of a reader's control page (a sealed memfd, see [`ControlPage`]).
 pub const CONTROL_PAGE_LEN: u64 = PAGE;
 /// Offset of the pin bitmap in a control page.
-pub const CONTROL_PINS_OFFSET: u64 = 64;
+pub const CONTROL_PINS_OFFSET: u64 = 128;
 
 /// The head counter (frames published) stays below this: an index entry keeps 48 bits for
 /// `frame + 1`. No writer gets there (2^48 frames are 8,900 years at 1,000 fps), so a reader
@@ -147,7 +147,8 @@ pub struct ControlPage {
     /// The word the reader futex-waits on for a frame; the writer bumps it and wakes the
     /// reader when `sleeping` says it sleeps, and so does the reader's own interrupt.
     pub wake_seq: AtomicU32,
-    /// Non-zero while the reader is about to sleep or sleeps on `wake_seq`.
+    /// Non-zero while the reader is about to sleep or sleeps on `wake_seq`; the writer clears
+    /// it as it wakes the reader.
     pub sleeping: AtomicU32,
     /// Written by the writer: [`reader_state::ACTIVE`] or [`reader_state::EVICTED`].
     pub state: AtomicU32,
@@ -165,6 +166,14 @@ pub struct ControlPage {
     /// The `evictions` count the reader has rejoined after (it skipped to the oldest frame
     /// held): the writer counts an evicted reader again once this reaches its count.
     pub rejoined: AtomicU64,
+    /// The word the writer's waiting threads futex-wait on (with every other reader's): the
+    /// reader bumps it and wakes them after it moves its cursor, drops a pin or rejoins,
+    /// while the header's `writer_waiting` says someone waits.
+    pub progress_seq: AtomicU32,
+    /// Written by the writer: the value of `progress_seq` its latest waiting thread took
+    /// before it checked its condition. While the two differ the reader already woke it
+    /// since, and needs not wake it again.
+    pub progress_armed: AtomicU32,
 }
 
 /// The writer's copy of one reader's state in the segment file, for observers.
@@ -258,8 +267,6 @@ pub mod reply_status {
     pub const REFUSED: u32 = 2;
 }
 
-/// One byte a reader sends on its connection: it moved on (the writer waits).
-pub const MSG_PROGRESS: u8 = 1;
 /// One byte a reader sends before it closes its connection: a clean detach.
 pub const MSG_BYE: u8 = 2;
 
@@ -751,6 +758,8 @@ mod tests {
             (offset_of!(ControlPage, heartbeat_ns), 40),
             (offset_of!(ControlPage, evictions), 48),
             (offset_of!(ControlPage, rejoined), 56),
+            (offset_of!(ControlPage, progress_seq), 64),
+            (offset_of!(ControlPage, progress_armed), 68),
             (offset_of!(SlotDesc, seq), 0),
             (offset_of!(SlotDesc, frame), 8),
             (offset_of!(SlotDesc, pts), 16),

@@ -121,11 +121,23 @@ impl ControlMap {
     }
 }
 
-/// Who waits in [`Registry::wait_for_change`].
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Waiter {
-    Writer,
-    Lender,
+/// What a waiting writer thread sleeps on (see [`Registry::arm`]): the registry's bell and
+/// every attached reader's `progress_seq`, as they were before the thread last checked its
+/// condition. Holds the readers' pages so they stay mapped while it sleeps on them; kept by
+/// the thread between waits so that waiting allocates nothing.
+#[derive(Default)]
+pub(crate) struct WaitSet {
+    words: Vec<sys::WaitWord>,
+    pages: Vec<Arc<ControlMap>>,
+}
+
+impl WaitSet {
+    /// Lets go of the pages once the wait is over (a reader that left is unmapped now, not at
+    /// the next wait); keeps the room.
+    pub(crate) fn clear(&mut self) {
+        self.words.clear();
+        self.pages.clear();
+    }
 }
 
 fn pollin(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -143,7 +155,8 @@ struct Attached {
     session: u64,
     attached_ns: u64,
     socket: OwnedFd,
-    page: ControlMap,
+    /// Shared with the [`WaitSet`]s of writer threads sleeping on its `progress_seq`.
+    page: Arc<ControlMap>,
     evicted: bool,
     evictions: u64,
     /// The reader said goodbye before its connection closed.
@@ -175,10 +188,36 @@ struct Pending {
 
 struct Table {
     readers: Vec<Option<Attached>>,
+    /// Bit `i` set while `readers[i]` is taken: the looks made for every frame (cursors, pins,
+    /// sleepers) visit the attached readers only, not all 64 entries.
+    taken: u64,
     pending: Vec<Pending>,
     events: Vec<ReaderEvent>,
     /// When the reader table in the segment file was last refreshed.
     mirrored: Instant,
+}
+
+impl Table {
+    /// The attached readers (evicted and detaching ones included).
+    fn attached(&self) -> impl Iterator<Item = &Attached> {
+        let mut bits = self.taken;
+        std::iter::from_fn(move || {
+            let index = bits.trailing_zeros() as usize;
+            bits &= bits.checked_sub(1)?;
+            Some(index)
+        })
+        .filter_map(|index| self.readers[index].as_ref())
+    }
+
+    fn insert(&mut self, index: usize, reader: Attached) {
+        self.readers[index] = Some(reader);
+        self.taken |= 1 << index;
+    }
+
+    fn remove(&mut self, index: usize) -> Option<Attached> {
+        self.taken &= !(1 << index);
+        self.readers[index].take()
+    }
 }
 
 /// The writer's reader table and the stream's socket, shared by the writer, its lenders and
@@ -188,11 +227,10 @@ pub(crate) struct Registry {
     listener: OwnedFd,
     pub(crate) socket_path: PathBuf,
     table: Mutex<Table>,
-    /// Made readable when something a waiting writer thread waits for may have changed (a
-    /// reader attached or left, a slot was given back, an interrupt): one for the writer's own
-    /// thread, one for lenders (see [`Self::wait_for_change`]).
-    writer_bell: OwnedFd,
-    lender_bell: OwnedFd,
+    /// Bumped and woken when something a waiting writer thread waits for may have changed
+    /// other than a reader's progress (a reader attached or left, a slot was given back, an
+    /// interrupt): see [`Self::arm`].
+    bell: AtomicU32,
     /// Ends the admission thread.
     stop: AtomicBool,
     stop_fd: OwnedFd,
@@ -226,12 +264,12 @@ impl Registry {
             socket_path,
             table: Mutex::new(Table {
                 readers: (0..max).map(|_| None).collect(),
+                taken: 0,
                 pending: Vec::new(),
                 events: Vec::new(),
                 mirrored: Instant::now(),
             }),
-            writer_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
-            lender_bell: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
+            bell: AtomicU32::new(0),
             stop: AtomicBool::new(false),
             stop_fd: sys::eventfd().map_err(|e| Error::io("eventfd", e))?,
         }))
@@ -243,66 +281,42 @@ impl Registry {
 
     /// Wakes every writer thread waiting for room or readers.
     pub(crate) fn kick_space(&self) {
-        sys::eventfd_signal(&self.writer_bell);
-        sys::eventfd_signal(&self.lender_bell);
+        self.bell.fetch_add(1, Ordering::SeqCst);
+        sys::futex_wake_all(&self.bell);
     }
 
-    /// Waits up to `timeout` for something a writer thread may be waiting for: a message or a
-    /// hang-up on a reader's connection, which wakes it directly (a reader's progress byte
-    /// reaches it without a detour through another thread), or a kick. Returns on any of
-    /// them; the caller re-checks, consuming the readers' messages (`service`) before it
-    /// waits again. `who` picks the bell: the writer's own thread and lenders each drain
-    /// theirs after the wait, so a kick between a waiter's check and its wait is seen. (Two
-    /// lenders waiting at once may take each other's kick: the other then wakes on its next
-    /// reader message, or after its slice.)
-    pub(crate) fn wait_for_change(
-        &self,
-        fds: &mut Vec<libc::pollfd>,
-        timeout: Duration,
-        who: Waiter,
-    ) {
-        let bell = match who {
-            Waiter::Writer => &self.writer_bell,
-            Waiter::Lender => &self.lender_bell,
-        };
-        fds.clear();
-        fds.push(pollin(bell.as_raw_fd()));
-        fds.extend(
-            self.lock()
-                .readers
-                .iter()
-                .flatten()
-                .map(|r| pollin(r.socket.as_raw_fd())),
-        );
-        if sock::poll(fds, timeout) == 0 {
-            return;
-        }
-        if fds[0].revents != 0 {
-            sys::eventfd_drain(bell);
-        }
-        // Take one message from each connection that has some, so the next wait sleeps until
-        // something new comes (a flood is taken a message per wake). A descriptor is matched
-        // against the table under its lock: one closed and reused meanwhile is not a reader's.
-        let mut closed = false;
-        {
-            let mut table = self.lock();
-            for r in table.readers.iter_mut().flatten() {
-                let fd = r.socket.as_raw_fd();
-                if !fds[1..].iter().any(|p| p.fd == fd && p.revents != 0) {
-                    continue;
-                }
-                let mut buf = [0u8; 16];
-                match sock::recv(r.socket.as_fd(), &mut buf) {
-                    Received::Message(n) => r.said_bye |= n >= 1 && buf[0] == MSG_BYE,
-                    Received::Closed => closed = true,
-                    Received::Nothing => {}
-                }
+    /// Takes what a writer thread about to wait will sleep on: the bell and every attached
+    /// reader's `progress_seq`, the reader with the smallest cursor first (the one a full
+    /// ring waits for, and the only one a kernel without `futex_waitv` sleeps on). Call it
+    /// before checking the condition waited for, with `writer_waiting` raised: a reader that
+    /// changes the condition after the check bumps its word (it sees `writer_waiting`; SeqCst
+    /// on both sides), so [`Self::sleep`] returns. A reader's connection hanging up reaches the
+    /// sleeper through the admission thread, which frees the reader and rings the bell.
+    pub(crate) fn arm(&self, set: &mut WaitSet) {
+        set.clear();
+        let head = self.map.header().head.load(Ordering::Relaxed);
+        let mut slowest = None;
+        for r in self.lock().attached() {
+            let cursor = r.cursor(head);
+            if r.counts() && slowest.is_none_or(|(_, c)| cursor < c) {
+                slowest = Some((set.pages.len(), cursor));
             }
+            let page = r.page.page();
+            let word = sys::WaitWord::now(&page.progress_seq);
+            page.progress_armed.store(word.value(), Ordering::SeqCst);
+            set.words.push(word);
+            set.pages.push(r.page.clone());
         }
-        if closed {
-            // A reader left: free its entry and pins now.
-            self.service();
+        if let Some((i, _)) = slowest {
+            set.words.swap(0, i);
         }
+        set.words.push(sys::WaitWord::now(&self.bell));
+    }
+
+    /// Sleeps up to `timeout` unless a word of `set` changed since [`Self::arm`] took it, or
+    /// changes meanwhile (see there). The caller re-checks its condition in every case.
+    pub(crate) fn sleep(&self, set: &WaitSet, timeout: Duration) {
+        sys::futex_wait_any(&set.words, timeout);
     }
 
     /// Runs the admission thread: it answers connecting readers and notices leaving ones at
@@ -341,9 +355,9 @@ impl Registry {
         {
             let table = self.lock();
             fds.extend(table.pending.iter().map(|p| pollin(p.socket.as_raw_fd())));
-            // Readers for their hang-up only (always reported): their progress bytes are for
-            // the writer threads that wait, which poll the connections themselves.
-            fds.extend(table.readers.iter().flatten().map(|r| libc::pollfd {
+            // Readers for their hang-up only (always reported): they send nothing else but
+            // their goodbye, read when the connection closes.
+            fds.extend(table.attached().map(|r| libc::pollfd {
                 fd: r.socket.as_raw_fd(),
                 events: 0,
                 revents: 0,
@@ -386,7 +400,7 @@ impl Registry {
                 }
             }
             if gone {
-                let reader = table.readers[index].take().expect("checked above");
+                let reader = table.remove(index).expect("checked above");
                 table.events.push(ReaderEvent::Detached {
                     pid: reader.pid,
                     index: index as u32,
@@ -482,7 +496,7 @@ impl Registry {
         let page = match sock::sealed_memfd(CONTROL_PAGE_LEN)
             .and_then(|file| ControlMap::map(file, self.map.geo.pin_words))
         {
-            Ok(page) => page,
+            Ok(page) => Arc::new(page),
             Err(_) => {
                 refuse(reply_status::REFUSED);
                 return false;
@@ -534,7 +548,7 @@ impl Registry {
             self.clear_mirror(index as u32);
             return false;
         }
-        table.readers[index] = Some(reader);
+        table.insert(index, reader);
         table.events.push(ReaderEvent::Attached {
             pid,
             index: index as u32,
@@ -606,9 +620,7 @@ impl Registry {
     /// Readers attached and not closed (evicted ones included: they still read).
     pub(crate) fn attached(&self) -> usize {
         self.lock()
-            .readers
-            .iter()
-            .flatten()
+            .attached()
             .filter(|r| r.page.page().detaching.load(Ordering::SeqCst) == 0)
             .count()
     }
@@ -617,9 +629,7 @@ impl Registry {
     /// `floor`. SeqCst pairs with the reader's cursor store and its load of `writer_waiting`.
     pub(crate) fn slowest_cursor(&self, head: u64, floor: u64) -> Option<u64> {
         self.lock()
-            .readers
-            .iter()
-            .flatten()
+            .attached()
             .filter(|r| r.counts())
             .map(|r| r.cursor(head).max(floor))
             .min()
@@ -635,7 +645,7 @@ impl Registry {
     pub(crate) fn pinned_mask(&self) -> [u64; MAX_PIN_WORDS] {
         let mut mask = [0u64; MAX_PIN_WORDS];
         let table = self.lock();
-        for r in table.readers.iter().flatten().filter(|r| !r.evicted) {
+        for r in table.attached().filter(|r| !r.evicted) {
             for (w, bits) in mask
                 .iter_mut()
                 .enumerate()
@@ -657,12 +667,25 @@ impl Registry {
         mask
     }
 
+    /// Whether a reader whose pins count (not evicted) pins `slot`: [`Self::pinned_mask`] for
+    /// one slot (SeqCst loads, for the same pairing).
+    pub(crate) fn slot_pinned(&self, slot: u32) -> bool {
+        let (word, bit) = (slot / 64, 1u64 << (slot % 64));
+        self.lock()
+            .attached()
+            .filter(|r| !r.evicted)
+            .any(|r| r.page.pin_word(word).load(Ordering::SeqCst) & bit != 0)
+    }
+
     /// Wakes the readers that sleep waiting for a frame. The writer stored `head` (SeqCst)
     /// before; a reader stores `sleeping` (SeqCst) before re-checking `head`: either it sees
-    /// the new frame, or we see it sleeping and wake it.
+    /// the new frame, or we see it sleeping and wake it. Clearing `sleeping` as we wake it
+    /// spares the frames published before it runs a wake each: it sets it again before it
+    /// sleeps again.
     pub(crate) fn wake_sleepers(&self) {
-        for r in self.lock().readers.iter().flatten() {
-            if r.page.page().sleeping.load(Ordering::SeqCst) != 0 {
+        for r in self.lock().attached() {
+            let sleeping = &r.page.page().sleeping;
+            if sleeping.load(Ordering::SeqCst) != 0 && sleeping.swap(0, Ordering::SeqCst) != 0 {
                 r.page.wake();
             }
         }
@@ -670,7 +693,7 @@ impl Registry {
 
     /// Wakes every reader (the stream's state changed).
     pub(crate) fn wake_all(&self) {
-        for r in self.lock().readers.iter().flatten() {
+        for r in self.lock().attached() {
             r.page.wake();
         }
     }
@@ -763,7 +786,7 @@ impl Registry {
         let mut table = self.lock();
         table.pending.clear();
         for index in 0..table.readers.len() {
-            if table.readers[index].take().is_some() {
+            if table.remove(index).is_some() {
                 self.clear_mirror(index as u32);
             }
         }
@@ -826,12 +849,20 @@ impl ReaderLease {
         self.control.page()
     }
 
-    /// Tells a writer that waits for room that this reader moved on (one byte; a full queue
-    /// means the writer has such bytes to read already).
+    /// Tells the writer's waiting threads, if any, that this reader moved on: they sleep on
+    /// its `progress_seq` (see [`Registry::arm`]).
     pub(crate) fn nudge_writer(&self) {
-        // SeqCst pairs with the writer's increment of writer_waiting before it re-checks.
-        if self.map.header().writer_waiting.load(Ordering::SeqCst) != 0 {
-            let _ = sock::send(self.socket.as_fd(), &[MSG_PROGRESS]);
+        // SeqCst pairs with the writer's increment of writer_waiting before it takes the word
+        // and re-checks: either it sees what changed, or we see it waiting and wake it.
+        // A wake since the waiting thread last took the word ends its sleep already: one per
+        // sleep, however many frames this reader reads before the thread runs.
+        let page = self.page();
+        if self.map.header().writer_waiting.load(Ordering::SeqCst) != 0
+            && page.progress_armed.load(Ordering::SeqCst)
+                == page.progress_seq.load(Ordering::SeqCst)
+        {
+            page.progress_seq.fetch_add(1, Ordering::SeqCst);
+            sys::futex_wake_all(&page.progress_seq);
         }
     }
 

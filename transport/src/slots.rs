@@ -2,7 +2,7 @@
 //! frame still lent, or nobody; which frame each holds; which slot may be taken for the next
 //! frame given readers' cursors and pins. Shared by the [`crate::Writer`] and its [`Lender`]s.
 
-use crate::registry::{MAX_PIN_WORDS, Registry, Waiter};
+use crate::registry::{MAX_PIN_WORDS, Registry, WaitSet};
 use crate::segment::WriterMapping;
 use crate::types::{Backpressure, Layout};
 use crate::wait::BLOCKED_WAIT_SLICE;
@@ -91,7 +91,7 @@ impl Slots {
     }
 
     pub(crate) fn pinned(&self, slot: u32) -> bool {
-        is_pinned(&self.registry.pinned_mask(), slot)
+        self.registry.slot_pinned(slot)
     }
 
     /// A slot that may be overwritten for frame `n`: held by nobody, not pinned, and not
@@ -104,22 +104,32 @@ impl Slots {
             Backpressure::Block => self.slowest_cursor(),
             _ => None,
         };
-        let candidate = |slot: usize| {
-            self.held(slot) == holder::FREE
-                && match self.frame(slot) {
-                    None => true,
-                    Some(f) => f < keep_from && slowest.is_none_or(|c| c > f),
-                }
-        };
         let oldest_first = |s: &usize| self.frame(*s).map_or(0, |f| f + 1);
         let pins = self.registry.pinned_mask();
         let pinned = |s: usize| is_pinned(&pins, s as u32);
-        // Prefer the slot holding the oldest frame: it is the one leaving the ring.
-        let free = (0..self.count())
-            .filter(|&s| candidate(s))
-            .min_by_key(oldest_first)
+        // Prefer the slot holding the oldest frame: it is the one leaving the ring; if a
+        // reader pinned that one, the first candidate not pinned. One pass, for every frame.
+        let (mut oldest, mut first_unpinned) = (None::<(u64, usize)>, None);
+        for s in 0..self.count() {
+            if self.held(s) != holder::FREE {
+                continue;
+            }
+            let frame = self.frame(s);
+            if frame.is_some_and(|f| f >= keep_from || slowest.is_some_and(|c| c <= f)) {
+                continue;
+            }
+            let age = frame.map_or(0, |f| f + 1);
+            if oldest.is_none_or(|(oldest_age, _)| age < oldest_age) {
+                oldest = Some((age, s));
+            }
+            if first_unpinned.is_none() && !pinned(s) {
+                first_unpinned = Some(s);
+            }
+        }
+        let free = oldest
+            .map(|(_, s)| s)
             .filter(|&s| !pinned(s))
-            .or_else(|| (0..self.count()).find(|&s| candidate(s) && !pinned(s)));
+            .or(first_unpinned);
         // Pins (zero-copy readers holding frames) can leave no slot outside the window. Under
         // drop-oldest (and double) the oldest unpinned frame of the window is sacrificed, as a
         // shorter ring would; readers detect it and count it missed. Block waits instead.
@@ -224,10 +234,12 @@ impl Lender {
         let waiting = &self.slots.map.header().writer_waiting;
         let registry = &self.slots.registry;
         let deadline = Instant::now() + timeout;
-        let mut fds = Vec::new();
-        // Counted as a waiting writer: readers then send a byte when they move on.
+        let mut set = WaitSet::default();
+        // Counted as a waiting writer: readers then wake it when they move on.
         waiting.fetch_add(1, Ordering::SeqCst);
         let lent = loop {
+            // Before the check: what changes after it ends the sleep below.
+            registry.arm(&mut set);
             if let Some(slot) = self.lend() {
                 break Some(slot);
             }
@@ -235,17 +247,7 @@ impl Lender {
             if cancelled() || now >= deadline {
                 break None;
             }
-            // Takes the readers' bytes (and notices who left), so the wait below sleeps until
-            // something new happens.
-            registry.service();
-            if let Some(slot) = self.lend() {
-                break Some(slot);
-            }
-            registry.wait_for_change(
-                &mut fds,
-                (deadline - now).min(BLOCKED_WAIT_SLICE),
-                Waiter::Lender,
-            );
+            registry.sleep(&set, (deadline - now).min(BLOCKED_WAIT_SLICE));
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
         lent

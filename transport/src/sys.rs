@@ -117,6 +117,89 @@ pub(crate) fn futex_wake_all(word: &AtomicU32) {
     }
 }
 
+/// One futex word of a [`futex_wait_any`], with the value the caller last saw in it
+/// (`struct futex_waitv`).
+#[repr(C)]
+pub(crate) struct WaitWord {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+impl WaitWord {
+    /// `word` as it is now. SeqCst: taken before the caller re-checks its condition, so a
+    /// change made after that check (and woken) is one the wait sees.
+    pub(crate) fn now(word: &AtomicU32) -> WaitWord {
+        const FUTEX_32: u32 = 2;
+        WaitWord {
+            val: word.load(std::sync::atomic::Ordering::SeqCst) as u64,
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX_32,
+            reserved: 0,
+        }
+    }
+
+    /// The value it was taken with.
+    pub(crate) fn value(&self) -> u32 {
+        self.val as u32
+    }
+}
+
+/// Kernels before 5.16 have no `futex_waitv`: seen once, remembered.
+static NO_FUTEX_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long one wait on a kernel without `futex_waitv` sleeps at most: it sleeps on the first
+/// word only and looks at the others this often.
+pub(crate) const SINGLE_WORD_SLICE: Duration = Duration::from_millis(1);
+
+/// Blocks while every word still holds the value it was taken with, for at most `timeout`:
+/// returns when one of them is woken or changed, on a signal, or at the timeout (callers
+/// re-check their condition in every case). Without `futex_waitv` (Linux < 5.16) it sleeps on
+/// the first word, at most [`SINGLE_WORD_SLICE`]: put the likeliest word first.
+///
+/// The caller keeps every word's memory mapped until this returns.
+pub(crate) fn futex_wait_any(words: &[WaitWord], timeout: Duration) {
+    let Some(first) = words.first() else {
+        std::thread::sleep(timeout);
+        return;
+    };
+    if !NO_FUTEX_WAITV.load(std::sync::atomic::Ordering::Relaxed) {
+        let deadline =
+            monotonic_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64);
+        let ts = libc::timespec {
+            tv_sec: (deadline / 1_000_000_000) as libc::time_t,
+            tv_nsec: (deadline % 1_000_000_000) as libc::c_long,
+        };
+        // SAFETY: `words` is an array of `struct futex_waitv` (at most 128: the registry waits
+        // on 64 readers and a bell) whose addresses the caller keeps mapped; the kernel only
+        // reads them. The timeout is absolute on CLOCK_MONOTONIC, as futex_waitv takes it.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex_waitv,
+                words.as_ptr(),
+                words.len() as libc::c_uint,
+                0u32,
+                &ts as *const libc::timespec,
+                libc::CLOCK_MONOTONIC,
+            )
+        };
+        if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+            return;
+        }
+        NO_FUTEX_WAITV.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    futex_wait_single(first, timeout.min(SINGLE_WORD_SLICE));
+}
+
+/// [`futex_wait_any`] on a kernel without `futex_waitv`: the first word only.
+fn futex_wait_single(word: &WaitWord, timeout: Duration) {
+    // SAFETY: the caller keeps the word mapped (see `futex_wait_any`); it is an aligned u32
+    // that `WaitWord::now` took from an `AtomicU32`.
+    let atomic = unsafe { AtomicU32::from_ptr(word.uaddr as *mut u32) };
+    futex_wait(atomic, word.val as u32, timeout);
+}
+
 fn flock_struct(kind: libc::c_int, offset: u64) -> libc::flock {
     // SAFETY: flock is a plain C struct for which all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -364,6 +447,46 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         writer.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_wait_on_several_words_ends_when_any_of_them_is_woken() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let words: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+        let started = std::time::Instant::now();
+        futex_wait_any(&[WaitWord::now(&words[0])], Duration::from_millis(30));
+        assert!(
+            started.elapsed() >= Duration::from_millis(25),
+            "timed out, not sooner"
+        );
+        // A value changed before the wait: it returns at once.
+        let seen: Vec<WaitWord> = words.iter().map(WaitWord::now).collect();
+        words[2].fetch_add(1, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        futex_wait_any(&seen, Duration::from_secs(20));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // Woken through the last word while asleep on all three.
+        let waker = std::thread::spawn({
+            let words = words.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(50));
+                words[2].fetch_add(1, Ordering::SeqCst);
+                futex_wake_all(&words[2]);
+            }
+        });
+        let seen: Vec<WaitWord> = words.iter().map(WaitWord::now).collect();
+        let started = std::time::Instant::now();
+        futex_wait_any(&seen, Duration::from_secs(20));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken, not timed out"
+        );
+        waker.join().unwrap();
+        // Without futex_waitv: the first word only, for a short slice at most.
+        let started = std::time::Instant::now();
+        futex_wait_single(&WaitWord::now(&words[1]), SINGLE_WORD_SLICE);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::layout::*;
 use crate::name::shm_dir;
 use crate::observer::{Observer, SegmentInfo};
-use crate::registry::{ReaderEvent, Registry, Waiter};
+use crate::registry::{ReaderEvent, Registry, WaitSet};
 use crate::segment::{self, NewSegment, WriterMapping};
 use crate::slots::{Lender, Slots, holder};
 use crate::sys;
@@ -158,8 +158,8 @@ pub struct Writer {
     /// The head at which a wait for a full ring was interrupted: the frame made again after
     /// `Interrupted` (an unlock, the Python binding's slices) is the same full-ring event.
     full_wait_interrupted_at: Option<u64>,
-    /// The descriptors a wait polls, kept so that waiting allocates nothing.
-    poll_fds: Vec<libc::pollfd>,
+    /// What a wait sleeps on, kept so that waiting allocates nothing.
+    wait_set: WaitSet,
     /// Readers still to wait for before the first frame (0 once the wait is over).
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
@@ -249,8 +249,8 @@ impl Writer {
             last_housekeeping_ns: 0,
             interrupt,
             room: None,
-            poll_fds: Vec::new(),
             full_wait_interrupted_at: None,
+            wait_set: WaitSet::default(),
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
@@ -715,26 +715,27 @@ impl Writer {
         let map = self.map.clone();
         let registry = self.registry.clone();
         let waiting = &map.header().writer_waiting;
-        let mut fds = std::mem::take(&mut self.poll_fds);
+        let mut set = std::mem::take(&mut self.wait_set);
         // A reader's stall is timed from when it started holding the writer up, at the
         // earliest from the start of this wait.
         registry.hold_up_starts(sys::monotonic_ns());
         // A count, not a flag: a lender of this writer may be waiting in another thread too.
         // SeqCst pairs with a reader's cursor store (or unpin) and its load of this count.
         waiting.fetch_add(1, Ordering::SeqCst);
-        let mut checked = false;
         let result = loop {
+            // Before the check: what changes after it ends the sleep below.
+            registry.arm(&mut set);
             if let Some(v) = ready(self) {
                 break Ok(Some(v));
             }
             if self.interrupt.is_set() {
                 break Err(Error::Interrupted);
             }
-            // Stalls are re-checked on entering the wait and every slice: a wake-up by a
-            // reader's progress needs only the re-check of `ready`.
+            // Stalls are re-checked every slice of waiting, not on every entry into a wait (a
+            // ring full again after each frame would pay for a look at every reader per
+            // frame): a wake-up by a reader's progress needs only the re-check of `ready`.
             let since_check = sys::monotonic_ns().saturating_sub(self.last_housekeeping_ns);
-            if !checked || since_check >= BLOCKED_WAIT_SLICE.as_nanos() as u64 {
-                checked = true;
+            if since_check >= BLOCKED_WAIT_SLICE.as_nanos() as u64 {
                 self.check_readers(true);
                 if let Some(v) = ready(self) {
                     break Ok(Some(v));
@@ -747,10 +748,11 @@ impl Writer {
                     _ => break Ok(None),
                 },
             };
-            registry.wait_for_change(&mut fds, slice, Waiter::Writer);
+            registry.sleep(&set, slice);
         };
         waiting.fetch_sub(1, Ordering::SeqCst);
-        self.poll_fds = fds;
+        set.clear();
+        self.wait_set = set;
         result
     }
 
@@ -846,10 +848,11 @@ impl Writer {
         let limit = Duration::from_nanos(self.reader_timeout_ns).max(EOS_MIN_LINGER);
         let map = self.map.clone();
         let waiting = &map.header().writer_waiting;
-        let mut fds = std::mem::take(&mut self.poll_fds);
+        let mut set = std::mem::take(&mut self.wait_set);
         waiting.fetch_add(1, Ordering::SeqCst);
         loop {
             self.registry.service();
+            self.registry.arm(&mut set);
             let all_drained = self.registry.all_read_up_to(self.head());
             let elapsed = started.elapsed();
             if (all_drained && elapsed >= EOS_MIN_LINGER) || elapsed >= limit {
@@ -860,11 +863,11 @@ impl Writer {
             } else {
                 BLOCKED_WAIT_SLICE
             };
-            self.registry
-                .wait_for_change(&mut fds, wait, Waiter::Writer);
+            self.registry.sleep(&set, wait);
         }
         waiting.fetch_sub(1, Ordering::SeqCst);
-        self.poll_fds = fds;
+        set.clear();
+        self.wait_set = set;
     }
 
     fn shutdown(&mut self) {
