@@ -248,18 +248,18 @@ mod tests {
             (
                 Layout::Double,
                 Backpressure::DropOldest,
-                "  layout     double: 2 + 2 spare slots, the writer never waits (format version 2)",
+                "  layout     double: 2 + 2 spare slots, the writer never waits (format version 3)",
             ),
             (
                 Layout::Ring,
                 Backpressure::Block,
-                "  layout     ring: depth 4 + 2 spare slots, backpressure=block (format version 2)",
+                "  layout     ring: depth 4 + 2 spare slots, backpressure=block (format version 3)",
             ),
             (
                 Layout::Ring,
                 Backpressure::DropOldest,
                 "  layout     ring: depth 4 + 2 spare slots, backpressure=drop-oldest (format \
-                 version 2)",
+                 version 3)",
             ),
         ] {
             let mut config = WriterConfig::new(&name, 64);

@@ -138,7 +138,7 @@ fn specific_corruptions_name_the_field() {
     let e = Geometry::parse(&set_u32(8, 99), *len).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "segment layout version 99 is not supported by this build (expects version 2); use the \
+        "segment layout version 99 is not supported by this build (expects version 3); use the \
          same shmframe version for writer and readers"
     );
     let e = Geometry::parse(&set_u32(12, 7), *len).unwrap_err();

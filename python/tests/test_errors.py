@@ -41,7 +41,7 @@ def test_segment_paths_and_limits_are_the_transports(shm_name):
         shmframe.segment_path("../etc")
     with pytest.raises(shmframe.InvalidName):
         shmframe.segment_path("x" * (shmframe.MAX_NAME_LEN + 1))
-    assert shmframe.LAYOUT_VERSION == 2 and shmframe.MAX_READERS == 64
+    assert shmframe.LAYOUT_VERSION == 3 and shmframe.MAX_READERS == 64
     with shmframe.Writer(shm_name, 4, 1, "GRAY8", pace=False) as writer, shmframe.Reader(
         shm_name
     ) as r:

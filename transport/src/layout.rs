@@ -22,7 +22,7 @@ use std::mem::{offset_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 pub const MAGIC: [u8; 8] = *b"SHMFRAME";
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 pub const PAGE: u64 = 4096;
 
 pub const MAX_DEPTH: u32 = 1024;
