@@ -28,47 +28,13 @@ const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 /// thread of its own within milliseconds; this bounds a writer that hangs.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 
-/// Default of [`ReaderOptions::spin`]: a few frames' time of a small-frame stream going as fast
-/// as it can (one frame every 5-10 µs), far below any paced stream's frame interval.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
-
-/// Default of [`ReaderOptions::wake_spin`]: longer than the writer takes to copy in a 4K RGBA
-/// frame, so a woken reader sleeps again only if the writer stopped on the way.
-pub const DEFAULT_WAKE_SPIN: Duration = Duration::from_millis(5);
-
-/// How long a poll for the head spins on the CPU before it yields the CPU between checks, so
-/// that a long poll leaves a busy core to threads that have work (the writer among them).
-const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(20);
-
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ReaderOptions {
     pub start: StartPosition,
     /// The user the writer must run as (the owner of the segment file), or `None` for whoever
     /// the segment's permissions let this process read: a reader that may read other users'
     /// segments (root) then does not silently follow another user's stream.
     pub writer_uid: Option<u32>,
-    /// How long the reader polls for the next frame before it sleeps, when its last wait for a
-    /// frame was at least this short (frames are coming close together). A reader that polls
-    /// is awake when the frame comes, so the writer needn't wake it (no system call on either
-    /// side). A paced stream's reader waits longer than this between frames and never polls.
-    /// Zero: never poll.
-    pub spin: Duration,
-    /// How long a reader woken from its sleep before the frame is there polls for it. The
-    /// writer wakes sleeping readers as it starts copying a frame in, so that their wake-up
-    /// overlaps the copy; they then poll until the frame is published. Zero: sleep again at
-    /// once (the writer then wakes the reader a second time when it publishes).
-    pub wake_spin: Duration,
-}
-
-impl Default for ReaderOptions {
-    fn default() -> Self {
-        ReaderOptions {
-            start: StartPosition::default(),
-            writer_uid: None,
-            spin: DEFAULT_SPIN,
-            wake_spin: DEFAULT_WAKE_SPIN,
-        }
-    }
 }
 
 /// The result of waiting for the next frame.
@@ -94,10 +60,6 @@ pub struct Reader {
     interrupt: Interrupt,
     lease: Arc<ReaderLease>,
     last_liveness_check: Instant,
-    spin: Duration,
-    wake_spin: Duration,
-    /// How long the last wait for a frame lasted (zero: the frame was already there).
-    last_wait: Duration,
 }
 
 impl Reader {
@@ -140,9 +102,6 @@ impl Reader {
             missed_since_last: 0,
             interrupt,
             last_liveness_check: Instant::now(),
-            spin: if crate::wait::tmp_off("spin") { Duration::ZERO } else { Duration::from_micros(crate::wait::tmp_num("SHMFRAME_TMP_SPIN", opts.spin.as_micros() as u64)) },
-            wake_spin: if crate::wait::tmp_off("early") { Duration::ZERO } else { opts.wake_spin },
-            last_wait: Duration::MAX,
         })
     }
 
@@ -314,7 +273,6 @@ impl Reader {
         mut take: impl FnMut(&Mapping, u64) -> Result<Option<(FrameInfo, T)>, Error>,
     ) -> Result<(ReadResult, Option<T>), Error> {
         let deadline = Instant::now() + timeout;
-        let mut waiting_since: Option<Instant> = None;
         loop {
             if self.interrupt.is_set() {
                 return Err(Error::Interrupted);
@@ -334,7 +292,6 @@ impl Reader {
                         self.missed_since_last = 0;
                         self.frames_read += 1;
                         self.cursor += 1;
-                        self.last_wait = waiting_since.map_or(Duration::ZERO, |t| t.elapsed());
                         self.publish_progress();
                         return Ok((ReadResult::Frame(info), Some(taken)));
                     }
@@ -368,67 +325,11 @@ impl Reader {
             if now >= deadline {
                 return Ok((ReadResult::Timeout, None));
             }
-            let first_wait = waiting_since.is_none();
-            waiting_since.get_or_insert(now);
-            // Frames coming close together: the next is likely due within the spin, and found
-            // by polling, the writer has no sleeper to wake.
-            let spin = if first_wait && self.last_wait <= self.spin {
-                self.spin
-            } else {
-                Duration::ZERO
-            };
-            if self.poll_head(head, spin.min(deadline - now)) {
-                continue;
-            }
-            let woken = self.wait_for_frame(head, (deadline - now).min(FRAME_WAIT_SLICE));
-            if woken {
-                // Woken with no new frame: the writer is copying one in (or the state changed,
-                // which the poll notices at once).
-                let left = deadline.saturating_duration_since(Instant::now());
-                self.poll_head(head, self.wake_spin.min(left));
-            }
+            self.wait_for_frame(head, (deadline - now).min(FRAME_WAIT_SLICE));
         }
     }
 
-    /// Polls the header for up to `limit` until the head moves past `seen_head` or something
-    /// else calls for the read loop's attention (the stream's state changed, an interrupt);
-    /// true if it did. Readers only read here: a hostile writer can make a reader poll, for
-    /// as long as the reader chose and no longer.
-    fn poll_head(&self, seen_head: u64, limit: Duration) -> bool {
-        if limit.is_zero() {
-            return false;
-        }
-        let h = self.map.header();
-        let started = Instant::now();
-        let mut polls = 0u32;
-        loop {
-            // Acquire: the frame the new head counts is complete for us (the read loop
-            // re-loads the head with its own ordering anyway).
-            if h.head.load(Ordering::Acquire) != seen_head || self.interrupt.is_set() {
-                return true;
-            }
-            polls = polls.wrapping_add(1);
-            if polls % 64 == 0 {
-                let state = h.stream_state.load(Ordering::Acquire);
-                if !matches!(state, stream_state::STARTING | stream_state::RUNNING) {
-                    return true;
-                }
-                let spent = started.elapsed();
-                if spent >= limit {
-                    return false;
-                }
-                static TMP_YIELD: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-                if spent >= *TMP_YIELD.get_or_init(|| Duration::from_micros(crate::wait::tmp_num("SHMFRAME_TMP_YIELD", SPIN_BEFORE_YIELD.as_micros() as u64))) {
-                    std::thread::yield_now();
-                }
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    /// Sleeps until the writer wakes this reader, the head moves past `seen_head`, or `max`
-    /// passes; true if it was woken (its futex word changed).
-    fn wait_for_frame(&self, seen_head: u64, max: Duration) -> bool {
+    fn wait_for_frame(&self, seen_head: u64, max: Duration) {
         let page = self.lease.page();
         let h = self.map.header();
         let seq = page.wake_seq.load(Ordering::SeqCst);
@@ -443,7 +344,6 @@ impl Reader {
         page.sleeping.store(0, Ordering::Relaxed);
         page.heartbeat_ns
             .store(sys::monotonic_ns(), Ordering::Relaxed);
-        page.wake_seq.load(Ordering::Acquire) != seq
     }
 
     /// Copies frame `n` if the segment still holds it; the cursor does not move.

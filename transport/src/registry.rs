@@ -659,12 +659,10 @@ impl Registry {
 
     /// Wakes the readers that sleep waiting for a frame. The writer stored `head` (SeqCst)
     /// before; a reader stores `sleeping` (SeqCst) before re-checking `head`: either it sees
-    /// the new frame, or we see it sleeping and wake it. Clearing `sleeping` makes a reader
-    /// woken early (as the frame is being written) cost no second wake when it is published
-    /// before the reader runs: it re-checks the head once it does.
+    /// the new frame, or we see it sleeping and wake it.
     pub(crate) fn wake_sleepers(&self) {
         for r in self.lock().readers.iter().flatten() {
-            if r.page.page().sleeping.swap(0, Ordering::SeqCst) != 0 {
+            if r.page.page().sleeping.load(Ordering::SeqCst) != 0 {
                 r.page.wake();
             }
         }

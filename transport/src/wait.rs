@@ -105,20 +105,3 @@ impl Interrupt {
         !self.is_set()
     }
 }
-
-// TEMPORARY (removed before the last commit): SHMFRAME_TMP_OFF=spin,early turns levers off
-// for side-by-side measurement.
-pub(crate) fn tmp_off(what: &str) -> bool {
-    static OFF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    OFF.get_or_init(|| std::env::var("SHMFRAME_TMP_OFF").unwrap_or_default())
-        .split(',')
-        .any(|w| w == what)
-}
-
-// TEMPORARY: numeric overrides for measurement.
-pub(crate) fn tmp_num(var: &str, default: u64) -> u64 {
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}

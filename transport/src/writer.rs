@@ -341,11 +341,6 @@ impl Writer {
         let Some(lease) = self.acquire()? else {
             return Ok(WriteOutcome::Dropped);
         };
-        // Sleeping readers wake now and poll for the frame while it is copied in: their
-        // wake-up overlaps the copy instead of following the publish.
-        if !crate::wait::tmp_off("early") {
-            self.registry.wake_sleepers();
-        }
         fill(&mut self.slot_mut(&lease)[..size as usize]);
         self.publish(lease, meta, size)
     }
