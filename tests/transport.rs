@@ -1599,3 +1599,57 @@ fn a_reader_requiring_a_writer_uid_refuses_another_users_segment() {
     write_frame(&mut w, 0);
     assert_eq!(frame_number(read_one(&mut r)), 0);
 }
+
+/// The calling thread's resource usage so far (other threads do not count).
+fn thread_usage() -> libc::rusage {
+    // SAFETY: all-zero is a valid rusage (plain integers); getrusage fills it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is writable for the call.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) },
+        0
+    );
+    usage
+}
+
+/// A reader that polled for frames instead of sleeping (a spin before the futex wait) would
+/// cost a core per paced stream; the README's Performance section says why none is kept.
+#[test]
+fn a_paced_reader_sleeps_between_frames_and_costs_little_cpu() {
+    const FRAMES: u64 = 50;
+    let name = ShmName::new("paced-reader-cpu");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 8, Backpressure::Block)).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let reader = std::thread::spawn(move || {
+        let before = thread_usage();
+        for n in 0..FRAMES {
+            assert_eq!(frame_number(read_one(&mut r)), n);
+        }
+        let after = thread_usage();
+        let cpu_us = |u: &libc::rusage| {
+            let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+            us(u.ru_utime) + us(u.ru_stime)
+        };
+        (
+            after.ru_nvcsw - before.ru_nvcsw,
+            Duration::from_micros((cpu_us(&after) - cpu_us(&before)) as u64),
+        )
+    });
+    let started = Instant::now();
+    for n in 0..FRAMES {
+        std::thread::sleep(Duration::from_millis(4));
+        write_frame(&mut w, n);
+    }
+    let (sleeps, cpu) = reader.join().unwrap();
+    let elapsed = started.elapsed();
+    // Frames 4 ms apart: the reader sleeps (a voluntary context switch) before most of them,
+    // and its CPU time is a small part of the time it waited, not all of it.
+    assert!(
+        sleeps >= FRAMES as i64 / 2,
+        "the reader slept {sleeps} times for {FRAMES} frames"
+    );
+    assert!(
+        cpu < elapsed / 5,
+        "the reader used {cpu:?} of CPU in {elapsed:?} for {FRAMES} frames"
+    );
+}
