@@ -739,4 +739,73 @@ mod tests {
             "slots still hold frame 0 after release: {held:?}"
         );
     }
+
+    /// On kernels before 5.16 a writer waiting for room sleeps on its slowest reader's word
+    /// alone, a millisecond at a time: every frame still arrives, in order and intact, and a
+    /// reader's progress still wakes the writer (the whole run is bounded far below what 20 ms
+    /// per wait, the slice, would take). The writer waits in this test's thread, for which the
+    /// system call is pretended missing.
+    #[test]
+    fn a_blocked_writer_without_futex_waitv_still_gets_every_frame_through() {
+        crate::sys::pretend_futex_waitv_is_missing();
+        let name = format!("shmframe-unit-no-waitv-{}", std::process::id());
+        let _cleanup = Cleanup(name.clone());
+        let mut config = WriterConfig::new(&name, 4096);
+        config.depth = 2;
+        config.spare_slots = 0;
+        config.backpressure = Backpressure::Block;
+        let mut writer = Writer::create(&config).unwrap();
+        let options = ReaderOptions {
+            start: StartPosition::Oldest,
+            ..Default::default()
+        };
+        // Two readers, so that the writer waits on more than one word.
+        let readers: Vec<Reader> = (0..2)
+            .map(|_| Reader::open(&name, &options).unwrap())
+            .collect();
+        const FRAMES: u64 = 400;
+        let started = Instant::now();
+        let threads: Vec<_> = readers
+            .into_iter()
+            .enumerate()
+            .map(|(r, mut reader)| {
+                std::thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut buf = vec![0u8; 4096];
+                    while got.len() < FRAMES as usize {
+                        let read = reader
+                            .read_next(Duration::from_secs(10), |_, view| {
+                                view.copy_to(&mut buf[..view.len()])
+                            })
+                            .unwrap();
+                        let ReadResult::Frame(info) = read else {
+                            panic!("reader {r}: {read:?} after {} frames", got.len());
+                        };
+                        let expected = (info.number % 251) as u8;
+                        assert!(buf.iter().all(|&b| b == expected), "frame {}", info.number);
+                        got.push(info.number);
+                        if info.number % 50 == 0 {
+                            // The writer fills the ring and waits for this reader.
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for n in 0..FRAMES {
+            writer
+                .write(&FrameMeta::default(), &[(n % 251) as u8; 4096])
+                .unwrap();
+        }
+        for t in threads {
+            assert_eq!(t.join().unwrap(), (0..FRAMES).collect::<Vec<_>>());
+        }
+        let elapsed = started.elapsed();
+        // 400 frames through a ring of 2 wait about 200 times: 20 ms each would be 4 s.
+        assert!(
+            elapsed < Duration::from_secs(3),
+            "{FRAMES} frames took {elapsed:?}: progress did not wake the writer"
+        );
+    }
 }

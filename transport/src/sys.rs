@@ -149,6 +149,25 @@ impl WaitWord {
 /// Kernels before 5.16 have no `futex_waitv`: seen once, remembered.
 static NO_FUTEX_WAITV: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+#[cfg(test)]
+thread_local! {
+    static PRETEND_NO_FUTEX_WAITV: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread wait as on a kernel without `futex_waitv`, so that tests cover that path.
+#[cfg(test)]
+pub(crate) fn pretend_futex_waitv_is_missing() {
+    PRETEND_NO_FUTEX_WAITV.set(true);
+}
+
+fn futex_waitv_missing() -> bool {
+    #[cfg(test)]
+    if PRETEND_NO_FUTEX_WAITV.get() {
+        return true;
+    }
+    NO_FUTEX_WAITV.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// How long one wait on a kernel without `futex_waitv` sleeps at most: it sleeps on the first
 /// word only and looks at the others this often.
 pub(crate) const SINGLE_WORD_SLICE: Duration = Duration::from_millis(1);
@@ -164,7 +183,7 @@ pub(crate) fn futex_wait_any(words: &[WaitWord], timeout: Duration) {
         std::thread::sleep(timeout);
         return;
     };
-    if !NO_FUTEX_WAITV.load(std::sync::atomic::Ordering::Relaxed) {
+    if !futex_waitv_missing() {
         let deadline =
             monotonic_ns().saturating_add(timeout.as_nanos().min(u64::MAX as u128) as u64);
         let ts = libc::timespec {
