@@ -467,11 +467,7 @@ impl Reader {
                 )));
             }
         };
-        let mut opts = ReaderOptions {
-            start,
-            writer_uid,
-            ..Default::default()
-        };
+        let mut opts = ReaderOptions { start, writer_uid };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {
