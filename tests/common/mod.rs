@@ -53,6 +53,13 @@ pub fn file_names(dir: &std::path::Path) -> Vec<String> {
 
 impl Drop for ShmName {
     fn drop(&mut self) {
+        // A writer killed by the test leaves its socket, named by the session in its segment.
+        if let Ok(info) = gstshmframe::transport::inspect(&self.0) {
+            let _ = std::fs::remove_file(gstshmframe::transport::socket_path(
+                &gstshmframe::transport::shm_dir(),
+                info.writer_session,
+            ));
+        }
         // A test may have put a directory at the name.
         if std::fs::remove_file(self.path()).is_err() {
             let _ = std::fs::remove_dir(self.path());

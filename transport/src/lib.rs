@@ -40,6 +40,7 @@ pub use error::Error;
 pub use frame::{FrameInfo, SlotView};
 pub use layout::{
     Geometry, LAYOUT_VERSION, MAX_DEPTH, MAX_READERS, MAX_SLOT_CAPACITY, MAX_SPARE_SLOTS,
+    socket_path,
 };
 pub use name::{MAX_NAME_LEN, segment_path, shm_dir, validate_name};
 pub use observer::{Observer, ReaderInfo, SegmentInfo, inspect};
