@@ -1232,19 +1232,31 @@ fn frames_of_a_ring_larger_than_the_cache_are_streamed_in_intact() {
     let mut frame = vec![0u8; size + 3];
     let mut read = Vec::new();
     for n in 0..8 {
-        fill_frame(n, &mut frame);
-        // Odd lengths and an unaligned source exercise the edges of the streaming copy.
-        let data = &frame[n as usize % 3..size + n as usize % 3 - 1];
-        w.write(&FrameMeta::default(), data).unwrap();
-        let result = r
-            .read_next(Duration::from_secs(5), |info, view| {
-                read.resize(info.size as usize, 0);
-                view.copy_to(&mut read);
-            })
-            .unwrap();
-        assert!(matches!(result, ReadResult::Frame(_)));
-        assert!(read == data, "frame {n} arrived intact");
+        write_and_read_back_intact(&mut w, &mut r, n, size, &mut frame, &mut read);
     }
+}
+
+/// Writes frame `n` (`size - 1` bytes from an offset of `n % 3`: odd lengths and an unaligned
+/// source exercise the edges of the streaming copy) and checks the reader gets it intact.
+fn write_and_read_back_intact(
+    w: &mut Writer,
+    r: &mut Reader,
+    n: u64,
+    size: usize,
+    frame: &mut [u8],
+    read: &mut Vec<u8>,
+) {
+    fill_frame(n, frame);
+    let data = &frame[n as usize % 3..size + n as usize % 3 - 1];
+    w.write(&FrameMeta::default(), data).unwrap();
+    let result = r
+        .read_next(Duration::from_secs(5), |info, view| {
+            read.resize(info.size as usize, 0);
+            view.copy_to(read);
+        })
+        .unwrap();
+    assert!(matches!(result, ReadResult::Frame(_)));
+    assert!(*read == data, "frame {n} arrived intact");
 }
 
 #[test]
@@ -1260,18 +1272,7 @@ fn frames_of_a_paced_writer_are_streamed_in_intact() {
         // Longer than the writer's idle threshold (1 ms), as between a camera's frames.
         std::thread::sleep(Duration::from_millis(3));
         assert!(w.slots_are_cold(size as u64), "frame {n} after a pause");
-        fill_frame(n, &mut frame);
-        // Odd lengths and an unaligned source exercise the edges of the streaming copy.
-        let data = &frame[n as usize % 3..size + n as usize % 3 - 1];
-        w.write(&FrameMeta::default(), data).unwrap();
-        let result = r
-            .read_next(Duration::from_secs(5), |info, view| {
-                read.resize(info.size as usize, 0);
-                view.copy_to(&mut read);
-            })
-            .unwrap();
-        assert!(matches!(result, ReadResult::Frame(_)));
-        assert!(read == data, "frame {n} arrived intact");
+        write_and_read_back_intact(&mut w, &mut r, n, size, &mut frame, &mut read);
     }
 }
 
