@@ -117,6 +117,73 @@ fn drop_oldest_accounting_is_exact_for_a_slow_reader() {
     assert_eq!(w.frames_dropped(), 0);
 }
 
+/// A reader copying each frame more slowly than the writer writes `depth` of them, under
+/// policies that overwrite what readers have not read: every copy would be overtaken if the
+/// frame were not held while it is copied (without that, this reader got no frame until the
+/// writer stopped). It must get frames all along, each intact, in order, every other one
+/// counted as missed.
+#[test]
+fn a_reader_copying_more_slowly_than_an_overwriting_writer_writes_still_gets_frames() {
+    const FRAMES: u64 = 1000;
+    for (layout, depth) in [(Layout::Ring, 4), (Layout::Double, 2)] {
+        let name = ShmName::new("slow-copy");
+        let mut w =
+            Writer::create(&config(&name, layout, depth, Backpressure::DropOldest)).unwrap();
+        let mut r = Reader::open(&name, &oldest()).unwrap();
+        let writer = std::thread::spawn(move || {
+            for n in 0..FRAMES {
+                assert_eq!(
+                    write_frame(&mut w, n).frame(),
+                    Some(n),
+                    "{layout:?} publishes"
+                );
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            w.end_of_stream();
+            w
+        });
+        let (mut numbers, mut buf) = (Vec::new(), Vec::new());
+        loop {
+            let read = r
+                .read_next(Duration::from_secs(10), |info, view| {
+                    buf.resize(info.size as usize, 0);
+                    view.copy_to(&mut buf);
+                    // Slower than `depth` writes of 0.2 ms and more each.
+                    std::thread::sleep(Duration::from_millis(2));
+                })
+                .unwrap();
+            match read {
+                ReadResult::Frame(info) => {
+                    check_frame(info.number, &buf).unwrap();
+                    numbers.push(info.number);
+                }
+                ReadResult::Eos => break,
+                other => panic!("{layout:?}: {other:?}"),
+            }
+        }
+        writer.join().unwrap();
+        assert!(
+            numbers.windows(2).all(|p| p[0] < p[1]),
+            "{layout:?} in order: {numbers:?}"
+        );
+        let while_writing = numbers
+            .iter()
+            .filter(|&&n| n < FRAMES - depth as u64)
+            .count();
+        assert!(
+            while_writing >= 20,
+            "{layout:?}: {while_writing} frames read while the writer wrote {FRAMES} \
+             (all read: {numbers:?})"
+        );
+        assert_eq!(r.frames_read(), numbers.len() as u64);
+        assert_eq!(
+            r.frames_read() + r.frames_missed(),
+            FRAMES,
+            "{layout:?} counts"
+        );
+    }
+}
+
 #[test]
 fn drop_newest_drops_incoming_frames_and_counts_them() {
     let name = ShmName::new("drop-newest");

@@ -24,10 +24,10 @@ pub struct FrameInfo {
 }
 
 /// The bytes of a slot as they were while being copied. Only a copy validated by the seqlock
-/// (the read returning `Frame`) may be trusted; the view itself offers no borrowing access.
+/// or made under a pin that was honoured throughout (the read returning `Frame`) may be trusted; the view itself offers no borrowing access.
 pub struct SlotView {
-    ptr: *const u8,
-    len: usize,
+    pub(crate) ptr: *const u8,
+    pub(crate) len: usize,
 }
 
 impl SlotView {

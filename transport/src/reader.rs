@@ -17,7 +17,7 @@ use crate::types::{Backpressure, Layout, StartPosition, StreamState};
 use crate::wait::Interrupt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// Longest single sleep while waiting for a frame: the writer's liveness is re-checked at
@@ -236,12 +236,29 @@ impl Reader {
     /// Waits up to `timeout` for the next frame and copies it out through `copy`, which is
     /// called with the frame's metadata and a view of its slot; `copy` may be called more than
     /// once if the writer overwrote the frame meanwhile (the stale copy is discarded).
+    ///
+    /// Where the writer overwrites frames readers have not read (drop-oldest, double), the
+    /// frame is pinned while it is copied when a pin is affordable ([`may_pin_to_copy`]):
+    /// otherwise a reader that copies a frame more slowly than the writer writes one, reading
+    /// in order, would start each copy on the oldest frame, the very one the writer overwrites
+    /// next, and discard nearly every copy. Under block the writer waits for the cursor, so
+    /// the frame at the cursor is never overwritten and nothing is pinned.
     pub fn read_next(
         &mut self,
         timeout: Duration,
         mut copy: impl FnMut(&FrameInfo, &SlotView),
     ) -> Result<ReadResult, Error> {
+        let lease = self.lease.clone();
         let (result, _) = self.next_with(timeout, |map, n| {
+            if map.geo.backpressure != Backpressure::Block && may_pin_to_copy(&lease) {
+                let Some(pinned) = ReaderLease::pin(&lease, n)? else {
+                    return Ok(None);
+                };
+                copy(&pinned.info, &pinned.view());
+                // Evicted meanwhile (the pin no longer honoured) and overwritten: discarded.
+                fence(Ordering::Acquire);
+                return Ok(pinned.intact().then_some((pinned.info, ())));
+            }
             Ok(match try_read(map, n, &mut copy)? {
                 TryRead::Got(info) => Some((info, ())),
                 TryRead::Gone => None,
@@ -390,33 +407,62 @@ impl Reader {
     /// slot between them; and one slot at least stays unpinned, since the writer comes round
     /// to every pinned slot and under drop-oldest must then overwrite another.
     pub fn may_pin(&self) -> bool {
-        let geo = &self.map.geo;
-        let head = self.map.header().head.load(Ordering::Acquire);
-        let keep_from = geo.keep_from(head);
+        let census = PinCensus::of(&self.lease);
+        self.pins_held() < self.pin_budget()
+            && census.held_back < self.pin_budget()
+            && census.leaves_a_slot_unpinned()
+    }
+}
+
+/// The slots pinned by all readers together, as the writer last summed them up with this
+/// reader's own pins as of now.
+struct PinCensus {
+    /// Pinned slots whose frames the ring has moved past (slots the writer would reuse).
+    held_back: u32,
+    pinned_slots: u32,
+    slot_count: u32,
+}
+
+impl PinCensus {
+    fn of(lease: &ReaderLease) -> PinCensus {
+        let map = &lease.map;
+        let geo = &map.geo;
+        let keep_from = geo.keep_from(map.header().head.load(Ordering::Acquire));
         let (mut held_back, mut pinned_slots) = (0, 0);
         for w in 0..geo.pin_words {
             // The writer's union of every reader's pins, with ours as of now.
-            let mut pinned = self.map.pinned_union(w).load(Ordering::Acquire)
-                | self.lease.control.pin_word(w).load(Ordering::Acquire);
+            let mut pinned = map.pinned_union(w).load(Ordering::Acquire)
+                | lease.control.pin_word(w).load(Ordering::Acquire);
             pinned_slots += pinned.count_ones();
             while pinned != 0 {
                 let slot = w * 64 + pinned.trailing_zeros();
                 pinned &= pinned - 1;
                 // A pinned slot's descriptor is stable (the writer does not touch it).
-                if slot < geo.slot_count
-                    && self.map.desc(slot).frame.load(Ordering::Acquire) < keep_from
+                if slot < geo.slot_count && map.desc(slot).frame.load(Ordering::Acquire) < keep_from
                 {
                     held_back += 1;
                 }
             }
         }
-        // However new the pinned frames are now, the writer comes round to their slots; under
-        // drop-oldest (and double) it then overwrites the oldest unpinned frame instead, so at
-        // least one slot must stay unpinned.
-        self.pins_held() < self.pin_budget()
-            && held_back < self.pin_budget()
-            && pinned_slots + 1 < geo.slot_count
+        PinCensus {
+            held_back,
+            pinned_slots,
+            slot_count: geo.slot_count,
+        }
     }
+
+    /// However new the pinned frames are now, the writer comes round to their slots; under
+    /// drop-oldest (and double) it then overwrites the oldest unpinned frame instead, so at
+    /// least one slot must stay unpinned after one more pin.
+    fn leaves_a_slot_unpinned(&self) -> bool {
+        self.pinned_slots + 1 < self.slot_count
+    }
+}
+
+/// Whether a copy may pin its frame while it copies (see [`Reader::read_next`]): a pin that
+/// lasts one copy holds nothing back for long, so only the bound every pin keeps applies.
+fn may_pin_to_copy(lease: &ReaderLease) -> bool {
+    PinCensus::of(lease).leaves_a_slot_unpinned()
 }
 
 /// Connects to the writer of `map` and says hello: the writer answers with this reader's
@@ -614,6 +660,14 @@ impl PinnedFrame {
     pub fn intact(&self) -> bool {
         // Acquire pairs with the writer's Release of the sequence word when it rewrote it.
         self.lease.map.desc(self.slot).seq.load(Ordering::Acquire) == self.seq
+    }
+
+    /// The frame's bytes as a [`SlotView`], for a copy made under the pin.
+    fn view(&self) -> SlotView {
+        SlotView {
+            ptr: self.lease.map.slot_ptr(self.slot),
+            len: self.info.size as usize,
+        }
     }
 
     /// The frame's bytes, read-only (mapped read-only in this process). They stay this
