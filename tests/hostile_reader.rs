@@ -172,9 +172,15 @@ fn check_every_frame(args: &std::collections::HashMap<String, String>) {
     let check = |n: u64, data: &[u8]| match &colors {
         None => check_frame(n, data),
         Some(frames) if frames[(n % WIDTH as u64) as usize] == data => Ok(()),
-        Some(_) => Err(format!(
-            "frame {n} is not frame {} of {TEST_SOURCE}",
-            n % WIDTH as u64
+        Some(frames) => Err(format!(
+            "frame {n} is not frame {} of {TEST_SOURCE} but {}",
+            n % WIDTH as u64,
+            frames
+                .iter()
+                .position(|f| f == data)
+                .map_or("none of its frames".to_string(), |m| format!(
+                    "its frame {m}"
+                ))
         )),
     };
     let opts = ReaderOptions {

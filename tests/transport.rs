@@ -730,7 +730,7 @@ fn a_stalled_reader_is_evicted_and_rejoins_counting_its_misses() {
 }
 
 #[test]
-fn pinned_slots_are_never_overwritten() {
+fn pinned_slots_are_never_overwritten_while_their_reader_pins_no_more_than_it_may() {
     let name = ShmName::new("pins");
     let mut c = config(&name, Layout::Ring, 2, Backpressure::DropOldest);
     c.spare_slots = 1;
@@ -744,14 +744,20 @@ fn pinned_slots_are_never_overwritten() {
     }
     check_frame(0, pinned.data()).unwrap();
     assert_eq!(pinned.info().number, 0);
+    // Two pins, as many as one reader may hold here: the writer takes the third slot.
     let second = r.pin(19).unwrap().expect("frame 19 is held");
-    let third = r.pin(18).unwrap().expect("frame 18 is held");
-    // Every slot is now pinned: drop-oldest must drop rather than overwrite.
-    assert_eq!(write_frame(&mut w, 20), WriteOutcome::Dropped);
-    check_frame(19, second.data()).unwrap();
-    check_frame(18, third.data()).unwrap();
-    drop(pinned);
     assert!(write_frame(&mut w, 20).frame().is_some());
+    check_frame(0, pinned.data()).unwrap();
+    check_frame(19, second.data()).unwrap();
+    // A third pin leaves no slot and is more than one reader may hold: the writer evicts the
+    // reader at once and takes the oldest pinned slot rather than dropping the frame (for
+    // every reader), and the pin says its frame is gone.
+    let third = r.pin(20).unwrap().expect("frame 20 is held");
+    assert_eq!(write_frame(&mut w, 21).frame(), Some(21));
+    assert_eq!((w.frames_dropped(), w.info().readers_evicted), (0, 1));
+    assert!(!pinned.intact(), "frame 0's slot, the oldest, was taken");
+    check_frame(19, second.data()).unwrap();
+    check_frame(20, third.data()).unwrap();
     assert!(r.pin(5).unwrap().is_none(), "frame 5 is long gone");
 }
 
@@ -895,7 +901,8 @@ fn drain(r: &mut Reader, received: &mut Vec<u64>) {
 
 /// A reader that pins every slot and then stops (a stopped zero-copy reader, or a process
 /// doing it on purpose) holds the writer up no longer than the reader timeout, in every layout,
-/// policy and spare-slots count: the writer evicts it and stops honouring its pins. The other
+/// policy and spare-slots count (under drop-oldest and double not at all: every slot is more
+/// than one reader may pin): the writer evicts it and stops honouring its pins. The other
 /// reader then gets every later frame, content checked, nothing more is dropped, and each pin
 /// of the evicted reader either still holds its frame or says it does not (`intact`). Before
 /// the fix a `block` writer waited for ever and the drop policies dropped every frame.
@@ -934,7 +941,9 @@ fn a_stopped_reader_pinning_every_slot_holds_the_writer_no_longer_than_the_reade
                 drain(&mut active, &mut received);
             }
             // Every slot is pinned and the pinning reader stops: the writer goes on (under
-            // block, the first write waits) and evicts it after the timeout.
+            // block, the first write waits) and evicts it after the timeout; where it
+            // overwrites unread frames, at once (every slot is more than one reader may pin).
+            let at_once = bp == Backpressure::DropOldest;
             let held_up = Instant::now();
             while w.info().readers_evicted == 0 {
                 assert!(
@@ -949,12 +958,20 @@ fn a_stopped_reader_pinning_every_slot_holds_the_writer_no_longer_than_the_reade
                 std::thread::sleep(Duration::from_millis(5));
             }
             let evicted_after = held_up.elapsed();
-            // The timeout runs from when the pins first kept a slot from the writer, which may
-            // be a little before the last pin.
-            assert!(
-                evicted_after >= TIMEOUT / 2,
-                "{case}: evicted after {evicted_after:?}, long before the reader timeout"
-            );
+            if at_once {
+                assert_eq!(
+                    w.frames_dropped(),
+                    0,
+                    "{case}: evicted before a frame is dropped"
+                );
+            } else {
+                // The timeout runs from when the pins first kept a slot from the writer, which
+                // may be a little before the last pin.
+                assert!(
+                    evicted_after >= TIMEOUT / 2,
+                    "{case}: evicted after {evicted_after:?}, long before the reader timeout"
+                );
+            }
             assert_eq!((stopped.evictions(), active.evictions()), (1, 0), "{case}");
             let dropped = w.frames_dropped();
             let first_after = n;

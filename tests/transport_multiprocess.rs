@@ -191,15 +191,17 @@ fn outcome(failed: bool) -> String {
     }
 }
 
-/// attacker NAME SCRIBBLE_MS READ_FRAMES: attaches as a reader, then attacks every descriptor
-/// it holds on the segment or on a memfd (its control page): writes to it, truncates it, maps
-/// it shared and writable, grows it; scribbles random bytes over every page it could map
-/// writable for SCRIBBLE_MS; then reads READ_FRAMES frames, checking each. Reports each
-/// attack's outcome.
+/// attacker NAME SCRIBBLE_MS READ_FRAMES [pins]: attaches as a reader, then attacks every
+/// descriptor it holds on the segment or on a memfd (its control page): writes to it,
+/// truncates it, maps it shared and writable, grows it; scribbles random bytes over every page
+/// it could map writable for SCRIBBLE_MS (with `pins`: pins every slot, says it is closing
+/// and has rejoined after any eviction, cursor at the end, every millisecond, through its
+/// control page); then reads READ_FRAMES frames, checking each. Reports each attack's outcome.
 fn run_attacker(args: &[String]) -> i32 {
     let segment = shm_dir().join(&args[0]);
     let scribble = Duration::from_millis(args[1].parse().unwrap());
     let frames: u64 = args[2].parse().unwrap();
+    let hog_pins = args.get(3).is_some_and(|mode| mode == "pins");
     let mut r = Reader::open(&args[0], &oldest()).unwrap();
     let mut report = Vec::new();
     let mut writable: Vec<(*mut u8, usize)> = Vec::new();
@@ -247,6 +249,13 @@ fn run_attacker(args: &[String]) -> i32 {
     let deadline = Instant::now() + scribble;
     let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ std::process::id() as u64;
     while Instant::now() < deadline {
+        if hog_pins {
+            for &(at, _) in &writable {
+                hog_every_pin(at);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        }
         for &(at, len) in &writable {
             for i in (0..len).step_by(8) {
                 x ^= x << 13;
@@ -279,6 +288,22 @@ fn run_attacker(args: &[String]) -> i32 {
     }
     println!("SUMMARY {} read={read} torn={torn}", report.join(" "));
     0
+}
+
+/// Writes a control page (docs/LAYOUT.md, "Control page") as a reader holding every slot
+/// would, and one that never lets go: `detaching` (12) set, `cursor` (16) past any frame,
+/// `rejoined` (56) past any eviction count, and every bit of the pin bitmap (128) set.
+fn hog_every_pin(page: *mut u8) {
+    // SAFETY: `page` is a writable shared mapping of 4096 bytes (the reader's control page);
+    // every offset is inside it and aligned for its type.
+    unsafe {
+        (page.add(12) as *mut u32).write_volatile(1);
+        (page.add(16) as *mut u64).write_volatile(u64::MAX);
+        (page.add(56) as *mut u64).write_volatile(u64::MAX);
+        for word in 0..4 {
+            (page.add(128 + 8 * word) as *mut u64).write_volatile(u64::MAX);
+        }
+    }
 }
 
 /// handshake NAME STAGE: gets as far as STAGE in attaching to NAME (`connect`: connected, says
@@ -1189,6 +1214,107 @@ fn a_reader_scribbling_over_its_control_page_harms_only_itself() {
         "the attacker's entry is freed when it exits"
     );
     assert!(w.info().readers.is_empty(), "{:?}", w.info().readers);
+}
+
+/// A reader that pins every slot through its control page, says it is closing (its pins
+/// count, its cursor does not) and claims to have rejoined after every eviction: it holds more
+/// than any reader keeping to its pin budget ever holds.
+/// - Where the writer overwrites unread frames (drop-oldest, double), it is evicted as soon as
+///   the writer finds no slot: with a reader timeout longer than the test may last, another
+///   reader gets every frame, in order and intact, and the writer drops none (before, the
+///   writer dropped every frame for the reader timeout, and again after every rejoin).
+/// - Under block and drop-newest, holding the writer up to the reader timeout is any reader's
+///   right (one that stops reading does it too): it is evicted after the timeout although it
+///   says it is closing, and not taken back while it holds that much, so the writer goes on for
+///   good (before, a block writer waited for ever on the closing reader's pins, and a
+///   drop-newest writer dropped every frame).
+#[test]
+fn a_reader_pinning_every_slot_and_never_letting_go_costs_other_readers_nothing() {
+    const FRAMES: u64 = 200;
+    for (layout, policy) in [
+        (Layout::Ring, Backpressure::DropOldest),
+        (Layout::Double, Backpressure::DropOldest),
+        (Layout::Ring, Backpressure::Block),
+        (Layout::Ring, Backpressure::DropNewest),
+    ] {
+        let case = format!("{layout:?} {policy:?}");
+        let name = ShmName::new("mp-pin-hog");
+        let mut c = ring_config(&name, 4, 2);
+        c.layout = layout;
+        c.backpressure = policy;
+        let at_once = policy == Backpressure::DropOldest;
+        c.reader_timeout = if at_once {
+            CHILD_LIMIT * 10
+        } else {
+            Duration::from_millis(100)
+        };
+        let mut w = Writer::create(&c).unwrap();
+        let mut good = Reader::open(&name, &oldest()).unwrap();
+        let _attacker = spawn_role("attacker", &[&name, "600000", "0", "pins"]);
+        // The attacker's pins are in place once the writer has no slot to lend (a closing
+        // reader is not listed in the reader table, so ask the slots).
+        let hogging = |w: &mut Writer| match w.lend() {
+            Some(slot) => {
+                w.lender().give_back(slot);
+                false
+            }
+            None => true,
+        };
+        assert!(
+            wait_for(CHILD_LIMIT, || hogging(&mut w)),
+            "{case}: the attacker pins every slot"
+        );
+        let checker = std::thread::spawn(move || {
+            let (mut numbers, mut bad) = (Vec::new(), 0);
+            let mut buf = Vec::new();
+            loop {
+                let read = good
+                    .read_next(CHILD_LIMIT, |info, view| {
+                        buf.resize(info.size as usize, 0);
+                        view.copy_to(&mut buf);
+                    })
+                    .unwrap();
+                match read {
+                    ReadResult::Frame(info) => {
+                        bad += check_frame(info.number, &buf).is_err() as u32;
+                        numbers.push(info.number);
+                    }
+                    ReadResult::Eos => break,
+                    other => panic!("{other:?} after {} frames", numbers.len()),
+                }
+            }
+            (numbers, bad, good.frames_missed())
+        });
+        // Frames are numbered as published: a dropped frame's number goes to the next one.
+        let mut published = 0;
+        for _ in 0..FRAMES {
+            let outcome = write_frame_within(&mut w, published, CHILD_LIMIT);
+            published += outcome.frame().is_some() as u64;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        w.end_of_stream();
+        let (numbers, bad, missed) = checker.join().unwrap();
+        assert_eq!(numbers, (0..published).collect::<Vec<_>>(), "{case}");
+        assert_eq!((bad, missed), (0, 0), "{case}");
+        if at_once {
+            assert_eq!(
+                w.frames_dropped(),
+                0,
+                "{case}: {published} of {FRAMES} published"
+            );
+        } else {
+            // Dropped (drop-newest) for one reader timeout at most, 100 ms of the 400 and more
+            // the frames take.
+            assert!(
+                published >= FRAMES / 2,
+                "{case}: {published} of {FRAMES} published"
+            );
+        }
+        assert!(
+            w.info().readers_evicted >= 1,
+            "{case}: the attacker was evicted"
+        );
+    }
 }
 
 /// Connections that never say hello, or say something else, are answered "refused" or dropped

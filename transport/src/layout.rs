@@ -630,6 +630,38 @@ impl Geometry {
     pub fn slot_data_offset(&self, slot: u32) -> u64 {
         self.data_offset + slot as u64 * self.slot_stride
     }
+
+    /// How many frames the readers together may keep pinned without ever holding up the
+    /// writer, however long they are kept: the spare slots. Without `block` one more is
+    /// harmless too, since the writer never waits for pins then (drop-oldest overwrites the
+    /// oldest unpinned frame, drop-newest drops the incoming one).
+    pub fn pin_budget(&self) -> u32 {
+        let spare = self.slot_count - self.depth;
+        if self.backpressure == Backpressure::Block {
+            spare
+        } else {
+            spare.max(1)
+        }
+    }
+
+    /// The most slots one reader that keeps to [`Self::pin_budget`] ever pins at once: the
+    /// budget, and where the writer overwrites unread frames, one more for the frame it is
+    /// copying; never every slot. An evicted reader holding more is not taken back (its pins
+    /// would hold the writer up again at once), and where the writer overwrites unread frames
+    /// (drop-oldest, double) one holding more when the writer finds no slot is evicted at once:
+    /// it holds more than it was given (a hostile reader, or a forced zero-copy one whose
+    /// downstream keeps buffers), and waiting for the reader timeout would drop every frame
+    /// meanwhile, for every reader.
+    pub fn pins_a_reader_may_hold(&self) -> u32 {
+        let copy_pin = self.overwrites_unread_frames() as u32;
+        (self.pin_budget() + copy_pin).min(self.slot_count - 1)
+    }
+
+    /// Whether the writer overwrites frames readers have not read rather than waiting for them
+    /// or dropping the new frame: drop-oldest, and double (whose policy is drop-oldest).
+    pub fn overwrites_unread_frames(&self) -> bool {
+        self.backpressure == Backpressure::DropOldest
+    }
 }
 
 #[cfg(test)]

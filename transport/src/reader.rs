@@ -13,7 +13,7 @@ use crate::registry::{ControlMap, PinRecord, ReaderLease};
 use crate::segment::{self, Mapping};
 use crate::sock;
 use crate::sys;
-use crate::types::{Backpressure, Layout, StartPosition, StreamState};
+use crate::types::{Layout, StartPosition, StreamState};
 use crate::wait::Interrupt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -241,8 +241,9 @@ impl Reader {
     /// frame is pinned while it is copied when a pin is affordable ([`may_pin_to_copy`]):
     /// otherwise a reader that copies a frame more slowly than the writer writes one, reading
     /// in order, would start each copy on the oldest frame, the very one the writer overwrites
-    /// next, and discard nearly every copy. Under block the writer waits for the cursor, so
-    /// the frame at the cursor is never overwritten and nothing is pinned.
+    /// next, and discard nearly every copy. Under block and drop-newest the writer leaves
+    /// unread frames alone, so the frame at the cursor is never overwritten and nothing is
+    /// pinned.
     pub fn read_next(
         &mut self,
         timeout: Duration,
@@ -250,7 +251,7 @@ impl Reader {
     ) -> Result<ReadResult, Error> {
         let lease = self.lease.clone();
         let (result, _) = self.next_with(timeout, |map, n| {
-            if map.geo.backpressure != Backpressure::Block && may_pin_to_copy(&lease) {
+            if map.geo.overwrites_unread_frames() && may_pin_to_copy(&lease) {
                 let Some(pinned) = ReaderLease::pin(&lease, n)? else {
                     return Ok(None);
                 };
@@ -384,17 +385,9 @@ impl Reader {
     }
 
     /// How many frames the readers together may keep pinned without ever holding up the
-    /// writer, however long they are kept: the writer's spare slots (see [`Self::may_pin`]). Without `block` one more is harmless too,
-    /// since the writer never waits for pins then (drop-oldest overwrites the oldest unpinned
-    /// frame, drop-newest drops the incoming one).
+    /// writer: [`crate::layout::Geometry::pin_budget`]; [`Self::may_pin`] keeps to it.
     pub fn pin_budget(&self) -> u32 {
-        let geo = &self.map.geo;
-        let spare = geo.slot_count - geo.depth;
-        if geo.backpressure == Backpressure::Block {
-            spare
-        } else {
-            spare.max(1)
-        }
+        self.map.geo.pin_budget()
     }
 
     /// Whether this reader may pin one more frame. Three bounds, none of which readers that
@@ -728,7 +721,7 @@ impl Drop for PinnedFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FrameMeta, Writer, WriterConfig};
+    use crate::{Backpressure, FrameMeta, Writer, WriterConfig};
 
     /// Removes the segment even if the test fails before the writer is dropped.
     struct Cleanup(String);

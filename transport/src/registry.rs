@@ -702,8 +702,12 @@ impl Registry {
     /// waits for room or a slot, or would drop the frame), evicts the readers that hold it up
     /// without advancing for longer than the reader timeout: those whose cursor keeps it from a
     /// frame they have not read (not under drop-oldest, which overwrites instead), and those
-    /// whose pins keep it from a slot it could otherwise take (`takeable`). An evicted reader's
-    /// cursor and pins no longer count until it rejoins (acknowledges the eviction).
+    /// whose pins keep it from a slot it could otherwise take (`takeable`), also when they
+    /// say they are closing (their pins count until released). Where the writer overwrites
+    /// unread frames, a reader pinning more than
+    /// [`crate::layout::Geometry::pins_a_reader_may_hold`] is evicted at once when its pins
+    /// are in the way. An evicted reader's cursor and pins no longer count until it rejoins
+    /// (acknowledges the eviction) holding no more than that.
     pub(crate) fn check_readers(
         &self,
         held_up: bool,
@@ -717,6 +721,8 @@ impl Registry {
         let depth = self.map.geo.depth as u64;
         let floor = header.clear_floor.load(Ordering::Relaxed);
         let slot_count = self.map.geo.slot_count as usize;
+        let pins_a_reader_may_hold = self.map.geo.pins_a_reader_may_hold();
+        let overwrites_unread_frames = self.map.geo.overwrites_unread_frames();
         let mut table = self.lock();
         let Table {
             readers, events, ..
@@ -726,7 +732,24 @@ impl Registry {
                 continue;
             };
             let page = r.page.page();
-            if r.evicted && page.rejoined.load(Ordering::Acquire) >= r.evictions {
+            // One look at each pin word: the reader may change them at any time.
+            let (mut pinned_slots, mut pins_in_the_way) = (0u32, false);
+            for w in 0..self.map.geo.pin_words {
+                let mut bits = r.page.pin_word(w).load(Ordering::SeqCst);
+                while bits != 0 {
+                    let slot = (w * 64 + bits.trailing_zeros()) as usize;
+                    bits &= bits - 1;
+                    if slot < slot_count {
+                        pinned_slots += 1;
+                        pins_in_the_way |= takeable(slot);
+                    }
+                }
+            }
+            let pins_more_than_given = pinned_slots > pins_a_reader_may_hold;
+            if r.evicted
+                && page.rejoined.load(Ordering::Acquire) >= r.evictions
+                && !pins_more_than_given
+            {
                 // It skipped to the oldest frame held: it counts again from where it is.
                 r.evicted = false;
                 page.state.store(reader_state::ACTIVE, Ordering::Release);
@@ -737,28 +760,19 @@ impl Registry {
                 r.cursor_seen = cursor;
                 r.progress_ns = now;
             }
-            let pins_in_the_way = (0..self.map.geo.pin_words).any(|w| {
-                let mut bits = r.page.pin_word(w).load(Ordering::SeqCst);
-                while bits != 0 {
-                    let slot = (w * 64 + bits.trailing_zeros()) as usize;
-                    bits &= bits - 1;
-                    if slot < slot_count && takeable(slot) {
-                        return true;
-                    }
-                }
-                false
-            });
             r.pins_in_the_way_since =
                 pins_in_the_way.then(|| r.pins_in_the_way_since.unwrap_or(now));
-            if !held_up || !r.counts() {
+            if !held_up || r.evicted {
                 continue;
             }
             let timed_out = |since: u64| now.saturating_sub(since) > reader_timeout_ns;
-            let behind = self.map.geo.backpressure != Backpressure::DropOldest
+            let behind = r.counts()
+                && self.map.geo.backpressure != Backpressure::DropOldest
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
             let stalled_behind = behind && timed_out(r.progress_ns);
-            let stalled_pinning = r.pins_in_the_way_since.is_some_and(timed_out);
+            let stalled_pinning = r.pins_in_the_way_since.is_some_and(timed_out)
+                || (pins_in_the_way && pins_more_than_given && overwrites_unread_frames);
             if stalled_behind || stalled_pinning {
                 r.evicted = true;
                 r.evictions += 1;
