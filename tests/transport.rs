@@ -1697,17 +1697,12 @@ fn thread_usage() -> libc::rusage {
     usage
 }
 
-/// A reader that polled for frames instead of sleeping (a spin before the futex wait) would
-/// cost a core per paced stream; the README's Performance section says why none is kept.
-#[test]
-fn a_paced_reader_sleeps_between_frames_and_costs_little_cpu() {
-    const FRAMES: u64 = 50;
-    let name = ShmName::new("paced-reader-cpu");
-    let mut w = Writer::create(&config(&name, Layout::Ring, 8, Backpressure::Block)).unwrap();
-    let mut r = Reader::open(&name, &oldest()).unwrap();
-    let reader = std::thread::spawn(move || {
+/// Reads `frames` frames with `r` on a thread of its own, checking each; gives back that
+/// thread's voluntary context switches (its sleeps) and CPU time over the reads.
+fn read_on_a_thread(mut r: Reader, frames: u64) -> std::thread::JoinHandle<(i64, Duration)> {
+    std::thread::spawn(move || {
         let before = thread_usage();
-        for n in 0..FRAMES {
+        for n in 0..frames {
             assert_eq!(frame_number(read_one(&mut r)), n);
         }
         let after = thread_usage();
@@ -1719,7 +1714,18 @@ fn a_paced_reader_sleeps_between_frames_and_costs_little_cpu() {
             after.ru_nvcsw - before.ru_nvcsw,
             Duration::from_micros((cpu_us(&after) - cpu_us(&before)) as u64),
         )
-    });
+    })
+}
+
+/// A reader polls for its next frame only when frames come close together
+/// (`ReaderOptions::spin`): polling between the frames of a paced stream would cost a core
+/// per stream.
+#[test]
+fn a_paced_reader_sleeps_between_frames_and_costs_little_cpu() {
+    const FRAMES: u64 = 50;
+    let name = ShmName::new("paced-reader-cpu");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 8, Backpressure::Block)).unwrap();
+    let reader = read_on_a_thread(Reader::open(&name, &oldest()).unwrap(), FRAMES);
     let started = Instant::now();
     for n in 0..FRAMES {
         std::thread::sleep(Duration::from_millis(4));
@@ -1736,5 +1742,32 @@ fn a_paced_reader_sleeps_between_frames_and_costs_little_cpu() {
     assert!(
         cpu < elapsed / 5,
         "the reader used {cpu:?} of CPU in {elapsed:?} for {FRAMES} frames"
+    );
+}
+
+/// Frames coming close together: the reader, faster than the writer, polls for the next
+/// frame instead of sleeping, so the writer has no sleeping reader to wake (a futex wake
+/// per frame otherwise).
+#[test]
+fn a_reader_of_frames_coming_close_together_polls_for_them_instead_of_sleeping() {
+    const FRAMES: u64 = 5000;
+    let name = ShmName::new("spin-fast");
+    let mut w = Writer::create(&config(&name, Layout::Ring, 8, Backpressure::Block)).unwrap();
+    let reader = read_on_a_thread(Reader::open(&name, &oldest()).unwrap(), FRAMES);
+    for n in 0..FRAMES {
+        // A frame every 5 µs or so: the reader, faster, waits before nearly every one.
+        let due = Instant::now() + Duration::from_micros(5);
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        write_frame(&mut w, n);
+    }
+    let (sleeps, _) = reader.join().unwrap();
+    // A reader that sleeps whenever it finds nothing new sleeps before most frames (and the
+    // writer wakes it each time); one that polls sleeps only when the writer is descheduled
+    // for longer than its spin.
+    assert!(
+        sleeps < FRAMES as i64 / 10,
+        "the reader slept {sleeps} times for {FRAMES} frames"
     );
 }

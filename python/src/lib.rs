@@ -467,7 +467,11 @@ impl Reader {
                 )));
             }
         };
-        let mut opts = ReaderOptions { start, writer_uid };
+        let mut opts = ReaderOptions {
+            start,
+            writer_uid,
+            ..Default::default()
+        };
         let deadline = deadline_after(Some(wait))?;
         loop {
             let err = match py.detach(|| transport::Reader::open(name, &opts)) {

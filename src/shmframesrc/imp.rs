@@ -307,6 +307,7 @@ impl BaseSrcImpl for ShmFrameSrc {
             ReaderOptions {
                 start: settings.start.into(),
                 writer_uid: settings.writer_uid(),
+                ..Default::default()
             },
         )
         .map_err(|err| gst::error_msg!(gst::ResourceError::Settings, ("{err}")))?;

@@ -28,13 +28,36 @@ const FRAME_WAIT_SLICE: Duration = Duration::from_millis(100);
 /// thread of its own within milliseconds; this bounds a writer that hangs.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug, Default)]
+/// Default of [`ReaderOptions::spin`]: a few frames' time of a small-frame stream going as fast
+/// as it can (one frame every 5-10 µs), far below any paced stream's frame interval.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// How long a poll for the head spins on the CPU before it yields the CPU between checks, so
+/// that a long poll leaves a busy core to threads that have work (the writer among them).
+const SPIN_BEFORE_YIELD: Duration = Duration::from_micros(20);
+
+#[derive(Clone, Debug)]
 pub struct ReaderOptions {
     pub start: StartPosition,
     /// The user the writer must run as (the owner of the segment file), or `None` for whoever
     /// the segment's permissions let this process read: a reader that may read other users'
     /// segments (root) then does not silently follow another user's stream.
     pub writer_uid: Option<u32>,
+    /// How long the reader polls for the next frame before it sleeps, when its last wait for a
+    /// frame was at least this short (frames are coming close together). A reader that polls
+    /// is awake when the frame comes, so the writer needn't wake it. A paced stream's reader
+    /// waits longer than this between frames and never polls. Zero: never poll.
+    pub spin: Duration,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            start: StartPosition::default(),
+            writer_uid: None,
+            spin: DEFAULT_SPIN,
+        }
+    }
 }
 
 /// The result of waiting for the next frame.
@@ -60,6 +83,9 @@ pub struct Reader {
     interrupt: Interrupt,
     lease: Arc<ReaderLease>,
     last_liveness_check: Instant,
+    spin: Duration,
+    /// How long the last wait for a frame lasted (zero: the frame was already there).
+    last_wait: Duration,
 }
 
 impl Reader {
@@ -102,6 +128,8 @@ impl Reader {
             missed_since_last: 0,
             interrupt,
             last_liveness_check: Instant::now(),
+            spin: opts.spin,
+            last_wait: Duration::MAX,
         })
     }
 
@@ -291,6 +319,7 @@ impl Reader {
         mut take: impl FnMut(&Mapping, u64) -> Result<Option<(FrameInfo, T)>, Error>,
     ) -> Result<(ReadResult, Option<T>), Error> {
         let deadline = Instant::now() + timeout;
+        let mut waiting_since: Option<Instant> = None;
         loop {
             if self.interrupt.is_set() {
                 return Err(Error::Interrupted);
@@ -310,6 +339,7 @@ impl Reader {
                         self.missed_since_last = 0;
                         self.frames_read += 1;
                         self.cursor += 1;
+                        self.last_wait = waiting_since.map_or(Duration::ZERO, |t| t.elapsed());
                         self.publish_progress();
                         return Ok((ReadResult::Frame(info), Some(taken)));
                     }
@@ -343,7 +373,50 @@ impl Reader {
             if now >= deadline {
                 return Ok((ReadResult::Timeout, None));
             }
+            // Frames coming close together: the next is likely due within the spin, and found
+            // by polling, the writer has no sleeper to wake.
+            let first_wait = waiting_since.is_none();
+            waiting_since.get_or_insert(now);
+            if first_wait
+                && self.last_wait <= self.spin
+                && self.poll_head(head, self.spin.min(deadline - now))
+            {
+                continue;
+            }
             self.wait_for_frame(head, (deadline - now).min(FRAME_WAIT_SLICE));
+        }
+    }
+
+    /// Polls the header for up to `limit` until the head moves past `seen_head` or something
+    /// else calls for the read loop's attention (the stream's state changed, an interrupt);
+    /// true if it did. Readers only read here: a hostile writer can make a reader poll for as
+    /// long as the reader chose and no longer.
+    fn poll_head(&self, seen_head: u64, limit: Duration) -> bool {
+        let h = self.map.header();
+        let started = Instant::now();
+        let mut polls = 0u32;
+        loop {
+            // Acquire: the frame the new head counts is complete for us (the read loop
+            // re-loads the head with its own ordering anyway).
+            if h.head.load(Ordering::Acquire) != seen_head || self.interrupt.is_set() {
+                return true;
+            }
+            polls = polls.wrapping_add(1);
+            // Reading the clock costs more than a load: look at it every few polls.
+            if polls.is_multiple_of(64) {
+                let state = h.stream_state.load(Ordering::Acquire);
+                if !matches!(state, stream_state::STARTING | stream_state::RUNNING) {
+                    return true;
+                }
+                let spent = started.elapsed();
+                if spent >= limit {
+                    return false;
+                }
+                if spent >= SPIN_BEFORE_YIELD {
+                    std::thread::yield_now();
+                }
+            }
+            std::hint::spin_loop();
         }
     }
 
