@@ -126,7 +126,12 @@ fn reader_memory_case(test: &str, copy_mode: &str) {
         segment_len / 1024,
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(num(&s, "read"), WARMUP_FRAMES + MEASURED_FRAMES, "{out}");
+    assert_eq!(
+        num(&s, "read"),
+        WARMUP_FRAMES + MEASURED_FRAMES,
+        "{out} evicted {}",
+        writer.info().readers_evicted
+    );
     assert_eq!(num(&s, "missed"), 0, "{out}");
     assert!(
         anon_end <= anon_warm + ANON_GROWTH_LIMIT_KB,

@@ -1010,6 +1010,52 @@ fn a_stopped_reader_pinning_every_slot_holds_the_writer_no_longer_than_the_reade
     }
 }
 
+/// A zero-copy reader that keeps up but keeps its last frame pinned until it has the next one
+/// (as a sink keeping its last sample does) always has some pin on a slot the writer could
+/// reuse, but never the same one for long: a block writer waiting for it, again and again for
+/// longer than the reader timeout in all, must not take that for a stall. Before the fix the
+/// reader was evicted once the writer had seen some pin of it in the way for the timeout, and
+/// then missed frames.
+#[test]
+fn a_slow_zero_copy_reader_keeping_its_last_frame_is_not_evicted_for_its_moving_pin() {
+    const FRAMES: u64 = 30;
+    let name = ShmName::new("last-sample");
+    let mut c = config(&name, Layout::Ring, 4, Backpressure::Block);
+    c.spare_slots = 2;
+    c.reader_timeout = Duration::from_millis(150);
+    let mut w = Writer::create(&c).unwrap();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let writer = std::thread::spawn(move || {
+        for n in 0..FRAMES {
+            write_frame(&mut w, n);
+        }
+        w.end_of_stream();
+        w
+    });
+    let (mut numbers, mut last) = (Vec::new(), None);
+    loop {
+        let mut next = None;
+        match r.pin_next(Duration::from_secs(10), &mut next).unwrap() {
+            ReadResult::Frame(info) => {
+                let pinned = next.expect("a pinned frame");
+                check_frame(info.number, pinned.data()).unwrap();
+                numbers.push(info.number);
+                // The previous frame is let go only now that the next one is held.
+                last = Some(pinned);
+            }
+            ReadResult::Eos => break,
+            other => panic!("{other:?} after {numbers:?}"),
+        }
+        // Slower than the writer: it waits for room before every frame, 20 ms and more.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    drop(last);
+    let w = writer.join().unwrap();
+    assert_eq!(numbers, (0..FRAMES).collect::<Vec<_>>());
+    assert_eq!((r.evictions(), r.frames_missed()), (0, 0));
+    assert_eq!(w.info().readers_evicted, 0);
+}
+
 #[test]
 fn pinned_frames_outlive_their_reader() {
     let name = ShmName::new("pin-outlives");

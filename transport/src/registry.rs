@@ -164,8 +164,10 @@ struct Attached {
     /// Cursor seen at the last check, and since when it has not moved.
     cursor_seen: u64,
     progress_ns: u64,
-    /// Since when the reader's pins have kept a slot from the writer, as far as the checks saw.
+    /// Since when the reader's pins have kept the same slots from the writer, as far as the
+    /// checks saw, and which slots (a bit each).
     pins_in_the_way_since: Option<u64>,
+    pins_in_the_way: [u64; MAX_PIN_WORDS],
 }
 
 impl Attached {
@@ -533,6 +535,7 @@ impl Registry {
             cursor_seen: cursor,
             progress_ns: now,
             pins_in_the_way_since: None,
+            pins_in_the_way: [0; MAX_PIN_WORDS],
         };
         // Listed before it is answered: a reader that attached is in the table observers see.
         self.write_mirror_entry(index as u32, &reader, head);
@@ -733,18 +736,27 @@ impl Registry {
             };
             let page = r.page.page();
             // One look at each pin word: the reader may change them at any time.
-            let (mut pinned_slots, mut pins_in_the_way) = (0u32, false);
-            for w in 0..self.map.geo.pin_words {
-                let mut bits = r.page.pin_word(w).load(Ordering::SeqCst);
+            let mut pinned_slots = 0u32;
+            let mut in_the_way = [0u64; MAX_PIN_WORDS];
+            for (w, in_the_way) in in_the_way
+                .iter_mut()
+                .enumerate()
+                .take(self.map.geo.pin_words as usize)
+            {
+                let mut bits = r.page.pin_word(w as u32).load(Ordering::SeqCst);
                 while bits != 0 {
-                    let slot = (w * 64 + bits.trailing_zeros()) as usize;
+                    let bit = bits.trailing_zeros();
                     bits &= bits - 1;
+                    let slot = w * 64 + bit as usize;
                     if slot < slot_count {
                         pinned_slots += 1;
-                        pins_in_the_way |= takeable(slot);
+                        if takeable(slot) {
+                            *in_the_way |= 1 << bit;
+                        }
                     }
                 }
             }
+            let pins_in_the_way = in_the_way.iter().any(|&bits| bits != 0);
             let pins_more_than_given = pinned_slots > pins_a_reader_may_hold;
             if r.evicted
                 && page.rejoined.load(Ordering::Acquire) >= r.evictions
@@ -759,6 +771,13 @@ impl Registry {
             if cursor != r.cursor_seen {
                 r.cursor_seen = cursor;
                 r.progress_ns = now;
+            }
+            // The stall is timed on the same slots: a reader whose pins move on (the last
+            // buffer a sink keeps, replaced by the next) is not holding the writer, however
+            // often some pin of it is in the way when the writer looks.
+            if in_the_way != r.pins_in_the_way {
+                r.pins_in_the_way = in_the_way;
+                r.pins_in_the_way_since = None;
             }
             r.pins_in_the_way_since =
                 pins_in_the_way.then(|| r.pins_in_the_way_since.unwrap_or(now));
