@@ -1,5 +1,6 @@
 //! Creating, opening and mapping segments.
 
+use crate::cleanup::OnTerminate;
 use crate::error::Error;
 use crate::layout::*;
 use crate::name::{segment_path, shm_dir};
@@ -179,6 +180,8 @@ fn file_id(file: &File, path: &Path) -> Result<(u64, u64), Error> {
 /// for writing. Everything a reader may do with a [`Mapping`] it does through `Deref`.
 pub(crate) struct WriterMapping {
     map: Arc<Mapping>,
+    /// Removes the segment if the process gets SIGTERM, from before it is given its name.
+    _on_terminate: Option<OnTerminate>,
 }
 
 impl std::ops::Deref for WriterMapping {
@@ -213,6 +216,7 @@ impl WriterMapping {
                 base: m.as_mut_ptr(),
                 _whole: WholeMap::ReadWrite(m),
             }),
+            _on_terminate: None,
         })
     }
 
@@ -406,7 +410,11 @@ pub(crate) fn create(spec: &NewSegment) -> Result<WriterMapping, Error> {
     let path = segment_path(spec.name)?;
     reclaim_orphaned_temp_files();
     for _attempt in 0..8 {
-        let (tmp_path, mapping) = build_fresh(spec, &path)?;
+        let (tmp_path, mut mapping) = build_fresh(spec, &path)?;
+        // Before the segment gets its name: a SIGTERM right after the rename must not leave
+        // it behind. The handler removes only this file, so nothing else the path may hold
+        // until then is at risk.
+        mapping._on_terminate = OnTerminate::register(&path, mapping.file_id);
         match sys::rename_noreplace(&tmp_path, &path) {
             Ok(()) => return Ok(mapping),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}

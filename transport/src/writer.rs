@@ -164,9 +164,9 @@ pub struct Writer {
     readers_awaited: usize,
     readers_wait_timeout: Option<Duration>,
     unlinked: bool,
-    /// Remove the segment and the socket if the process is terminated by SIGTERM (see
-    /// `cleanup`).
-    _on_terminate: [Option<OnTerminate>; 2],
+    /// Removes the socket if the process is terminated by SIGTERM (see `cleanup`); the
+    /// segment's own lives in its mapping.
+    _socket_on_terminate: Option<OnTerminate>,
 }
 
 impl Writer {
@@ -210,6 +210,14 @@ impl Writer {
         // socket its header names.
         let socket_path = socket_path(&shm_dir(), session);
         let listener = Registry::listen(&socket_path, cfg.perms)?;
+        let socket_id = std::fs::symlink_metadata(&socket_path)
+            .map(|m| {
+                use std::os::unix::fs::MetadataExt;
+                (m.dev(), m.ino())
+            })
+            .unwrap_or_default();
+        // Now, not once the writer is complete: a SIGTERM meanwhile must not leave the socket.
+        let socket_on_terminate = OnTerminate::register(&socket_path, socket_id);
         let created = segment::create(&NewSegment {
             name: &cfg.name,
             geo: geo.clone(),
@@ -233,12 +241,6 @@ impl Writer {
         };
         let interrupt = Interrupt::new();
         interrupt.set_target(Some(registry.clone()));
-        let socket_id = std::fs::symlink_metadata(&socket_path)
-            .map(|m| {
-                use std::os::unix::fs::MetadataExt;
-                (m.dev(), m.ino())
-            })
-            .unwrap_or_default();
         Ok(Writer {
             name: cfg.name.clone(),
             session,
@@ -254,10 +256,7 @@ impl Writer {
             readers_awaited: cfg.wait_for_readers as usize,
             readers_wait_timeout: cfg.wait_for_readers_timeout,
             unlinked: false,
-            _on_terminate: [
-                OnTerminate::register(&map.path, map.file_id),
-                OnTerminate::register(&socket_path, socket_id),
-            ],
+            _socket_on_terminate: socket_on_terminate,
             map,
         })
     }
