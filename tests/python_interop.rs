@@ -1650,18 +1650,30 @@ fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
     };
     let env = [("SHMFRAME_DIR", tmpfs.0.as_os_str())];
     let dir = tmpfs.0.display().to_string();
+    // Both sleep until 5 ms before the start, then spin to it; the winner keeps its segment
+    // until the loser has failed (it says so with the file argv[3], outside the small file system).
     let racer = format!(
-        "start = int(sys.argv[2])\n\
+        "import os\n\
+         start, done = int(sys.argv[2]), sys.argv[3]\n\
+         time.sleep(max(0.0, (start - time.monotonic_ns()) / 1e9 - 0.005))\n\
          while time.monotonic_ns() < start:\n    pass\n\
-         try:\n    w = {PY_BIG_WRITER}\n    print('CREATED', flush=True)\n    time.sleep(2)\n    \
+         try:\n    w = {PY_BIG_WRITER}\n    print('CREATED', flush=True)\n    \
+         deadline = time.monotonic() + 60\n    \
+         while not os.path.exists(done) and time.monotonic() < deadline:\n        \
+         time.sleep(0.005)\n    \
          w.close()\n\
-         except shmframe.ShmFrameError as e:\n    print('ERROR', e)\n"
+         except shmframe.ShmFrameError as e:\n    print('ERROR', e, flush=True)\n    \
+         open(done, 'w').close()\n"
     );
     for round in 0..rounds {
-        let start = (transport::monotonic_ns() + 1_500_000_000).to_string();
+        // Time enough for both interpreters to start, on a loaded machine too.
+        let start = (transport::monotonic_ns() + 800_000_000).to_string();
+        // A file in the shm directory (not the small one), removed when `done_file` drops.
+        let done_file = ShmName::new("py-race-done");
+        let done = done_file.path().display().to_string();
         let mut racers: Vec<ChildGuard> = ["a", "b"]
             .iter()
-            .map(|n| python_script(&racer, &[&format!("race-{round}-{n}"), &start], &env))
+            .map(|n| python_script(&racer, &[&format!("race-{round}-{n}"), &start, &done], &env))
             .collect();
         let mut outcomes: Vec<String> = racers
             .iter_mut()

@@ -429,21 +429,30 @@ fn run_many_writers(args: &[String]) -> i32 {
     0
 }
 
-/// racer NAME SLOT_SIZE START: at CLOCK_MONOTONIC time START (ns) creates a writer of NAME;
-/// prints `CREATED` and holds the segment for 2 s, or prints `ERROR <text>`.
+/// racer NAME SLOT_SIZE START DONE: at CLOCK_MONOTONIC time START (ns) creates a writer of
+/// NAME; prints `CREATED` and holds the segment until the file DONE exists, or prints
+/// `ERROR <text>` and makes DONE.
 fn run_racer(args: &[String]) -> i32 {
     let config = WriterConfig::new(&args[0], args[1].parse().unwrap());
     let start: u64 = args[2].parse().unwrap();
+    let done = std::path::Path::new(&args[3]);
+    // Asleep until just before the start, then spinning to it: both racers are running then.
+    let early = Duration::from_nanos(start.saturating_sub(monotonic_ns()));
+    std::thread::sleep(early.saturating_sub(Duration::from_millis(2)));
     while monotonic_ns() < start {
         std::hint::spin_loop();
     }
     match Writer::create(&config) {
         Ok(writer) => {
             println!("CREATED");
-            std::thread::sleep(Duration::from_secs(2));
+            // The segment stays until the other racer has failed against it.
+            wait_for(CHILD_LIMIT, || done.exists());
             drop(writer);
         }
-        Err(e) => println!("ERROR {e}"),
+        Err(e) => {
+            println!("ERROR {e}");
+            std::fs::write(done, b"").unwrap();
+        }
     }
     0
 }
@@ -1031,6 +1040,37 @@ fn sigterm_removes_every_segment_of_a_process_with_200_writers() {
     assert_eq!(left.len(), 0, "segments left: {left:?}");
 }
 
+/// A writer terminated by SIGTERM the moment its segment appears under its name leaves
+/// nothing: the segment is registered for removal before it is given its name (before the fix,
+/// only once the writer was complete, after its socket thread started: the 200-writer test
+/// above left its last segment behind once under scripts/test.sh). 30 rounds; each one's
+/// SIGTERM comes within microseconds of the name appearing.
+#[test]
+fn a_writer_terminated_the_moment_its_segment_appears_leaves_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    for round in 0..30 {
+        let base = ShmName::new("mp-sigterm-at-birth");
+        let name = ShmName(format!("{}-0", base.as_str()));
+        let mut child = spawn_role("many-writers", &[&base, "1"]);
+        let deadline = Instant::now() + CHILD_LIMIT;
+        while !name.path().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: no segment appeared"
+            );
+            std::hint::spin_loop();
+        }
+        child.signal(libc::SIGTERM);
+        let status = child.wait_timeout(CHILD_LIMIT).expect("the writer ended");
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "round {round}");
+        assert_eq!(
+            name.files(),
+            Vec::<String>::new(),
+            "round {round}: left behind"
+        );
+    }
+}
+
 /// Two writers of different names start at the same moment on a shm file system with room
 /// for one of them: the allocation decides, so exactly one succeeds, and the other's message
 /// gives numbers that agree (the room it found is less than it needs). Each round, both
@@ -1063,13 +1103,17 @@ fn two_writers_racing_for_room_for_one_leave_exactly_one_running() {
     let dir = tmpfs.0.display().to_string();
     let slot = SLOT.to_string();
     for round in 0..rounds {
-        let start = (monotonic_ns() + 500_000_000).to_string();
+        // Time enough for both to start; one that starts late still races for the room.
+        let start = (monotonic_ns() + 300_000_000).to_string();
+        // A file in the shm directory (not the small one), removed when `done_file` drops.
+        let done_file = ShmName::new("mp-race-done");
+        let done = done_file.path().display().to_string();
         let mut racers: Vec<ChildGuard> = ["a", "b"]
             .iter()
             .map(|n| {
                 spawn_role_env(
                     "racer",
-                    &[&format!("race-{round}-{n}"), &slot, &start],
+                    &[&format!("race-{round}-{n}"), &slot, &start, &done],
                     &env,
                 )
             })
@@ -1220,9 +1264,9 @@ fn a_reader_scribbling_over_its_control_page_harms_only_itself() {
 /// count, its cursor does not) and claims to have rejoined after every eviction: it holds more
 /// than any reader keeping to its pin budget ever holds.
 /// - Where the writer overwrites unread frames (drop-oldest, double), it is evicted as soon as
-///   the writer finds no slot: with a reader timeout longer than the test may last, another
-///   reader gets every frame, in order and intact, and the writer drops none (before, the
-///   writer dropped every frame for the reader timeout, and again after every rejoin).
+///   the writer finds no slot: with a reader timeout longer than the test may last, the writer
+///   drops no frame, and another reader gets them in order and intact, up to the last (before,
+///   the writer dropped every frame for the reader timeout, and again after every rejoin).
 /// - Under block and drop-newest, holding the writer up to the reader timeout is any reader's
 ///   right (one that stops reading does it too): it is evicted after the timeout although it
 ///   says it is closing, and not taken back while it holds that much, so the writer goes on for
@@ -1294,8 +1338,20 @@ fn a_reader_pinning_every_slot_and_never_letting_go_costs_other_readers_nothing(
         }
         w.end_of_stream();
         let (numbers, bad, missed) = checker.join().unwrap();
-        assert_eq!(numbers, (0..published).collect::<Vec<_>>(), "{case}");
-        assert_eq!((bad, missed), (0, 0), "{case}");
+        if at_once {
+            // A reader descheduled for longer than the ring lasts (2 ms for double) misses
+            // frames by design there; every frame is read or counted missed.
+            assert!(
+                numbers.windows(2).all(|p| p[0] < p[1]),
+                "{case}: {numbers:?}"
+            );
+            assert_eq!(numbers.len() as u64 + missed, published, "{case}");
+            assert_eq!(numbers.last(), published.checked_sub(1).as_ref(), "{case}");
+        } else {
+            assert_eq!(numbers, (0..published).collect::<Vec<_>>(), "{case}");
+            assert_eq!(missed, 0, "{case}");
+        }
+        assert_eq!(bad, 0, "{case}");
         if at_once {
             assert_eq!(
                 w.frames_dropped(),
