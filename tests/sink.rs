@@ -426,6 +426,34 @@ fn the_segment_is_created_with_the_first_caps_without_a_shape() {
     );
 }
 
+/// No reader ever finds the sink's segment without caps: a thread watching the name inspects
+/// the segment the moment it appears (20 rounds). Before the fix the segment was created, and
+/// seen, before its caps were written (a Python reader opening it then found `caps` None, once
+/// in CI).
+#[test]
+fn the_segment_appears_with_its_caps_already_in_it() {
+    for round in 0..20 {
+        let Fixture { name, mut h, .. } = Fixture::new("born-with-caps", &[]);
+        let path = name.path();
+        let watched = name.as_str().to_string();
+        let watcher = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + LIMIT;
+            while !path.exists() {
+                assert!(std::time::Instant::now() < deadline, "no segment appeared");
+                std::hint::spin_loop();
+            }
+            Observer::open(&watched).unwrap().info().caps
+        });
+        h.set_src_caps_str(RGBA_32X24);
+        let caps = watcher.join().unwrap();
+        assert_eq!(
+            caps.map(|c| gst::Caps::from_str(&c).unwrap()),
+            Some(gst::Caps::from_str(RGBA_32X24).unwrap()),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn strided_rgba_input_arrives_packed() {
     let Fixture { name, mut h, .. } = Fixture::new("stridedrgba", &[]);

@@ -435,8 +435,9 @@ class Writer:
             float(reader_timeout),
             wait_for_readers,
             None if wait_for_readers_timeout is None else float(wait_for_readers_timeout),
+            # In the segment from its creation: no reader ever finds it without caps.
+            self.caps,
         )
-        self._native.set_caps(self.caps)
         fl = self.frame_layout
         # Arrays `write` hands over as they are: the frame's own shape and dtype, unpadded.
         self._as_is = (fl.shape, fl.dtype) if fl.packed and not fl.padded else None

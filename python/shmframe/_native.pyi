@@ -89,6 +89,7 @@ class Writer:
         reader_timeout: float = 1.0,
         wait_for_readers: int = 0,
         wait_for_readers_timeout: Optional[float] = None,
+        caps: Optional[str] = None,
     ) -> None: ...
     def set_caps(self, caps: str) -> int: ...
     def write(

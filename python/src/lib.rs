@@ -863,11 +863,12 @@ fn frame_meta(pts: Option<u64>, duration: Option<u64>, flags: u32) -> FrameMeta 
 impl Writer {
     /// Creates segment `name` with slots of `slot_size` bytes.
     /// `wait_for_readers`: the first frame waits until this many readers are attached, for at
-    /// most `wait_for_readers_timeout` seconds (None: for ever).
+    /// most `wait_for_readers_timeout` seconds (None: for ever). `caps`: written into the
+    /// segment before it appears, so no reader finds it without them.
     #[new]
     #[pyo3(signature = (name, slot_size, layout = "ring", depth = 4,
         backpressure = "drop-oldest", perms = 0o600, spare_slots = 0, reader_timeout = 1.0,
-        wait_for_readers = 0, wait_for_readers_timeout = None))]
+        wait_for_readers = 0, wait_for_readers_timeout = None, caps = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -881,8 +882,10 @@ impl Writer {
         reader_timeout: f64,
         wait_for_readers: u32,
         wait_for_readers_timeout: Option<f64>,
+        caps: Option<String>,
     ) -> PyResult<Writer> {
         let mut cfg = WriterConfig::new(name, slot_size);
+        cfg.caps = caps;
         cfg.layout = match layout {
             "ring" => Layout::Ring,
             "double" => Layout::Double,

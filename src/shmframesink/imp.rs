@@ -408,14 +408,18 @@ impl BaseSinkImpl for ShmFrameSink {
             .is_some_and(|output| frame_size <= output.writer.slot_capacity());
         let mut replaced = None;
         if !fits {
-            let (guard, replacement) = self.replace_segment(output_guard, &config, frame_size)?;
+            let (guard, replacement) =
+                self.replace_segment(output_guard, &config, frame_size, &caps_text)?;
             output_guard = guard;
             replaced = Some(replacement);
         }
         let Some(output) = output_guard.as_mut() else {
             unreachable!("a writer was installed above");
         };
-        if let Err(err) = output.writer.set_caps(&caps_text) {
+        // A new segment was created with these caps already.
+        if replaced.is_none()
+            && let Err(err) = output.writer.set_caps(&caps_text)
+        {
             drop(output_guard);
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("{err}"));
             return Err(gst::loggable_error!(CAT, "{err}"));
@@ -574,15 +578,16 @@ fn check_name_is_free(shm_name: &str) -> Result<(), gst::ErrorMessage> {
 }
 
 impl ShmFrameSink {
-    /// Creates the segment for frames of `frame_size` bytes, replacing the current one (whose
-    /// successor keeps its identity, so that its readers follow the name to the new one).
-    /// On failure the error is posted and the old segment's counters and reader changes are
-    /// accounted for.
+    /// Creates the segment for frames of `frame_size` bytes with `caps`, replacing the current
+    /// one (whose successor keeps its identity, so that its readers follow the name to the new
+    /// one). On failure the error is posted and the old segment's counters and reader changes
+    /// are accounted for.
     fn replace_segment<'a>(
         &self,
         mut output_guard: MutexGuard<'a, Option<Output>>,
         config: &WriterConfig,
         frame_size: u64,
+        caps: &str,
     ) -> Result<(MutexGuard<'a, Option<Output>>, Replaced), gst::LoggableError> {
         let mut replaced = Replaced::default();
         // The writer whose segment is replaced: its successor keeps its identity.
@@ -604,6 +609,7 @@ impl ShmFrameSink {
         }
         let new_config = WriterConfig {
             slot_size: frame_size,
+            caps: Some(caps.to_string()),
             ..config.clone()
         };
         let new_writer = match predecessor {

@@ -123,6 +123,7 @@ impl Settings {
             wait_for_readers: self.wait_for_readers,
             wait_for_readers_timeout: (self.wait_for_readers_timeout_ms > 0)
                 .then(|| Duration::from_millis(self.wait_for_readers_timeout_ms)),
+            caps: None,
         }
     }
 

@@ -56,6 +56,17 @@ pub(crate) fn read_caps(m: &Mapping, gen_: u64) -> Result<Option<String>, Error>
     Ok(None)
 }
 
+/// Refuses caps longer than a caps table entry holds.
+pub(crate) fn check_len(caps: &str) -> Result<(), Error> {
+    if caps.len() > CAPS_CAPACITY {
+        return Err(Error::CapsTooLong {
+            len: caps.len(),
+            max: CAPS_CAPACITY,
+        });
+    }
+    Ok(())
+}
+
 /// Writes caps generation `gen` (writer only).
 pub(crate) fn write_caps(m: &WriterMapping, gen_: u64, caps: &str) {
     debug_assert!(caps.len() <= CAPS_CAPACITY);

@@ -252,6 +252,8 @@ pub(crate) struct NewSegment<'a> {
     pub perms: u32,
     pub session: u64,
     pub reader_timeout_ns: u64,
+    /// Written as caps generation 1 before the segment is given its name.
+    pub caps: Option<&'a str>,
 }
 
 impl NewSegment<'_> {
@@ -682,6 +684,9 @@ fn build_fresh(spec: &NewSegment, path: &Path) -> Result<(PathBuf, WriterMapping
         // The final path, for unlinking: the file is renamed there once built.
         let mapping = WriterMapping::map(file, path.to_path_buf(), spec.geo.clone())?;
         init_header(&mapping, spec);
+        if let Some(caps) = spec.caps {
+            crate::caps::write_caps(&mapping, 1, caps);
+        }
         Ok(mapping)
     })();
     match result {

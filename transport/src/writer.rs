@@ -42,6 +42,9 @@ pub struct WriterConfig {
     /// How long that wait may take (`None`: until interrupted). When it runs out, the write
     /// that waited fails once with [`Error::ReadersMissing`] and later ones publish.
     pub wait_for_readers_timeout: Option<Duration>,
+    /// Caps the segment is created with: a reader that attaches finds them from the start,
+    /// with no moment when the segment exists without them. Later ones: [`Writer::set_caps`].
+    pub caps: Option<String>,
 }
 
 impl WriterConfig {
@@ -57,6 +60,7 @@ impl WriterConfig {
             reader_timeout: DEFAULT_READER_TIMEOUT,
             wait_for_readers: 0,
             wait_for_readers_timeout: None,
+            caps: None,
         }
     }
 
@@ -206,6 +210,9 @@ impl Writer {
         )?;
         let reader_timeout_ns = cfg.reader_timeout.as_nanos().min(u64::MAX as u128) as u64;
         crate::name::validate_name(&cfg.name)?;
+        if let Some(caps) = &cfg.caps {
+            caps::check_len(caps)?;
+        }
         // The socket first: once the segment is visible under its name, readers find the
         // socket its header names.
         let socket_path = socket_path(&shm_dir(), session);
@@ -224,6 +231,7 @@ impl Writer {
             perms: cfg.perms,
             session,
             reader_timeout_ns,
+            caps: cfg.caps.as_deref(),
         })
         .and_then(|map| {
             let map = Arc::new(map);
@@ -293,12 +301,7 @@ impl Writer {
 
     /// Announces the stream's caps; frames written from now on carry the new generation.
     pub fn set_caps(&mut self, caps: &str) -> Result<u64, Error> {
-        if caps.len() > CAPS_CAPACITY {
-            return Err(Error::CapsTooLong {
-                len: caps.len(),
-                max: CAPS_CAPACITY,
-            });
-        }
+        caps::check_len(caps)?;
         let gen_ = self.map.header().caps_gen.load(Ordering::Relaxed) + 1;
         caps::write_caps(&self.map, gen_, caps);
         Ok(gen_)
