@@ -752,14 +752,27 @@ fn a_reader_killed_under_block_releases_the_writer_within_a_second() {
 
 #[test]
 fn a_stopped_reader_is_evicted_after_the_timeout() {
+    // Long enough that a reader merely descheduled on a loaded machine is not evicted before
+    // it is stopped (seen with 300 ms: evicted, then stopped before it could rejoin, so the
+    // writer never waited for it).
+    const TIMEOUT: Duration = Duration::from_millis(1000);
     let name = ShmName::new("mp-stop-reader");
-    let mut w = block_writer(&name, 4, 0, Duration::from_millis(300));
+    let mut w = block_writer(&name, 4, 0, TIMEOUT);
     let mut reader = spawn_role("reader", &[&name, "0"]);
     assert!(wait_for(Duration::from_secs(10), || w.reader_count() == 1));
     let pid = reader.pid();
     for n in 0..100 {
         write_4k(&mut w, n);
     }
+    // Stopped once it has read everything and counts (not evicted).
+    assert!(wait_for(CHILD_LIMIT, || {
+        w.poll_readers();
+        w.info()
+            .readers
+            .iter()
+            .any(|r| r.pid == pid && !r.evicted && r.cursor == 100)
+    }));
+    assert_eq!(w.info().readers_evicted, 0, "evicted before it was stopped");
     reader.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(50));
     let stopped_at = Instant::now();
@@ -775,7 +788,7 @@ fn a_stopped_reader_is_evicted_after_the_timeout() {
         }
     }
     let waited = evicting_write.expect("the writer never had to wait");
-    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited >= TIMEOUT, "{waited:?}");
     w.poll_readers();
     assert!(
         w.take_reader_events()
