@@ -12,7 +12,6 @@ use crate::layout::*;
 use crate::segment::{Mapping, WriterMapping};
 use crate::sock::{self, Received};
 use crate::sys;
-use crate::types::Backpressure;
 use crate::wait::Wake;
 use memmap2::{MmapMut, MmapOptions};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -786,7 +785,7 @@ impl Registry {
             }
             let timed_out = |since: u64| now.saturating_sub(since) > reader_timeout_ns;
             let behind = r.counts()
-                && self.map.geo.backpressure != Backpressure::DropOldest
+                && !overwrites_unread_frames
                 && head >= depth
                 && cursor.max(floor) <= head - depth;
             let stalled_behind = behind && timed_out(r.progress_ns);
