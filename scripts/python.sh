@@ -42,7 +42,6 @@ if $build; then
     if ! "$venv/bin/python" -c "import numpy, pytest, mypy" 2>/dev/null ||
         [[ ! -x "$venv/bin/maturin" ]]; then
         echo "+ pip install maturin numpy pytest mypy"
-        "$venv/bin/python" -m pip install -q --upgrade pip
         "$venv/bin/python" -m pip install -q "maturin>=1.9.4,<2" numpy pytest mypy
     fi
 

@@ -1703,7 +1703,11 @@ fn python_writers_racing_for_room_for_one_leave_exactly_one_running() {
 /// virtual environment of the system interpreter, and the installed package works there: a
 /// Writer's frames come back from a Reader byte for byte. pip fetches maturin from PyPI for the
 /// build; numpy comes from the system's site packages (scripts/setup.sh installs it). The
-/// build's cargo target directory is kept under the target directory, so a second run is quick.
+/// build's cargo target directory is kept under the target directory, so a second run is quick,
+/// and it builds with cargo's `dev` profile (`MATURIN_PEP517_ARGS`), not the `release` one a
+/// user's install builds with: what is under test is the packaging (the build backend, the
+/// module's place in the package, its dependencies), and an optimised build of the same code
+/// costs a fresh clone's test run 16 s more CPU.
 #[test]
 fn pip_installs_the_package_into_a_fresh_environment() {
     let test = "pip_installs_the_package_into_a_fresh_environment";
@@ -1765,7 +1769,8 @@ fn pip_installs_the_package_into_a_fresh_environment() {
         Command::new(&python)
             .args(["-m", "pip", "install", "-q", "./python"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", target_dir.join("pip-build")),
+            .env("CARGO_TARGET_DIR", target_dir.join("pip-build"))
+            .env("MATURIN_PEP517_ARGS", "--profile dev"),
         Duration::from_secs(900),
     );
     let name = ShmName::new("pip-install");
