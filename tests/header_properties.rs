@@ -5,7 +5,6 @@ mod common;
 
 use common::ShmName;
 use gstshmframe::transport::*;
-use proptest::prelude::*;
 use std::sync::OnceLock;
 
 /// The first bytes of a real segment, and its length.
@@ -34,96 +33,158 @@ fn check_accepted(g: &Geometry, file_len: u64) {
     assert!(g.check_slot(g.slot_count).is_err());
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(40_000))]
+/// Pseudo-random cases (SplitMix64) from a seed that changes every run, so that the runs
+/// together cover more than one run does; a failing case prints the seed, and
+/// `SHMFRAME_PROPERTY_SEED=<seed>` replays it.
+struct Cases {
+    state: u64,
+}
 
-    #[test]
-    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..9000),
-                                   file_len in any::<u64>()) {
-        if let Ok(g) = Geometry::parse(&bytes, file_len) {
-            check_accepted(&g, file_len);
-        }
+impl Cases {
+    fn u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 
-    #[test]
-    fn arbitrary_bytes_after_a_valid_magic_never_panic(
-        tail in proptest::collection::vec(any::<u8>(), 0..9000),
-        file_len in any::<u64>(),
-    ) {
-        let mut bytes = b"SHMFRAME".to_vec();
-        bytes.extend_from_slice(&tail);
-        if let Ok(g) = Geometry::parse(&bytes, file_len) {
-            check_accepted(&g, file_len);
-        }
+    /// In `0..n` (the modulo's bias is far below what these properties could notice).
+    fn below(&mut self, n: u64) -> u64 {
+        self.u64() % n
     }
 
-    #[test]
-    fn any_mutated_header_field_is_caught_or_harmless(
-        offset in 0usize..512,
-        value in any::<u64>(),
-        width in prop_oneof![Just(1usize), Just(4), Just(8)],
-        file_len_delta in -70_000i64..70_000,
-    ) {
-        let (template, len) = valid_header();
-        let mut bytes = template.clone();
-        let v = value.to_ne_bytes();
-        bytes[offset..offset + width].copy_from_slice(&v[..width]);
-        let file_len = (*len as i64 + file_len_delta).max(0) as u64;
-        match Geometry::parse(&bytes, file_len) {
-            Ok(g) => check_accepted(&g, file_len),
-            Err(e) => {
-                // Errors are typed and say what was found.
-                let msg = e.to_string();
-                prop_assert!(!msg.is_empty());
+    fn bytes(&mut self, max_len: u64) -> Vec<u8> {
+        let len = self.below(max_len) as usize;
+        (0..len).map(|_| self.u64() as u8).collect()
+    }
+}
+
+/// Runs `property` on `count` cases; a failure (a panic) names the case and how to replay it.
+fn check_cases(test: &str, count: u64, mut property: impl FnMut(&mut Cases)) {
+    let seed = match std::env::var("SHMFRAME_PROPERTY_SEED") {
+        Ok(seed) => seed.parse().expect("SHMFRAME_PROPERTY_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    let mut cases = Cases { state: seed };
+    for case in 0..count {
+        struct Report<'a>(&'a str, u64, u64);
+        impl Drop for Report<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let Report(test, case, seed) = self;
+                    eprintln!(
+                        "{test}: case {case} failed; replay with SHMFRAME_PROPERTY_SEED={seed} \
+                         cargo test --test header_properties -- --exact {test}"
+                    );
+                }
             }
         }
+        let _report = Report(test, case, seed);
+        property(&mut cases);
     }
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(10_000))]
-
-    #[test]
-    fn truncated_headers_are_reported_as_truncated(cut in 0usize..8192) {
-        let (template, len) = valid_header();
-        let res = Geometry::parse(&template[..cut], (cut as u64).min(*len));
-        prop_assert!(
-            matches!(res, Err(Error::Truncated { .. })),
-            "cut at {}: {:?}", cut, res
-        );
-    }
+#[test]
+fn arbitrary_bytes_never_panic() {
+    check_cases("arbitrary_bytes_never_panic", 40_000, |cases| {
+        let bytes = cases.bytes(9000);
+        let file_len = cases.u64();
+        if let Ok(g) = Geometry::parse(&bytes, file_len) {
+            check_accepted(&g, file_len);
+        }
+    });
 }
 
-proptest! {
-    // Through the real open path (file I/O and mmap): fewer cases.
-    #![proptest_config(ProptestConfig::with_cases(1_500))]
+#[test]
+fn arbitrary_bytes_after_a_valid_magic_never_panic() {
+    check_cases(
+        "arbitrary_bytes_after_a_valid_magic_never_panic",
+        40_000,
+        |cases| {
+            let mut bytes = b"SHMFRAME".to_vec();
+            bytes.extend_from_slice(&cases.bytes(9000));
+            let file_len = cases.u64();
+            if let Ok(g) = Geometry::parse(&bytes, file_len) {
+                check_accepted(&g, file_len);
+            }
+        },
+    );
+}
 
-    #[test]
-    fn opening_a_corrupted_segment_never_panics(
-        mutations in proptest::collection::vec((0usize..8192, any::<u8>()), 1..16),
-        cut in proptest::option::of(0u64..200_000),
-    ) {
+#[test]
+fn any_mutated_header_field_is_caught_or_harmless() {
+    let (template, len) = valid_header();
+    check_cases(
+        "any_mutated_header_field_is_caught_or_harmless",
+        40_000,
+        |cases| {
+            let offset = cases.below(512) as usize;
+            let value = cases.u64();
+            let width = [1, 4, 8][cases.below(3) as usize];
+            let file_len_delta = cases.below(140_000) as i64 - 70_000;
+            let mut bytes = template.clone();
+            let v = value.to_ne_bytes();
+            bytes[offset..offset + width].copy_from_slice(&v[..width]);
+            let file_len = (*len as i64 + file_len_delta).max(0) as u64;
+            match Geometry::parse(&bytes, file_len) {
+                Ok(g) => check_accepted(&g, file_len),
+                // Errors are typed and say what was found.
+                Err(e) => assert!(!e.to_string().is_empty(), "{e:?}"),
+            }
+        },
+    );
+}
+
+#[test]
+fn truncated_headers_are_reported_as_truncated() {
+    let (template, len) = valid_header();
+    check_cases(
+        "truncated_headers_are_reported_as_truncated",
+        10_000,
+        |cases| {
+            let cut = cases.below(8192) as usize;
+            let res = Geometry::parse(&template[..cut], (cut as u64).min(*len));
+            assert!(
+                matches!(res, Err(Error::Truncated { .. })),
+                "cut at {cut}: {res:?}"
+            );
+        },
+    );
+}
+
+/// Through the real open path (file I/O and mmap): fewer cases.
+#[test]
+fn opening_a_corrupted_segment_never_panics() {
+    let (template, len) = valid_header();
+    check_cases("opening_a_corrupted_segment_never_panics", 1_500, |cases| {
         let name = ShmName::new("prop-open");
-        let (template, len) = valid_header();
         let mut bytes = template.clone();
         bytes.resize(*len as usize, 0);
-        for (off, b) in &mutations {
-            bytes[*off] = *b;
+        for _ in 0..1 + cases.below(15) {
+            let offset = cases.below(8192) as usize;
+            bytes[offset] = cases.u64() as u8;
         }
-        if let Some(cut) = cut {
-            bytes.truncate(cut as usize);
+        if cases.below(2) == 1 {
+            bytes.truncate(cases.below(200_000) as usize);
         }
         std::fs::write(name.path(), &bytes).unwrap();
-        let opts = ReaderOptions { start: StartPosition::Oldest, ..Default::default() };
+        let opts = ReaderOptions {
+            start: StartPosition::Oldest,
+            ..Default::default()
+        };
         if let Ok(mut r) = Reader::open(&name, &opts) {
             // Mutations only reach the header and caps pages; the ring index past them is
             // empty, so whatever the header claims, no frame can come out of it.
             let res = r.read_next(std::time::Duration::from_millis(1), |_, _| {});
-            prop_assert!(!matches!(res, Ok(ReadResult::Frame(_))), "{:?}", res);
+            assert!(!matches!(res, Ok(ReadResult::Frame(_))), "{res:?}");
             let _ = r.info();
         }
         let _ = inspect(&name);
-    }
+    });
 }
 
 #[test]
