@@ -16,7 +16,7 @@ use gstshmframe::transport::{
 };
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bound for anything the tests wait for (generous: CI machines are slow).
 const LIMIT: Duration = Duration::from_secs(20);
@@ -437,9 +437,9 @@ fn the_segment_appears_with_its_caps_already_in_it() {
         let path = name.path();
         let watched = name.as_str().to_string();
         let watcher = std::thread::spawn(move || {
-            let deadline = std::time::Instant::now() + LIMIT;
+            let deadline = Instant::now() + LIMIT;
             while !path.exists() {
-                assert!(std::time::Instant::now() < deadline, "no segment appeared");
+                assert!(Instant::now() < deadline, "no segment appeared");
                 std::hint::spin_loop();
             }
             Observer::open(&watched).unwrap().info().caps
@@ -1081,7 +1081,7 @@ fn a_full_ring_is_announced_at_most_every_100_ms_and_every_full_event_is_counted
     let _reader = open_reader(&name, StartPosition::Oldest);
     h.set_src_caps_str(RGBA_64X48);
     const FRAMES: u64 = 3000;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     for n in 0..FRAMES {
         h.push(rgba_frame(n, RGBA_64X48_SIZE)).unwrap();
     }
@@ -1561,9 +1561,10 @@ fn the_pool_hands_out_system_memory_when_every_slot_is_held() {
     pool.set_active(false).unwrap();
 }
 
-/// Runs `source` (12 frames of 64x48 `format`) into a sink whose reader checks every frame
-/// against what the same source gives an appsink; returns the sink's `frames-in-place`.
-fn frames_through_the_pool(label: &str, source: &str, format: &str) -> u64 {
+/// Runs `source` (12 frames of 64x48 `format`) into a sink with `sink_props` whose reader
+/// checks every frame against what the same source gives an appsink; returns the sink's
+/// `frames-in-place`.
+fn frames_through_the_pool(label: &str, source: &str, format: &str, sink_props: &str) -> u64 {
     let name = ShmName::new(label);
     let expected: Vec<Vec<u8>> = {
         let pipeline =
@@ -1585,15 +1586,16 @@ fn frames_through_the_pool(label: &str, source: &str, format: &str) -> u64 {
     assert_eq!(expected.len(), 12);
 
     let pipeline = gst::parse::launch(&format!(
-        "{source} ! shmframesink name=sink sync=false backpressure=block depth=4 \
+        "{source} ! shmframesink name=sink sync=false {sink_props} \
          shape=64x48:{format} shm-name={}",
         name.as_str()
     ))
     .unwrap();
     let pipeline = pipeline.downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").unwrap();
-    // With a shape the segment exists once the sink starts; under block nothing is lost once
-    // the reader is attached, so attach before the first frame is rendered.
+    // With a shape the segment exists once the sink starts; nothing is lost once the reader
+    // is attached (under block, or while it keeps up), so attach before the first frame is
+    // rendered.
     pipeline.set_state(gst::State::Paused).unwrap();
     let mut subscriber = Subscriber::new(
         &name,
@@ -1669,8 +1671,40 @@ fn upstream_elements_fill_the_segment_directly_with_the_same_frames() {
             "I420",
         ),
     ] {
-        let in_place = frames_through_the_pool(label, &source, format);
+        let in_place =
+            frames_through_the_pool(label, &source, format, "backpressure=block depth=4");
         assert_eq!(in_place, 12, "{label}: every frame was written in place");
+    }
+}
+
+/// The sink keeps the newest frame's buffer as its last sample (basesink's
+/// `enable-last-sample`, on by default) until the next one is rendered. That frame is in the
+/// ring, so holding it costs no spare slot: one spare slot is enough for upstream to draw every
+/// frame in place. (It once counted as gone from the ring: no slot was ever lent, every frame
+/// was copied, and under `block` each acquire first waited `reader-timeout` for a slot that only
+/// its own frame could free.)
+#[test]
+fn one_spare_slot_lends_every_frame_while_the_sink_keeps_its_last_sample() {
+    init();
+    let source = "videotestsrc num-buffers=12 pattern=ball ! \
+                  video/x-raw,format=RGBA,width=64,height=48,framerate=30/1";
+    // Under `block` the reader sees every frame however slow it is; the multi-process test
+    // `the_smallest_ring_draws_in_place_with_a_zero_copy_reader` covers the dropping policies.
+    for (depth, spare) in [(1, 1), (3, 1)] {
+        let label = format!("pool-one-spare-depth{depth}");
+        let started = Instant::now();
+        let in_place = frames_through_the_pool(
+            &label,
+            source,
+            "RGBA",
+            &format!("backpressure=block depth={depth} spare-slots={spare} reader-timeout=2000"),
+        );
+        assert_eq!(in_place, 12, "{label}: every frame was written in place");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{label}: 12 frames took {:?}: an acquire waited for a slot",
+            started.elapsed()
+        );
     }
 }
 

@@ -1267,6 +1267,54 @@ fn lending_never_waits_and_never_takes_a_frame_of_the_ring() {
     );
 }
 
+/// What a GStreamer sink does with the buffers of its pool: it keeps the newest frame (its last
+/// sample) while upstream asks for the next frame's buffer, and lets it go just before it
+/// renders the next frame. At depth 1 the newest frame leaves the ring when the next is
+/// published; holding it still leaves the one spare slot to lend, for every frame. An older
+/// frame held as well (a queue keeping buffers) does use the spare slot up.
+#[test]
+fn the_newest_frame_held_leaves_the_one_spare_slot_of_depth_one_to_lend() {
+    let name = ShmName::new("lend-newest-held");
+    let mut c = config(&name, Layout::Ring, 1, Backpressure::Block);
+    c.spare_slots = 1;
+    let mut w = Writer::create(&c).unwrap();
+    let lender = w.lender();
+    let mut r = Reader::open(&name, &oldest()).unwrap();
+    let mut newest: Option<u32> = None;
+    for n in 0..20 {
+        let slot = lender.lend().unwrap_or_else(|| {
+            panic!(
+                "frame {n}: no slot lent while the sink keeps frame {}",
+                n.max(1) - 1
+            )
+        });
+        fill_lent(&lender, slot, n);
+        if let Some(previous) = newest.replace(slot) {
+            lender.give_back(previous);
+        }
+        assert_eq!(
+            w.publish_lent(slot, &meta(n), FRAME as u64).unwrap(),
+            WriteOutcome::Written { frame: n }
+        );
+        assert_eq!(frame_number(read_one(&mut r)), n);
+    }
+    // Frame 19 is held, and frame 20 in a lent slot too: nothing more to lend.
+    let filling = lender.lend().unwrap();
+    fill_lent(&lender, filling, 20);
+    w.publish_lent(filling, &meta(20), FRAME as u64).unwrap();
+    assert_eq!(frame_number(read_one(&mut r)), 20);
+    assert_eq!(
+        lender.lend(),
+        None,
+        "frame 19, held and gone from the ring, uses the spare slot up"
+    );
+    // Let go of, it leaves a slot for a frame the writer copies.
+    lender.give_back(newest.take().unwrap());
+    assert_eq!(write_frame(&mut w, 21), WriteOutcome::Written { frame: 21 });
+    assert_eq!(frame_number(read_one(&mut r)), 21);
+    assert_eq!((r.frames_read(), r.frames_missed()), (22, 0));
+}
+
 #[test]
 fn giving_back_from_another_thread_wakes_a_writer_waiting_for_a_slot() {
     let name = ShmName::new("lend-wake");

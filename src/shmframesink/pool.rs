@@ -9,7 +9,8 @@
 //! shares the memory), so a slot is never rewritten while anything in the process can still
 //! read it. When no slot is free (every spare slot lent or pinned, or the writer busy), the
 //! pool hands out an ordinary system-memory buffer instead, which `render()` copies as it
-//! copies any foreign buffer: the pool never waits, backpressure stays render()'s business.
+//! copies any foreign buffer. Only under `backpressure=block` does an acquire first wait for
+//! a slot, as a write waits for room, up to `reader-timeout` and never past a flush.
 //!
 //! [`Writer::lend`]: crate::transport::Writer::lend
 

@@ -182,11 +182,19 @@ impl Slots {
     /// See [`Writer::lend`].
     pub(crate) fn lend(&self) -> Option<u32> {
         let beyond_depth = self.count() - self.map.geo.depth as usize;
-        let keep_from = self.map.geo.keep_from(self.head());
+        // Slots that are lent, and hold no frame of the ring once the next frame is published
+        // (the bound keeps a slot for a frame copied by the writer). The newest frame is not
+        // counted, although at depth 1 it leaves the ring then: a sink keeps it (basesink's
+        // last sample) while upstream asks for the next frame's buffer, and lets it go before
+        // the next frame is rendered. Counted, the one spare slot of depth 1 could never be
+        // lent: every frame copied, or under `block` an acquire waiting for a slot only its
+        // own frame frees.
+        let head = self.head();
+        let in_ring_from = self.map.geo.keep_from(head).min(head.saturating_sub(1));
         let lent_outside_ring = (0..self.count())
             .filter(|&s| match self.held(s) {
                 holder::FILLING => true,
-                holder::PUBLISHED => self.frame(s).is_none_or(|f| f < keep_from),
+                holder::PUBLISHED => self.frame(s).is_none_or(|f| f < in_ring_from),
                 _ => false,
             })
             .count();

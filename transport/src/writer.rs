@@ -500,9 +500,11 @@ impl Writer {
     /// Lends a free slot to be filled outside the writer (from another thread or by another
     /// element) and published later with [`Self::publish_lent`]. Never waits and never
     /// overwrites a frame of the ring: `None` when no slot is free right now, or when as many
-    /// slots as there are beyond `depth` are lent and not holding a frame of the ring (being
-    /// filled, or published and held after their frame left the ring). That bound leaves
-    /// frames copied in a slot of their own when the borrowers keep theirs only briefly. The
+    /// slots as there are beyond `depth` are lent and not holding a frame of the ring once the
+    /// next frame is published (being filled, or published and held after their frame left the
+    /// ring; the newest frame, which a sink keeps until it renders the next, never counts).
+    /// That bound leaves frames copied in a slot of their own when the borrowers keep theirs
+    /// only briefly. The
     /// slot stays out of the writer's hands, also after it is published, until
     /// [`Lender::give_back`]. [`Lender::lend`] does the same from any thread.
     pub fn lend(&mut self) -> Option<u32> {
