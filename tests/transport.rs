@@ -282,6 +282,7 @@ fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
     let mut r = Reader::open(&name, &oldest()).unwrap();
     write_frame(&mut w, 0);
     let interrupt = w.interrupt_handle();
+    let first_try = Instant::now();
     for _ in 0..3 {
         assert_interrupted(&interrupt, Duration::from_secs(10), || {
             try_write_frame(&mut w, 1)
@@ -289,8 +290,14 @@ fn a_blocked_write_made_again_after_an_interrupt_counts_one_full_event() {
         interrupt.clear();
     }
     assert_eq!(w.info().full_events, 1);
+    // One wait, from the first try on (each try is interrupted after 50 ms).
+    let began = w
+        .interrupted_wait_began()
+        .expect("the wait was interrupted");
+    assert!(began >= first_try && began < first_try + Duration::from_millis(50));
     assert_eq!(frame_number(read_one(&mut r)), 0);
     assert_eq!(write_frame(&mut w, 1).frame(), Some(1));
+    assert_eq!(w.interrupted_wait_began(), None, "frame 1 was written");
     assert_eq!(w.info().full_events, 1);
     // The next frame finding the ring full is a new event.
     assert_interrupted(&interrupt, Duration::from_secs(10), || {

@@ -725,9 +725,10 @@ impl ShmFrameSink {
             );
             gst::FlowError::Error
         })?;
-        let cold = writer.slots_are_cold(frame_size);
-        let started = Instant::now();
-        let mut wait_interrupted = false;
+        // Only a copy needs it (a clock read: a noticeable part of a small frame's cost).
+        let cold = matches!(input, Input::Copy(_)) && writer.slots_are_cold(frame_size);
+        // When a wait for room that `clear` interrupted began: the frame then met a full ring.
+        let mut interrupted_wait_began: Option<Instant> = None;
         loop {
             if self.clear_pending.swap(false, Ordering::SeqCst) {
                 gst::info!(CAT, imp = self, "Clearing the depot");
@@ -747,12 +748,13 @@ impl ShmFrameSink {
                     let outcome = match outcome {
                         // The first attempt waited for room until `clear` made some: for the
                         // application this frame met a full depot and waited.
-                        WriteOutcome::Written { frame } if wait_interrupted => {
-                            WriteOutcome::WrittenAfterWait {
+                        WriteOutcome::Written { frame } => match interrupted_wait_began {
+                            Some(began) => WriteOutcome::WrittenAfterWait {
                                 frame,
-                                waited: started.elapsed(),
-                            }
-                        }
+                                waited: began.elapsed(),
+                            },
+                            None => outcome,
+                        },
                         outcome => outcome,
                     };
                     let events = writer.take_reader_events();
@@ -765,7 +767,9 @@ impl ShmFrameSink {
                         gst::debug!(CAT, imp = self, "Write interrupted: flushing");
                         return Err(gst::FlowError::Flushing);
                     }
-                    wait_interrupted = true;
+                    interrupted_wait_began.get_or_insert(
+                        writer.interrupted_wait_began().unwrap_or_else(Instant::now),
+                    );
                 }
                 Err(err) => {
                     gst::element_imp_error!(

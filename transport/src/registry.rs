@@ -656,15 +656,18 @@ impl Registry {
                 *bits |= r.page.pin_word(w as u32).load(Ordering::SeqCst);
             }
         }
-        // Readers weigh their own pins against everyone's (`Reader::may_pin`).
+        // Readers weigh their own pins against everyone's (`Reader::may_pin`). Stored only
+        // when it changed: this runs for every frame, and a store would take the cache line
+        // from every reader that looks at it.
         for (w, bits) in mask
             .iter()
             .enumerate()
             .take(self.map.geo.pin_words as usize)
         {
-            self.map
-                .pinned_union(w as u32)
-                .store(*bits, Ordering::Release);
+            let union = self.map.pinned_union(w as u32);
+            if union.load(Ordering::Relaxed) != *bits {
+                union.store(*bits, Ordering::Release);
+            }
         }
         mask
     }

@@ -159,9 +159,10 @@ pub struct Writer {
     interrupt: Interrupt,
     /// What `acquire` decided for the frame its lease is for, taken by the `publish` of it.
     room: Option<Room>,
-    /// The head at which a wait for a full ring was interrupted: the frame made again after
-    /// `Interrupted` (an unlock, the Python binding's slices) is the same full-ring event.
-    full_wait_interrupted_at: Option<u64>,
+    /// The head at which a wait for a full ring was interrupted, and when that wait began: the
+    /// frame made again after `Interrupted` (an unlock, the Python binding's slices) is the
+    /// same full-ring event, and its wait goes on from then.
+    full_wait_interrupted_at: Option<(u64, Instant)>,
     /// What a wait sleeps on, kept so that waiting allocates nothing.
     wait_set: WaitSet,
     /// Readers still to wait for before the first frame (0 once the wait is over).
@@ -389,8 +390,8 @@ impl Writer {
     /// within `HOUSEKEEPING_INTERVAL_NS` on every path. Under drop-newest a full ring drops the
     /// incoming frame; a reader that stopped advancing (stopped, hung) must not make every later
     /// frame drop for all readers, so it is evicted after the reader timeout, as under block.
-    fn full_on_arrival(&mut self, n: u64) -> bool {
-        self.housekeeping_if_due();
+    fn full_on_arrival(&mut self, n: u64, now_ns: u64) -> bool {
+        self.housekeeping_if_due(now_ns);
         let full = self.ring_full_for(n);
         if full && self.backpressure() == Backpressure::DropNewest {
             self.check_readers(true);
@@ -417,16 +418,20 @@ impl Writer {
     /// head it is given (a free slot, for a lease); when it gets nothing, block waits for it,
     /// and the other policies evict the readers whose pins hold the writer up for longer than
     /// the reader timeout (their pins stop counting) and try once more. `Ok(None)`: the frame
-    /// is dropped (counted).
+    /// is dropped (counted). `now_ns`: CLOCK_MONOTONIC as the frame arrived.
     fn make_room<T>(
         &mut self,
+        now_ns: u64,
         mut take: impl FnMut(&Self, u64) -> Option<T>,
     ) -> Result<Option<(Room, T)>, Error> {
         let n = self.head();
-        let full = self.full_on_arrival(n);
+        let full = self.full_on_arrival(n, now_ns);
         let policy = self.backpressure();
-        let resumed = self.full_wait_interrupted_at.take() == Some(n);
-        if full && !resumed {
+        let resumed_wait = self
+            .full_wait_interrupted_at
+            .take()
+            .and_then(|(at, since)| (at == n).then_some(since));
+        if full && resumed_wait.is_none() {
             self.count_full();
         }
         if full && policy == Backpressure::DropNewest {
@@ -434,13 +439,13 @@ impl Writer {
             return Ok(None);
         }
         if full && policy == Backpressure::Block {
-            let started = Instant::now();
+            let started = resumed_wait.unwrap_or_else(Instant::now);
             let waited = self.wait_until(|w| {
                 let n = w.head();
                 if w.ring_full_for(n) { None } else { take(w, n) }
             });
             if matches!(waited, Err(Error::Interrupted)) {
-                self.full_wait_interrupted_at = Some(n);
+                self.full_wait_interrupted_at = Some((n, started));
             }
             let taken = waited?;
             let room = Room {
@@ -476,7 +481,7 @@ impl Writer {
     /// Leases a slot for the next frame. Under `block` this waits until the ring has room;
     /// under `drop-newest` a full ring gives `Ok(None)` (the frame is counted as dropped).
     pub fn acquire(&mut self) -> Result<Option<SlotLease>, Error> {
-        let claimed = self.make_room(|w, n| {
+        let claimed = self.make_room(sys::monotonic_ns(), |w, n| {
             // A lender taking the chosen slot at the same moment, or a reader pinning it,
             // makes the claim fail; another slot may still be free.
             for _ in 0..w.slots.count() {
@@ -559,6 +564,14 @@ impl Writer {
         self.room = None;
     }
 
+    /// When the wait for room that ended with `Interrupted` began, if the next frame made
+    /// resumes it (see [`Self::write`]).
+    pub fn interrupted_wait_began(&self) -> Option<Instant> {
+        self.full_wait_interrupted_at
+            .filter(|&(at, _)| at == self.head())
+            .map(|(_, began)| began)
+    }
+
     /// Publishes a leased slot holding `size` bytes as the next frame.
     pub fn publish(
         &mut self,
@@ -589,12 +602,14 @@ impl Writer {
     ) -> Result<WriteOutcome, Error> {
         self.check_fits(size)?;
         self.await_readers()?;
-        let started = Instant::now();
+        // One clock read per frame unless it waits: the frame's write time, and the time
+        // housekeeping is due by (clock reads are a noticeable part of a small frame's cost).
+        let arrived_ns = sys::monotonic_ns();
         // A leased slot had its room made when it was acquired; a lent one has it made now.
         let head = self.head();
         let room = match self.room.take().filter(|room| room.frame == head) {
             Some(room) => room,
-            None => match self.make_room(|_, _| Some(()))? {
+            None => match self.make_room(arrived_ns, |_, _| Some(()))? {
                 Some((room, ())) => room,
                 None => return Ok(WriteOutcome::Dropped),
             },
@@ -609,7 +624,10 @@ impl Writer {
         desc.size.store(size, Ordering::Relaxed);
         desc.flags.store(meta.flags as u64, Ordering::Relaxed);
         desc.caps_gen.store(self.caps_gen(), Ordering::Relaxed);
-        let now = sys::monotonic_ns();
+        let now = match room.waited_for_full {
+            Some(_) => sys::monotonic_ns(),
+            None => arrived_ns,
+        };
         desc.write_time_ns.store(now, Ordering::Relaxed);
         let seq = desc.seq.load(Ordering::Relaxed);
         // Even again: the slot's contents and fields above are complete (Release publishes them
@@ -620,9 +638,16 @@ impl Writer {
             .index(n)
             .store(index_entry(n, slot), Ordering::Release);
         self.slots.set_frame(slot as usize, Some(n));
+        let full_after = self.ring_full_for(n + 1);
         let h = self.map.header();
+        // The header's live fields share a cache line with `head`, which a spinning reader
+        // keeps loading: stored together, just before `head`, the line moves to this core once
+        // per frame rather than once per store. The writer alone writes these counters, so a
+        // plain store does what a (locked) fetch_add would.
         h.heartbeat_ns.store(now, Ordering::Relaxed);
-        h.frames_written.fetch_add(1, Ordering::Relaxed);
+        let written = h.frames_written.load(Ordering::Relaxed);
+        h.frames_written.store(written + 1, Ordering::Relaxed);
+        h.full.store(full_after as u32, Ordering::Relaxed);
         if h.stream_state.load(Ordering::Relaxed) != stream_state::RUNNING {
             h.stream_state
                 .store(stream_state::RUNNING, Ordering::Release);
@@ -631,12 +656,10 @@ impl Writer {
         // the reader sees the new head before sleeping, or we see it sleeping and wake it.
         h.head.store(n + 1, Ordering::SeqCst);
         self.registry.wake_sleepers();
-        h.full
-            .store(self.ring_full_for(n + 1) as u32, Ordering::Relaxed);
         Ok(match self.backpressure() {
             Backpressure::Block if room.full => WriteOutcome::WrittenAfterWait {
                 frame: n,
-                waited: started.elapsed() + room.waited_for_full.unwrap_or_default(),
+                waited: room.waited_for_full.unwrap_or_default(),
             },
             Backpressure::DropOldest if room.full => WriteOutcome::OverwroteOldest { frame: n },
             _ => WriteOutcome::Written { frame: n },
@@ -760,9 +783,8 @@ impl Writer {
         result
     }
 
-    fn housekeeping_if_due(&mut self) {
-        let now = sys::monotonic_ns();
-        if now.saturating_sub(self.last_housekeeping_ns) >= HOUSEKEEPING_INTERVAL_NS {
+    fn housekeeping_if_due(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.last_housekeeping_ns) >= HOUSEKEEPING_INTERVAL_NS {
             self.check_readers(false);
         }
     }
