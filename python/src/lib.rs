@@ -186,6 +186,44 @@ fn deadline_after(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     }
 }
 
+/// [`transport::Reader::open`], with signal handlers run every slice while it waits: the
+/// handshake with a writer that does not answer (stopped, hung) lasts up to 5 s, and Ctrl-C
+/// must not wait for it. The open runs in a thread of its own, interrupted when a handler
+/// raises; the outer `Err` is that exception.
+fn open_reader(
+    py: Python<'_>,
+    name: &str,
+    opts: &ReaderOptions,
+) -> PyResult<Result<transport::Reader, transport::Error>> {
+    let interrupt = transport::Interrupt::new();
+    std::thread::scope(|scope| {
+        let (done, mut opened) = std::sync::mpsc::sync_channel(1);
+        let opening = interrupt.clone();
+        scope.spawn(move || {
+            let _ = done.send(transport::Reader::open_with_interrupt(name, opts, opening));
+        });
+        loop {
+            // The receiver goes along (it may not be shared with the detached closure).
+            let received;
+            (received, opened) = py.detach(move || (opened.recv_timeout(WAIT_SLICE), opened));
+            match received {
+                Ok(result) => return Ok(result),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(PyRuntimeError::new_err(
+                        "the thread opening the reader died",
+                    ));
+                }
+            }
+            if let Err(raised) = py.check_signals() {
+                // The open ends within a poll of the interrupt; the scope waits for it.
+                interrupt.interrupt();
+                return Err(raised);
+            }
+        }
+    })
+}
+
 /// What is left of the wait until `deadline`, at most one slice (so signals are handled).
 fn next_slice(deadline: Option<Instant>) -> Duration {
     deadline.map_or(WAIT_SLICE, |d| {
@@ -474,7 +512,7 @@ impl Reader {
         };
         let deadline = deadline_after(Some(wait))?;
         loop {
-            let err = match py.detach(|| transport::Reader::open(name, &opts)) {
+            let err = match open_reader(py, name, &opts)? {
                 Ok(reader) if reader.writer_alive() => {
                     return Ok(Reader {
                         name: name.to_string(),

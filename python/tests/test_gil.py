@@ -123,6 +123,55 @@ def test_ctrl_c_interrupts_a_read_that_waits_forever(shm_name, spawn):
         child.finish()
 
 
+def test_ctrl_c_interrupts_an_open_whose_writer_does_not_answer(shm_name, spawn, tmp_path):
+    # A writer that is stopped (SIGSTOP) answers no hello: the reader's handshake would wait
+    # 5 s for it, and Ctrl-C must not.
+    close_flag = tmp_path / "close"
+    writer = spawn(
+        """
+        with shmframe.Writer(sys.argv[1], 4, 1, "GRAY8", pace=False):
+            print("ready", flush=True)
+            # Told to close by a file, not a signal: any of the process's threads (numpy's
+            # too) may take a signal, and a sleeping main thread would not hear of it.
+            while not os.path.exists(sys.argv[2]):
+                time.sleep(0.02)
+        print("closed", flush=True)
+        """,
+        shm_name,
+        str(close_flag),
+    )
+    assert writer.readline() == "ready"
+    writer.proc.send_signal(signal.SIGSTOP)
+    try:
+        child = spawn(
+            """
+            print("opening", flush=True)
+            try:
+                shmframe.Reader(sys.argv[1])
+                print("opened", flush=True)
+            except KeyboardInterrupt:
+                print("interrupted", flush=True)
+            except shmframe.ShmFrameError as e:
+                print("failed", e, flush=True)
+            """,
+            shm_name,
+        )
+        assert child.readline() == "opening"
+        time.sleep(0.5)  # inside the handshake
+        sent = time.monotonic()
+        child.proc.send_signal(signal.SIGINT)
+        assert child.readline() == "interrupted"
+        # One wait slice (100 ms), on a loaded machine; the handshake's limit is 5 s.
+        assert time.monotonic() - sent < 2.5
+        child.finish()
+    finally:
+        writer.proc.send_signal(signal.SIGCONT)
+        close_flag.touch()
+    # Closed cleanly: its segment and socket are gone.
+    assert writer.readline() == "closed"
+    writer.finish()
+
+
 def test_a_writer_collected_after_eos_lingers_without_the_gil(shm_name):
     writer = shmframe.Writer(shm_name, 4, 1, "GRAY8", reader_timeout=1.0, pace=False)
     reader = shmframe.Reader(shm_name, start="oldest")
