@@ -523,11 +523,18 @@ fn strided_i420_planes_arrive_packed() {
         &[32, 24, 24],
     )
     .unwrap();
+    // After a pause the slot counts as out of cache and the rows are streamed in
+    // (`copy_rows` with `cold`); the same buffer pushed right after is copied plainly, most
+    // likely: both arrive the same.
+    std::thread::sleep(Duration::from_millis(5));
+    h.push(buffer.clone()).unwrap();
     h.push(buffer).unwrap();
 
-    let (info, data) = read_frame(&mut reader);
-    assert_eq!(info.size, 192);
-    assert_eq!(data, packed);
+    for _ in 0..2 {
+        let (info, data) = read_frame(&mut reader);
+        assert_eq!(info.size, 192);
+        assert_eq!(data, packed);
+    }
 }
 
 #[test]

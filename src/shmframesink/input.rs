@@ -64,20 +64,13 @@ impl<'a> FrameSource<'a> {
                     };
                     if src_stride == dst_stride {
                         let n = (rows * dst_stride).min(src.len()).min(dst.len());
-                        dst[..n].copy_from_slice(&src[..n]);
+                        transport::copy_frame(&mut dst[..n], &src[..n], cold);
                         continue;
                     }
                     // A row of the default layout is its stride (the visible bytes plus
                     // alignment padding); the input's stride is at least the visible bytes.
                     let row_bytes = src_stride.min(dst_stride);
-                    for (src_row, dst_row) in src
-                        .chunks(src_stride)
-                        .zip(dst.chunks_mut(dst_stride))
-                        .take(rows)
-                    {
-                        let n = row_bytes.min(src_row.len()).min(dst_row.len());
-                        dst_row[..n].copy_from_slice(&src_row[..n]);
-                    }
+                    transport::copy_rows(dst, dst_stride, src, src_stride, row_bytes, rows, cold);
                 }
             }
         }

@@ -36,12 +36,48 @@ pub fn copy_frame(slot: &mut [u8], frame: &[u8], cold: bool) {
     }
 }
 
+/// Copies `rows` rows of `row_bytes` bytes from `src`, whose rows start `src_stride` bytes
+/// apart, into `dst`, whose rows start `dst_stride` bytes apart (a frame repacked into the
+/// default layout of its caps), as [`copy_frame`] copies a whole frame: streamed when `cold`.
+/// Rows, or their bytes, that either slice lacks are left out.
+pub fn copy_rows(
+    dst: &mut [u8],
+    dst_stride: usize,
+    src: &[u8],
+    src_stride: usize,
+    row_bytes: usize,
+    rows: usize,
+    cold: bool,
+) {
+    let pairs = src
+        .chunks(src_stride.max(1))
+        .zip(dst.chunks_mut(dst_stride.max(1)))
+        .take(rows);
+    for (src_row, dst_row) in pairs {
+        let n = row_bytes.min(src_row.len()).min(dst_row.len());
+        if cold {
+            stream_unfenced(&mut dst_row[..n], &src_row[..n]);
+        } else {
+            dst_row[..n].copy_from_slice(&src_row[..n]);
+        }
+    }
+    if cold {
+        fence_streaming_stores();
+    }
+}
+
 /// Copies `src` into `dst` (same length) with non-temporal stores where the CPU has them:
 /// the destination's cache lines are written without being read first, and without pushing
 /// other data out of the cache. The stores are complete and ordered before whatever this
 /// thread stores next (the release that publishes the frame).
 pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_streaming needs equal lengths");
+    stream_unfenced(dst, src);
+    fence_streaming_stores();
+}
+
+/// [`copy_streaming`] without the fence: for several copies fenced once.
+fn stream_unfenced(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "streaming copies need equal lengths");
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: SSE2 is part of the x86_64 baseline, and the lengths are equal.
@@ -51,10 +87,20 @@ pub(crate) fn copy_streaming(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
+/// Non-temporal stores are weakly ordered: this orders the ones made so far before whatever
+/// this thread stores next (the release that publishes the frame).
+fn fence_streaming_stores() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE2 (sfence) is part of the x86_64 baseline.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "sse2")]
 unsafe fn copy_streaming_sse2(dst: &mut [u8], src: &[u8]) {
-    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_sfence, _mm_stream_si128};
+    use std::arch::x86_64::{__m128i, _mm_loadu_si128, _mm_stream_si128};
     const LINE: usize = 64;
     let len = dst.len();
     // Streaming stores need 16-byte aligned destinations: copy up to the first one plainly.
@@ -75,8 +121,6 @@ unsafe fn copy_streaming_sse2(dst: &mut [u8], src: &[u8]) {
         }
     }
     dst[head + body..].copy_from_slice(&src[head + body..]);
-    // Non-temporal stores are weakly ordered: fence them before the frame is published.
-    _mm_sfence();
 }
 
 #[cfg(test)]
@@ -94,6 +138,28 @@ mod tests {
                 assert_eq!(&dst[offset..offset + len], &src[..len], "{offset}+{len}");
                 assert!(dst[..offset].iter().all(|&b| b == 0xAA));
                 assert!(dst[offset + len..].iter().all(|&b| b == 0xAA));
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_repacked_exactly_streamed_or_not() {
+        // Three rows of 50 bytes, 64 apart in the source, 52 apart in the destination.
+        let src: Vec<u8> = (0..192u32).map(|i| (i * 13 + 1) as u8).collect();
+        for cold in [false, true] {
+            for offset in [0, 3] {
+                let mut dst = [0xAAu8; 200];
+                copy_rows(&mut dst[offset..], 52, &src, 64, 50, 3, cold);
+                for row in 0..3 {
+                    let at = offset + row * 52;
+                    assert_eq!(&dst[at..at + 50], &src[row * 64..row * 64 + 50], "{cold}");
+                    assert!(dst[at + 50..at + 52].iter().all(|&b| b == 0xAA), "padding");
+                }
+                assert!(dst[..offset].iter().all(|&b| b == 0xAA));
+                assert!(
+                    dst[offset + 3 * 52..].iter().all(|&b| b == 0xAA),
+                    "no fourth row"
+                );
             }
         }
     }

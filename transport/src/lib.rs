@@ -35,7 +35,7 @@ mod wait;
 mod writer;
 
 pub use cleanup::{NO_SIGTERM_HANDLER_ENV, disable_sigterm_handler};
-pub use copy::copy_frame;
+pub use copy::{copy_frame, copy_rows};
 pub use error::Error;
 pub use frame::{FrameInfo, SlotView};
 pub use layout::{
