@@ -777,3 +777,20 @@ fn readers_killed_in_a_row_are_freed_copy_drop_oldest() {
 fn readers_killed_in_a_row_are_freed_copy_drop_newest() {
     readers_killed_in_a_row_are_freed("copy", "drop-newest");
 }
+
+/// The smallest ring on the pool path: one frame and one spare slot under block, where the
+/// sink's last sample, upstream's next buffer and the readers' pins share two slots (with one
+/// spare slot no frame was drawn in place before 0a9f5cd, and under block every acquire waited
+/// out the reader timeout).
+#[test]
+fn readers_killed_in_a_row_are_freed_pool_smallest_ring() {
+    if !common::python_ready("readers_killed_in_a_row_are_freed_pool_smallest_ring") {
+        return;
+    }
+    init();
+    reader_churn_case(
+        "pool",
+        "smallest-ring",
+        "backpressure=block depth=1 spare-slots=1",
+    );
+}
