@@ -564,8 +564,8 @@ impl Writer {
         self.room = None;
     }
 
-    /// When the wait for room that ended with `Interrupted` began, if the next frame made
-    /// resumes it (see [`Self::write`]).
+    /// When the wait for room that last ended in `Interrupted` began, while the frame it was
+    /// for is still the next one: made again, that frame resumes the same wait.
     pub fn interrupted_wait_began(&self) -> Option<Instant> {
         self.full_wait_interrupted_at
             .filter(|&(at, _)| at == self.head())
